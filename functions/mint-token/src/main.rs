@@ -1,0 +1,61 @@
+//! `mint-token`: a bearer token for one consented customer tenant and one Defender API.
+//! Invoked directly (payload `{"tenant", "api"}`; errors carry the code as `errorType`) or through
+//! the IAM-protected HTTP API route `POST /tokens` (errors as `{"error": {"code", "message"}}`).
+
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use defender_partner::edge::{self, EdgeError, Invocation};
+use defender_partner::minting::TokenService;
+use defender_partner::runtime::Services;
+use defender_partner::telemetry;
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init(telemetry::format_from_env());
+    let services = Services::from_env().await.inspect_err(|error| {
+        tracing::error!(error = %error, "mint-token cannot start");
+    })?;
+    let service = Arc::new(TokenService::new(&services));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let service = service.clone();
+        async move { handle(&service, event.payload).await }
+    }))
+    .await
+}
+
+async fn handle(service: &TokenService, payload: Value) -> Result<Value, Diagnostic> {
+    match Invocation::classify(payload).map_err(diagnostic)? {
+        Invocation::Direct(request) => match service.mint_json(request).await {
+            Ok(token) => Ok(serde_json::to_value(token).expect("a token serialises")),
+            Err(error) => Err(diagnostic(logged(EdgeError::from(&error)))),
+        },
+        Invocation::Http(request) => {
+            let response: ApiGatewayV2httpResponse = match edge::json_body(&request) {
+                Ok(body) => match service.mint_json(body).await {
+                    Ok(token) => edge::json_response(
+                        200,
+                        &serde_json::to_value(token).expect("a token serialises"),
+                    ),
+                    Err(error) => edge::error_response(&logged(EdgeError::from(&error))),
+                },
+                Err(error) => edge::error_response(&logged(error)),
+            };
+            Ok(serde_json::to_value(response).expect("a response serialises"))
+        }
+    }
+}
+
+fn logged(error: EdgeError) -> EdgeError {
+    tracing::warn!(code = %error.code, error = %error.message, "request refused");
+    error
+}
+
+fn diagnostic(error: EdgeError) -> Diagnostic {
+    Diagnostic {
+        error_type: error.code.as_str().to_owned(),
+        error_message: error.message,
+    }
+}

@@ -1,0 +1,133 @@
+//! The access tokens the emulator issues: Entra's app-only claims, signed with the run's key.
+
+use aws_lc_rs::digest;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use uuid::{Builder, Uuid};
+
+use crate::directory::{RegisteredApp, Tenant};
+use crate::keys::SigningKey;
+use crate::request_log::{CredentialKind, Endpoint};
+
+/// Everything that decides the content of one token.
+pub(crate) struct TokenOrder<'a> {
+    pub endpoint: Endpoint,
+    pub tenant: &'a Tenant,
+    pub app: &'a RegisteredApp,
+    /// The resource exactly as the client named it: it becomes `aud`.
+    pub audience: &'a str,
+    pub roles: Vec<String>,
+    pub credential: CredentialKind,
+    pub lifetime_seconds: u64,
+    pub now: DateTime<Utc>,
+}
+
+pub(crate) struct Issued {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub expires_on: i64,
+    pub not_before: i64,
+}
+
+pub(crate) fn issue(
+    key: &SigningKey,
+    base_url: &str,
+    order: &TokenOrder<'_>,
+) -> anyhow::Result<Issued> {
+    let tid = order.tenant.id.as_str();
+    let client_id = order.app.client_id.as_str();
+    let issued_at = order.now.timestamp();
+    let lifetime = i64::try_from(order.lifetime_seconds)?;
+    let expires_on = issued_at + lifetime;
+    let service_principal = service_principal_id(tid, client_id).to_string();
+    // "1": authenticated with a secret, "2": with a certificate, as in appidacr/azpacr.
+    let acr = match order.credential {
+        CredentialKind::Secret => "1",
+        CredentialKind::Assertion => "2",
+    };
+    let v1_issuer = format!("https://sts.windows.net/{tid}/");
+
+    let mut claims = Map::new();
+    claims.insert("aud".into(), json!(order.audience));
+    let (issuer, version) = match order.endpoint {
+        Endpoint::V1 => (v1_issuer.clone(), "1.0"),
+        Endpoint::V2 => (format!("{base_url}/{tid}/v2.0"), "2.0"),
+    };
+    claims.insert("iss".into(), json!(issuer));
+    claims.insert("iat".into(), json!(issued_at));
+    claims.insert("nbf".into(), json!(issued_at));
+    claims.insert("exp".into(), json!(expires_on));
+    match order.endpoint {
+        Endpoint::V1 => {
+            claims.insert("appid".into(), json!(client_id));
+            claims.insert("appidacr".into(), json!(acr));
+        }
+        Endpoint::V2 => {
+            claims.insert("azp".into(), json!(client_id));
+            claims.insert("azpacr".into(), json!(acr));
+        }
+    }
+    if !order.app.display_name.is_empty() {
+        claims.insert("app_displayname".into(), json!(order.app.display_name));
+    }
+    claims.insert("idp".into(), json!(v1_issuer));
+    claims.insert("idtyp".into(), json!("app"));
+    claims.insert("oid".into(), json!(service_principal));
+    // Absent, not empty, when nothing is granted: what clients must detect.
+    if !order.roles.is_empty() {
+        claims.insert("roles".into(), json!(order.roles));
+    }
+    claims.insert("sub".into(), json!(service_principal));
+    claims.insert("tid".into(), json!(tid));
+    claims.insert("uti".into(), json!(random_token_id()));
+    claims.insert("jti".into(), json!(Uuid::new_v4().to_string()));
+    claims.insert("ver".into(), json!(version));
+
+    Ok(Issued {
+        access_token: key.sign(&Value::Object(claims))?,
+        expires_in: order.lifetime_seconds,
+        expires_on,
+        not_before: issued_at,
+    })
+}
+
+/// The app's service principal in a tenant: a different object in every tenant, always the same
+/// for one tenant and app (across runs too), like a real one.
+pub(crate) fn service_principal_id(tenant_id: &str, client_id: &str) -> Uuid {
+    let hash = digest::digest(
+        &digest::SHA256,
+        format!("defender-emulator service principal {tenant_id} {client_id}").as_bytes(),
+    );
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash.as_ref()[..16]);
+    Builder::from_sha1_bytes(bytes).into_uuid()
+}
+
+/// Entra's `uti` is 22 characters of base64url.
+fn random_token_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Uuid::new_v4().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_principal_ids_are_stable_and_per_tenant() {
+        let app = "11111111-1111-4111-8111-111111111111";
+        let a = service_principal_id("22222222-2222-4222-8222-222222222222", app);
+        let b = service_principal_id("33333333-3333-4333-8333-333333333333", app);
+        assert_eq!(
+            a,
+            service_principal_id("22222222-2222-4222-8222-222222222222", app)
+        );
+        assert_ne!(a, b);
+        assert_eq!(a.get_version_num(), 5);
+    }
+
+    #[test]
+    fn token_ids_look_like_entra_ones() {
+        assert_eq!(random_token_id().len(), 22);
+    }
+}

@@ -1,0 +1,195 @@
+//! `/_emulator/...`: the HTTP control API used by tests that run the emulator as a process.
+//!
+//! Bodies are parsed whatever their `Content-Type`, so that a bare `curl -d` works; every
+//! refusal is `{"error": "..."}` with 400, 404 or 409.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::faults::Fault;
+use crate::handle::{ControlError, EmulatorHandle};
+use crate::scenario::{AppConfig, CertificateConfig, GrantConfig, SecretConfig, TenantConfig};
+use crate::state::Shared;
+
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_emulator/health", get(health))
+        .route(
+            "/_emulator/faults",
+            post(push_fault).get(list_faults).delete(clear_faults),
+        )
+        .route(
+            "/_emulator/requests",
+            get(list_requests).delete(clear_requests),
+        )
+        .route("/_emulator/apps", post(add_app))
+        .route("/_emulator/apps/{client_id}/secrets", put(set_secrets))
+        .route(
+            "/_emulator/apps/{client_id}/certificates",
+            put(set_certificates),
+        )
+        .route("/_emulator/apps/{client_id}/disabled", put(set_disabled))
+        .route("/_emulator/tenants", post(add_tenant))
+        .route("/_emulator/tenants/{tenant}/grants", put(set_grant))
+        .route(
+            "/_emulator/tenants/{tenant}/grants/{client_id}",
+            axum::routing::delete(revoke_consent),
+        )
+        .route("/_emulator/settings", put(set_settings))
+}
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) => StatusCode::CONFLICT,
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+fn handle(shared: Arc<Shared>) -> EmulatorHandle {
+    EmulatorHandle { shared }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
+    serde_json::from_slice(body)
+        .map_err(|error| ControlError::Invalid(format!("invalid body: {error}")))
+}
+
+fn done(result: Result<(), ControlError>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn push_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let handle = handle(shared);
+    match parse::<Fault>(&body).and_then(|fault| handle.push_fault(fault)) {
+        Ok(()) => Json(json!({ "pending": handle.pending_faults() })).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn list_faults(State(shared): State<Arc<Shared>>) -> Response {
+    Json(json!({ "pending": handle(shared).pending_faults() })).into_response()
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
+    handle(shared).clear_faults();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list_requests(State(shared): State<Arc<Shared>>) -> Response {
+    Json(json!({ "token_requests": handle(shared).token_requests() })).into_response()
+}
+
+async fn clear_requests(State(shared): State<Arc<Shared>>) -> Response {
+    handle(shared).clear_token_requests();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn add_app(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    done(parse::<AppConfig>(&body).and_then(|app| handle(shared).add_app(&app)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Secrets {
+    secrets: Vec<SecretConfig>,
+}
+
+async fn set_secrets(
+    State(shared): State<Arc<Shared>>,
+    Path(client_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    done(
+        parse::<Secrets>(&body)
+            .and_then(|body| handle(shared).set_secrets(&client_id, body.secrets)),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Certificates {
+    certificates: Vec<CertificateConfig>,
+}
+
+async fn set_certificates(
+    State(shared): State<Arc<Shared>>,
+    Path(client_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    done(
+        parse::<Certificates>(&body)
+            .and_then(|body| handle(shared).set_certificates(&client_id, &body.certificates)),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Disabled {
+    disabled: bool,
+}
+
+async fn set_disabled(
+    State(shared): State<Arc<Shared>>,
+    Path(client_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    done(
+        parse::<Disabled>(&body)
+            .and_then(|body| handle(shared).set_app_disabled(&client_id, body.disabled)),
+    )
+}
+
+async fn add_tenant(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    done(parse::<TenantConfig>(&body).and_then(|tenant| handle(shared).add_tenant(&tenant)))
+}
+
+async fn set_grant(
+    State(shared): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
+    done(parse::<GrantConfig>(&body).and_then(|grant| handle(shared).set_grant(&tenant, &grant)))
+}
+
+async fn revoke_consent(
+    State(shared): State<Arc<Shared>>,
+    Path((tenant, client_id)): Path<(String, String)>,
+) -> Response {
+    done(handle(shared).revoke_consent(&tenant, &client_id))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    token_lifetime_seconds: Option<u64>,
+}
+
+async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    done(
+        parse::<Settings>(&body).and_then(|settings| match settings.token_lifetime_seconds {
+            Some(seconds) => handle(shared).set_token_lifetime(seconds),
+            None => Ok(()),
+        }),
+    )
+}

@@ -1,0 +1,46 @@
+//! Ids of the built-in demo scenario (`scenarios/demo.json`), so that the demo program and tests
+//! need not repeat them. A unit test keeps them equal to the file.
+
+/// The partner's multi-tenant app.
+pub const CLIENT_ID: &str = "11111111-1111-4111-8111-111111111111";
+/// Its client secret. Demo data: it protects nothing.
+pub const CLIENT_SECRET: &str = "demo-secret-not-for-production";
+
+/// Consented to M365 Defender (`Incident.Read.All`), Defender for Endpoint (`Alert.Read.All`)
+/// and Graph (`SecurityIncident.Read.All`).
+pub const CONTOSO_TENANT_ID: &str = "22222222-2222-4222-8222-222222222222";
+pub const CONTOSO_DOMAIN: &str = "contoso.onmicrosoft.com";
+
+/// Consented to M365 Defender only.
+pub const FABRIKAM_TENANT_ID: &str = "33333333-3333-4333-8333-333333333333";
+pub const FABRIKAM_DOMAIN: &str = "fabrikam.onmicrosoft.com";
+
+/// Never consented: every token request gets AADSTS700016.
+pub const NORTHWIND_TENANT_ID: &str = "44444444-4444-4444-8444-444444444444";
+pub const NORTHWIND_DOMAIN: &str = "northwind.onmicrosoft.com";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Scenario;
+
+    #[test]
+    fn constants_match_the_demo_file() {
+        let demo = Scenario::demo();
+        assert_eq!(demo.apps[0].client_id, CLIENT_ID);
+        assert_eq!(demo.apps[0].secrets[0].value, CLIENT_SECRET);
+        let tenants: Vec<(&str, &str)> = demo
+            .tenants
+            .iter()
+            .map(|t| (t.id.as_str(), t.domains[0].as_str()))
+            .collect();
+        assert_eq!(
+            tenants,
+            [
+                (CONTOSO_TENANT_ID, CONTOSO_DOMAIN),
+                (FABRIKAM_TENANT_ID, FABRIKAM_DOMAIN),
+                (NORTHWIND_TENANT_ID, NORTHWIND_DOMAIN)
+            ]
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! Injected faults: the next N matching requests are answered with an error (or delayed)
+//! instead of being served, so that tests can drive a client's retry, throttling and
+//! single-flight paths deterministically.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::to_bytes;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::errors::EntraError;
+use crate::request_log::Endpoint;
+use crate::state::Shared;
+use crate::token_endpoint::{self, TokenForm};
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultMatch {
+    /// `POST` to a v1 or v2 token endpoint.
+    #[default]
+    Token,
+    /// Every emulated Microsoft endpoint (not the `/_emulator` control API).
+    Any,
+}
+
+/// One queued fault, as posted to `/_emulator/faults`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    #[serde(rename = "match", default)]
+    pub matches: FaultMatch,
+    /// Only requests for this tenant (GUID or any of its domains, as in the URL); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Status to answer (400-599). Absent: the request is only delayed, then served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Seconds, sent as `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// How many matching requests this fault takes.
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Wait this long before answering, e.g. to make concurrent callers overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Override of the `error` field of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Override of the AADSTS code of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Fault {
+    /// `count` requests answered `status`.
+    pub fn status(matches: FaultMatch, status: u16, count: u32) -> Fault {
+        Fault {
+            matches,
+            tenant: None,
+            status: Some(status),
+            retry_after: None,
+            count,
+            delay_ms: None,
+            error: None,
+            error_code: None,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.count == 0 {
+            return Err("count must be at least 1".to_owned());
+        }
+        match self.status {
+            Some(status) if !(400..=599).contains(&status) => {
+                Err(format!("status {status} is not an error status (400-599)"))
+            }
+            None if self.delay_ms.is_none() => {
+                Err("a fault needs a status, a delay_ms, or both".to_owned())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn entra_error(&self, status: StatusCode) -> EntraError {
+        let mut error = EntraError::transient(status);
+        if let Some(name) = &self.error {
+            error.error.clone_from(name);
+        }
+        if let Some(code) = self.error_code {
+            error.code = code;
+        }
+        error.retry_after = self.retry_after;
+        error
+    }
+}
+
+/// Pending faults, consumed in the order they were queued.
+#[derive(Default)]
+pub(crate) struct FaultQueue {
+    pending: VecDeque<Fault>,
+}
+
+impl FaultQueue {
+    pub(crate) fn push(&mut self, fault: Fault) {
+        self.pending.push_back(fault);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    pub(crate) fn pending(&self) -> Vec<Fault> {
+        self.pending.iter().cloned().collect()
+    }
+
+    /// Takes one use of the first fault that matches; the fault goes once its count is spent.
+    fn take(&mut self, route: &Route, same_tenant: impl Fn(&str) -> bool) -> Option<Fault> {
+        let index = self.pending.iter().position(|fault| {
+            let kind_matches = match fault.matches {
+                FaultMatch::Any => true,
+                FaultMatch::Token => route.token_endpoint.is_some(),
+            };
+            kind_matches && fault.tenant.as_deref().is_none_or(&same_tenant)
+        })?;
+        let fault = &mut self.pending[index];
+        fault.count -= 1;
+        let taken = fault.clone();
+        if fault.count == 0 {
+            self.pending.remove(index);
+        }
+        Some(taken)
+    }
+}
+
+/// What the fault matcher needs to know about a request.
+struct Route {
+    tenant: String,
+    token_endpoint: Option<Endpoint>,
+}
+
+impl Route {
+    fn of(method: &Method, path: &str) -> Route {
+        let mut segments = path.trim_start_matches('/').split('/');
+        let tenant = segments.next().unwrap_or_default().to_owned();
+        let rest: Vec<&str> = segments.collect();
+        let token_endpoint = match (method == Method::POST, rest.as_slice()) {
+            (true, ["oauth2", "token"]) => Some(Endpoint::V1),
+            (true, ["oauth2", "v2.0", "token"]) => Some(Endpoint::V2),
+            _ => None,
+        };
+        Route {
+            tenant,
+            token_endpoint,
+        }
+    }
+}
+
+/// Token request bodies are small; anything larger is not a token request worth recording.
+const BODY_LIMIT: usize = 1 << 20;
+
+/// Middleware in front of every emulated Microsoft endpoint.
+pub(crate) async fn inject(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = Route::of(request.method(), request.uri().path());
+    let fault = {
+        let directory = shared.directory();
+        let request_tenant = directory.tenant_id_of(&route.tenant);
+        shared.faults().take(&route, |fault_tenant| {
+            fault_tenant.eq_ignore_ascii_case(&route.tenant)
+                || (request_tenant.is_some()
+                    && directory.tenant_id_of(fault_tenant) == request_tenant)
+        })
+    };
+    let Some(fault) = fault else {
+        return next.run(request).await;
+    };
+    if let Some(delay) = fault.delay_ms {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let Some(status) = fault.status.and_then(|s| StatusCode::from_u16(s).ok()) else {
+        return next.run(request).await;
+    };
+    tracing::info!(
+        path = request.uri().path(),
+        status = status.as_u16(),
+        "injected fault"
+    );
+    let (parts, body) = request.into_parts();
+    let error = fault.entra_error(status).with_correlation(&parts.headers);
+    if let Some(endpoint) = route.token_endpoint {
+        let body = to_bytes(body, BODY_LIMIT).await.unwrap_or_default();
+        let form = TokenForm::parse(&body);
+        let mut record = token_endpoint::describe(&shared, &route.tenant, endpoint, &form);
+        record.status = status.as_u16();
+        record.error = Some(error.error.clone());
+        record.error_code = Some(error.code);
+        record.injected = true;
+        shared.log().push(record);
+    }
+    error.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_route(tenant: &str) -> Route {
+        Route::of(&Method::POST, &format!("/{tenant}/oauth2/v2.0/token"))
+    }
+
+    #[test]
+    fn routes_are_recognised() {
+        let v1 = Route::of(&Method::POST, "/contoso.com/oauth2/token");
+        assert_eq!(
+            (v1.tenant.as_str(), v1.token_endpoint),
+            ("contoso.com", Some(Endpoint::V1))
+        );
+        let keys = Route::of(&Method::GET, "/common/discovery/v2.0/keys");
+        assert_eq!(keys.token_endpoint, None);
+        let get_token = Route::of(&Method::GET, "/x.com/oauth2/v2.0/token");
+        assert_eq!(get_token.token_endpoint, None);
+    }
+
+    #[test]
+    fn faults_are_taken_in_order_and_counted() {
+        let mut queue = FaultQueue::default();
+        queue.push(Fault::status(FaultMatch::Token, 429, 2));
+        queue.push(Fault::status(FaultMatch::Any, 503, 1));
+        let route = token_route("a.com");
+        let taken: Vec<Option<u16>> = (0..4)
+            .map(|_| queue.take(&route, |_| true).and_then(|f| f.status))
+            .collect();
+        assert_eq!(taken, [Some(429), Some(429), Some(503), None]);
+    }
+
+    #[test]
+    fn token_faults_skip_other_endpoints_and_other_tenants() {
+        let mut queue = FaultQueue::default();
+        let mut fault = Fault::status(FaultMatch::Token, 429, 1);
+        fault.tenant = Some("b.com".to_owned());
+        queue.push(fault);
+        let keys = Route::of(&Method::GET, "/b.com/discovery/v2.0/keys");
+        assert!(queue.take(&keys, |_| true).is_none());
+        assert!(
+            queue
+                .take(&token_route("a.com"), |t| t == "a.com")
+                .is_none()
+        );
+        assert!(
+            queue
+                .take(&token_route("b.com"), |t| t == "b.com")
+                .is_some()
+        );
+        assert!(queue.pending().is_empty());
+    }
+
+    #[test]
+    fn validation_rejects_useless_faults() {
+        let mut fault = Fault::status(FaultMatch::Token, 200, 1);
+        assert!(fault.validate().is_err());
+        fault.status = None;
+        assert!(fault.validate().is_err());
+        fault.delay_ms = Some(10);
+        assert!(fault.validate().is_ok());
+        fault.count = 0;
+        assert!(fault.validate().is_err());
+    }
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let fault: Fault = serde_json::from_str(
+            r#"{"match":"any","tenant":"contoso.com","status":429,"retry_after":7,"count":3}"#,
+        )
+        .unwrap();
+        assert_eq!(fault.matches, FaultMatch::Any);
+        assert_eq!(fault.retry_after, Some(7));
+        assert_eq!(fault.count, 3);
+        let error = fault.entra_error(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!((error.code, error.retry_after), (90055, Some(7)));
+    }
+}

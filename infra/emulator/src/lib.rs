@@ -1,0 +1,32 @@
+//! A loopback emulator of the Entra ID side of Microsoft for client-credentials token minting:
+//! v1 and v2 token endpoints, signing keys, OpenID metadata and Entra's error answers, plus a
+//! control API to inject faults, rotate credentials and read what clients sent.
+//!
+//! Used in-process by the demo and Rust tests ([`start`]) and as a process by end-to-end tests
+//! (the `defender-emulator` binary). See `README.md` for the scenario format and endpoints.
+
+mod access_token;
+mod assertion;
+mod certificates;
+mod control;
+pub mod demo;
+mod directory;
+mod discovery;
+mod errors;
+mod faults;
+mod handle;
+mod keys;
+mod request_log;
+pub mod resources;
+mod scenario;
+mod server;
+mod state;
+mod token_endpoint;
+
+pub use faults::{Fault, FaultMatch};
+pub use handle::{ControlError, EmulatorHandle};
+pub use request_log::{CredentialKind, Endpoint, TokenRequestRecord};
+pub use scenario::{
+    AppConfig, CertificateConfig, GrantConfig, Scenario, SecretConfig, TenantConfig,
+};
+pub use server::{RunningEmulator, start};

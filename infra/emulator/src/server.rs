@@ -1,0 +1,145 @@
+//! Routing, start and stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::control;
+use crate::directory::Directory;
+use crate::discovery;
+use crate::faults;
+use crate::handle::EmulatorHandle;
+use crate::keys::SigningKey;
+use crate::scenario::Scenario;
+use crate::state::Shared;
+use crate::token_endpoint;
+
+/// How long [`RunningEmulator::shutdown`] lets open connections finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A started emulator. Dropping it stops the server too, without waiting for it.
+pub struct RunningEmulator {
+    handle: EmulatorHandle,
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningEmulator {
+    /// `http://127.0.0.1:PORT` (no trailing slash): the authority to configure clients with.
+    pub fn base_url(&self) -> &str {
+        self.handle.base_url()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Changes state in-process, without the HTTP control API.
+    pub fn handle(&self) -> EmulatorHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting connections and waits (a few seconds at most) for open ones to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("connections still open after the grace period; closing them");
+            task.abort();
+        }
+    }
+}
+
+/// Starts the emulator on `listen` (port 0: a free port chosen by the OS).
+pub async fn start(scenario: Scenario, listen: SocketAddr) -> anyhow::Result<RunningEmulator> {
+    let directory = Directory::from_scenario(&scenario)?;
+    let key = tokio::task::spawn_blocking(SigningKey::generate)
+        .await
+        .context("key generation did not finish")??;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local_addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(format!("http://{local_addr}"), key, directory));
+    let app = router(Arc::clone(&shared));
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                // A dropped sender stops the server as well as an explicit stop.
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "emulator server failed");
+        }
+    });
+    tracing::info!(base_url = %shared.base_url, "emulator listening");
+    Ok(RunningEmulator {
+        handle: EmulatorHandle { shared },
+        local_addr,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    // Faults apply to the emulated Microsoft endpoints only, never to the control API that
+    // clears them.
+    let microsoft = Router::new()
+        .route(
+            "/{tenant}/oauth2/v2.0/token",
+            post(token_endpoint::token_v2).fallback(token_endpoint::wrong_method),
+        )
+        .route(
+            "/{tenant}/oauth2/token",
+            post(token_endpoint::token_v1).fallback(token_endpoint::wrong_method),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(discovery::keys_v2))
+        .route("/{tenant}/discovery/keys", get(discovery::keys_v1))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(discovery::openid_configuration_v2),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(discovery::openid_configuration_v1),
+        )
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            faults::inject,
+        ));
+    Router::new()
+        .merge(microsoft)
+        .merge(control::router())
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        Json(
+            json!({ "error": "not_found", "error_description": "The emulator has no such endpoint." }),
+        ),
+    )
+}

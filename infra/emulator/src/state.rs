@@ -1,0 +1,53 @@
+//! The state every handler shares.
+//!
+//! Locks are std locks held only for in-memory work, never across an `.await`. A panic while
+//! holding one cannot leave the data half-written in a way that matters to a test emulator, so
+//! a poisoned lock is simply taken over instead of turning every later request into a panic.
+
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::directory::Directory;
+use crate::faults::FaultQueue;
+use crate::keys::SigningKey;
+use crate::request_log::RequestLog;
+
+pub(crate) struct Shared {
+    /// `http://127.0.0.1:PORT`, no trailing slash: the authority clients are configured with.
+    pub base_url: String,
+    pub key: SigningKey,
+    directory: RwLock<Directory>,
+    faults: Mutex<FaultQueue>,
+    log: Mutex<RequestLog>,
+}
+
+impl Shared {
+    pub(crate) fn new(base_url: String, key: SigningKey, directory: Directory) -> Shared {
+        Shared {
+            base_url,
+            key,
+            directory: RwLock::new(directory),
+            faults: Mutex::new(FaultQueue::default()),
+            log: Mutex::new(RequestLog::new()),
+        }
+    }
+
+    pub(crate) fn directory(&self) -> RwLockReadGuard<'_, Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn directory_mut(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.directory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn faults(&self) -> MutexGuard<'_, FaultQueue> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn log(&self) -> MutexGuard<'_, RequestLog> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,398 @@
+//! Every setting, read and validated once at start. A bad or missing value is reported with the
+//! variable's name, so a misconfigured deployment fails on its first cold start, loudly.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::api::DefenderApi;
+use crate::cloud::{Cloud, CloudEndpoints};
+use crate::entra::roles::RoleRequirement;
+use crate::telemetry::LogFormat;
+
+pub const ENV_CLOUD: &str = "DP_CLOUD";
+pub const ENV_AUTHORITY_HOST: &str = "DP_AUTHORITY_HOST";
+pub const ENV_API_BASE_PREFIX: &str = "DP_API_BASE_";
+pub const ENV_CREDENTIAL_SECRET_ID: &str = "DP_CREDENTIAL_SECRET_ID";
+pub const ENV_CREDENTIAL_JSON: &str = "DP_CREDENTIAL_JSON";
+pub const ENV_CREDENTIAL_FILE: &str = "DP_CREDENTIAL_FILE";
+pub const ENV_CREDENTIAL_CACHE_SECONDS: &str = "DP_CREDENTIAL_CACHE_SECONDS";
+pub const ENV_TABLE_NAME: &str = "DP_TABLE_NAME";
+pub const ENV_SQLITE_PATH: &str = "DP_SQLITE_PATH";
+pub const ENV_TOKEN_ENDPOINT: &str = "DP_TOKEN_ENDPOINT";
+pub const ENV_TOKEN_REFRESH_AHEAD_SECONDS: &str = "DP_TOKEN_REFRESH_AHEAD_SECONDS";
+pub const ENV_TOKEN_DEADLINE_SECONDS: &str = "DP_TOKEN_DEADLINE_SECONDS";
+pub const ENV_HTTP_TIMEOUT_SECONDS: &str = "DP_HTTP_TIMEOUT_SECONDS";
+pub const ENV_REQUIRED_ROLES_PREFIX: &str = "DP_REQUIRED_ROLES_";
+pub const ENV_LOG_FORMAT: &str = "DP_LOG_FORMAT";
+
+pub const DEFAULT_SQLITE_PATH: &str = ".local/defender-partner.sqlite";
+
+/// A setting that is missing or invalid, named so the operator knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            variable: variable.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Which token endpoint of Entra ID to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenEndpointVersion {
+    /// `/oauth2/v2.0/token` with `scope={resource}/.default` (the default).
+    V2,
+    /// `/oauth2/token` with `resource={resource}`.
+    V1,
+}
+
+impl FromStr for TokenEndpointVersion {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "v2" | "2" | "v2.0" => Ok(TokenEndpointVersion::V2),
+            "v1" | "1" | "v1.0" => Ok(TokenEndpointVersion::V1),
+            other => Err(format!("unknown token endpoint {other:?}: use v2 or v1")),
+        }
+    }
+}
+
+/// Where the app credential (client id + secret or certificate) comes from.
+#[derive(Debug, Clone)]
+pub enum CredentialLocation {
+    SecretsManager {
+        secret_id: String,
+    },
+    /// Local only: the credential JSON given inline.
+    Inline(SecretString),
+    /// Local only: a file holding the credential JSON.
+    File(PathBuf),
+}
+
+/// Where the tenant registry lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    DynamoDb { table: String },
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub endpoint_version: TokenEndpointVersion,
+    /// A cached token is replaced once it has less than this left.
+    pub refresh_ahead: Duration,
+    /// The most one token request may take, retries and throttling waits included.
+    pub deadline: Duration,
+    /// The most one HTTP exchange may take.
+    pub http_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub endpoints: CloudEndpoints,
+    pub credential: CredentialLocation,
+    pub credential_cache_ttl: Duration,
+    pub store: StoreLocation,
+    pub token: TokenSettings,
+    required_roles: [RoleRequirement; 3],
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let cloud: Cloud = parse_or(&get, ENV_CLOUD, Cloud::Public)?;
+        let mut endpoints = CloudEndpoints::for_cloud(cloud);
+        if let Some(authority) = get(ENV_AUTHORITY_HOST) {
+            endpoints = endpoints.with_authority(parse_url(ENV_AUTHORITY_HOST, &authority)?);
+        }
+        for api in DefenderApi::ALL {
+            let variable = format!("{ENV_API_BASE_PREFIX}{}", api.env_suffix());
+            if let Some(base) = get(&variable) {
+                endpoints = endpoints.with_api_base(api, parse_url(&variable, &base)?);
+            }
+        }
+
+        let credential = match (
+            get(ENV_CREDENTIAL_SECRET_ID),
+            get(ENV_CREDENTIAL_JSON),
+            get(ENV_CREDENTIAL_FILE),
+        ) {
+            (Some(secret_id), None, None) => CredentialLocation::SecretsManager { secret_id },
+            (None, Some(json), None) => CredentialLocation::Inline(SecretString::from(json)),
+            (None, None, Some(path)) => CredentialLocation::File(PathBuf::from(path)),
+            (None, None, None) => {
+                return Err(ConfigError::new(
+                    ENV_CREDENTIAL_SECRET_ID,
+                    format!(
+                        "no app credential configured: set {ENV_CREDENTIAL_SECRET_ID} (Secrets Manager), \
+                         or locally {ENV_CREDENTIAL_JSON} or {ENV_CREDENTIAL_FILE}"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    ENV_CREDENTIAL_SECRET_ID,
+                    format!(
+                        "set only one of {ENV_CREDENTIAL_SECRET_ID}, {ENV_CREDENTIAL_JSON}, {ENV_CREDENTIAL_FILE}"
+                    ),
+                ));
+            }
+        };
+
+        let store = match get(ENV_TABLE_NAME) {
+            Some(table) => StoreLocation::DynamoDb { table },
+            None => StoreLocation::Sqlite {
+                path: PathBuf::from(
+                    get(ENV_SQLITE_PATH).unwrap_or_else(|| DEFAULT_SQLITE_PATH.to_owned()),
+                ),
+            },
+        };
+
+        let token = TokenSettings {
+            endpoint_version: parse_or(&get, ENV_TOKEN_ENDPOINT, TokenEndpointVersion::V2)?,
+            refresh_ahead: seconds(&get, ENV_TOKEN_REFRESH_AHEAD_SECONDS, 300, 0..=1800)?,
+            deadline: seconds(&get, ENV_TOKEN_DEADLINE_SECONDS, 20, 1..=900)?,
+            http_timeout: seconds(&get, ENV_HTTP_TIMEOUT_SECONDS, 10, 1..=300)?,
+        };
+
+        let required_roles = DefenderApi::ALL.map(|api| {
+            let variable = format!("{ENV_REQUIRED_ROLES_PREFIX}{}", api.env_suffix());
+            match get(&variable) {
+                Some(text) => RoleRequirement::parse(&text)
+                    .map_err(|problem| ConfigError::new(variable, problem)),
+                None => Ok(RoleRequirement::default_for(api)),
+            }
+        });
+        let [m365d, mde, graph] = required_roles;
+
+        let in_lambda = lookup("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let log_format = match get(ENV_LOG_FORMAT) {
+            Some(text) => text
+                .parse()
+                .map_err(|problem: String| ConfigError::new(ENV_LOG_FORMAT, problem))?,
+            None if in_lambda => LogFormat::Json,
+            None => LogFormat::Text,
+        };
+
+        Ok(Settings {
+            endpoints,
+            credential,
+            credential_cache_ttl: seconds(&get, ENV_CREDENTIAL_CACHE_SECONDS, 300, 0..=86_400)?,
+            store,
+            token,
+            required_roles: [m365d?, mde?, graph?],
+            log_format,
+        })
+    }
+
+    /// The roles a token for `api` must carry.
+    pub fn required_roles(&self, api: DefenderApi) -> &RoleRequirement {
+        &self.required_roles[DefenderApi::ALL
+            .iter()
+            .position(|candidate| *candidate == api)
+            .expect("every API is listed")]
+    }
+}
+
+fn parse_or<T: FromStr<Err = String>>(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(variable) {
+        Some(text) => text
+            .parse()
+            .map_err(|problem: String| ConfigError::new(variable, problem)),
+        None => Ok(default),
+    }
+}
+
+fn parse_url(variable: &str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text.trim())
+        .map_err(|error| ConfigError::new(variable, format!("not a URL ({error})")))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(ConfigError::new(variable, "must be an http(s) URL"));
+    }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(ConfigError::new(
+            variable,
+            "plain http is allowed only for loopback (a local emulator); use https",
+        ));
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    let value = match get(variable) {
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            ConfigError::new(
+                variable,
+                format!("{text:?} is not a whole number of seconds"),
+            )
+        })?,
+        None => default,
+    };
+    if !range.contains(&value) {
+        return Err(ConfigError::new(
+            variable,
+            format!(
+                "{value} is out of range ({}..={} seconds)",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_with_a_secret_id() {
+        let settings = settings(&[(ENV_CREDENTIAL_SECRET_ID, "app-cred")]).unwrap();
+        assert_eq!(settings.endpoints.cloud, Cloud::Public);
+        assert_eq!(settings.token.endpoint_version, TokenEndpointVersion::V2);
+        assert_eq!(settings.token.refresh_ahead, Duration::from_secs(300));
+        assert_eq!(
+            settings.store,
+            StoreLocation::Sqlite {
+                path: PathBuf::from(DEFAULT_SQLITE_PATH)
+            }
+        );
+        assert!(matches!(
+            settings.credential,
+            CredentialLocation::SecretsManager { ref secret_id } if secret_id == "app-cred"
+        ));
+        assert_eq!(settings.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn lambda_defaults_to_json_logs_and_table() {
+        let settings = settings(&[
+            (ENV_CREDENTIAL_SECRET_ID, "x"),
+            (ENV_TABLE_NAME, "registry"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "mint-token"),
+        ])
+        .unwrap();
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(
+            settings.store,
+            StoreLocation::DynamoDb {
+                table: "registry".into()
+            }
+        );
+    }
+
+    #[test]
+    fn missing_credential_names_the_variable() {
+        let error = settings(&[]).unwrap_err();
+        assert_eq!(error.variable, ENV_CREDENTIAL_SECRET_ID);
+        assert!(error.problem.contains(ENV_CREDENTIAL_JSON));
+    }
+
+    #[test]
+    fn two_credential_sources_are_refused() {
+        let error =
+            settings(&[(ENV_CREDENTIAL_SECRET_ID, "x"), (ENV_CREDENTIAL_JSON, "{}")]).unwrap_err();
+        assert!(error.problem.contains("only one"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let base = (ENV_CREDENTIAL_SECRET_ID, "x");
+        for (variable, value) in [
+            (ENV_CLOUD, "mars"),
+            (ENV_AUTHORITY_HOST, "not a url"),
+            (ENV_AUTHORITY_HOST, "http://login.example.com"),
+            ("DP_API_BASE_MDE", "ftp://x"),
+            (ENV_TOKEN_ENDPOINT, "v3"),
+            (ENV_TOKEN_DEADLINE_SECONDS, "soon"),
+            (ENV_TOKEN_DEADLINE_SECONDS, "0"),
+            (ENV_TOKEN_REFRESH_AHEAD_SECONDS, "99999"),
+            ("DP_REQUIRED_ROLES_GRAPH", " , "),
+            (ENV_LOG_FORMAT, "xml"),
+        ] {
+            let error = settings(&[base, (variable, value)]).unwrap_err();
+            assert_eq!(error.variable, variable, "{variable}={value}");
+        }
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let settings = settings(&[
+            (ENV_CREDENTIAL_JSON, "{}"),
+            (ENV_CLOUD, "gcc-high"),
+            (ENV_AUTHORITY_HOST, "http://127.0.0.1:8080"),
+            ("DP_API_BASE_GRAPH", "http://localhost:9999/graph"),
+            (ENV_TOKEN_ENDPOINT, "v1"),
+            ("DP_REQUIRED_ROLES_M365D", "Incident.ReadWrite.All"),
+        ])
+        .unwrap();
+        assert_eq!(settings.endpoints.cloud, Cloud::GccHigh);
+        assert_eq!(
+            settings.endpoints.authority.as_str(),
+            "http://127.0.0.1:8080/"
+        );
+        assert_eq!(
+            settings.endpoints.api_base(DefenderApi::Graph).as_str(),
+            "http://localhost:9999/graph"
+        );
+        assert_eq!(
+            settings.endpoints.resource(DefenderApi::Graph),
+            "https://graph.microsoft.us"
+        );
+        assert_eq!(settings.token.endpoint_version, TokenEndpointVersion::V1);
+        assert!(
+            settings
+                .required_roles(DefenderApi::M365d)
+                .missing(&["Incident.Read.All".to_owned()])
+                .is_some()
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! Tokens kept until shortly before they expire. Concurrent callers for the same key wait for
+//! one request instead of each sending their own; different keys never wait for each other.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::client::AccessToken;
+
+/// A token still this far from expiry may be handed out when its refresh fails.
+const MINIMUM_USEFUL_LIFETIME: Duration = Duration::from_secs(60);
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<AccessToken>>>>;
+
+pub struct TokenCache<K> {
+    slots: Mutex<HashMap<K, Slot>>,
+    refresh_ahead: Duration,
+}
+
+impl<K: Eq + Hash + Clone> TokenCache<K> {
+    pub fn new(refresh_ahead: Duration) -> TokenCache<K> {
+        TokenCache {
+            slots: Mutex::new(HashMap::new()),
+            refresh_ahead,
+        }
+    }
+
+    /// The cached token for `key` if it has more than the refresh margin left; otherwise the
+    /// result of `fetch` (shared by everyone waiting on the same key). If the refresh fails while
+    /// the old token still has a useful life, the old token is returned and the error logged.
+    pub async fn get_or_fetch<E, F, Fut>(&self, key: K, fetch: F) -> Result<Arc<AccessToken>, E>
+    where
+        E: std::fmt::Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<AccessToken, E>>,
+    {
+        let slot = self.slot(key);
+        let mut cached = slot.lock().await;
+        if let Some(token) = cached.as_ref()
+            && token.remaining() > self.refresh_ahead
+        {
+            return Ok(token.clone());
+        }
+        match fetch().await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *cached = Some(fresh.clone());
+                Ok(fresh)
+            }
+            Err(error) => match cached.as_ref() {
+                Some(token) if token.remaining() > MINIMUM_USEFUL_LIFETIME => {
+                    tracing::warn!(error = %error, "token refresh failed; the cached token is still valid");
+                    Ok(token.clone())
+                }
+                _ => Err(error),
+            },
+        }
+    }
+
+    /// Forgets the token for `key` (after an API refused it).
+    pub async fn invalidate(&self, key: &K) {
+        let slot = self
+            .slots
+            .lock()
+            .expect("token cache poisoned")
+            .get(key)
+            .cloned();
+        if let Some(slot) = slot {
+            *slot.lock().await = None;
+        }
+    }
+
+    fn slot(&self, key: K) -> Slot {
+        self.slots
+            .lock()
+            .expect("token cache poisoned")
+            .entry(key)
+            .or_default()
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::Utc;
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::entra::claims::TokenClaims;
+
+    fn token(lifetime_seconds: i64) -> AccessToken {
+        AccessToken {
+            token: SecretString::from("t"),
+            token_type: "Bearer".into(),
+            expires_at: Utc::now() + chrono::Duration::seconds(lifetime_seconds),
+            claims: TokenClaims {
+                tid: "t".into(),
+                roles: vec![],
+                aud: None,
+                iss: None,
+                exp: None,
+                appid: None,
+                azp: None,
+                oid: None,
+                ver: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_fetch() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(300)));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let cache = cache.clone();
+                let fetches = fetches.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_fetch("k", || async {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok::<_, String>(token(3600))
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn keys_are_independent_and_near_expiry_refreshes() {
+        let cache = TokenCache::new(Duration::from_secs(300));
+        let fetches = AtomicUsize::new(0);
+        let fetch = |lifetime| {
+            let fetches = &fetches;
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(token(lifetime))
+            }
+        };
+        cache.get_or_fetch("a", fetch(3600)).await.unwrap();
+        cache.get_or_fetch("a", fetch(3600)).await.unwrap();
+        cache.get_or_fetch("b", fetch(3600)).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        // Inside the refresh margin: fetched again every time.
+        cache.get_or_fetch("c", fetch(200)).await.unwrap();
+        cache.get_or_fetch("c", fetch(200)).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 4);
+        cache.invalidate(&"a").await;
+        cache.get_or_fetch("a", fetch(3600)).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_a_still_valid_token_but_not_an_expiring_one() {
+        let cache = TokenCache::new(Duration::from_secs(300));
+        cache
+            .get_or_fetch("a", || async { Ok::<_, String>(token(200)) })
+            .await
+            .unwrap();
+        let kept = cache
+            .get_or_fetch("a", || async {
+                Err::<AccessToken, _>("throttled".to_owned())
+            })
+            .await
+            .unwrap();
+        assert!(kept.remaining() > Duration::from_secs(100));
+        cache
+            .get_or_fetch("b", || async { Ok::<_, String>(token(30)) })
+            .await
+            .unwrap();
+        let error = cache
+            .get_or_fetch("b", || async {
+                Err::<AccessToken, _>("throttled".to_owned())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error, "throttled");
+    }
+}

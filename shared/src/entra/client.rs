@@ -1,0 +1,222 @@
+//! One exchange with the token endpoint.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::assertion::sign_assertion;
+use super::claims::{TokenClaims, decode_payload};
+use super::errors::{EntraError, parse_retry_after};
+use crate::cloud::CloudEndpoints;
+use crate::config::TokenEndpointVersion;
+use crate::secrets::{AppCredential, CredentialKind};
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// An access token and what we know of it. `Debug` never shows the token.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub token: SecretString,
+    pub token_type: String,
+    pub expires_at: DateTime<Utc>,
+    pub claims: TokenClaims,
+}
+
+impl AccessToken {
+    /// Time left before it expires (zero once expired).
+    pub fn remaining(&self) -> Duration {
+        (self.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// What to ask the token endpoint for.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRequest<'a> {
+    /// The tenant's GUID or domain, as it goes in the URL path.
+    pub tenant: &'a str,
+    /// The API's resource identifier (`https://api.security.microsoft.com`).
+    pub resource: &'a str,
+    pub version: TokenEndpointVersion,
+}
+
+/// Speaks the client-credentials grant of Entra ID's v1 and v2 token endpoints.
+#[derive(Clone)]
+pub struct TokenClient {
+    http: reqwest::Client,
+    endpoints: CloudEndpoints,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: SecretString,
+    #[serde(default)]
+    token_type: Option<String>,
+    // v1 sends these as strings, v2 as numbers.
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+impl TokenClient {
+    pub fn new(http: reqwest::Client, endpoints: CloudEndpoints) -> TokenClient {
+        TokenClient { http, endpoints }
+    }
+
+    pub fn endpoints(&self) -> &CloudEndpoints {
+        &self.endpoints
+    }
+
+    pub fn token_url(&self, tenant: &str, version: TokenEndpointVersion) -> String {
+        match version {
+            TokenEndpointVersion::V2 => self.endpoints.authority_url(tenant, "oauth2/v2.0/token"),
+            TokenEndpointVersion::V1 => self.endpoints.authority_url(tenant, "oauth2/token"),
+        }
+    }
+
+    /// One request, no retry.
+    pub async fn request_once(
+        &self,
+        request: TokenRequest<'_>,
+        credential: &AppCredential,
+    ) -> Result<AccessToken, EntraError> {
+        let url = self.token_url(request.tenant, request.version);
+        let scope;
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &credential.client_id),
+        ];
+        match request.version {
+            TokenEndpointVersion::V2 => {
+                scope = format!("{}/.default", request.resource.trim_end_matches('/'));
+                form.push(("scope", &scope));
+            }
+            TokenEndpointVersion::V1 => form.push(("resource", request.resource)),
+        }
+        let assertion;
+        match &credential.kind {
+            CredentialKind::ClientSecret(secret) => {
+                form.push(("client_secret", secret.expose_secret()));
+            }
+            CredentialKind::Certificate(certificate) => {
+                // The audience is always the v2 endpoint of the tenant, whichever endpoint is
+                // called.
+                let audience = self.token_url(request.tenant, TokenEndpointVersion::V2);
+                assertion = sign_assertion(certificate, &credential.client_id, &audience)?;
+                form.push(("client_assertion_type", ASSERTION_TYPE));
+                form.push(("client_assertion", assertion.expose_secret()));
+            }
+        }
+
+        let response = self
+            .http
+            .post(&url)
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|error| EntraError::Transport(describe_transport_error(&error)))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| EntraError::Transport(describe_transport_error(&error)))?;
+        if status != 200 {
+            return Err(EntraError::from_response(
+                request.tenant,
+                status,
+                retry_after,
+                &body,
+            ));
+        }
+        parse_token_response(&body)
+    }
+}
+
+fn parse_token_response(body: &[u8]) -> Result<AccessToken, EntraError> {
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|error| {
+        EntraError::MalformedResponse(format!(
+            "token response is not JSON with access_token ({error})"
+        ))
+    })?;
+    let expires_in = match parsed.expires_in {
+        Some(serde_json::Value::Number(number)) => number.as_i64(),
+        Some(serde_json::Value::String(text)) => text.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+    .filter(|seconds| *seconds > 0)
+    .ok_or_else(|| {
+        EntraError::MalformedResponse("token response has no valid expires_in".into())
+    })?;
+    let claims = decode_payload(parsed.access_token.expose_secret())
+        .map_err(|error| EntraError::MalformedResponse(error.to_string()))?;
+    Ok(AccessToken {
+        token: parsed.access_token,
+        token_type: parsed.token_type.unwrap_or_else(|| "Bearer".into()),
+        expires_at: Utc::now() + chrono::Duration::seconds(expires_in),
+        claims,
+    })
+}
+
+/// reqwest's errors can carry the URL; ours carry no secret, but keep messages short and typed.
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "response body could not be read"
+    } else {
+        "request failed"
+    };
+    match error.url() {
+        Some(url) => format!("{kind} ({}{})", url.host_str().unwrap_or(""), url.path()),
+        None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::entra::claims::fake_jwt;
+
+    #[test]
+    fn parses_v2_and_v1_responses() {
+        let jwt = fake_jwt(&json!({"tid": "t", "roles": ["A"]}));
+        let v2 = json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": jwt});
+        let token = parse_token_response(v2.to_string().as_bytes()).unwrap();
+        assert!(token.remaining() > Duration::from_secs(3590));
+        assert_eq!(token.claims.roles, vec!["A"]);
+        let v1 = json!({"token_type": "Bearer", "expires_in": "4000", "expires_on": "1700000000", "resource": "r", "access_token": jwt});
+        let token = parse_token_response(v1.to_string().as_bytes()).unwrap();
+        assert!(token.remaining() > Duration::from_secs(3990));
+    }
+
+    #[test]
+    fn malformed_responses_are_typed_and_do_not_echo_the_token() {
+        let jwt = fake_jwt(&json!({"tid": "t"}));
+        for body in [
+            json!({"access_token": jwt}).to_string(),
+            json!({"access_token": jwt, "expires_in": "soon"}).to_string(),
+            json!({"access_token": "opaque-token-value", "expires_in": 10}).to_string(),
+            "not json".to_owned(),
+        ] {
+            let error = parse_token_response(body.as_bytes()).unwrap_err();
+            assert!(matches!(error, EntraError::MalformedResponse(_)));
+            let message = error.to_string();
+            assert!(
+                !message.contains(&jwt) && !message.contains("opaque-token-value"),
+                "{message}"
+            );
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Entra ID: client-credentials tokens for customer tenants.
+//!
+//! `client` speaks the token endpoint (one exchange), `retry` wraps it with backoff that obeys
+//! `Retry-After` under an overall deadline, `cache` keeps tokens until shortly before they expire
+//! and lets concurrent callers share one request, `claims` reads a token's payload and `roles`
+//! checks it, `errors` turns AADSTS answers into typed errors, `assertion` signs the certificate
+//! credential's client assertion, `discovery` resolves a verified domain to its tenant id.
+
+pub mod assertion;
+pub mod cache;
+pub mod claims;
+pub mod client;
+pub mod discovery;
+pub mod errors;
+pub mod provider;
+pub mod retry;
+pub mod roles;
+
+pub use cache::TokenCache;
+pub use claims::TokenClaims;
+pub use client::{AccessToken, TokenClient, TokenRequest};
+pub use errors::EntraError;
+pub use provider::{AppTokenError, AppTokenProvider};

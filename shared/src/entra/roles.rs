@@ -1,0 +1,109 @@
+//! Which application roles a token must carry: an all-of list of any-of groups, written
+//! `A|B,C` (A or B, and C).
+
+use crate::api::DefenderApi;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRequirement {
+    all_of: Vec<Vec<String>>,
+}
+
+impl RoleRequirement {
+    pub fn parse(text: &str) -> Result<RoleRequirement, String> {
+        let all_of: Vec<Vec<String>> = text
+            .split(',')
+            .map(|group| {
+                group
+                    .split('|')
+                    .map(|role| role.trim().to_owned())
+                    .filter(|role| !role.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|group| !group.is_empty())
+            .collect();
+        if all_of.is_empty() {
+            return Err(
+                "names no role: write e.g. Incident.Read.All|Incident.ReadWrite.All".into(),
+            );
+        }
+        Ok(RoleRequirement { all_of })
+    }
+
+    /// The least each API needs for the partner's read workflows; the read-write role satisfies
+    /// it too.
+    pub fn default_for(api: DefenderApi) -> RoleRequirement {
+        let text = match api {
+            DefenderApi::M365d => "Incident.Read.All|Incident.ReadWrite.All",
+            DefenderApi::Mde => "Alert.Read.All|Alert.ReadWrite.All",
+            DefenderApi::Graph => "SecurityIncident.Read.All|SecurityIncident.ReadWrite.All",
+        };
+        RoleRequirement::parse(text).expect("built-in requirements parse")
+    }
+
+    /// `None` when `granted` satisfies the requirement, else the groups not satisfied, each
+    /// written as its alternatives joined by `|`.
+    pub fn missing(&self, granted: &[String]) -> Option<Vec<String>> {
+        let missing: Vec<String> = self
+            .all_of
+            .iter()
+            .filter(|group| !group.iter().any(|role| granted.contains(role)))
+            .map(|group| group.join("|"))
+            .collect();
+        (!missing.is_empty()).then_some(missing)
+    }
+}
+
+impl std::fmt::Display for RoleRequirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups: Vec<String> = self.all_of.iter().map(|group| group.join("|")).collect();
+        f.write_str(&groups.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    #[test]
+    fn any_of_within_a_group_all_of_across_groups() {
+        let requirement = RoleRequirement::parse(
+            "Incident.Read.All|Incident.ReadWrite.All, AdvancedHunting.Read.All",
+        )
+        .unwrap();
+        assert_eq!(
+            requirement.missing(&roles(&[
+                "Incident.ReadWrite.All",
+                "AdvancedHunting.Read.All"
+            ])),
+            None
+        );
+        assert_eq!(
+            requirement.missing(&roles(&["Incident.Read.All"])),
+            Some(vec!["AdvancedHunting.Read.All".to_owned()])
+        );
+        assert_eq!(
+            requirement.missing(&[]),
+            Some(vec![
+                "Incident.Read.All|Incident.ReadWrite.All".to_owned(),
+                "AdvancedHunting.Read.All".to_owned()
+            ])
+        );
+    }
+
+    #[test]
+    fn defaults_accept_read_or_read_write() {
+        let mde = RoleRequirement::default_for(DefenderApi::Mde);
+        assert_eq!(mde.missing(&roles(&["Alert.ReadWrite.All"])), None);
+        assert!(mde.missing(&roles(&["Incident.Read.All"])).is_some());
+        assert_eq!(mde.to_string(), "Alert.Read.All|Alert.ReadWrite.All");
+    }
+
+    #[test]
+    fn empty_text_is_refused() {
+        assert!(RoleRequirement::parse(" | , ").is_err());
+    }
+}

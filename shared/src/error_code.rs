@@ -1,0 +1,101 @@
+//! Stable error codes: what a calling workflow branches on, at every edge (Lambda error type,
+//! HTTP JSON body, operator output). Never rename one; add new ones.
+
+use serde::Serialize;
+
+/// A stable, machine-readable error code and its HTTP status at the API edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidTenantId,
+    UnknownApi,
+    TenantNotRegistered,
+    TenantNotActive,
+    NotConsented,
+    ApiNotEnabled,
+    CredentialInvalid,
+    CredentialExpired,
+    CredentialUnavailable,
+    AppDisabled,
+    TenantUnknown,
+    WrongCloud,
+    RolesMissing,
+    TokenTenantMismatch,
+    Throttled,
+    MicrosoftUnavailable,
+    RegistryUnavailable,
+    ConfigInvalid,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidTenantId => "invalid_tenant_id",
+            ErrorCode::UnknownApi => "unknown_api",
+            ErrorCode::TenantNotRegistered => "tenant_not_registered",
+            ErrorCode::TenantNotActive => "tenant_not_active",
+            ErrorCode::NotConsented => "not_consented",
+            ErrorCode::ApiNotEnabled => "api_not_enabled",
+            ErrorCode::CredentialInvalid => "credential_invalid",
+            ErrorCode::CredentialExpired => "credential_expired",
+            ErrorCode::CredentialUnavailable => "credential_unavailable",
+            ErrorCode::AppDisabled => "app_disabled",
+            ErrorCode::TenantUnknown => "tenant_unknown",
+            ErrorCode::WrongCloud => "wrong_cloud",
+            ErrorCode::RolesMissing => "roles_missing",
+            ErrorCode::TokenTenantMismatch => "token_tenant_mismatch",
+            ErrorCode::Throttled => "throttled",
+            ErrorCode::MicrosoftUnavailable => "microsoft_unavailable",
+            ErrorCode::RegistryUnavailable => "registry_unavailable",
+            ErrorCode::ConfigInvalid => "config_invalid",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status this code maps to on an API route.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::InvalidTenantId | ErrorCode::UnknownApi => 400,
+            ErrorCode::TenantNotRegistered | ErrorCode::TenantUnknown => 404,
+            ErrorCode::TenantNotActive
+            | ErrorCode::NotConsented
+            | ErrorCode::ApiNotEnabled
+            | ErrorCode::RolesMissing => 403,
+            ErrorCode::Throttled => 429,
+            ErrorCode::TokenTenantMismatch => 502,
+            ErrorCode::MicrosoftUnavailable | ErrorCode::RegistryUnavailable => 503,
+            ErrorCode::CredentialInvalid
+            | ErrorCode::CredentialExpired
+            | ErrorCode::CredentialUnavailable
+            | ErrorCode::AppDisabled
+            | ErrorCode::WrongCloud
+            | ErrorCode::ConfigInvalid
+            | ErrorCode::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_name_matches_as_str() {
+        for code in [
+            ErrorCode::InvalidTenantId,
+            ErrorCode::MicrosoftUnavailable,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+}

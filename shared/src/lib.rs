@@ -1,0 +1,18 @@
+//! Shared library of the defender-partner functions: configuration, cloud endpoints, the app
+//! credential, Entra ID tokens, the tenant registry and telemetry. Each Lambda binary is a thin
+//! shell around the services defined here, so every behaviour can be tested without AWS.
+
+pub mod api;
+pub mod cloud;
+pub mod config;
+pub mod edge;
+pub mod entra;
+pub mod error_code;
+pub mod minting;
+pub mod runtime;
+pub mod secrets;
+pub mod telemetry;
+pub mod tenant_id;
+pub mod tenants;
+
+pub use error_code::ErrorCode;

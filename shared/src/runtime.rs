@@ -1,0 +1,96 @@
+//! Building the long-lived parts once per cold start: HTTP client, AWS clients (only those the
+//! settings need), credential store, registry and token provider. Handlers borrow them.
+
+use std::sync::Arc;
+
+use crate::config::{ConfigError, CredentialLocation, Settings, StoreLocation};
+use crate::entra::{AppTokenProvider, TokenClient};
+use crate::secrets::{
+    CredentialSource, CredentialStore, FileSource, InlineSource, SecretsManagerSource,
+};
+use crate::tenants::{DynamoRegistry, RegistryError, SqliteRegistry, TenantRegistry};
+
+pub struct Services {
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    pub credentials: Arc<CredentialStore>,
+    pub registry: Arc<dyn TenantRegistry>,
+    pub tokens: Arc<AppTokenProvider>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("the HTTP client could not be built: {0}")]
+    Http(String),
+}
+
+impl Services {
+    pub async fn from_env() -> Result<Services, StartupError> {
+        Services::build(Settings::from_env()?).await
+    }
+
+    pub async fn build(settings: Settings) -> Result<Services, StartupError> {
+        let http = http_client(&settings)?;
+        let needs_aws = matches!(
+            settings.credential,
+            CredentialLocation::SecretsManager { .. }
+        ) || matches!(settings.store, StoreLocation::DynamoDb { .. });
+        let aws = if needs_aws {
+            Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        } else {
+            None
+        };
+
+        let source: Arc<dyn CredentialSource> = match &settings.credential {
+            CredentialLocation::SecretsManager { secret_id } => {
+                Arc::new(SecretsManagerSource::new(
+                    aws_sdk_secretsmanager::Client::new(aws.as_ref().expect("loaded above")),
+                    secret_id.clone(),
+                ))
+            }
+            CredentialLocation::Inline(json) => Arc::new(InlineSource(json.clone())),
+            CredentialLocation::File(path) => Arc::new(FileSource(path.clone())),
+        };
+        let credentials = Arc::new(CredentialStore::new(source, settings.credential_cache_ttl));
+
+        let registry: Arc<dyn TenantRegistry> = match &settings.store {
+            StoreLocation::DynamoDb { table } => Arc::new(DynamoRegistry::new(
+                aws_sdk_dynamodb::Client::new(aws.as_ref().expect("loaded above")),
+                table.clone(),
+            )),
+            StoreLocation::Sqlite { path } => Arc::new(SqliteRegistry::open(path)?),
+        };
+
+        let tokens = Arc::new(AppTokenProvider::new(
+            TokenClient::new(http.clone(), settings.endpoints.clone()),
+            credentials.clone(),
+            settings.token.clone(),
+        ));
+        Ok(Services {
+            settings,
+            http,
+            credentials,
+            registry,
+            tokens,
+        })
+    }
+}
+
+fn http_client(settings: &Settings) -> Result<reqwest::Client, StartupError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("defender-partner/", env!("CARGO_PKG_VERSION")))
+        .timeout(settings.token.http_timeout)
+        .connect_timeout(
+            settings
+                .token
+                .http_timeout
+                .min(std::time::Duration::from_secs(5)),
+        )
+        .https_only(false)
+        .build()
+        .map_err(|error| StartupError::Http(error.to_string()))
+}

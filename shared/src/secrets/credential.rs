@@ -1,0 +1,238 @@
+//! Parsing the credential JSON into a usable credential.
+
+use std::fmt;
+
+use aws_lc_rs::digest;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::CredentialError;
+use crate::tenant_id::TenantId;
+
+/// The partner app's identity and proof.
+pub struct AppCredential {
+    pub client_id: String,
+    pub kind: CredentialKind,
+    /// SHA-256 of the stored material: tells a rotated credential from the one refused, without
+    /// keeping a second copy of the secret.
+    fingerprint: [u8; 32],
+}
+
+pub enum CredentialKind {
+    ClientSecret(SecretString),
+    Certificate(CertificateCredential),
+}
+
+pub struct CertificateCredential {
+    key: EncodingKey,
+    pub algorithm: Algorithm,
+    /// `x5t#S256`: base64url SHA-256 of the certificate (DER).
+    pub thumbprint_sha256: String,
+    /// `x5t`: base64url SHA-1 of the certificate, what RS256 assertions carry.
+    pub thumbprint_sha1: String,
+}
+
+impl CertificateCredential {
+    pub(crate) fn key(&self) -> &EncodingKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for AppCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            CredentialKind::ClientSecret(_) => "client_secret",
+            CredentialKind::Certificate(_) => "certificate",
+        };
+        f.debug_struct("AppCredential")
+            .field("client_id", &self.client_id)
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct CredentialDocument {
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    certificate_pem: Option<String>,
+    private_key_pem: Option<SecretString>,
+    signing_algorithm: Option<String>,
+}
+
+impl AppCredential {
+    /// Parses the credential JSON. Error messages name fields, never values.
+    pub fn from_json(text: &SecretString) -> Result<AppCredential, CredentialError> {
+        let document: CredentialDocument = serde_json::from_str(text.expose_secret())
+            .map_err(|error| {
+                // serde's message has a line/column and a field name, never the input.
+                CredentialError::Malformed(format!(
+                    "not the expected JSON object ({}:{}); expected {{\"client_id\", \"client_secret\"}} or {{\"client_id\", \"certificate_pem\", \"private_key_pem\"}}",
+                    error.line(),
+                    error.column()
+                ))
+            })?;
+        let client_id = document
+            .client_id
+            .filter(|id| !id.trim().is_empty())
+            .ok_or_else(|| CredentialError::Malformed("client_id is missing".into()))?;
+        let client_id = TenantId::parse(&client_id)
+            .map_err(|_| {
+                CredentialError::Malformed(
+                    "client_id is not a GUID: use the app registration's Application (client) ID"
+                        .into(),
+                )
+            })?
+            .to_string();
+        let fingerprint = sha256(text.expose_secret().as_bytes());
+
+        let kind = match (
+            document.client_secret,
+            document.certificate_pem,
+            document.private_key_pem,
+        ) {
+            (Some(secret), None, None) => {
+                if secret.expose_secret().trim().is_empty() {
+                    return Err(CredentialError::Malformed("client_secret is empty".into()));
+                }
+                CredentialKind::ClientSecret(secret)
+            }
+            (None, Some(certificate), Some(key)) => {
+                CredentialKind::Certificate(CertificateCredential::from_pem(
+                    &certificate,
+                    &key,
+                    document.signing_algorithm.as_deref(),
+                )?)
+            }
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                return Err(CredentialError::Malformed(
+                    "a certificate credential needs both certificate_pem and private_key_pem"
+                        .into(),
+                ));
+            }
+            (None, None, None) => {
+                return Err(CredentialError::Malformed(
+                    "neither client_secret nor certificate_pem + private_key_pem is present".into(),
+                ));
+            }
+            (Some(_), _, _) => {
+                return Err(CredentialError::Malformed(
+                    "give either client_secret or a certificate, not both".into(),
+                ));
+            }
+        };
+        Ok(AppCredential {
+            client_id,
+            kind,
+            fingerprint,
+        })
+    }
+
+    pub fn same_material_as(&self, other: &AppCredential) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl CertificateCredential {
+    fn from_pem(
+        certificate_pem: &str,
+        private_key_pem: &SecretString,
+        algorithm: Option<&str>,
+    ) -> Result<CertificateCredential, CredentialError> {
+        let certificate = pem::parse(certificate_pem.trim()).map_err(|_| {
+            CredentialError::Malformed("certificate_pem is not a PEM certificate".into())
+        })?;
+        if certificate.tag() != "CERTIFICATE" {
+            return Err(CredentialError::Malformed(format!(
+                "certificate_pem holds a {:?} block; expected CERTIFICATE",
+                certificate.tag()
+            )));
+        }
+        let key = EncodingKey::from_rsa_pem(private_key_pem.expose_secret().trim().as_bytes())
+            .map_err(|_| {
+                CredentialError::Malformed(
+                    "private_key_pem is not an RSA private key in PEM (PKCS#1 or PKCS#8)".into(),
+                )
+            })?;
+        let algorithm = match algorithm
+            .map(|text| text.trim().to_ascii_uppercase())
+            .as_deref()
+        {
+            None | Some("PS256") => Algorithm::PS256,
+            Some("RS256") => Algorithm::RS256,
+            Some(other) => {
+                return Err(CredentialError::Malformed(format!(
+                    "signing_algorithm {other:?} is not supported: use PS256 or RS256"
+                )));
+            }
+        };
+        let der = certificate.contents();
+        Ok(CertificateCredential {
+            key,
+            algorithm,
+            thumbprint_sha256: URL_SAFE_NO_PAD.encode(sha256(der)),
+            thumbprint_sha1: URL_SAFE_NO_PAD
+                .encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref()),
+        })
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub const CLIENT_ID: &str = "11111111-1111-4111-8111-111111111111";
+
+    pub fn secret_json(secret: &str) -> SecretString {
+        SecretString::from(format!(
+            r#"{{"client_id":"{CLIENT_ID}","client_secret":"{secret}"}}"#
+        ))
+    }
+
+    #[test]
+    fn parses_a_client_secret() {
+        let credential = AppCredential::from_json(&secret_json("s3cr3t-value")).unwrap();
+        assert_eq!(credential.client_id, CLIENT_ID);
+        assert!(matches!(credential.kind, CredentialKind::ClientSecret(_)));
+        let debug = format!("{credential:?}");
+        assert!(!debug.contains("s3cr3t-value"), "{debug}");
+    }
+
+    #[test]
+    fn fingerprint_tells_rotations_apart() {
+        let a = AppCredential::from_json(&secret_json("one")).unwrap();
+        let b = AppCredential::from_json(&secret_json("two")).unwrap();
+        let a2 = AppCredential::from_json(&secret_json("one")).unwrap();
+        assert!(!a.same_material_as(&b));
+        assert!(a.same_material_as(&a2));
+    }
+
+    #[test]
+    fn malformed_documents_never_echo_the_secret() {
+        let cases = [
+            r#"{"client_secret":"leak-me-1"}"#,
+            r#"{"client_id":"not-a-guid","client_secret":"leak-me-2"}"#,
+            r#"{"client_id":"11111111-1111-4111-8111-111111111111"}"#,
+            r#"{"client_id":"11111111-1111-4111-8111-111111111111","client_secret":"leak-me-3","certificate_pem":"x","private_key_pem":"y"}"#,
+            r#"{"client_id":"11111111-1111-4111-8111-111111111111","certificate_pem":"leak-me-4"}"#,
+            r#"{"client_id":"11111111-1111-4111-8111-111111111111","certificate_pem":"leak-me-5","private_key_pem":"leak-me-6"}"#,
+            r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": leak-me-7}"#,
+            "leak-me-8",
+        ];
+        for case in cases {
+            let error = AppCredential::from_json(&SecretString::from(case)).unwrap_err();
+            let message = error.to_string();
+            assert!(!message.contains("leak-me"), "{message}");
+            assert!(matches!(error, CredentialError::Malformed(_)));
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The registry in DynamoDB: one item per tenant in the project's single table
+//! (`pk = TENANT#{id}`, `sk = PROFILE`), written with conditions so concurrent writers never
+//! lose each other's updates.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::record::{format_time, parse_time};
+use super::{RegistryError, TenantRecord, TenantRegistry};
+use crate::tenant_id::TenantId;
+
+const PROFILE: &str = "PROFILE";
+const TENANT_PREFIX: &str = "TENANT#";
+
+#[derive(Clone)]
+pub struct DynamoRegistry {
+    client: Client,
+    table: String,
+}
+
+impl DynamoRegistry {
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoRegistry {
+        DynamoRegistry {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(tenant: &TenantId) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (
+                "pk".to_owned(),
+                AttributeValue::S(format!("{TENANT_PREFIX}{tenant}")),
+            ),
+            ("sk".to_owned(), AttributeValue::S(PROFILE.to_owned())),
+        ])
+    }
+}
+
+fn item(record: &TenantRecord, version: u64) -> HashMap<String, AttributeValue> {
+    let mut item = DynamoRegistry::key(&record.tenant_id);
+    let mut put = |name: &str, value: AttributeValue| {
+        item.insert(name.to_owned(), value);
+    };
+    put("tenant_id", AttributeValue::S(record.tenant_id.to_string()));
+    put(
+        "display_name",
+        AttributeValue::S(record.display_name.clone()),
+    );
+    if let Some(customer_ref) = &record.customer_ref {
+        put("customer_ref", AttributeValue::S(customer_ref.clone()));
+    }
+    put(
+        "status",
+        AttributeValue::S(record.status.as_str().to_owned()),
+    );
+    // A list, not a string set: a set cannot be empty, and a tenant may have granted nothing.
+    put(
+        "roles",
+        AttributeValue::L(
+            record
+                .roles
+                .iter()
+                .cloned()
+                .map(AttributeValue::S)
+                .collect(),
+        ),
+    );
+    if let Some(reason) = &record.status_reason {
+        put("status_reason", AttributeValue::S(reason.clone()));
+    }
+    put(
+        "created_at",
+        AttributeValue::S(format_time(&record.created_at)),
+    );
+    put(
+        "updated_at",
+        AttributeValue::S(format_time(&record.updated_at)),
+    );
+    put("version", AttributeValue::N(version.to_string()));
+    item
+}
+
+fn record(item: &HashMap<String, AttributeValue>) -> Result<TenantRecord, RegistryError> {
+    let text = |name: &str| -> Result<String, RegistryError> {
+        item.get(name)
+            .and_then(|value| value.as_s().ok())
+            .cloned()
+            .ok_or_else(|| {
+                RegistryError::Corrupt(format!("attribute {name} is missing or not a string"))
+            })
+    };
+    let optional = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
+    let corrupt = |problem: String| RegistryError::Corrupt(problem);
+    let roles = match item.get("roles") {
+        Some(AttributeValue::L(values)) => values
+            .iter()
+            .map(|value| {
+                value
+                    .as_s()
+                    .cloned()
+                    .map_err(|_| corrupt("roles holds a non-string".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(AttributeValue::Ss(values)) => values.clone(),
+        None => Vec::new(),
+        Some(_) => return Err(corrupt("roles is not a list".into())),
+    };
+    let version = item
+        .get("version")
+        .and_then(|value| value.as_n().ok())
+        .and_then(|number| number.parse::<u64>().ok())
+        .ok_or_else(|| corrupt("version is missing".into()))?;
+    Ok(TenantRecord {
+        tenant_id: TenantId::parse(&text("tenant_id")?)
+            .map_err(|error| corrupt(error.to_string()))?,
+        display_name: text("display_name")?,
+        customer_ref: optional("customer_ref"),
+        status: text("status")?.parse().map_err(corrupt)?,
+        roles,
+        status_reason: optional("status_reason"),
+        created_at: parse_time(&text("created_at")?).map_err(corrupt)?,
+        updated_at: parse_time(&text("updated_at")?).map_err(corrupt)?,
+        version,
+    })
+}
+
+fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R>(
+    error: SdkError<E, R>,
+) -> RegistryError {
+    let code = error.code().unwrap_or("no error code").to_owned();
+    let hint = match code.as_str() {
+        "ResourceNotFoundException" => ": the table does not exist; check DP_TABLE_NAME",
+        "AccessDeniedException" => ": the function's role may not use this table",
+        _ => "",
+    };
+    RegistryError::Unavailable(format!("DynamoDB {code}{hint}"))
+}
+
+fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    error.code() == Some("ConditionalCheckFailedException")
+}
+
+#[async_trait]
+impl TenantRegistry for DynamoRegistry {
+    async fn get(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, RegistryError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        answer.item.as_ref().map(record).transpose()
+    }
+
+    async fn insert(&self, record: &TenantRecord) -> Result<(), RegistryError> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item(record, record.version)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => {
+                Err(RegistryError::Conflict(record.tenant_id.to_string()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn replace(&self, record: &TenantRecord) -> Result<(), RegistryError> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item(record, record.version + 1)))
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":expected", AttributeValue::N(record.version.to_string()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => {
+                Err(RegistryError::Conflict(record.tenant_id.to_string()))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<TenantRecord>, RegistryError> {
+        let mut records = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :profile AND begins_with(pk, :prefix)")
+                .expression_attribute_values(":profile", AttributeValue::S(PROFILE.to_owned()))
+                .expression_attribute_values(":prefix", AttributeValue::S(TENANT_PREFIX.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for found in page.items() {
+                records.push(record(found)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        records.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenants::TenantStatus;
+
+    #[test]
+    fn items_round_trip_including_empty_roles() {
+        let mut original = TenantRecord::new(
+            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap(),
+            "Contoso",
+            TenantStatus::Pending,
+        );
+        let back = record(&item(&original, 3)).unwrap();
+        assert_eq!(back.version, 3);
+        assert!(back.roles.is_empty());
+        original.roles = vec!["A".into()];
+        original.customer_ref = Some("ref".into());
+        let back = record(&item(&original, 0)).unwrap();
+        assert_eq!(back.roles, vec!["A"]);
+        assert_eq!(back.customer_ref.as_deref(), Some("ref"));
+    }
+
+    #[test]
+    fn corrupt_items_are_reported() {
+        let original = TenantRecord::new(
+            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap(),
+            "Contoso",
+            TenantStatus::Active,
+        );
+        let mut broken = item(&original, 0);
+        broken.insert("status".into(), AttributeValue::S("dormant".into()));
+        assert!(matches!(record(&broken), Err(RegistryError::Corrupt(_))));
+        broken.remove("version");
+        assert!(matches!(record(&broken), Err(RegistryError::Corrupt(_))));
+    }
+}

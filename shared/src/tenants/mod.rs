@@ -1,0 +1,121 @@
+//! The tenant registry: which customer tenants exist for the partner, and whether tokens may be
+//! minted for them. One port, two adapters (DynamoDB in AWS, SQLite locally) that pass the same
+//! conformance suite.
+
+pub mod conformance;
+mod dynamo;
+mod record;
+mod sqlite;
+
+pub use dynamo::DynamoRegistry;
+pub use record::{TenantRecord, TenantStatus, stored_now};
+pub use sqlite::SqliteRegistry;
+
+use async_trait::async_trait;
+
+use crate::ErrorCode;
+use crate::tenant_id::TenantId;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("tenant {0} changed while it was being written; retry")]
+    Conflict(String),
+    #[error("tenant {0} is not registered")]
+    NotFound(String),
+    #[error("the tenant registry is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the tenant registry holds an unreadable record: {0}")]
+    Corrupt(String),
+}
+
+impl RegistryError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RegistryError::NotFound(_) => ErrorCode::TenantNotRegistered,
+            _ => ErrorCode::RegistryUnavailable,
+        }
+    }
+}
+
+/// How often an upsert re-reads and retries after losing a race.
+const UPSERT_ATTEMPTS: usize = 8;
+
+#[async_trait]
+pub trait TenantRegistry: Send + Sync {
+    async fn get(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, RegistryError>;
+
+    /// Writes a record that must not exist yet; `Conflict` if it does.
+    async fn insert(&self, record: &TenantRecord) -> Result<(), RegistryError>;
+
+    /// Writes `record` over the stored one only if the stored one still has `record.version`
+    /// (optimistic concurrency); the stored version becomes `record.version + 1`.
+    async fn replace(&self, record: &TenantRecord) -> Result<(), RegistryError>;
+
+    /// Every tenant, ordered by tenant id.
+    async fn list(&self) -> Result<Vec<TenantRecord>, RegistryError>;
+
+    /// Creates or updates a tenant: concurrent calls for the same tenant each apply fully, one
+    /// after the other, and leave one consistent record. `created_at` of an existing record is
+    /// kept.
+    async fn upsert(&self, record: &TenantRecord) -> Result<TenantRecord, RegistryError> {
+        for _ in 0..UPSERT_ATTEMPTS {
+            let outcome = match self.get(&record.tenant_id).await? {
+                None => {
+                    let fresh = TenantRecord {
+                        version: 0,
+                        ..record.clone()
+                    };
+                    self.insert(&fresh).await.map(|()| fresh)
+                }
+                Some(existing) => {
+                    let merged = TenantRecord {
+                        version: existing.version,
+                        created_at: existing.created_at,
+                        ..record.clone()
+                    };
+                    self.replace(&merged).await.map(|()| TenantRecord {
+                        version: merged.version + 1,
+                        ..merged
+                    })
+                }
+            };
+            match outcome {
+                Err(RegistryError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(RegistryError::Conflict(record.tenant_id.to_string()))
+    }
+
+    /// Sets a tenant's status (with a reason, or none), keeping the rest.
+    async fn set_status(
+        &self,
+        tenant: &TenantId,
+        status: TenantStatus,
+        reason: Option<String>,
+    ) -> Result<TenantRecord, RegistryError> {
+        for _ in 0..UPSERT_ATTEMPTS {
+            let existing = self
+                .get(tenant)
+                .await?
+                .ok_or_else(|| RegistryError::NotFound(tenant.to_string()))?;
+            let updated = TenantRecord {
+                status,
+                status_reason: reason.clone(),
+                updated_at: record::stored_now(),
+                ..existing
+            };
+            match self.replace(&updated).await {
+                Ok(()) => {
+                    return Ok(TenantRecord {
+                        version: updated.version + 1,
+                        ..updated
+                    });
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+        Err(RegistryError::Conflict(tenant.to_string()))
+    }
+}

@@ -1,0 +1,253 @@
+//! The embedded registry: one SQLite file, the default when no DynamoDB table is configured.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::record::{format_time, parse_time};
+use super::{RegistryError, TenantRecord, TenantRegistry};
+use crate::tenant_id::TenantId;
+
+#[derive(Clone)]
+pub struct SqliteRegistry {
+    connection: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id     TEXT PRIMARY KEY,
+    display_name  TEXT NOT NULL,
+    customer_ref  TEXT,
+    status        TEXT NOT NULL,
+    roles         TEXT NOT NULL,
+    status_reason TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    version       INTEGER NOT NULL
+);";
+
+const COLUMNS: &str = "tenant_id, display_name, customer_ref, status, roles, status_reason, created_at, updated_at, version";
+
+impl SqliteRegistry {
+    /// Opens (creating if needed) the registry file and its folder.
+    pub fn open(path: &Path) -> Result<SqliteRegistry, RegistryError> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                RegistryError::Unavailable(format!("cannot create {}: {error}", parent.display()))
+            })?;
+        }
+        let connection = Connection::open(path).map_err(unavailable)?;
+        Self::prepare(connection)
+    }
+
+    /// A registry that lives only as long as the process (tests).
+    pub fn in_memory() -> Result<SqliteRegistry, RegistryError> {
+        Self::prepare(Connection::open_in_memory().map_err(unavailable)?)
+    }
+
+    fn prepare(connection: Connection) -> Result<SqliteRegistry, RegistryError> {
+        // WAL lets the operator command read while a function writes.
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
+        connection.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteRegistry {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = connection
+                .lock()
+                .map_err(|_| RegistryError::Unavailable("registry lock poisoned".into()))?;
+            work(&connection)
+        })
+        .await
+        .map_err(|error| RegistryError::Unavailable(format!("registry task failed: {error}")))?
+    }
+}
+
+fn unavailable(error: rusqlite::Error) -> RegistryError {
+    RegistryError::Unavailable(format!("sqlite: {error}"))
+}
+
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TenantRecord, String>> {
+    let tenant_id: String = row.get(0)?;
+    let status: String = row.get(3)?;
+    let roles: String = row.get(4)?;
+    let created_at: String = row.get(6)?;
+    let updated_at: String = row.get(7)?;
+    let version: i64 = row.get(8)?;
+    let display_name: String = row.get(1)?;
+    let customer_ref: Option<String> = row.get(2)?;
+    let status_reason: Option<String> = row.get(5)?;
+    Ok((|| {
+        Ok(TenantRecord {
+            tenant_id: TenantId::parse(&tenant_id).map_err(|error| error.to_string())?,
+            display_name,
+            customer_ref,
+            status: status.parse()?,
+            roles: serde_json::from_str(&roles).map_err(|error| error.to_string())?,
+            status_reason,
+            created_at: parse_time(&created_at)?,
+            updated_at: parse_time(&updated_at)?,
+            version: u64::try_from(version).map_err(|error| error.to_string())?,
+        })
+    })())
+}
+
+fn roles_json(record: &TenantRecord) -> String {
+    serde_json::to_string(&record.roles).expect("a list of strings serialises")
+}
+
+#[async_trait]
+impl TenantRegistry for SqliteRegistry {
+    async fn get(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, RegistryError> {
+        let tenant = tenant.to_string();
+        self.with_connection(move |connection| {
+            connection
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM tenants WHERE tenant_id = ?1"),
+                    params![tenant],
+                    read_row,
+                )
+                .optional()
+                .map_err(unavailable)?
+                .transpose()
+                .map_err(RegistryError::Corrupt)
+        })
+        .await
+    }
+
+    async fn insert(&self, record: &TenantRecord) -> Result<(), RegistryError> {
+        let record = record.clone();
+        self.with_connection(move |connection| {
+            let inserted = connection
+                .execute(
+                    &format!(
+                        "INSERT INTO tenants ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT(tenant_id) DO NOTHING"
+                    ),
+                    params![
+                        record.tenant_id.as_str(),
+                        record.display_name,
+                        record.customer_ref,
+                        record.status.as_str(),
+                        roles_json(&record),
+                        record.status_reason,
+                        format_time(&record.created_at),
+                        format_time(&record.updated_at),
+                        record.version as i64,
+                    ],
+                )
+                .map_err(unavailable)?;
+            if inserted == 0 {
+                return Err(RegistryError::Conflict(record.tenant_id.to_string()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replace(&self, record: &TenantRecord) -> Result<(), RegistryError> {
+        let record = record.clone();
+        self.with_connection(move |connection| {
+            let updated = connection
+                .execute(
+                    "UPDATE tenants SET display_name = ?2, customer_ref = ?3, status = ?4, roles = ?5,
+                        status_reason = ?6, created_at = ?7, updated_at = ?8, version = ?9 + 1
+                     WHERE tenant_id = ?1 AND version = ?9",
+                    params![
+                        record.tenant_id.as_str(),
+                        record.display_name,
+                        record.customer_ref,
+                        record.status.as_str(),
+                        roles_json(&record),
+                        record.status_reason,
+                        format_time(&record.created_at),
+                        format_time(&record.updated_at),
+                        record.version as i64,
+                    ],
+                )
+                .map_err(unavailable)?;
+            if updated == 0 {
+                return Err(RegistryError::Conflict(record.tenant_id.to_string()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<TenantRecord>, RegistryError> {
+        self.with_connection(|connection| {
+            let mut statement = connection
+                .prepare(&format!("SELECT {COLUMNS} FROM tenants ORDER BY tenant_id"))
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map([], read_row)
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            rows.into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(RegistryError::Corrupt)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let registry = SqliteRegistry::in_memory().unwrap();
+        crate::tenants::conformance::run(&registry).await;
+    }
+
+    #[tokio::test]
+    async fn a_file_registry_survives_reopening() {
+        let dir = std::env::temp_dir().join(format!("dp-registry-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("nested/registry.sqlite");
+        let record = crate::tenants::TenantRecord::new(
+            TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap(),
+            "Contoso",
+            crate::tenants::TenantStatus::Active,
+        );
+        SqliteRegistry::open(&path)
+            .unwrap()
+            .upsert(&record)
+            .await
+            .unwrap();
+        let reopened = SqliteRegistry::open(&path).unwrap();
+        assert_eq!(reopened.list().await.unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_upserts_leave_one_record() {
+        let registry: Arc<dyn TenantRegistry> = Arc::new(SqliteRegistry::in_memory().unwrap());
+        crate::tenants::conformance::concurrent_upserts_leave_one_record(registry).await;
+    }
+}

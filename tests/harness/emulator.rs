@@ -1,0 +1,323 @@
+//! The Entra ID + Defender emulator (`defender-emulator`, infra/emulator) as a child process,
+//! loaded with a scenario the test writes, and a client of its control API.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::process::{ChildProcess, LogBuffer};
+use crate::tools::{self, TempDir};
+
+/// Resource (App ID URI) of each API, as the emulator and Entra know them.
+pub const RESOURCE_M365D: &str = "https://api.security.microsoft.com";
+pub const RESOURCE_MDE: &str = "https://api.securitycenter.microsoft.com";
+pub const RESOURCE_GRAPH: &str = "https://graph.microsoft.com";
+
+/// The application permission a consenting admin grants for each API in the tests.
+pub const ROLE_M365D: &str = "Incident.Read.All";
+pub const ROLE_MDE: &str = "Alert.Read.All";
+pub const ROLE_GRAPH: &str = "SecurityIncident.Read.All";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The scenario file the emulator loads (`--scenario`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub token_lifetime_seconds: u64,
+    pub apps: Vec<App>,
+    pub tenants: Vec<Tenant>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct App {
+    pub client_id: String,
+    pub display_name: String,
+    pub disabled: bool,
+    pub secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Secret {
+    pub value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub display_name: String,
+    pub domains: Vec<String>,
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Grant {
+    pub client_id: String,
+    pub resource: String,
+    pub roles: Vec<String>,
+}
+
+impl Grant {
+    /// The usual grants of a consented tenant: one read role on each of the three APIs.
+    pub fn all_apis(client_id: &str) -> Vec<Grant> {
+        [
+            (RESOURCE_M365D, ROLE_M365D),
+            (RESOURCE_MDE, ROLE_MDE),
+            (RESOURCE_GRAPH, ROLE_GRAPH),
+        ]
+        .into_iter()
+        .map(|(resource, role)| Grant {
+            client_id: client_id.to_owned(),
+            resource: resource.to_owned(),
+            roles: vec![role.to_owned()],
+        })
+        .collect()
+    }
+}
+
+/// A fault the emulator injects (`POST /_emulator/faults`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// `"token"` (token endpoint only) or `"any"`.
+    #[serde(rename = "match")]
+    pub matches: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// How many requests get the fault.
+    pub count: u32,
+}
+
+impl Fault {
+    /// `count` answers `429 Too Many Requests` with `Retry-After: retry_after` on the token
+    /// endpoint of `tenant`.
+    pub fn throttle_tokens(tenant: &str, retry_after: u64, count: u32) -> Fault {
+        Fault {
+            matches: "token".to_owned(),
+            tenant: Some(tenant.to_owned()),
+            status: 429,
+            retry_after: Some(retry_after),
+            count,
+        }
+    }
+}
+
+/// One token request the emulator saw (`GET /_emulator/requests`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenRequest {
+    /// The `{tenant}` path segment as sent.
+    pub tenant: String,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// `"v1"` or `"v2"`.
+    pub endpoint: String,
+    pub status: u16,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub credential: Option<String>,
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<u32>,
+    #[serde(default)]
+    pub injected: bool,
+}
+
+impl TokenRequest {
+    /// Whether this request was for tenant `id` (by id or by one of `aliases`).
+    pub fn is_for(&self, id: &str) -> bool {
+        self.tenant == id || self.tenant_id.as_deref() == Some(id)
+    }
+}
+
+/// A running emulator; stopped when dropped.
+pub struct Emulator {
+    process: ChildProcess,
+    base_url: String,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl Emulator {
+    /// Builds `defender-emulator` if needed, writes `scenario` to a temporary file and starts
+    /// the emulator on a loopback port of its choosing.
+    pub async fn start(scenario: &Scenario) -> Result<Emulator> {
+        let text = serde_json::to_string_pretty(scenario)?;
+        // Fail here, with the emulator's own words, if the file format has drifted.
+        defender_emulator::Scenario::from_json(&text)
+            .context("the harness's scenario is refused by defender_emulator::Scenario")?;
+        let dir = TempDir::new("dp-e2e-emulator")?;
+        let path = dir.path().join("scenario.json");
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+
+        let exe = tools::build_binary("defender-emulator", "defender-emulator")?;
+        let mut command = Command::new(exe);
+        command
+            .arg("--scenario")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info");
+        let mut process = ChildProcess::spawn("emulator", command)?;
+
+        let started = Instant::now();
+        let base_url = loop {
+            let logs = process.logs().text();
+            if let Some(url) = logs.lines().find_map(listening_url) {
+                break url;
+            }
+            if let Some(status) = process.exited() {
+                bail!(
+                    "defender-emulator exited ({status}) before it was listening; its output:\n{}",
+                    process.logs().tail(60)
+                );
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "defender-emulator printed no {{\"listening\":...}} line within {READY_TIMEOUT:?}; its output:\n{}",
+                    process.logs().tail(60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        eprintln!("[harness] emulator ready on {base_url}");
+        Ok(Emulator {
+            process,
+            base_url,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            _dir: dir,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: what `DP_AUTHORITY_HOST` is set to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn logs(&self) -> &LogBuffer {
+        self.process.logs()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let url = format!("{}/_emulator/{path}", self.base_url);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("{method} {url} answered {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn inject_fault(&self, fault: &Fault) -> Result<()> {
+        self.control(
+            reqwest::Method::POST,
+            "faults",
+            Some(serde_json::to_value(fault)?),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn clear_faults(&self) -> Result<()> {
+        self.control(reqwest::Method::DELETE, "faults", None)
+            .await
+            .map(drop)
+    }
+
+    /// Every token request seen since the start or the last [`Emulator::clear_requests`].
+    pub async fn token_requests(&self) -> Result<Vec<TokenRequest>> {
+        let answer = self.control(reqwest::Method::GET, "requests", None).await?;
+        serde_json::from_value(answer["token_requests"].clone())
+            .context("parsing GET /_emulator/requests")
+    }
+
+    /// The token requests for one tenant (by id, or as resolved from a domain).
+    pub async fn token_requests_for(&self, tenant_id: &str) -> Result<Vec<TokenRequest>> {
+        Ok(self
+            .token_requests()
+            .await?
+            .into_iter()
+            .filter(|request| request.is_for(tenant_id))
+            .collect())
+    }
+
+    pub async fn clear_requests(&self) -> Result<()> {
+        self.control(reqwest::Method::DELETE, "requests", None)
+            .await
+            .map(drop)
+    }
+
+    /// Replaces the client secrets of an app (what rotating in the Entra portal does).
+    pub async fn set_app_secrets(&self, client_id: &str, secrets: &[Secret]) -> Result<()> {
+        self.control(
+            reqwest::Method::PUT,
+            &format!("apps/{client_id}/secrets"),
+            Some(json!({ "secrets": secrets })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Grants (or replaces) an app's roles on a resource in a tenant.
+    pub async fn set_grant(&self, tenant: &str, grant: &Grant) -> Result<()> {
+        self.control(
+            reqwest::Method::PUT,
+            &format!("tenants/{tenant}/grants"),
+            Some(serde_json::to_value(grant)?),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Withdraws every grant of an app in a tenant (the customer removed the app).
+    pub async fn revoke_grants(&self, tenant: &str, client_id: &str) -> Result<()> {
+        self.control(
+            reqwest::Method::DELETE,
+            &format!("tenants/{tenant}/grants/{client_id}"),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn set_token_lifetime(&self, seconds: u64) -> Result<()> {
+        self.control(
+            reqwest::Method::PUT,
+            "settings",
+            Some(json!({ "token_lifetime_seconds": seconds })),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+fn listening_url(line: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(line.trim()).ok()?;
+    value["listening"].as_str().map(str::to_owned)
+}

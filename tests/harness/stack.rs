@@ -1,0 +1,243 @@
+//! The local world a function runs in: moto (Secrets Manager + DynamoDB) with the registry
+//! table and the app-credential secret, and the emulator with the partner's app and the
+//! customer tenants of a scenario. Functions are started against it with
+//! [`Stack::start_function`]; every output goes to one log buffer, and every token and secret
+//! the test sees is remembered so that the test can prove none reached that log.
+
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use defender_partner::tenant_id::TenantId;
+use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
+use serde_json::{Value, json};
+
+use crate::emulator::{App, Emulator, Scenario, Secret, Tenant};
+use crate::lambda::LambdaWatch;
+use crate::moto::{self, Moto};
+use crate::process::LogBuffer;
+
+/// Name of the app-credential secret in moto.
+pub const SECRET_NAME: &str = "defender-partner/app-credential";
+
+/// A new random GUID, as tenants and apps have.
+pub fn guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A new random client secret, shaped like Entra's (40 characters).
+pub fn new_client_secret() -> String {
+    let raw = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    format!("e2e~{}", &raw[..36])
+}
+
+/// What the stack is made of.
+pub struct StackSpec {
+    pub token_lifetime_seconds: u64,
+    pub tenants: Vec<Tenant>,
+}
+
+pub struct Stack {
+    pub moto: Moto,
+    pub emulator: Emulator,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
+    pub table: String,
+    pub secret_arn: String,
+    /// The partner's multi-tenant app.
+    pub client_id: String,
+    /// The client secret Entra (the emulator) and Secrets Manager currently agree on.
+    current_secret: Mutex<String>,
+    /// Tokens and secrets seen by the test: none may ever appear in `logs`.
+    sensitive: Mutex<Vec<String>>,
+    /// Output of every function started on this stack.
+    logs: LogBuffer,
+}
+
+impl Stack {
+    /// Starts moto and the emulator; `spec` gets the client id of the partner's app (which
+    /// the scenario's grants name).
+    pub async fn start_with(spec: impl FnOnce(&str) -> StackSpec) -> Result<Stack> {
+        let client_id = guid();
+        let spec = spec(&client_id);
+        let secret = new_client_secret();
+        let scenario = Scenario {
+            token_lifetime_seconds: spec.token_lifetime_seconds,
+            apps: vec![App {
+                client_id: client_id.clone(),
+                display_name: "Contoso SOC (e2e)".to_owned(),
+                disabled: false,
+                secrets: vec![Secret {
+                    value: secret.clone(),
+                    expires: Some(Utc::now() + chrono::Duration::days(365)),
+                }],
+            }],
+            tenants: spec.tenants,
+        };
+        // Start both, moto first (the slower one) so its start overlaps the emulator build.
+        let moto = Moto::start().await.context("starting moto")?;
+        let emulator = Emulator::start(&scenario)
+            .await
+            .context("starting the emulator")?;
+        let dynamodb = moto.dynamodb().await;
+        let secretsmanager = moto.secretsmanager().await;
+
+        let table = format!("defender-partner-e2e-{}", &guid()[..8]);
+        moto::create_registry_table(&dynamodb, &table).await?;
+        let secret_arn = moto::create_secret(
+            &secretsmanager,
+            SECRET_NAME,
+            &credential_json(&client_id, &secret),
+        )
+        .await?;
+
+        Ok(Stack {
+            moto,
+            emulator,
+            dynamodb,
+            secretsmanager,
+            table,
+            secret_arn,
+            client_id,
+            current_secret: Mutex::new(secret.clone()),
+            sensitive: Mutex::new(vec![secret]),
+            logs: LogBuffer::new(),
+        })
+    }
+
+    /// The environment of a function on this stack (`DP_*`, AWS pointed at moto,
+    /// `RUST_LOG=debug` so that a leak in any debug log would show).
+    pub fn function_env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.function_env();
+        env.extend(
+            [
+                ("DP_AUTHORITY_HOST", self.emulator.base_url()),
+                ("DP_CREDENTIAL_SECRET_ID", SECRET_NAME),
+                ("DP_TABLE_NAME", self.table.as_str()),
+                ("RUST_LOG", "debug"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        env
+    }
+
+    /// Starts `cargo lambda watch` for `bin` with [`Stack::function_env`] plus `extra`
+    /// (which wins), its output going to the stack's log.
+    pub async fn start_function(
+        &self,
+        package: &str,
+        bin: &str,
+        extra: &[(&str, &str)],
+        warm_up: &Value,
+    ) -> Result<LambdaWatch> {
+        let mut env = self.function_env();
+        for (key, value) in extra {
+            env.retain(|(existing, _)| existing != key);
+            env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        LambdaWatch::start_into(package, bin, &env, warm_up, self.logs.clone()).await
+    }
+
+    /// Output of every function started on this stack.
+    pub fn logs(&self) -> &LogBuffer {
+        &self.logs
+    }
+
+    /// Registers (or updates) a tenant in the registry through the shared library, as the
+    /// consent flow would.
+    pub async fn register(
+        &self,
+        tenant_id: &str,
+        status: TenantStatus,
+        roles: &[&str],
+    ) -> Result<()> {
+        let registry = DynamoRegistry::new(self.dynamodb.clone(), self.table.clone());
+        let mut record = TenantRecord::new(
+            TenantId::parse(tenant_id).context("registering a tenant")?,
+            format!("Customer {}", &tenant_id[..8]),
+            status,
+        );
+        record.customer_ref = Some(format!("CRM-{}", &tenant_id[..4]));
+        record.roles = roles.iter().map(|role| (*role).to_owned()).collect();
+        if status != TenantStatus::Active {
+            record.status_reason = Some(format!("set {status} by the end-to-end test"));
+        }
+        registry
+            .upsert(&record)
+            .await
+            .with_context(|| format!("upserting tenant {tenant_id}"))?;
+        Ok(())
+    }
+
+    /// The client secret currently valid everywhere.
+    pub fn current_secret(&self) -> String {
+        self.current_secret
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A new client secret, remembered as sensitive.
+    pub fn new_secret(&self) -> String {
+        let secret = new_client_secret();
+        self.remember_sensitive(&secret);
+        secret
+    }
+
+    /// Stores `secret` as the new value of the app-credential secret (put-secret-value).
+    pub async fn put_secret(&self, secret: &str) -> Result<()> {
+        self.remember_sensitive(secret);
+        moto::put_secret_value(
+            &self.secretsmanager,
+            &self.secret_arn,
+            &credential_json(&self.client_id, secret),
+        )
+        .await
+    }
+
+    /// Records that `secret` is now the one valid everywhere.
+    pub fn set_current_secret(&self, secret: &str) {
+        *self
+            .current_secret
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = secret.to_owned();
+    }
+
+    pub fn remember_sensitive(&self, value: &str) {
+        if value.len() >= 8 {
+            self.sensitive
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(value.to_owned());
+        }
+    }
+
+    /// Remembers an access token, and its payload and signature parts on their own (a log
+    /// that held either would leak the token as surely as the whole).
+    pub fn remember_token(&self, token: &str) {
+        self.remember_sensitive(token);
+        let parts: Vec<&str> = token.split('.').collect();
+        if parts.len() == 3 {
+            self.remember_sensitive(parts[1]);
+            self.remember_sensitive(parts[2]);
+        }
+    }
+
+    /// Every sensitive value remembered so far.
+    pub fn sensitive(&self) -> Vec<String> {
+        self.sensitive
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// The SecretString of the app credential, as an operator stores it.
+pub fn credential_json(client_id: &str, client_secret: &str) -> String {
+    json!({ "client_id": client_id, "client_secret": client_secret }).to_string()
+}
