@@ -527,6 +527,21 @@ async fn mint_token_end_to_end() {
                 RESOURCE_M365D,
                 ROLE_M365D,
             );
+            // Either the cached old secret was refused once (7000215) and the new one read,
+            // or the new one was read straight away: never anything else.
+            let requests = stack
+                .emulator
+                .token_requests_for(&f.t.rotate)
+                .await
+                .unwrap();
+            let (last, earlier) = requests.split_last().expect("Entra saw the mint");
+            assert_eq!(last.status, 200, "Entra saw {requests:?}");
+            assert!(
+                earlier
+                    .iter()
+                    .all(|request| request.error_code == Some(7_000_215)),
+                "Entra saw {requests:?}"
+            );
         })
         .await;
 
@@ -729,6 +744,11 @@ async fn mint_token_end_to_end() {
             assert!(
                 logs.lines().count() > 10,
                 "the function logged almost nothing: is the capture working?\n{logs}"
+            );
+            // cargo-lambda itself logs at info: DEBUG lines are the function's own.
+            assert!(
+                logs.contains("DEBUG"),
+                "no DEBUG line in the logs: RUST_LOG=debug did not reach the function"
             );
             let sensitive = f.stack.sensitive();
             assert!(

@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::api::DefenderApi;
 use crate::cloud::{Cloud, CloudEndpoints};
+use crate::consent::LinkKind;
 use crate::entra::roles::RoleRequirement;
 use crate::telemetry::LogFormat;
 
@@ -28,6 +29,16 @@ pub const ENV_TOKEN_DEADLINE_SECONDS: &str = "DP_TOKEN_DEADLINE_SECONDS";
 pub const ENV_HTTP_TIMEOUT_SECONDS: &str = "DP_HTTP_TIMEOUT_SECONDS";
 pub const ENV_REQUIRED_ROLES_PREFIX: &str = "DP_REQUIRED_ROLES_";
 pub const ENV_LOG_FORMAT: &str = "DP_LOG_FORMAT";
+pub const ENV_CONSENT_REDIRECT_URI: &str = "DP_CONSENT_REDIRECT_URI";
+pub const ENV_CONSENT_LINK: &str = "DP_CONSENT_LINK";
+pub const ENV_CONSENT_APIS: &str = "DP_CONSENT_APIS";
+pub const ENV_CONSENT_STATE_TTL_SECONDS: &str = "DP_CONSENT_STATE_TTL_SECONDS";
+pub const ENV_CONSENT_PROOF_SECONDS: &str = "DP_CONSENT_PROOF_SECONDS";
+pub const ENV_STATE_KEY_SECRET_ID: &str = "DP_STATE_KEY_SECRET_ID";
+pub const ENV_STATE_KEY: &str = "DP_STATE_KEY";
+pub const ENV_STATE_KEY_FILE: &str = "DP_STATE_KEY_FILE";
+
+pub const DEFAULT_STATE_KEY_FILE: &str = ".local/state-key";
 
 pub const DEFAULT_SQLITE_PATH: &str = ".local/defender-partner.sqlite";
 
@@ -88,6 +99,32 @@ pub enum StoreLocation {
     Sqlite { path: PathBuf },
 }
 
+/// Where the key that signs consent `state`s comes from.
+#[derive(Debug, Clone)]
+pub enum StateKeyLocation {
+    SecretsManager {
+        secret_id: String,
+    },
+    /// Local only: the key material given inline.
+    Inline(SecretString),
+    /// Local only: a file; created with a random key if absent.
+    File(PathBuf),
+}
+
+/// Onboarding settings. The redirect URI is needed only by what builds links or handles the
+/// callback, so its absence is reported there, not at every function's start.
+#[derive(Debug, Clone)]
+pub struct ConsentSettings {
+    pub redirect_uri: Option<Url>,
+    pub link: LinkKind,
+    /// The APIs a consent asks for (v2 link) and must prove.
+    pub apis: Vec<DefenderApi>,
+    pub state_ttl: Duration,
+    /// How long a callback keeps retrying the proof while consent propagates.
+    pub proof_window: Duration,
+    pub state_key: StateKeyLocation,
+}
+
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
     pub endpoint_version: TokenEndpointVersion,
@@ -107,6 +144,7 @@ pub struct Settings {
     pub store: StoreLocation,
     pub token: TokenSettings,
     required_roles: [RoleRequirement; 3],
+    pub consent: ConsentSettings,
     pub log_format: LogFormat,
 }
 
@@ -159,8 +197,19 @@ impl Settings {
             }
         };
 
+        let in_lambda = lookup("AWS_LAMBDA_FUNCTION_NAME").is_some();
         let store = match get(ENV_TABLE_NAME) {
             Some(table) => StoreLocation::DynamoDb { table },
+            // Lambda's file system is read-only and per instance: an implicit SQLite file there
+            // would be a registry nobody else sees.
+            None if in_lambda && get(ENV_SQLITE_PATH).is_none() => {
+                return Err(ConfigError::new(
+                    ENV_TABLE_NAME,
+                    format!(
+                        "is required in Lambda (set {ENV_SQLITE_PATH} to use an embedded registry on purpose)"
+                    ),
+                ));
+            }
             None => StoreLocation::Sqlite {
                 path: PathBuf::from(
                     get(ENV_SQLITE_PATH).unwrap_or_else(|| DEFAULT_SQLITE_PATH.to_owned()),
@@ -185,13 +234,56 @@ impl Settings {
         });
         let [m365d, mde, graph] = required_roles;
 
-        let in_lambda = lookup("AWS_LAMBDA_FUNCTION_NAME").is_some();
         let log_format = match get(ENV_LOG_FORMAT) {
             Some(text) => text
                 .parse()
                 .map_err(|problem: String| ConfigError::new(ENV_LOG_FORMAT, problem))?,
             None if in_lambda => LogFormat::Json,
             None => LogFormat::Text,
+        };
+
+        let consent = ConsentSettings {
+            redirect_uri: get(ENV_CONSENT_REDIRECT_URI)
+                .map(|text| parse_redirect_uri(&text))
+                .transpose()?,
+            link: match get(ENV_CONSENT_LINK) {
+                Some(text) => text
+                    .parse()
+                    .map_err(|problem: String| ConfigError::new(ENV_CONSENT_LINK, problem))?,
+                None => LinkKind::V2,
+            },
+            apis: match get(ENV_CONSENT_APIS) {
+                Some(text) => parse_apis(&text)?,
+                None => vec![DefenderApi::M365d],
+            },
+            state_ttl: seconds(&get, ENV_CONSENT_STATE_TTL_SECONDS, 3600, 60..=7 * 86_400)?,
+            proof_window: seconds(&get, ENV_CONSENT_PROOF_SECONDS, 20, 0..=25)?,
+            state_key: match (
+                get(ENV_STATE_KEY_SECRET_ID),
+                get(ENV_STATE_KEY),
+                get(ENV_STATE_KEY_FILE),
+            ) {
+                (Some(secret_id), None, None) => StateKeyLocation::SecretsManager { secret_id },
+                (None, Some(key), None) => {
+                    if key.len() < 32 {
+                        return Err(ConfigError::new(
+                            ENV_STATE_KEY,
+                            "must be at least 32 characters of random text",
+                        ));
+                    }
+                    StateKeyLocation::Inline(SecretString::from(key))
+                }
+                (None, None, Some(path)) => StateKeyLocation::File(PathBuf::from(path)),
+                (None, None, None) => StateKeyLocation::File(PathBuf::from(DEFAULT_STATE_KEY_FILE)),
+                _ => {
+                    return Err(ConfigError::new(
+                        ENV_STATE_KEY_SECRET_ID,
+                        format!(
+                            "set only one of {ENV_STATE_KEY_SECRET_ID}, {ENV_STATE_KEY}, {ENV_STATE_KEY_FILE}"
+                        ),
+                    ));
+                }
+            },
         };
 
         Ok(Settings {
@@ -201,6 +293,7 @@ impl Settings {
             store,
             token,
             required_roles: [m365d?, mde?, graph?],
+            consent,
             log_format,
         })
     }
@@ -240,6 +333,48 @@ fn parse_url(variable: &str, text: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+/// Microsoft's rules for redirect URIs: https (http only for loopback), at most 256 characters,
+/// none of `! $ ' ( ) , ;`.
+fn parse_redirect_uri(text: &str) -> Result<Url, ConfigError> {
+    let url = parse_url(ENV_CONSENT_REDIRECT_URI, text)?;
+    if url.as_str().len() > 256 {
+        return Err(ConfigError::new(
+            ENV_CONSENT_REDIRECT_URI,
+            "is longer than Entra's 256 characters",
+        ));
+    }
+    if url.as_str().chars().any(|c| "!$'(),;".contains(c)) {
+        return Err(ConfigError::new(
+            ENV_CONSENT_REDIRECT_URI,
+            "contains a character Entra refuses (! $ ' ( ) , ;)",
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_apis(text: &str) -> Result<Vec<DefenderApi>, ConfigError> {
+    let mut apis = Vec::new();
+    for name in text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        let api: DefenderApi = name.parse().map_err(|error: crate::api::UnknownApi| {
+            ConfigError::new(ENV_CONSENT_APIS, error.to_string())
+        })?;
+        if !apis.contains(&api) {
+            apis.push(api);
+        }
+    }
+    if apis.is_empty() {
+        return Err(ConfigError::new(
+            ENV_CONSENT_APIS,
+            "names no API: use m365d, mde, graph (comma-separated)",
+        ));
+    }
+    Ok(apis)
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -330,6 +465,23 @@ mod tests {
     }
 
     #[test]
+    fn lambda_needs_a_table_unless_sqlite_is_chosen() {
+        let error = settings(&[
+            (ENV_CREDENTIAL_SECRET_ID, "x"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "mint-token"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, ENV_TABLE_NAME);
+        let chosen = settings(&[
+            (ENV_CREDENTIAL_SECRET_ID, "x"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "mint-token"),
+            (ENV_SQLITE_PATH, "/tmp/registry.sqlite"),
+        ])
+        .unwrap();
+        assert!(matches!(chosen.store, StoreLocation::Sqlite { .. }));
+    }
+
+    #[test]
     fn missing_credential_names_the_variable() {
         let error = settings(&[]).unwrap_err();
         assert_eq!(error.variable, ENV_CREDENTIAL_SECRET_ID);
@@ -357,6 +509,19 @@ mod tests {
             (ENV_TOKEN_REFRESH_AHEAD_SECONDS, "99999"),
             ("DP_REQUIRED_ROLES_GRAPH", " , "),
             (ENV_LOG_FORMAT, "xml"),
+            (
+                ENV_CONSENT_REDIRECT_URI,
+                "http://partner.example.com/consent/callback",
+            ),
+            (
+                ENV_CONSENT_REDIRECT_URI,
+                "https://partner.example.com/consent/callback;x",
+            ),
+            (ENV_CONSENT_LINK, "implicit"),
+            (ENV_CONSENT_APIS, "sentinel"),
+            (ENV_CONSENT_APIS, ","),
+            (ENV_CONSENT_PROOF_SECONDS, "60"),
+            (ENV_STATE_KEY, "short"),
         ] {
             let error = settings(&[base, (variable, value)]).unwrap_err();
             assert_eq!(error.variable, variable, "{variable}={value}");
@@ -394,5 +559,35 @@ mod tests {
                 .missing(&["Incident.Read.All".to_owned()])
                 .is_some()
         );
+    }
+
+    #[test]
+    fn consent_settings_default_and_parse() {
+        let defaults = settings(&[(ENV_CREDENTIAL_SECRET_ID, "x")])
+            .unwrap()
+            .consent;
+        assert_eq!(defaults.redirect_uri, None);
+        assert_eq!(defaults.link, LinkKind::V2);
+        assert_eq!(defaults.apis, vec![DefenderApi::M365d]);
+        assert_eq!(defaults.proof_window, Duration::from_secs(20));
+        assert!(matches!(defaults.state_key, StateKeyLocation::File(_)));
+        let chosen = settings(&[
+            (ENV_CREDENTIAL_SECRET_ID, "x"),
+            (
+                ENV_CONSENT_REDIRECT_URI,
+                "https://abc.execute-api.eu-west-1.amazonaws.com/consent/callback",
+            ),
+            (ENV_CONSENT_LINK, "legacy"),
+            (ENV_CONSENT_APIS, "mde, graph, mde"),
+            (ENV_STATE_KEY_SECRET_ID, "state-key"),
+        ])
+        .unwrap()
+        .consent;
+        assert_eq!(chosen.link, LinkKind::Legacy);
+        assert_eq!(chosen.apis, vec![DefenderApi::Mde, DefenderApi::Graph]);
+        assert!(matches!(
+            chosen.state_key,
+            StateKeyLocation::SecretsManager { .. }
+        ));
     }
 }

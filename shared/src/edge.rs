@@ -106,6 +106,55 @@ pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     response
 }
 
+/// A page for a person: strict security headers, never cached, never framed, and no referrer (the
+/// callback URL carries codes that must not leak to other sites).
+pub fn html_response(status: u16, html: String) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = i64::from(status);
+    response.headers = headers;
+    response.body = Some(Body::Text(html));
+    response
+}
+
+/// A redirect with a JSON body for callers that do not follow it.
+pub fn redirect_response(location: &str, body: &Value) -> ApiGatewayV2httpResponse {
+    let mut response = json_response(302, body);
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers.insert("location", value);
+    }
+    response
+}
+
+/// The route a request is for: its method and its path without any stage prefix, matched on the
+/// last segments so that API Gateway stages and Lambda function URLs route alike.
+pub fn route_of(request: &ApiGatewayV2httpRequest) -> (String, String) {
+    let method = request.request_context.http.method.as_str().to_owned();
+    let path = request
+        .raw_path
+        .clone()
+        .or_else(|| request.request_context.http.path.clone())
+        .unwrap_or_default();
+    (method, path)
+}
+
 pub fn error_response(error: &EdgeError) -> ApiGatewayV2httpResponse {
     let mut response = json_response(error.code.http_status(), &error.body());
     if let Some(wait) = error.retry_after {

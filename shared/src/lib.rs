@@ -5,12 +5,16 @@
 pub mod api;
 pub mod cloud;
 pub mod config;
+pub mod consent;
+pub mod defender;
 pub mod edge;
 pub mod entra;
 pub mod error_code;
+pub mod fetch;
 pub mod minting;
 pub mod runtime;
 pub mod secrets;
+pub mod sink;
 pub mod telemetry;
 pub mod tenant_id;
 pub mod tenants;

@@ -3,18 +3,27 @@
 
 use std::sync::Arc;
 
-use crate::config::{ConfigError, CredentialLocation, Settings, StoreLocation};
+use crate::config::{ConfigError, CredentialLocation, Settings, StateKeyLocation, StoreLocation};
 use crate::entra::{AppTokenProvider, TokenClient};
 use crate::secrets::{
     CredentialSource, CredentialStore, FileSource, InlineSource, SecretsManagerSource,
 };
-use crate::tenants::{DynamoRegistry, RegistryError, SqliteRegistry, TenantRegistry};
+use crate::tenants::{
+    Checkpoints, ConsentAttempts, DynamoRegistry, RegistryError, SqliteRegistry, Store,
+    TenantRegistry,
+};
 
 pub struct Services {
     pub settings: Settings,
+    /// The AWS SDK configuration, loaded when any setting needs AWS.
+    pub aws: Option<aws_config::SdkConfig>,
     pub http: reqwest::Client,
     pub credentials: Arc<CredentialStore>,
     pub registry: Arc<dyn TenantRegistry>,
+    /// The same store as `registry`, seen through its consent-attempt port.
+    pub attempts: Arc<dyn ConsentAttempts>,
+    /// And through its fetch-progress port.
+    pub checkpoints: Arc<dyn Checkpoints>,
     pub tokens: Arc<AppTokenProvider>,
 }
 
@@ -38,7 +47,11 @@ impl Services {
         let needs_aws = matches!(
             settings.credential,
             CredentialLocation::SecretsManager { .. }
-        ) || matches!(settings.store, StoreLocation::DynamoDb { .. });
+        ) || matches!(settings.store, StoreLocation::DynamoDb { .. })
+            || matches!(
+                settings.consent.state_key,
+                StateKeyLocation::SecretsManager { .. }
+            );
         let aws = if needs_aws {
             Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
         } else {
@@ -57,7 +70,7 @@ impl Services {
         };
         let credentials = Arc::new(CredentialStore::new(source, settings.credential_cache_ttl));
 
-        let registry: Arc<dyn TenantRegistry> = match &settings.store {
+        let store: Arc<dyn Store> = match &settings.store {
             StoreLocation::DynamoDb { table } => Arc::new(DynamoRegistry::new(
                 aws_sdk_dynamodb::Client::new(aws.as_ref().expect("loaded above")),
                 table.clone(),
@@ -72,9 +85,12 @@ impl Services {
         ));
         Ok(Services {
             settings,
+            aws,
             http,
             credentials,
-            registry,
+            registry: store.clone(),
+            attempts: store.clone(),
+            checkpoints: store,
             tokens,
         })
     }

@@ -1,6 +1,7 @@
 //! The Entra ID + Defender emulator (`defender-emulator`, infra/emulator) as a child process,
 //! loaded with a scenario the test writes, and a client of its control API.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -157,14 +158,22 @@ impl Emulator {
         let dir = TempDir::new("dp-e2e-emulator")?;
         let path = dir.path().join("scenario.json");
         std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        Emulator::start_process(Some(&path), "127.0.0.1:0", dir).await
+    }
 
+    /// Starts the emulator on `listen` with the scenario file at `path` (`None`: its built-in
+    /// demo scenario).
+    pub async fn start_file(path: Option<&Path>, listen: &str) -> Result<Emulator> {
+        Emulator::start_process(path, listen, TempDir::new("dp-e2e-emulator")?).await
+    }
+
+    async fn start_process(path: Option<&Path>, listen: &str, dir: TempDir) -> Result<Emulator> {
         let exe = tools::build_binary("defender-emulator", "defender-emulator")?;
         let mut command = Command::new(exe);
-        command
-            .arg("--scenario")
-            .arg(&path)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info");
+        if let Some(path) = path {
+            command.arg("--scenario").arg(path);
+        }
+        command.args(["--listen", listen]).env("RUST_LOG", "info");
         let mut process = ChildProcess::spawn("emulator", command)?;
 
         let started = Instant::now();

@@ -114,17 +114,39 @@ impl LambdaWatch {
             }
         }
         let process = ChildProcess::spawn_into(&format!("cargo-lambda-{bin}"), command, logs)?;
-        let watch = LambdaWatch {
+        let mut watch = LambdaWatch {
             process,
             invoke_url: format!("http://127.0.0.1:{port}/2015-03-31/functions/{bin}/invocations"),
             http: reqwest::Client::builder().timeout(INVOKE_TIMEOUT).build()?,
         };
-        watch.wait_ready(warm_up).await?;
+        watch.wait_ready(port, warm_up).await?;
         Ok(watch)
     }
 
-    async fn wait_ready(&self, warm_up: &Value) -> Result<()> {
+    async fn wait_ready(&mut self, port: u16, warm_up: &Value) -> Result<()> {
         let started = Instant::now();
+        // cargo-lambda first reads the workspace metadata, then listens.
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if let Some(status) = self.process.exited() {
+                bail!(
+                    "cargo lambda watch exited ({status}) before it listened on port {port}; its output:\n{}",
+                    self.logs().tail(80)
+                );
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "cargo lambda watch did not listen on port {port} within {READY_TIMEOUT:?}; its output:\n{}",
+                    self.logs().tail(80)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let ready_http = reqwest::Client::builder().timeout(READY_TIMEOUT).build()?;
         let mark = self.logs().mark();
         // The first invoke starts the function; watch the log for a function that dies while

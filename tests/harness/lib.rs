@@ -15,6 +15,7 @@
 //! the project venv (`.venv/bin`, made by `scripts/venv`); a missing tool fails the test with
 //! a message saying how to install it.
 
+pub mod browser;
 pub mod cases;
 pub mod emulator;
 pub mod events;

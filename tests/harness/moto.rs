@@ -28,8 +28,16 @@ pub struct Moto {
 impl Moto {
     /// Starts `moto_server` on a free loopback port and waits until it answers.
     pub async fn start() -> Result<Moto> {
+        Moto::start_on(None).await
+    }
+
+    /// Starts `moto_server` on `port` (`None`: a free one).
+    pub async fn start_on(port: Option<u16>) -> Result<Moto> {
         let exe = tools::require_tool("moto_server")?;
-        let port = tools::free_port()?;
+        let port = match port {
+            Some(port) => port,
+            None => tools::free_port()?,
+        };
         let mut command = Command::new(&exe);
         command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])

@@ -241,3 +241,29 @@ impl Stack {
 pub fn credential_json(client_id: &str, client_secret: &str) -> String {
     json!({ "client_id": client_id, "client_secret": client_secret }).to_string()
 }
+
+impl Drop for Stack {
+    /// With `E2E_LOG_DIR` set, leaves every captured output there for reading after the run
+    /// (function logs, moto, emulator).
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("E2E_LOG_DIR") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let prefix = std::thread::current()
+            .name()
+            .unwrap_or("stack")
+            .replace([':', '/'], "_");
+        let _ = std::fs::create_dir_all(&dir);
+        for (name, text) in [
+            ("functions", self.logs.text()),
+            ("moto", self.moto.logs().text()),
+            ("emulator", self.emulator.logs().text()),
+        ] {
+            let path = dir.join(format!("{prefix}.{name}.log"));
+            if let Err(error) = std::fs::write(&path, text) {
+                eprintln!("[harness] could not write {}: {error}", path.display());
+            }
+        }
+    }
+}

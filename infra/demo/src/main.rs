@@ -10,9 +10,10 @@ use anyhow::Context;
 use defender_emulator::demo;
 use defender_partner::api::DefenderApi;
 use defender_partner::config::{
-    ENV_AUTHORITY_HOST, ENV_CREDENTIAL_JSON, ENV_CREDENTIAL_SECRET_ID, ENV_SQLITE_PATH,
-    ENV_TABLE_NAME, Settings,
+    ENV_AUTHORITY_HOST, ENV_CONSENT_REDIRECT_URI, ENV_CREDENTIAL_JSON, ENV_CREDENTIAL_SECRET_ID,
+    ENV_SQLITE_PATH, ENV_STATE_KEY_FILE, ENV_TABLE_NAME, Settings,
 };
+use defender_partner::consent::ConsentService;
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
@@ -20,6 +21,8 @@ use defender_partner::tenants::{TenantRecord, TenantStatus};
 use secrecy::ExposeSecret;
 
 const DEMO_REGISTRY: &str = ".local/demo.sqlite";
+/// Registered on the demo app in the emulator's scenario (loopback: any port).
+const DEMO_REDIRECT_URI: &str = "http://127.0.0.1/consent/callback";
 
 struct SampleTenant {
     id: &'static str,
@@ -28,7 +31,7 @@ struct SampleTenant {
     note: &'static str,
 }
 
-const SAMPLE_TENANTS: [SampleTenant; 3] = [
+const SAMPLE_TENANTS: [SampleTenant; 4] = [
     SampleTenant {
         id: demo::CONTOSO_TENANT_ID,
         name: "Contoso",
@@ -46,6 +49,12 @@ const SAMPLE_TENANTS: [SampleTenant; 3] = [
         name: "Northwind",
         status: TenantStatus::Pending,
         note: "onboarding not finished",
+    },
+    SampleTenant {
+        id: demo::WOODGROVE_TENANT_ID,
+        name: "Woodgrove",
+        status: TenantStatus::Pending,
+        note: "onboarded below through admin consent",
     },
 ];
 
@@ -82,6 +91,8 @@ async fn main() -> anyhow::Result<()> {
                 .to_string(),
         ),
         (ENV_SQLITE_PATH, registry_path.clone()),
+        (ENV_CONSENT_REDIRECT_URI, DEMO_REDIRECT_URI.to_owned()),
+        (ENV_STATE_KEY_FILE, ".local/demo-state-key".to_owned()),
         (ENV_CREDENTIAL_SECRET_ID, String::new()),
         (ENV_TABLE_NAME, String::new()),
         ("DP_CREDENTIAL_FILE", String::new()),
@@ -97,7 +108,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  tenant registry    {registry_path} (SQLite)");
     println!();
     println!("Registered customer tenants:");
-    for sample in &SAMPLE_TENANTS {
+    for sample in SAMPLE_TENANTS
+        .iter()
+        .filter(|sample| sample.name != "Woodgrove")
+    {
         let mut record = TenantRecord::new(TenantId::parse(sample.id)?, sample.name, sample.status);
         record.customer_ref = Some(format!("DEMO-{}", sample.name.to_uppercase()));
         services.registry.upsert(&record).await?;
@@ -106,6 +120,8 @@ async fn main() -> anyhow::Result<()> {
             sample.id, sample.name, sample.status, sample.note
         );
     }
+    println!();
+    onboard_woodgrove(&services, &emulator).await?;
     println!();
     println!("Tokens minted:");
     let service = TokenService::new(&services);
@@ -150,4 +166,112 @@ async fn main() -> anyhow::Result<()> {
     println!("{minted} tokens minted, {refused} requests refused with a typed error.");
     emulator.shutdown().await;
     Ok(())
+}
+
+/// A customer onboards: the partner creates a consent link, the customer's administrator accepts
+/// on Microsoft's (emulated) consent page, Microsoft redirects to our callback, which proves the
+/// consent and records the tenant. A browser does the clicking in the end-to-end test; here the
+/// form is submitted as a browser would.
+async fn onboard_woodgrove(
+    services: &Services,
+    emulator: &defender_emulator::RunningEmulator,
+) -> anyhow::Result<()> {
+    println!("Onboarding a new customer (Woodgrove) through admin consent:");
+    let consent = ConsentService::build(services).await?;
+    let link = consent.start("DEMO-WOODGROVE", None).await?;
+    println!(
+        "  1. consent link for the administrator (single use, until {}):",
+        link.expires_at.format("%H:%M UTC")
+    );
+    println!("     {}", shorten(&link.url, 110));
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = browser
+        .get(&link.url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut form = hidden_inputs(&page);
+    form.push(("tenant".into(), demo::WOODGROVE_TENANT_ID.into()));
+    form.push(("decision".into(), "accept".into()));
+    let answer = browser
+        .post(format!(
+            "{}/_emulator/consent/decision",
+            emulator.base_url()
+        ))
+        .form(&form)
+        .send()
+        .await?;
+    let location = answer
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .context("the consent page did not redirect")?
+        .to_owned();
+    println!(
+        "  2. the administrator accepts; Microsoft redirects to {}",
+        location.split('?').next().unwrap_or_default()
+    );
+    let query = url::Url::parse(&location)?
+        .query()
+        .unwrap_or_default()
+        .to_owned();
+    let first = consent.callback(&query).await;
+    println!("  3. callback answers {} \"{}\"", first.status, first.title);
+    let record = services
+        .registry
+        .get(&TenantId::parse(demo::WOODGROVE_TENANT_ID)?)
+        .await?
+        .context("the tenant was not recorded")?;
+    println!(
+        "     registry: {} {} roles [{}]",
+        record.tenant_id,
+        record.status,
+        record.roles.join(", ")
+    );
+    let replay = consent.callback(&query).await;
+    println!(
+        "  4. the same callback replayed answers {} \"{}\"",
+        replay.status, replay.title
+    );
+    Ok(())
+}
+
+/// The hidden inputs of the consent form, unescaped, as a browser would submit them.
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let attribute = |tag: &str, name: &str| {
+        let marker = format!("{name}=\"");
+        let start = tag.find(&marker)? + marker.len();
+        let end = tag[start..].find('"')? + start;
+        Some(unescape(&tag[start..end]))
+    };
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>')?];
+            tag.contains("type=\"hidden\"")
+                .then(|| Some((attribute(tag, "name")?, attribute(tag, "value")?)))
+                .flatten()
+        })
+        .collect()
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn shorten(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        text.to_owned()
+    } else {
+        format!("{}…", &text[..limit])
+    }
 }

@@ -183,13 +183,29 @@ async fn revoke_consent(
 #[serde(deny_unknown_fields)]
 struct Settings {
     token_lifetime_seconds: Option<u64>,
+    consent_propagation_ms: Option<u64>,
+    // The data APIs' settings (see `crate::defender::DefenderSettingsPatch`).
+    rate_limits: Option<crate::defender::RateLimitMode>,
+    rate_limit_scale: Option<f64>,
+    m365d_next_link: Option<bool>,
+    m365d_retry_after_in_body_only: Option<bool>,
 }
 
 async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    done(
-        parse::<Settings>(&body).and_then(|settings| match settings.token_lifetime_seconds {
-            Some(seconds) => handle(shared).set_token_lifetime(seconds),
+    done(parse::<Settings>(&body).and_then(|settings| {
+        let handle = handle(shared);
+        if let Some(ms) = settings.consent_propagation_ms {
+            handle.set_consent_propagation(ms)?;
+        }
+        handle.patch_defender_settings(&crate::defender::DefenderSettingsPatch {
+            rate_limits: settings.rate_limits,
+            rate_limit_scale: settings.rate_limit_scale,
+            m365d_next_link: settings.m365d_next_link,
+            m365d_retry_after_in_body_only: settings.m365d_retry_after_in_body_only,
+        })?;
+        match settings.token_lifetime_seconds {
+            Some(seconds) => handle.set_token_lifetime(seconds),
             None => Ok(()),
-        }),
-    )
+        }
+    }))
 }

@@ -19,6 +19,14 @@ pub const FABRIKAM_DOMAIN: &str = "fabrikam.onmicrosoft.com";
 pub const NORTHWIND_TENANT_ID: &str = "44444444-4444-4444-8444-444444444444";
 pub const NORTHWIND_DOMAIN: &str = "northwind.onmicrosoft.com";
 
+/// Never consented either: the tenant the demo onboards through an admin consent link.
+pub const WOODGROVE_TENANT_ID: &str = "55555555-5555-4555-8555-555555555555";
+pub const WOODGROVE_DOMAIN: &str = "woodgrove.onmicrosoft.com";
+
+/// Redirect URIs registered on the app for admin consent (loopback: any port matches).
+pub const CONSENT_REDIRECT_URI: &str = "http://localhost/consent/callback";
+pub const CONSENT_REDIRECT_URI_IP: &str = "http://127.0.0.1/consent/callback";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,8 +47,13 @@ mod tests {
             [
                 (CONTOSO_TENANT_ID, CONTOSO_DOMAIN),
                 (FABRIKAM_TENANT_ID, FABRIKAM_DOMAIN),
-                (NORTHWIND_TENANT_ID, NORTHWIND_DOMAIN)
+                (NORTHWIND_TENANT_ID, NORTHWIND_DOMAIN),
+                (WOODGROVE_TENANT_ID, WOODGROVE_DOMAIN)
             ]
+        );
+        assert_eq!(
+            demo.apps[0].redirect_uris,
+            [CONSENT_REDIRECT_URI, CONSENT_REDIRECT_URI_IP]
         );
     }
 }

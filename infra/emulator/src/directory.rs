@@ -8,7 +8,8 @@ use crate::certificates::Certificate;
 use crate::handle::ControlError;
 use crate::resources::{self, Resource};
 use crate::scenario::{
-    AppConfig, CertificateConfig, GrantConfig, Scenario, SecretConfig, TenantConfig,
+    AppConfig, CertificateConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,
+    TenantConfig,
 };
 
 /// What the `{tenant}` part of a URL is, before looking anything up.
@@ -70,6 +71,8 @@ pub(crate) enum TenantLookup<'a> {
 
 pub(crate) struct Directory {
     pub token_lifetime_seconds: u64,
+    /// Delay before the grants of an accepted admin consent take effect.
+    pub consent_propagation_ms: u64,
     apps: Vec<RegisteredApp>,
     tenants: Vec<Tenant>,
 }
@@ -80,6 +83,8 @@ pub(crate) struct RegisteredApp {
     pub disabled: bool,
     pub secrets: Vec<SecretConfig>,
     pub certificates: Vec<Certificate>,
+    pub redirect_uris: Vec<String>,
+    pub required_permissions: Vec<RequiredPermissionConfig>,
 }
 
 pub(crate) struct Tenant {
@@ -108,6 +113,7 @@ impl Directory {
         scenario.validate()?;
         let mut directory = Directory {
             token_lifetime_seconds: scenario.token_lifetime_seconds,
+            consent_propagation_ms: scenario.consent_propagation_ms,
             apps: Vec::new(),
             tenants: Vec::new(),
         };
@@ -135,6 +141,11 @@ impl Directory {
             TenantSegment::MultiTenant(_) => TenantLookup::MultiTenant,
             TenantSegment::Malformed => TenantLookup::Malformed,
         }
+    }
+
+    /// Every tenant, in scenario order (then added ones).
+    pub(crate) fn tenants(&self) -> &[Tenant] {
+        &self.tenants
     }
 
     /// The tenant id a segment stands for, if it names a known tenant.
@@ -280,6 +291,8 @@ impl RegisteredApp {
                 .iter()
                 .map(|certificate| Certificate::from_pem(&certificate.pem))
                 .collect::<anyhow::Result<_>>()?,
+            redirect_uris: config.redirect_uris.clone(),
+            required_permissions: config.required_permissions.clone(),
         })
     }
 

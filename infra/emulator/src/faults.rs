@@ -27,6 +27,9 @@ pub enum FaultMatch {
     Token,
     /// Every emulated Microsoft endpoint (not the `/_emulator` control API).
     Any,
+    /// The Defender and Graph data APIs only (`/api/...`, `/v1.0/security/...`); `tenant`
+    /// then matches the `tid` of the request's bearer token.
+    Data,
 }
 
 /// One queued fault, as posted to `/_emulator/faults`.
@@ -130,6 +133,7 @@ impl FaultQueue {
             let kind_matches = match fault.matches {
                 FaultMatch::Any => true,
                 FaultMatch::Token => route.token_endpoint.is_some(),
+                FaultMatch::Data => route.data_api.is_some(),
             };
             kind_matches && fault.tenant.as_deref().is_none_or(&same_tenant)
         })?;
@@ -147,6 +151,7 @@ impl FaultQueue {
 struct Route {
     tenant: String,
     token_endpoint: Option<Endpoint>,
+    data_api: Option<crate::defender::Api>,
 }
 
 impl Route {
@@ -162,6 +167,7 @@ impl Route {
         Route {
             tenant,
             token_endpoint,
+            data_api: crate::defender::api_of_path(path),
         }
     }
 }
@@ -175,7 +181,11 @@ pub(crate) async fn inject(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = Route::of(request.method(), request.uri().path());
+    let mut route = Route::of(request.method(), request.uri().path());
+    if route.data_api.is_some() {
+        // A data API names its tenant in the token, not in the path.
+        route.tenant = crate::defender::token_tenant(request.headers()).unwrap_or_default();
+    }
     let fault = {
         let directory = shared.directory();
         let request_tenant = directory.tenant_id_of(&route.tenant);
@@ -200,6 +210,15 @@ pub(crate) async fn inject(
         "injected fault"
     );
     let (parts, body) = request.into_parts();
+    if let Some(api) = route.data_api {
+        return crate::defender::fault_response(
+            api,
+            status,
+            fault.retry_after,
+            fault.error.as_deref(),
+            &parts.headers,
+        );
+    }
     let error = fault.entra_error(status).with_correlation(&parts.headers);
     if let Some(endpoint) = route.token_endpoint {
         let body = to_bytes(body, BODY_LIMIT).await.unwrap_or_default();

@@ -105,7 +105,9 @@ impl EmulatorHandle {
     }
 
     pub fn add_tenant(&self, tenant: &TenantConfig) -> Result<(), ControlError> {
-        self.shared.directory_mut().add_tenant(tenant)
+        self.shared.directory_mut().add_tenant(tenant)?;
+        self.shared.defender.register(tenant);
+        Ok(())
     }
 
     /// Sets or replaces the grant of `grant.client_id` on `grant.resource` in the tenant

@@ -8,7 +8,9 @@
 mod access_token;
 mod assertion;
 mod certificates;
+mod consent;
 mod control;
+mod defender;
 pub mod demo;
 mod directory;
 mod discovery;
@@ -23,10 +25,16 @@ mod server;
 mod state;
 mod token_endpoint;
 
+pub use consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
+pub use defender::{
+    ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
+    RateLimitMode, TouchWhilePaging,
+};
 pub use faults::{Fault, FaultMatch};
 pub use handle::{ControlError, EmulatorHandle};
 pub use request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 pub use scenario::{
-    AppConfig, CertificateConfig, GrantConfig, Scenario, SecretConfig, TenantConfig,
+    AppConfig, CertificateConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,
+    TenantConfig,
 };
 pub use server::{RunningEmulator, start};

@@ -26,6 +26,9 @@ pub struct Scenario {
     /// `expires_in` of every issued token. Small values let tests exercise token refresh.
     #[serde(default = "default_token_lifetime")]
     pub token_lifetime_seconds: u64,
+    /// Delay between an accepted admin consent and its grants taking effect (0: at once).
+    #[serde(default)]
+    pub consent_propagation_ms: u64,
     /// App registrations (the partner's multi-tenant apps).
     #[serde(default)]
     pub apps: Vec<AppConfig>,
@@ -49,6 +52,12 @@ pub struct AppConfig {
     pub secrets: Vec<SecretConfig>,
     #[serde(default)]
     pub certificates: Vec<CertificateConfig>,
+    /// Redirect URIs registered on the app, for the admin consent links.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// The API permissions the registration lists: what an admin consent grants.
+    #[serde(default)]
+    pub required_permissions: Vec<RequiredPermissionConfig>,
 }
 
 /// A client secret of an app.
@@ -97,6 +106,9 @@ pub struct TenantConfig {
     /// `tenant_region_scope` of the OpenID metadata (`NA`, `EU`, `USGov`, ...).
     #[serde(default = "default_region_scope")]
     pub region_scope: String,
+    /// Incidents and alerts the data APIs serve for this tenant (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::defender::DataConfig>,
 }
 
 /// Consent of one app to one resource in one tenant.
@@ -107,6 +119,17 @@ pub struct GrantConfig {
     /// Any known identifier of the resource: its URI, an alias or its first-party app id.
     pub resource: String,
     /// Empty = consented without any application permission: tokens carry no `roles` claim.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Application permissions an app registration asks for on one resource
+/// (`requiredResourceAccess`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequiredPermissionConfig {
+    /// Any known identifier of the resource.
+    pub resource: String,
     #[serde(default)]
     pub roles: Vec<String>,
 }
@@ -135,7 +158,7 @@ impl Scenario {
     }
 
     /// The built-in demo: one app, Contoso (everything granted), Fabrikam (M365 Defender only),
-    /// Northwind (no consent).
+    /// Northwind and Woodgrove (no consent; Woodgrove is the one the demo onboards).
     pub fn demo() -> Scenario {
         // The file is part of the crate and covered by a unit test, so this cannot fail at run time.
         Scenario::from_json(include_str!("../scenarios/demo.json"))
@@ -148,6 +171,7 @@ impl Scenario {
         if self.token_lifetime_seconds == 0 {
             bail!("token_lifetime_seconds must be at least 1");
         }
+        crate::consent::validate_propagation(self.consent_propagation_ms)?;
         let mut client_ids = HashSet::new();
         for app in &self.apps {
             app.validate()?;
@@ -186,6 +210,7 @@ impl AppConfig {
             Certificate::from_pem(&certificate.pem)
                 .with_context(|| format!("app {} certificate #{index}", self.client_id))?;
         }
+        crate::consent::validate_app(self)?;
         Ok(())
     }
 }
@@ -203,6 +228,10 @@ impl TenantConfig {
         for grant in &self.grants {
             grant
                 .validate()
+                .with_context(|| format!("tenant {}", self.id))?;
+        }
+        if let Some(data) = &self.data {
+            data.validate()
                 .with_context(|| format!("tenant {}", self.id))?;
         }
         Ok(())
@@ -230,7 +259,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn demo_has_one_app_and_three_tenants() {
+    fn demo_has_one_app_and_four_tenants() {
         let demo = Scenario::demo();
         assert_eq!(demo.apps.len(), 1);
         assert_eq!(
@@ -242,10 +271,13 @@ mod tests {
             .iter()
             .map(|t| t.display_name.as_str())
             .collect();
-        assert_eq!(names, ["Contoso", "Fabrikam", "Northwind"]);
+        assert_eq!(names, ["Contoso", "Fabrikam", "Northwind", "Woodgrove"]);
         assert_eq!(demo.tenants[0].grants.len(), 3);
         assert_eq!(demo.tenants[1].grants.len(), 1);
         assert!(demo.tenants[2].grants.is_empty());
+        assert!(demo.tenants[3].grants.is_empty());
+        assert_eq!(demo.apps[0].required_permissions.len(), 3);
+        assert_eq!(demo.consent_propagation_ms, 0);
     }
 
     #[test]

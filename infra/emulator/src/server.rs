@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::consent;
 use crate::control;
 use crate::directory::Directory;
 use crate::discovery;
@@ -79,6 +80,7 @@ pub async fn start(scenario: Scenario, listen: SocketAddr) -> anyhow::Result<Run
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local_addr = listener.local_addr()?;
     let shared = Arc::new(Shared::new(format!("http://{local_addr}"), key, directory));
+    shared.defender.load_scenario(&scenario);
     let app = router(Arc::clone(&shared));
 
     let (stop, stopped) = oneshot::channel::<()>();
@@ -124,6 +126,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/{tenant}/.well-known/openid-configuration",
             get(discovery::openid_configuration_v1),
         )
+        .merge(consent::pages())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             faults::inject,
@@ -131,6 +134,10 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(microsoft)
         .merge(control::router())
+        .merge(consent::control_router())
+        // The data APIs carry their own fault layer and call counters.
+        .merge(crate::defender::router(Arc::clone(&shared)))
+        .merge(crate::defender::control_router())
         .fallback(not_found)
         .with_state(shared)
 }

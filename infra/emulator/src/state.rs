@@ -6,6 +6,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::consent::ConsentState;
 use crate::directory::Directory;
 use crate::faults::FaultQueue;
 use crate::keys::SigningKey;
@@ -18,6 +19,9 @@ pub(crate) struct Shared {
     directory: RwLock<Directory>,
     faults: Mutex<FaultQueue>,
     log: Mutex<RequestLog>,
+    consent: ConsentState,
+    /// The data APIs' tenants, settings, rate limits and call counters.
+    pub defender: crate::defender::DataStore,
 }
 
 impl Shared {
@@ -28,6 +32,8 @@ impl Shared {
             directory: RwLock::new(directory),
             faults: Mutex::new(FaultQueue::default()),
             log: Mutex::new(RequestLog::new()),
+            consent: ConsentState::default(),
+            defender: crate::defender::DataStore::default(),
         }
     }
 
@@ -49,5 +55,9 @@ impl Shared {
 
     pub(crate) fn log(&self) -> MutexGuard<'_, RequestLog> {
         self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn consent(&self) -> &ConsentState {
+        &self.consent
     }
 }

@@ -313,7 +313,7 @@ async fn settings_change_the_token_lifetime() {
 async fn tenants_can_be_added() {
     let emulator = start_demo().await;
     let tenant = json!({
-        "id": "55555555-5555-4555-8555-555555555555",
+        "id": "66666666-6666-4666-8666-666666666666",
         "display_name": "Tailspin",
         "domains": ["tailspin.onmicrosoft.com"],
         "region_scope": "EU",
@@ -334,7 +334,7 @@ async fn tenants_can_be_added() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     assert_eq!(
         claims(&answer)["tid"],
-        "55555555-5555-4555-8555-555555555555"
+        "66666666-6666-4666-8666-666666666666"
     );
     let metadata = get(&format!(
         "{}/tailspin.onmicrosoft.com/v2.0/.well-known/openid-configuration",

@@ -5,14 +5,23 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::{RegistryError, TenantRecord, TenantRegistry, TenantStatus};
+use chrono::{Duration, Utc};
+
+use super::{
+    AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
+    OpenWindow, RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
+};
 use crate::tenant_id::TenantId;
 
 fn fresh_tenant() -> TenantId {
     TenantId::parse(&Uuid::new_v4().to_string()).expect("a v4 uuid is a tenant id")
 }
 
-pub async fn run<R: TenantRegistry + 'static>(registry: &R) {
+pub async fn run<R: TenantRegistry + ConsentAttempts + Checkpoints + 'static>(registry: &R) {
+    checkpoints_are_versioned(registry).await;
+    the_ledger_remembers_the_last_delivery(registry).await;
+    attempts_are_consumed_once(registry).await;
+    expired_and_unknown_attempts_are_refused(registry).await;
     missing_tenant_reads_as_none(registry).await;
     insert_then_get_round_trips(registry).await;
     insert_refuses_an_existing_tenant(registry).await;
@@ -198,4 +207,196 @@ async fn list_contains_every_tenant_in_order<R: TenantRegistry>(registry: &R) {
     let mut sorted = listed.clone();
     sorted.sort();
     assert_eq!(listed, sorted);
+}
+
+fn attempt(lifetime: Duration) -> ConsentAttempt {
+    let now = stored_now();
+    ConsentAttempt {
+        nonce: Uuid::new_v4().simple().to_string(),
+        customer_ref: "CRM-7".into(),
+        link: "v2".into(),
+        status: AttemptStatus::Issued,
+        tenant_id: None,
+        detail: None,
+        created_at: now,
+        expires_at: now + lifetime,
+        updated_at: now,
+    }
+}
+
+async fn attempts_are_consumed_once<R: ConsentAttempts>(store: &R) {
+    let issued = attempt(Duration::minutes(10));
+    store.issue(&issued).await.unwrap();
+    assert!(matches!(
+        store.issue(&issued).await,
+        Err(RegistryError::Conflict(_))
+    ));
+    let consumed = store.consume(&issued.nonce, Utc::now()).await.unwrap();
+    assert_eq!(consumed.status, AttemptStatus::Consumed);
+    assert_eq!(consumed.customer_ref, "CRM-7");
+    assert_eq!(
+        store.consume(&issued.nonce, Utc::now()).await.unwrap_err(),
+        ConsumeError::AlreadyUsed
+    );
+    let tenant = fresh_tenant();
+    store
+        .finish(&issued.nonce, AttemptStatus::Completed, Some(&tenant), None)
+        .await
+        .unwrap();
+    let finished = store.attempt(&issued.nonce).await.unwrap().unwrap();
+    assert_eq!(finished.status, AttemptStatus::Completed);
+    assert_eq!(finished.tenant_id, Some(tenant));
+    store
+        .finish(
+            &issued.nonce,
+            AttemptStatus::Declined,
+            None,
+            Some("access_denied"),
+        )
+        .await
+        .unwrap();
+    let declined = store.attempt(&issued.nonce).await.unwrap().unwrap();
+    assert_eq!(declined.detail.as_deref(), Some("access_denied"));
+    assert!(
+        declined.tenant_id.is_some(),
+        "an absent tenant keeps the stored one"
+    );
+    assert!(matches!(
+        store
+            .finish("no-such-nonce", AttemptStatus::Declined, None, None)
+            .await,
+        Err(RegistryError::NotFound(_))
+    ));
+}
+
+async fn expired_and_unknown_attempts_are_refused<R: ConsentAttempts>(store: &R) {
+    assert_eq!(
+        store.consume("never-issued", Utc::now()).await.unwrap_err(),
+        ConsumeError::Unknown
+    );
+    let short = attempt(Duration::seconds(1));
+    store.issue(&short).await.unwrap();
+    let later = Utc::now() + Duration::seconds(5);
+    assert_eq!(
+        store.consume(&short.nonce, later).await.unwrap_err(),
+        ConsumeError::Expired
+    );
+    assert_eq!(
+        store.attempt(&short.nonce).await.unwrap().unwrap().status,
+        AttemptStatus::Issued,
+        "a refused consume changes nothing"
+    );
+}
+
+/// Of many concurrent consumers of one nonce, exactly one wins.
+pub async fn concurrent_consumers_one_winner(store: Arc<dyn ConsentAttempts>) {
+    let issued = attempt(Duration::minutes(10));
+    store.issue(&issued).await.unwrap();
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let nonce = issued.nonce.clone();
+            tokio::spawn(async move { store.consume(&nonce, Utc::now()).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(error) => assert_eq!(error, ConsumeError::AlreadyUsed),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn checkpoints_are_versioned<R: Checkpoints>(store: &R) {
+    let tenant = fresh_tenant();
+    assert_eq!(
+        store.checkpoint(&tenant, "m365d-incidents").await.unwrap(),
+        None
+    );
+    let mut first = Checkpoint::new(tenant.clone(), "m365d-incidents");
+    first.window = Some(OpenWindow {
+        upper: "2026-11-25T05:00:00.1234567Z".into(),
+        cursor: Some("2026-11-25T04:00:00Z".into()),
+    });
+    let saved = store.save_checkpoint(&first).await.unwrap();
+    assert_eq!(saved.version, 1);
+    assert!(matches!(
+        store.save_checkpoint(&first).await,
+        Err(RegistryError::Conflict(_))
+    ));
+    let mut next = saved.clone();
+    next.low = Some("2026-11-25T05:00:00.1234567Z".into());
+    next.window = None;
+    next.consecutive_failures = 2;
+    next.last_error = Some("throttled".into());
+    let saved = store.save_checkpoint(&next).await.unwrap();
+    assert_eq!(saved.version, 2);
+    let stored = store
+        .checkpoint(&tenant, "m365d-incidents")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, saved);
+    assert_eq!(store.checkpoint(&tenant, "mde-alerts").await.unwrap(), None);
+    let stale = Checkpoint { version: 1, ..next };
+    assert!(matches!(
+        store.save_checkpoint(&stale).await,
+        Err(RegistryError::Conflict(_))
+    ));
+    assert!(
+        store
+            .checkpoints()
+            .await
+            .unwrap()
+            .iter()
+            .any(|checkpoint| checkpoint.tenant_id == tenant)
+    );
+}
+
+async fn the_ledger_remembers_the_last_delivery<R: Checkpoints>(store: &R) {
+    let tenant = fresh_tenant();
+    let ids: Vec<String> = (0..130).map(|index| format!("inc-{index}")).collect();
+    assert!(
+        store
+            .delivered(&tenant, "graph-incidents", &ids)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let entries: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (id.clone(), "2026-01-01T00:00:00Z".to_owned()))
+        .collect();
+    store
+        .mark_delivered(&tenant, "graph-incidents", &entries)
+        .await
+        .unwrap();
+    store
+        .mark_delivered(
+            &tenant,
+            "graph-incidents",
+            &[("inc-7".into(), "2026-02-02T00:00:00.29Z".into())],
+        )
+        .await
+        .unwrap();
+    let mut asked = ids.clone();
+    asked.push("never".into());
+    asked.push("inc-7".into());
+    let found = store
+        .delivered(&tenant, "graph-incidents", &asked)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 130);
+    assert_eq!(found["inc-7"], "2026-02-02T00:00:00.29Z");
+    assert_eq!(found["inc-129"], "2026-01-01T00:00:00Z");
+    assert!(
+        store
+            .delivered(&tenant, "mde-alerts", &asked)
+            .await
+            .unwrap()
+            .is_empty(),
+        "per source"
+    );
 }

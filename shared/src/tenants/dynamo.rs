@@ -9,11 +9,27 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::record::{format_time, parse_time};
-use super::{RegistryError, TenantRecord, TenantRegistry};
+use super::attempts::classify_failed_consume;
+use super::record::{format_time, parse_time, stored_now};
+use super::{
+    AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
+    RegistryError, TenantRecord, TenantRegistry,
+};
 use crate::tenant_id::TenantId;
 
 const PROFILE: &str = "PROFILE";
+const ATTEMPT: &str = "ATTEMPT";
+const CHECKPOINT_PREFIX: &str = "CHECKPOINT#";
+const LEDGER_PREFIX: &str = "LEDGER#";
+/// DynamoDB's limits per BatchGetItem and BatchWriteItem call.
+const BATCH_GET_LIMIT: usize = 100;
+const BATCH_WRITE_LIMIT: usize = 25;
+/// Rounds of retrying unprocessed batch items before giving up.
+const BATCH_ROUNDS: u32 = 8;
+const CONSENT_PREFIX: &str = "CONSENT#";
+/// Consent attempts stay readable (for the operator and for telling a replay from a forgery) this
+/// long after their link expires; then the table's TTL removes them.
+const ATTEMPT_RETENTION_DAYS: i64 = 30;
 const TENANT_PREFIX: &str = "TENANT#";
 
 #[derive(Clone)]
@@ -224,6 +240,447 @@ impl TenantRegistry for DynamoRegistry {
         }
         records.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         Ok(records)
+    }
+}
+
+fn attempt_key(nonce: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("{CONSENT_PREFIX}{nonce}")),
+        ),
+        ("sk".to_owned(), AttributeValue::S(ATTEMPT.to_owned())),
+    ])
+}
+
+fn attempt_item(attempt: &ConsentAttempt) -> HashMap<String, AttributeValue> {
+    let mut item = attempt_key(&attempt.nonce);
+    let mut put = |name: &str, value: AttributeValue| {
+        item.insert(name.to_owned(), value);
+    };
+    put("nonce", AttributeValue::S(attempt.nonce.clone()));
+    put(
+        "customer_ref",
+        AttributeValue::S(attempt.customer_ref.clone()),
+    );
+    put("link", AttributeValue::S(attempt.link.clone()));
+    put(
+        "status",
+        AttributeValue::S(attempt.status.as_str().to_owned()),
+    );
+    if let Some(tenant) = &attempt.tenant_id {
+        put("tenant_id", AttributeValue::S(tenant.to_string()));
+    }
+    if let Some(detail) = &attempt.detail {
+        put("detail", AttributeValue::S(detail.clone()));
+    }
+    put(
+        "created_at",
+        AttributeValue::S(format_time(&attempt.created_at)),
+    );
+    put(
+        "state_expires_at",
+        AttributeValue::S(format_time(&attempt.expires_at)),
+    );
+    put(
+        "updated_at",
+        AttributeValue::S(format_time(&attempt.updated_at)),
+    );
+    let remove_after = attempt.expires_at + chrono::Duration::days(ATTEMPT_RETENTION_DAYS);
+    put(
+        "expires_at",
+        AttributeValue::N(remove_after.timestamp().to_string()),
+    );
+    item
+}
+
+fn attempt_record(item: &HashMap<String, AttributeValue>) -> Result<ConsentAttempt, RegistryError> {
+    let corrupt = |problem: String| RegistryError::Corrupt(problem);
+    let text = |name: &str| -> Result<String, RegistryError> {
+        item.get(name)
+            .and_then(|value| value.as_s().ok())
+            .cloned()
+            .ok_or_else(|| {
+                RegistryError::Corrupt(format!("attribute {name} is missing or not a string"))
+            })
+    };
+    let optional = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
+    Ok(ConsentAttempt {
+        nonce: text("nonce")?,
+        customer_ref: text("customer_ref")?,
+        link: text("link")?,
+        status: text("status")?.parse().map_err(corrupt)?,
+        tenant_id: optional("tenant_id")
+            .map(|id| TenantId::parse(&id))
+            .transpose()
+            .map_err(|error| corrupt(error.to_string()))?,
+        detail: optional("detail"),
+        created_at: parse_time(&text("created_at")?).map_err(corrupt)?,
+        expires_at: parse_time(&text("state_expires_at")?).map_err(corrupt)?,
+        updated_at: parse_time(&text("updated_at")?).map_err(corrupt)?,
+    })
+}
+
+#[async_trait]
+impl ConsentAttempts for DynamoRegistry {
+    async fn issue(&self, attempt: &ConsentAttempt) -> Result<(), RegistryError> {
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(attempt_item(attempt)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Err(RegistryError::Conflict(format!(
+                "consent attempt {}",
+                attempt.nonce
+            ))),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn consume(
+        &self,
+        nonce: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ConsentAttempt, ConsumeError> {
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(attempt_key(nonce)))
+            .update_expression("SET #status = :consumed, updated_at = :updated")
+            .condition_expression("#status = :issued AND state_expires_at > :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(
+                ":consumed",
+                AttributeValue::S(AttemptStatus::Consumed.as_str().into()),
+            )
+            .expression_attribute_values(
+                ":issued",
+                AttributeValue::S(AttemptStatus::Issued.as_str().into()),
+            )
+            .expression_attribute_values(":now", AttributeValue::S(format_time(&now)))
+            .expression_attribute_values(":updated", AttributeValue::S(format_time(&stored_now())))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match answer {
+            Ok(output) => {
+                let attributes = output.attributes.unwrap_or_default();
+                Ok(attempt_record(&attributes)?)
+            }
+            Err(error) if is_condition_failure(&error) => {
+                let stored = self.attempt(nonce).await?;
+                Err(classify_failed_consume(stored.as_ref(), now))
+            }
+            Err(error) => Err(unavailable(error).into()),
+        }
+    }
+
+    async fn finish(
+        &self,
+        nonce: &str,
+        status: AttemptStatus,
+        tenant_id: Option<&TenantId>,
+        detail: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let mut update = "SET #status = :status, updated_at = :updated".to_owned();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(attempt_key(nonce)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", AttributeValue::S(status.as_str().into()))
+            .expression_attribute_values(":updated", AttributeValue::S(format_time(&stored_now())));
+        if let Some(tenant) = tenant_id {
+            update.push_str(", tenant_id = :tenant");
+            request = request
+                .expression_attribute_values(":tenant", AttributeValue::S(tenant.to_string()));
+        }
+        match detail {
+            Some(detail) => {
+                update.push_str(", detail = :detail");
+                request = request
+                    .expression_attribute_values(":detail", AttributeValue::S(detail.to_owned()));
+            }
+            None => update.push_str(" REMOVE detail"),
+        }
+        match request.update_expression(update).send().await {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => {
+                Err(RegistryError::NotFound(format!("consent attempt {nonce}")))
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn attempt(&self, nonce: &str) -> Result<Option<ConsentAttempt>, RegistryError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(attempt_key(nonce)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        answer.item.as_ref().map(attempt_record).transpose()
+    }
+}
+
+fn checkpoint_key(tenant: &TenantId, source: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("{TENANT_PREFIX}{tenant}")),
+        ),
+        (
+            "sk".to_owned(),
+            AttributeValue::S(format!("{CHECKPOINT_PREFIX}{source}")),
+        ),
+    ])
+}
+
+fn ledger_key(tenant: &TenantId, source: &str, id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("{LEDGER_PREFIX}{tenant}#{source}")),
+        ),
+        ("sk".to_owned(), AttributeValue::S(id.to_owned())),
+    ])
+}
+
+fn checkpoint_from(item: &HashMap<String, AttributeValue>) -> Result<Checkpoint, RegistryError> {
+    let body = item
+        .get("body")
+        .and_then(|value| value.as_s().ok())
+        .ok_or_else(|| RegistryError::Corrupt("checkpoint body is missing".into()))?;
+    let mut checkpoint: Checkpoint = serde_json::from_str(body)
+        .map_err(|error| RegistryError::Corrupt(format!("checkpoint: {error}")))?;
+    checkpoint.version = item
+        .get("version")
+        .and_then(|value| value.as_n().ok())
+        .and_then(|number| number.parse().ok())
+        .ok_or_else(|| RegistryError::Corrupt("checkpoint version is missing".into()))?;
+    Ok(checkpoint)
+}
+
+async fn pause_before_round(round: u32) {
+    tokio::time::sleep(std::time::Duration::from_millis(
+        50 * 2u64.pow(round.min(6)),
+    ))
+    .await;
+}
+
+#[async_trait]
+impl Checkpoints for DynamoRegistry {
+    async fn checkpoint(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+    ) -> Result<Option<Checkpoint>, RegistryError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(checkpoint_key(tenant, source)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        answer.item.as_ref().map(checkpoint_from).transpose()
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RegistryError> {
+        let mut saved = checkpoint.clone();
+        saved.updated_at = stored_now();
+        saved.version = checkpoint.version + 1;
+        let mut item = checkpoint_key(&checkpoint.tenant_id, &checkpoint.source);
+        item.insert(
+            "body".into(),
+            AttributeValue::S(serde_json::to_string(&saved).expect("a checkpoint serialises")),
+        );
+        item.insert(
+            "version".into(),
+            AttributeValue::N(saved.version.to_string()),
+        );
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let request = if checkpoint.version == 0 {
+            request.condition_expression("attribute_not_exists(pk)")
+        } else {
+            request
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(
+                    ":expected",
+                    AttributeValue::N(checkpoint.version.to_string()),
+                )
+        };
+        match request.send().await {
+            Ok(_) => Ok(saved),
+            Err(error) if is_condition_failure(&error) => Err(RegistryError::Conflict(format!(
+                "checkpoint {}/{}",
+                checkpoint.tenant_id, checkpoint.source
+            ))),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, RegistryError> {
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(sk, :prefix)")
+                .expression_attribute_values(
+                    ":prefix",
+                    AttributeValue::S(CHECKPOINT_PREFIX.to_owned()),
+                )
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                found.push(checkpoint_from(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| (&a.tenant_id, &a.source).cmp(&(&b.tenant_id, &b.source)));
+        Ok(found)
+    }
+
+    async fn delivered(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>, RegistryError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = HashMap::new();
+        let mut unique: Vec<&String> = ids.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for chunk in unique.chunks(BATCH_GET_LIMIT) {
+            let keys: Vec<_> = chunk
+                .iter()
+                .map(|id| ledger_key(tenant, source, id))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|error| RegistryError::Unavailable(error.to_string()))?,
+            );
+            let mut round = 0;
+            while let Some(request) = pending.take() {
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in answer
+                    .responses
+                    .as_ref()
+                    .and_then(|tables| tables.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(AttributeValue::S(id)), Some(AttributeValue::S(last_update))) =
+                        (item.get("sk"), item.get("last_update"))
+                    {
+                        found.insert(id.clone(), last_update.clone());
+                    }
+                }
+                pending = answer
+                    .unprocessed_keys
+                    .and_then(|mut tables| tables.remove(&self.table))
+                    .filter(|rest| !rest.keys().is_empty());
+                if pending.is_some() {
+                    round += 1;
+                    if round > BATCH_ROUNDS {
+                        return Err(RegistryError::Unavailable(
+                            "DynamoDB kept keys unprocessed (throttled)".into(),
+                        ));
+                    }
+                    pause_before_round(round).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn mark_delivered(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        entries: &[(String, String)],
+    ) -> Result<(), RegistryError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        // A batch may not name one key twice: the last write of an id wins.
+        let mut latest: HashMap<&String, &String> = HashMap::new();
+        for (id, last_update) in entries {
+            latest.insert(id, last_update);
+        }
+        let requests: Vec<WriteRequest> = latest
+            .into_iter()
+            .map(|(id, last_update)| {
+                let mut item = ledger_key(tenant, source, id);
+                item.insert("last_update".into(), AttributeValue::S(last_update.clone()));
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(|error| RegistryError::Unavailable(error.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        for chunk in requests.chunks(BATCH_WRITE_LIMIT) {
+            let mut pending = chunk.to_vec();
+            let mut round = 0;
+            while !pending.is_empty() {
+                let answer = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                pending = answer
+                    .unprocessed_items
+                    .and_then(|mut tables| tables.remove(&self.table))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    round += 1;
+                    if round > BATCH_ROUNDS {
+                        return Err(RegistryError::Unavailable(
+                            "DynamoDB kept writes unprocessed (throttled)".into(),
+                        ));
+                    }
+                    pause_before_round(round).await;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,11 +2,15 @@
 //! minted for them. One port, two adapters (DynamoDB in AWS, SQLite locally) that pass the same
 //! conformance suite.
 
+mod attempts;
+mod checkpoints;
 pub mod conformance;
 mod dynamo;
 mod record;
 mod sqlite;
 
+pub use attempts::{AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
+pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
 pub use dynamo::DynamoRegistry;
 pub use record::{TenantRecord, TenantStatus, stored_now};
 pub use sqlite::SqliteRegistry;
@@ -36,6 +40,11 @@ impl RegistryError {
         }
     }
 }
+
+/// Everything the functions keep: the tenant registry and the consent attempts, in one store.
+pub trait Store: TenantRegistry + ConsentAttempts + Checkpoints {}
+
+impl<T: TenantRegistry + ConsentAttempts + Checkpoints> Store for T {}
 
 /// How often an upsert re-reads and retries after losing a race.
 const UPSERT_ATTEMPTS: usize = 8;

@@ -1,0 +1,250 @@
+//! The JSON types of the data APIs: a tenant's generated data (scenario field `data`), its
+//! failure modes, and the run-wide settings (rate limits, M365 Defender quirks).
+
+use anyhow::bail;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The most records of one kind a tenant may have. Records are generated from their index on
+/// demand, so this bounds ids and arithmetic, not memory.
+pub const MAX_RECORDS: u32 = 1_000_000;
+
+/// A tenant's incidents and alerts, generated deterministically from `seed`.
+///
+/// Incident `i` (0-based) has id `first_incident_id + i`; records are `spacing_seconds` apart
+/// from `start` on, oldest first, so the newest is at `start + (n - 1) * spacing_seconds`.
+/// M365 Defender and Graph show the same incidents; Defender for Endpoint alerts belong to them
+/// (or to no incident when `incidents` is 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Incidents (M365 Defender `/api/incidents`, Graph `/v1.0/security/incidents`).
+    #[serde(default)]
+    pub incidents: u32,
+    /// Defender for Endpoint alerts (`/api/alerts`); also listed in Graph `alerts_v2` and in
+    /// their incidents' `alerts`.
+    #[serde(default)]
+    pub mde_alerts: u32,
+    /// Changes every generated value (names, severities, ids of alerts, ...).
+    #[serde(default)]
+    pub seed: u64,
+    /// Time of the oldest record's slot. Absent: chosen when the tenant is loaded so that the
+    /// newest record is about "now".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<DateTime<Utc>>,
+    /// Seconds between two consecutive records (1..=86400).
+    #[serde(default = "default_spacing")]
+    pub spacing_seconds: u32,
+    /// Id of the oldest incident.
+    #[serde(default = "default_first_incident_id")]
+    pub first_incident_id: u64,
+    /// Graph `$expand=alerts` answers 500 while the tenant has more incidents than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand_alerts_fails_above: Option<u32>,
+    /// Change data while clients page through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touch_while_paging: Option<TouchWhilePaging>,
+}
+
+/// After every `every_pages`-th page served for the tenant (any data API), `count` random
+/// incidents (and their alerts) get a last-update time of "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TouchWhilePaging {
+    pub every_pages: u32,
+    pub count: u32,
+}
+
+/// The failure modes of a tenant's data, changeable without regenerating it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataModes {
+    #[serde(default)]
+    pub expand_alerts_fails_above: Option<u32>,
+    #[serde(default)]
+    pub touch_while_paging: Option<TouchWhilePaging>,
+}
+
+fn default_spacing() -> u32 {
+    60
+}
+
+fn default_first_incident_id() -> u64 {
+    1
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            incidents: 0,
+            mde_alerts: 0,
+            seed: 0,
+            start: None,
+            spacing_seconds: default_spacing(),
+            first_incident_id: default_first_incident_id(),
+            expand_alerts_fails_above: None,
+            touch_while_paging: None,
+        }
+    }
+}
+
+impl DataConfig {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.incidents > MAX_RECORDS || self.mde_alerts > MAX_RECORDS {
+            bail!("data: at most {MAX_RECORDS} incidents and {MAX_RECORDS} mde_alerts");
+        }
+        if !(1..=86_400).contains(&self.spacing_seconds) {
+            bail!("data: spacing_seconds must be 1 to 86400");
+        }
+        // Ids stay exact in JavaScript numbers.
+        if self.first_incident_id == 0
+            || self.first_incident_id > (1 << 52)
+            || self.first_incident_id + u64::from(self.incidents) > (1 << 53)
+        {
+            bail!("data: first_incident_id must be 1 to 2^52");
+        }
+        self.modes().validate()
+    }
+
+    pub(crate) fn modes(&self) -> DataModes {
+        DataModes {
+            expand_alerts_fails_above: self.expand_alerts_fails_above,
+            touch_while_paging: self.touch_while_paging,
+        }
+    }
+
+    pub(crate) fn set_modes(&mut self, modes: DataModes) {
+        self.expand_alerts_fails_above = modes.expand_alerts_fails_above;
+        self.touch_while_paging = modes.touch_while_paging;
+    }
+}
+
+impl DataModes {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if let Some(touch) = self.touch_while_paging
+            && (touch.every_pages == 0 || touch.count == 0)
+        {
+            bail!("data: touch_while_paging needs every_pages and count of at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Whether the documented per-app, per-tenant call limits are enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitMode {
+    #[default]
+    On,
+    Off,
+}
+
+/// Run-wide behaviour of the data APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefenderSettings {
+    /// `on` (default) or `off`.
+    pub rate_limits: RateLimitMode,
+    /// Multiplies every limit (a limit never goes below 1 call): 0.1 makes M365 Defender's
+    /// 50/min 5/min, so tests reach it quickly; 100 makes limits practically disappear.
+    pub rate_limit_scale: f64,
+    /// M365 Defender adds `@odata.nextLink` when more records remain (its docs show none).
+    pub m365d_next_link: bool,
+    /// M365 Defender states the wait of a 429 only in the message, without `Retry-After`.
+    pub m365d_retry_after_in_body_only: bool,
+}
+
+impl Default for DefenderSettings {
+    fn default() -> Self {
+        DefenderSettings {
+            rate_limits: RateLimitMode::On,
+            rate_limit_scale: 1.0,
+            m365d_next_link: false,
+            m365d_retry_after_in_body_only: false,
+        }
+    }
+}
+
+impl DefenderSettings {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if !(self.rate_limit_scale.is_finite() && self.rate_limit_scale > 0.0) {
+            return Err("rate_limit_scale must be a positive number".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A partial change of [`DefenderSettings`], as sent to `PUT /_emulator/settings`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefenderSettingsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m365d_next_link: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m365d_retry_after_in_body_only: Option<bool>,
+}
+
+impl DefenderSettingsPatch {
+    pub(crate) fn apply(&self, settings: &mut DefenderSettings) {
+        if let Some(value) = self.rate_limits {
+            settings.rate_limits = value;
+        }
+        if let Some(value) = self.rate_limit_scale {
+            settings.rate_limit_scale = value;
+        }
+        if let Some(value) = self.m365d_next_link {
+            settings.m365d_next_link = value;
+        }
+        if let Some(value) = self.m365d_retry_after_in_body_only {
+            settings.m365d_retry_after_in_body_only = value;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_brief_example_parses_with_defaults() {
+        let config: DataConfig = serde_json::from_str(
+            r#"{"incidents": 250, "mde_alerts": 300, "seed": 7,
+                "start": "2026-01-01T00:00:00Z", "spacing_seconds": 60}"#,
+        )
+        .unwrap();
+        assert_eq!(config.first_incident_id, 1);
+        assert!(config.validate().is_ok());
+        let empty: DataConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, DataConfig::default());
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_serve() {
+        for text in [
+            r#"{"incidents": 1000001}"#,
+            r#"{"spacing_seconds": 0}"#,
+            r#"{"first_incident_id": 0}"#,
+            r#"{"touch_while_paging": {"every_pages": 0, "count": 1}}"#,
+        ] {
+            let config: DataConfig = serde_json::from_str(text).unwrap();
+            assert!(config.validate().is_err(), "{text}");
+        }
+        assert!(serde_json::from_str::<DataConfig>(r#"{"incident": 1}"#).is_err());
+    }
+
+    #[test]
+    fn settings_patch_changes_only_what_it_names() {
+        let mut settings = DefenderSettings::default();
+        let patch: DefenderSettingsPatch =
+            serde_json::from_str(r#"{"rate_limits": "off"}"#).unwrap();
+        patch.apply(&mut settings);
+        assert_eq!(settings.rate_limits, RateLimitMode::Off);
+        assert_eq!(settings.rate_limit_scale, 1.0);
+        settings.rate_limit_scale = 0.0;
+        assert!(settings.validate().is_err());
+    }
+}

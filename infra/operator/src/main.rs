@@ -1,0 +1,148 @@
+//! `dp-operator`: the partner operator's command, run locally against the embedded store or, with
+//! the same variables the functions use (`DP_TABLE_NAME`, `DP_CREDENTIAL_SECRET_ID`, AWS
+//! credentials), against the real table.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use defender_partner::consent::{ConsentService, LinkKind};
+use defender_partner::runtime::Services;
+use defender_partner::telemetry::{self, LogFormat};
+use defender_partner::tenant_id::TenantId;
+use defender_partner::tenants::TenantRecord;
+
+#[derive(Parser)]
+#[command(
+    name = "dp-operator",
+    about = "Operate defender-partner: onboarding and the tenant registry"
+)]
+struct Cli {
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a single-use admin-consent link for a customer.
+    ConsentLink {
+        /// Your reference for the customer (CRM or contract id).
+        #[arg(long)]
+        customer: String,
+        /// v2 (default), adminconsent or legacy.
+        #[arg(long)]
+        link: Option<LinkKind>,
+    },
+    /// The tenant registry.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// List every tenant with status and roles.
+    List,
+    /// Prove a tenant's consent now and record the result (adds a legacy-link tenant given --customer).
+    Verify {
+        tenant: String,
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    /// Stop serving a tenant: no more tokens for it.
+    Offboard { tenant: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init_with_default(LogFormat::Text, "warn");
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dp-operator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let services = Services::from_env().await?;
+    match cli.command {
+        Command::ConsentLink { customer, link } => {
+            let consent = ConsentService::build(&services).await?;
+            let link = consent.start(&customer, link).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&link)?);
+            } else {
+                println!(
+                    "Send this link to {}'s Global Administrator (valid until {}, single use):",
+                    link.customer_ref, link.expires_at
+                );
+                println!("{}", link.url);
+            }
+        }
+        Command::Tenants {
+            command: TenantsCommand::List,
+        } => {
+            let tenants = services.registry.list().await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&tenants)?);
+            } else {
+                print_tenants(&tenants);
+            }
+        }
+        Command::Tenants {
+            command: TenantsCommand::Verify { tenant, customer },
+        } => {
+            let consent = ConsentService::build(&services).await?;
+            let record = consent
+                .verify_tenant(&TenantId::parse(&tenant)?, customer.as_deref())
+                .await?;
+            print_one(&record, cli.json)?;
+        }
+        Command::Tenants {
+            command: TenantsCommand::Offboard { tenant },
+        } => {
+            let consent = ConsentService::build(&services).await?;
+            let record = consent.offboard(&TenantId::parse(&tenant)?).await?;
+            print_one(&record, cli.json)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_one(record: &TenantRecord, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(record)?);
+    } else {
+        print_tenants(std::slice::from_ref(record));
+        if let Some(reason) = &record.status_reason {
+            println!("reason: {reason}");
+        }
+    }
+    Ok(())
+}
+
+fn print_tenants(tenants: &[TenantRecord]) {
+    if tenants.is_empty() {
+        println!("no tenants registered");
+        return;
+    }
+    println!(
+        "{:<36}  {:<10}  {:<20}  {:<20}  roles",
+        "tenant", "status", "customer", "updated"
+    );
+    for tenant in tenants {
+        println!(
+            "{:<36}  {:<10}  {:<20}  {:<20}  {}",
+            tenant.tenant_id,
+            tenant.status,
+            tenant.customer_ref.as_deref().unwrap_or("-"),
+            tenant.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            tenant.roles.join(", ")
+        );
+    }
+}

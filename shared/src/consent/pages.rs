@@ -1,0 +1,163 @@
+//! The pages a customer's administrator sees after consenting: short, plain, accessible, and
+//! free of anything secret (no token, no code, no `state`).
+
+use crate::tenant_id::TenantId;
+
+/// A page and its HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: u16,
+    pub title: &'static str,
+    /// Paragraphs and lists, already escaped.
+    body: String,
+}
+
+impl Page {
+    pub fn success(tenant: &TenantId, customer_ref: &str, roles: &[String]) -> Page {
+        let granted = if roles.is_empty() {
+            "<p>No application permissions were reported.</p>".to_owned()
+        } else {
+            let items: String = roles
+                .iter()
+                .map(|role| format!("<li>{}</li>", escape(role)))
+                .collect();
+            format!("<p>Permissions granted:</p><ul>{items}</ul>")
+        };
+        Page {
+            status: 200,
+            title: "Onboarding complete",
+            body: format!(
+                "<p>Your tenant <strong>{}</strong> is connected (reference {}). Your security partner can now read the data you granted.</p>{granted}<p>You can close this window.</p>",
+                escape(tenant.as_str()),
+                escape(customer_ref)
+            ),
+        }
+    }
+
+    pub fn pending(tenant: &TenantId, support_ref: &str) -> Page {
+        Page {
+            status: 202,
+            title: "Consent received, not yet confirmed",
+            body: format!(
+                "<p>Microsoft reported your consent for tenant <strong>{}</strong>, but it could not be confirmed yet: changes can take a few minutes to take effect.</p><p>Nothing more is needed from you now. Your security partner will confirm it automatically; if it is not confirmed within an hour, please contact them and quote support reference <code>{}</code>.</p>",
+                escape(tenant.as_str()),
+                escape(support_ref)
+            ),
+        }
+    }
+
+    pub fn declined(error: &str, description: Option<&str>) -> Page {
+        let detail = description
+            .map(|text| format!("<p>Microsoft said: {}</p>", escape(text)))
+            .unwrap_or_default();
+        Page {
+            status: 200,
+            title: "Consent was not given",
+            body: format!(
+                "<p>The permissions were not granted (<code>{}</code>), so your tenant is not connected.</p>{detail}<p>If this was a mistake, ask your security partner for a new link.</p>",
+                escape(error)
+            ),
+        }
+    }
+
+    pub fn legacy_without_tenant(customer_ref: &str) -> Page {
+        Page {
+            status: 202,
+            title: "Consent received: one more step",
+            body: format!(
+                "<p>Microsoft reported that you consented, but this kind of link does not say which tenant you consented for, and your security partner does not guess.</p><p>Please send your security partner your <strong>tenant ID</strong> (Microsoft Entra admin center, Overview) and reference <code>{}</code>. They will confirm the consent with Microsoft and finish the onboarding; you do not need to consent again.</p>",
+                escape(customer_ref)
+            ),
+        }
+    }
+
+    pub fn invalid() -> Page {
+        Page {
+            status: 400,
+            title: "This link is not valid",
+            body: "<p>This onboarding link was not issued by your security partner, or it was changed. Nothing was recorded.</p><p>Please ask your security partner for a new link.</p>".into(),
+        }
+    }
+
+    pub fn expired() -> Page {
+        Page {
+            status: 410,
+            title: "This link has expired",
+            body: "<p>Onboarding links are valid for a limited time. Nothing was recorded.</p><p>Please ask your security partner for a new link.</p>".into(),
+        }
+    }
+
+    pub fn replayed() -> Page {
+        Page {
+            status: 409,
+            title: "This link was already used",
+            body: "<p>Each onboarding link works once, and this one has been used. If your onboarding did not finish, ask your security partner for a new link.</p>".into(),
+        }
+    }
+
+    pub fn error(support_ref: &str) -> Page {
+        Page {
+            status: 503,
+            title: "Something went wrong",
+            body: format!(
+                "<p>Your consent could not be recorded because of a problem on our side. Please try again in a few minutes, or contact your security partner with support reference <code>{}</code>.</p>",
+                escape(support_ref)
+            ),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"referrer\" content=\"no-referrer\"><title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#1b1b1b}}h1{{font-size:1.5rem}}code{{background:#f2f2f2;padding:0 .25rem}}</style></head><body><main><h1>{title}</h1>{body}</main></body></html>\n",
+            title = escape(self.title),
+            body = self.body
+        )
+    }
+}
+
+/// HTML-escapes text for element content and quoted attributes.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_it_echoes() {
+        let page = Page::declined("x", Some("<img src=x onerror=alert(1)>"));
+        let html = page.render();
+        assert!(!html.contains("<img"));
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        let page = Page::legacy_without_tenant("\"><script>");
+        assert!(!page.render().contains("<script>"));
+    }
+
+    #[test]
+    fn statuses_are_as_documented() {
+        assert_eq!(Page::invalid().status, 400);
+        assert_eq!(Page::expired().status, 410);
+        assert_eq!(Page::replayed().status, 409);
+        assert_eq!(Page::error("r").status, 503);
+        let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
+        assert_eq!(Page::success(&tenant, "c", &[]).status, 200);
+        assert!(
+            Page::success(&tenant, "c", &["Incident.Read.All".into()])
+                .render()
+                .contains("<li>Incident.Read.All</li>")
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Proving a consent: mint a client-credentials token for the tenant the callback names and
+//! check its `tid` and `roles`. Consent takes a while to reach the token service, so the proof is
+//! retried for a bounded window before it is called failed.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::ErrorCode;
+use crate::api::DefenderApi;
+use crate::config::Settings;
+use crate::entra::provider::verify;
+use crate::entra::{AppTokenError, AppTokenProvider};
+use crate::tenant_id::TenantId;
+
+/// Why a tenant could not be proven consented.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProofFailure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Errors that consent propagation explains: worth another try within the window.
+fn may_be_propagating(error: &AppTokenError) -> bool {
+    matches!(
+        error.code(),
+        ErrorCode::NotConsented | ErrorCode::RolesMissing | ErrorCode::ApiNotEnabled
+    ) || matches!(error, AppTokenError::Entra(entra) if entra.is_retryable())
+}
+
+/// The union of the roles granted for `apis`, once every API's token verifies.
+pub async fn prove_consent(
+    tokens: &AppTokenProvider,
+    settings: &Settings,
+    tenant: &TenantId,
+    apis: &[DefenderApi],
+    window: Duration,
+) -> Result<Vec<String>, ProofFailure> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match prove_once(tokens, settings, tenant, apis).await {
+            Ok(roles) => return Ok(roles),
+            Err(error) if may_be_propagating(&error) && started.elapsed() + pause < window => {
+                tracing::info!(tenant = %tenant, code = %error.code(), wait_ms = pause.as_millis() as u64, "consent not visible yet; retrying the proof");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            Err(error) => {
+                return Err(ProofFailure {
+                    code: error.code(),
+                    message: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+async fn prove_once(
+    tokens: &AppTokenProvider,
+    settings: &Settings,
+    tenant: &TenantId,
+    apis: &[DefenderApi],
+) -> Result<Vec<String>, AppTokenError> {
+    let mut roles: Vec<String> = Vec::new();
+    for api in apis {
+        // A fresh token, not a cached one: the point is what Entra says now.
+        let token = tokens
+            .fetch(tenant, *api, settings.token.endpoint_version)
+            .await?;
+        verify(&token, tenant, *api, settings.required_roles(*api))?;
+        for role in &token.claims.roles {
+            if !roles.contains(role) {
+                roles.push(role.clone());
+            }
+        }
+    }
+    roles.sort();
+    Ok(roles)
+}

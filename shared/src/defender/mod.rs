@@ -1,0 +1,14 @@
+//! The Defender and Graph security APIs: what each source is (`sources`), how a call is made and
+//! throttled (`client`, `limiter`), how a page is read (`records`), time literals (`time`), and
+//! the Graph alerts fallback (`graph_alerts`).
+
+pub mod client;
+pub mod graph_alerts;
+pub mod limiter;
+pub mod records;
+pub mod sources;
+pub mod time;
+
+pub use client::{ApiError, DefenderClient};
+pub use records::{FetchedRecord, Page, parse_page};
+pub use sources::{SourceSpec, spec};

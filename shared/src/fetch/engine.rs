@@ -1,0 +1,488 @@
+//! One tenant, one source: bring in what changed since the checkpoint, page by page, each page
+//! written durably before the checkpoint moves.
+//!
+//! The APIs answer newest first and records change while we page. A run therefore fixes a window
+//! `[low, upper]` (upper = the run's start) and pages *down* through it by narrowing the upper
+//! bound to the oldest last-update time seen (`le cursor`), never by an ever-growing `$skip`: a
+//! record that changes mid-run leaves the window (its new time is after `upper`) without shifting
+//! the others, and the next window catches it. Windows overlap by a margin, and the ledger
+//! (id → last-update delivered) drops what was already delivered, so each change goes out once.
+//! A crash anywhere repeats at most one page, never skips one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+
+use super::settings::FetchSettings;
+use crate::ErrorCode;
+use crate::defender::graph_alerts::attach_alerts;
+use crate::defender::time::{odata_literal, parse_api_time};
+use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
+use crate::entra::AppTokenError;
+use crate::sink::{Change, RecordSink, RunId, SinkRecord, Source};
+use crate::tenant_id::TenantId;
+use crate::tenants::{
+    Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, TenantStatus,
+};
+
+/// How a pair's run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum PairResult {
+    /// The window was paged to its end.
+    Complete,
+    /// The deadline came first; the next run resumes where this one stopped.
+    Partial,
+    /// Microsoft (or our own limiter) asked to wait longer than the time left.
+    Throttled {
+        retry_after_seconds: u64,
+    },
+    /// The tenant no longer grants access: marked `revoked`.
+    Revoked {
+        message: String,
+    },
+    /// Another run holds this pair's checkpoint.
+    Busy,
+    Failed {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PairOutcome {
+    pub tenant_id: TenantId,
+    pub source: Source,
+    #[serde(flatten)]
+    pub result: PairResult,
+    /// Records delivered (new or updated).
+    pub delivered: usize,
+    pub new: usize,
+    pub updated: usize,
+    /// Records seen again (overlap, re-read page) and dropped.
+    pub repeats: usize,
+    pub pages: usize,
+    pub api_calls: usize,
+    pub unreadable: usize,
+}
+
+impl PairOutcome {
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self.result,
+            PairResult::Failed { .. } | PairResult::Throttled { .. }
+        )
+    }
+}
+
+pub struct Fetcher {
+    pub client: Arc<DefenderClient>,
+    pub checkpoints: Arc<dyn Checkpoints>,
+    pub registry: Arc<dyn TenantRegistry>,
+    pub sink: Arc<dyn RecordSink>,
+    pub settings: FetchSettings,
+}
+
+/// Longest single wait inside a run for a throttle or a limiter slot; longer waits end the pair.
+const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
+/// Retries of a 5xx or transport failure within a run.
+const OUTAGE_RETRIES: u32 = 3;
+
+impl Fetcher {
+    pub async fn run_pair(
+        &self,
+        tenant: &TenantId,
+        source: Source,
+        deadline: Instant,
+    ) -> PairOutcome {
+        let mut outcome = PairOutcome {
+            tenant_id: tenant.clone(),
+            source,
+            result: PairResult::Complete,
+            delivered: 0,
+            new: 0,
+            updated: 0,
+            repeats: 0,
+            pages: 0,
+            api_calls: 0,
+            unreadable: 0,
+        };
+        let run = RunId::new();
+        let result = self
+            .page_through(tenant, source, deadline, &run, &mut outcome)
+            .await;
+        outcome.result = match result {
+            Ok(result) => result,
+            Err(failure) => self.record_failure(tenant, source, failure).await,
+        };
+        tracing::info!(
+            tenant = %tenant,
+            source = %source.as_str(),
+            result = ?outcome.result,
+            delivered = outcome.delivered,
+            repeats = outcome.repeats,
+            pages = outcome.pages,
+            "pair finished"
+        );
+        outcome
+    }
+
+    async fn page_through(
+        &self,
+        tenant: &TenantId,
+        source: Source,
+        deadline: Instant,
+        run: &RunId,
+        outcome: &mut PairOutcome,
+    ) -> Result<PairResult, Failure> {
+        let spec = spec(source);
+        let top = self.settings.page_size(source);
+        let mut checkpoint = match self.checkpoints.checkpoint(tenant, source.as_str()).await? {
+            Some(checkpoint) => checkpoint,
+            None => {
+                let mut fresh = Checkpoint::new(tenant.clone(), source.as_str());
+                let start = Utc::now()
+                    - chrono::Duration::from_std(self.settings.lookback).unwrap_or_default();
+                fresh.low = Some(odata_literal(&start));
+                fresh
+            }
+        };
+        let low = checkpoint
+            .low
+            .clone()
+            .unwrap_or_else(|| odata_literal(&Utc::now()));
+        if checkpoint.window.is_none() {
+            checkpoint.window = Some(OpenWindow {
+                upper: odata_literal(&Utc::now()),
+                cursor: None,
+            });
+        }
+        // Records at exactly the cursor time already delivered on earlier pages: only needed when
+        // a whole page shares one time (else narrowing alone makes progress).
+        let mut skip: u32 = 0;
+        let mut expand_alerts =
+            source == Source::GraphIncidents && self.settings.graph_expand_alerts;
+
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left <= self.settings.deadline_margin {
+                self.save(&checkpoint).await?;
+                return Ok(PairResult::Partial);
+            }
+            let budget = (left - self.settings.deadline_margin).min(MAX_INLINE_WAIT);
+            let window = checkpoint.window.clone().expect("opened above");
+            let bound = window
+                .cursor
+                .clone()
+                .unwrap_or_else(|| window.upper.clone());
+            let url = self.page_url(&spec, &low, &bound, top, skip, expand_alerts);
+
+            let body = match self
+                .get_with_retries(tenant, &spec, &url, budget, outcome)
+                .await
+            {
+                Ok(body) => body,
+                Err(ApiError::Unavailable(500)) if expand_alerts => {
+                    tracing::warn!(tenant = %tenant, "Graph $expand=alerts failed; reading alerts from alerts_v2");
+                    expand_alerts = false;
+                    continue;
+                }
+                Err(ApiError::Throttled(wait) | ApiError::LocalLimit(wait)) => {
+                    self.save(&checkpoint).await?;
+                    return Ok(PairResult::Throttled {
+                        retry_after_seconds: wait.as_secs_f64().ceil() as u64,
+                    });
+                }
+                Err(error) => return Err(Failure::Api(error)),
+            };
+            let mut page = parse_page(source, &body).map_err(|error| {
+                Failure::Other(ErrorCode::MicrosoftUnavailable, error.to_string())
+            })?;
+            outcome.pages += 1;
+            outcome.unreadable += page.unreadable;
+            if page.unreadable > 0 {
+                tracing::warn!(tenant = %tenant, source = %source.as_str(), count = page.unreadable, "records without id or last-update time skipped");
+            }
+            if source == Source::GraphIncidents
+                && self.settings.graph_expand_alerts
+                && !expand_alerts
+                && !page.records.is_empty()
+            {
+                outcome.api_calls +=
+                    attach_alerts(&self.client, tenant, &spec, &mut page.records, budget)
+                        .await
+                        .map_err(Failure::Api)?;
+            }
+            let returned = page.records.len() + page.unreadable;
+
+            self.deliver(tenant, source, run, &page.records, outcome)
+                .await?;
+            for record in &page.records {
+                if checkpoint
+                    .newest_delivered
+                    .is_none_or(|newest| record.last_update_at > newest)
+                {
+                    checkpoint.newest_delivered = Some(record.last_update_at);
+                }
+            }
+
+            if (returned as u32) < top {
+                // A short page: the window is done. The next one starts a little before this
+                // one's upper bound, for records that became visible late.
+                let upper = parse_api_time(&window.upper).unwrap_or_else(Utc::now);
+                let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+                let next_low =
+                    (upper - overlap).max(parse_api_time(&low).unwrap_or(upper - overlap));
+                checkpoint.low = Some(odata_literal(&next_low));
+                checkpoint.window = None;
+                checkpoint.last_success = Some(Utc::now());
+                checkpoint.consecutive_failures = 0;
+                checkpoint.last_error = None;
+                self.save(&checkpoint).await?;
+                return Ok(PairResult::Complete);
+            }
+
+            let oldest = page
+                .records
+                .iter()
+                .min_by_key(|record| record.last_update_at)
+                .map(|record| record.last_update.clone());
+            match oldest {
+                Some(oldest)
+                    if Some(&oldest) != window.cursor.as_ref()
+                        && parse_api_time(&oldest) < parse_api_time(&bound) =>
+                {
+                    checkpoint.window = Some(OpenWindow {
+                        upper: window.upper.clone(),
+                        cursor: Some(oldest),
+                    });
+                    skip = 0;
+                }
+                _ => {
+                    // The whole page shares the bound's time: step over it by position.
+                    skip += returned as u32;
+                    checkpoint.window = Some(OpenWindow {
+                        upper: window.upper.clone(),
+                        cursor: Some(bound.clone()),
+                    });
+                }
+            }
+            checkpoint = self.save(&checkpoint).await?;
+        }
+    }
+
+    fn page_url(
+        &self,
+        spec: &SourceSpec,
+        low: &str,
+        bound: &str,
+        top: u32,
+        skip: u32,
+        expand_alerts: bool,
+    ) -> url::Url {
+        let field = spec.time_field;
+        let mut query: Vec<(&str, String)> = vec![
+            (
+                "$filter",
+                format!("{field} ge {low} and {field} le {bound}"),
+            ),
+            ("$top", top.to_string()),
+        ];
+        if skip > 0 {
+            query.push(("$skip", skip.to_string()));
+        }
+        if spec.accepts_orderby {
+            query.push(("$orderby", format!("{field} desc")));
+        }
+        if expand_alerts {
+            query.push(("$expand", "alerts".into()));
+        }
+        if spec.source == Source::MdeAlerts && self.settings.mde_expand_evidence {
+            query.push(("$expand", "evidence".into()));
+        }
+        self.client.url(spec, spec.path, &query)
+    }
+
+    async fn get_with_retries(
+        &self,
+        tenant: &TenantId,
+        spec: &SourceSpec,
+        url: &url::Url,
+        budget: Duration,
+        outcome: &mut PairOutcome,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            outcome.api_calls += 1;
+            let left = budget.saturating_sub(started.elapsed());
+            match self.client.get(tenant, spec, url, left).await {
+                Err(ApiError::Throttled(wait))
+                    if wait <= budget.saturating_sub(started.elapsed()) =>
+                {
+                    tracing::info!(tenant = %tenant, wait_ms = wait.as_millis() as u64, "throttled; waiting as asked");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error @ (ApiError::Unavailable(_) | ApiError::Transport(_)))
+                    if attempt < OUTAGE_RETRIES =>
+                {
+                    attempt += 1;
+                    let pause = Duration::from_millis(250 * 2u64.pow(attempt));
+                    if pause >= budget.saturating_sub(started.elapsed()) {
+                        return Err(error);
+                    }
+                    tracing::warn!(tenant = %tenant, error = %error, attempt, "API failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes the page's new and changed records, then remembers them in the ledger.
+    async fn deliver(
+        &self,
+        tenant: &TenantId,
+        source: Source,
+        run: &RunId,
+        records: &[FetchedRecord],
+        outcome: &mut PairOutcome,
+    ) -> Result<(), Failure> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = records.iter().map(|record| record.id.clone()).collect();
+        let delivered = self
+            .checkpoints
+            .delivered(tenant, source.as_str(), &ids)
+            .await?;
+        let mut batch = Vec::new();
+        let mut ledger = Vec::new();
+        for record in records {
+            let change = match delivered.get(&record.id) {
+                Some(last) if *last == record.last_update => {
+                    outcome.repeats += 1;
+                    continue;
+                }
+                Some(_) => Change::Updated,
+                None => Change::New,
+            };
+            // The same record twice on one page (it changed between two reads): keep one.
+            if ledger.iter().any(|(id, last): &(String, String)| {
+                *id == record.id && *last == record.last_update
+            }) {
+                outcome.repeats += 1;
+                continue;
+            }
+            match change {
+                Change::New => outcome.new += 1,
+                Change::Updated => outcome.updated += 1,
+            }
+            ledger.push((record.id.clone(), record.last_update.clone()));
+            batch.push(SinkRecord {
+                tenant_id: tenant.clone(),
+                source,
+                id: record.id.clone(),
+                last_update: record.last_update.clone(),
+                last_update_at: record.last_update_at,
+                change,
+                redirected_to: record.redirected_to.clone(),
+                raw: record.raw.clone(),
+            });
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.sink
+            .write(run, &batch)
+            .await
+            .map_err(|error| Failure::Other(ErrorCode::Internal, format!("sink: {error}")))?;
+        self.checkpoints
+            .mark_delivered(tenant, source.as_str(), &ledger)
+            .await?;
+        outcome.delivered += batch.len();
+        Ok(())
+    }
+
+    async fn save(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, Failure> {
+        Ok(self.checkpoints.save_checkpoint(checkpoint).await?)
+    }
+
+    /// Records the failure on the checkpoint (and on the tenant, when consent is gone).
+    async fn record_failure(
+        &self,
+        tenant: &TenantId,
+        source: Source,
+        failure: Failure,
+    ) -> PairResult {
+        if let Failure::Store(RegistryError::Conflict(_)) = failure {
+            return PairResult::Busy;
+        }
+        let (code, message) = failure.describe();
+        if failure.means_revoked() {
+            tracing::warn!(tenant = %tenant, code = %code, metric = "TenantRevoked", "consent gone; marking the tenant revoked");
+            if let Err(error) = self
+                .registry
+                .set_status(
+                    tenant,
+                    TenantStatus::Revoked,
+                    Some(format!("{code}: {message}")),
+                )
+                .await
+            {
+                tracing::error!(tenant = %tenant, error = %error, "could not mark the tenant revoked");
+            }
+        }
+        match self.checkpoints.checkpoint(tenant, source.as_str()).await {
+            Ok(stored) => {
+                let mut checkpoint =
+                    stored.unwrap_or_else(|| Checkpoint::new(tenant.clone(), source.as_str()));
+                checkpoint.consecutive_failures += 1;
+                checkpoint.last_error = Some(code.as_str().to_owned());
+                if let Err(error) = self.checkpoints.save_checkpoint(&checkpoint).await {
+                    tracing::warn!(tenant = %tenant, error = %error, "failure not recorded on the checkpoint");
+                }
+            }
+            Err(error) => tracing::warn!(tenant = %tenant, error = %error, "checkpoint unreadable"),
+        }
+        if failure.means_revoked() {
+            PairResult::Revoked { message }
+        } else {
+            PairResult::Failed { code, message }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Failure {
+    Api(ApiError),
+    Store(RegistryError),
+    Other(ErrorCode, String),
+}
+
+impl From<RegistryError> for Failure {
+    fn from(error: RegistryError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+impl Failure {
+    fn describe(&self) -> (ErrorCode, String) {
+        match self {
+            Failure::Api(error) => (error.code(), error.to_string()),
+            Failure::Store(error) => (error.code(), error.to_string()),
+            Failure::Other(code, message) => (*code, message.clone()),
+        }
+    }
+
+    fn means_revoked(&self) -> bool {
+        // A 403 from the API itself can be a product not enabled, not a withdrawn consent; only
+        // Entra's answer (no consent, or no roles in the token) means revoked.
+        matches!(
+            self,
+            Failure::Api(ApiError::Token(AppTokenError::RolesMissing { .. }))
+        ) || matches!(self, Failure::Api(ApiError::Token(error)) if error.code() == ErrorCode::NotConsented)
+    }
+}

@@ -1,0 +1,560 @@
+//! The ingestion engine against the emulator's data APIs in one process: real HTTP, real
+//! tokens, the embedded registry and the local sink. Every assertion is about records: each
+//! change delivered once, nothing missing, whatever happens while paging.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use defender_emulator::{EmulatorHandle, Fault, FaultMatch, RunningEmulator, Scenario};
+use defender_partner::config::Settings;
+use defender_partner::fetch::{FetchService, PairResult, PairTask};
+use defender_partner::runtime::Services;
+use defender_partner::sink::{Change, SinkLine, Source};
+use defender_partner::tenant_id::TenantId;
+use defender_partner::tenants::{TenantRecord, TenantStatus};
+use serde_json::json;
+use tokio::time::Instant;
+
+const CLIENT_ID: &str = "aaaaaaaa-1111-4111-8111-111111111111";
+const SECRET: &str = "engine-test-secret";
+const ALPHA: &str = "a1a1a1a1-2222-4222-8222-222222222222";
+const BRAVO: &str = "b2b2b2b2-3333-4333-8333-333333333333";
+const CHARLIE: &str = "c3c3c3c3-4444-4444-8444-444444444444";
+
+struct Fixture {
+    emulator: RunningEmulator,
+    handle: EmulatorHandle,
+    dir: PathBuf,
+    service: FetchService,
+    services: Services,
+}
+
+fn grants() -> serde_json::Value {
+    json!([
+        {"client_id": CLIENT_ID, "resource": "https://api.security.microsoft.com", "roles": ["Incident.Read.All"]},
+        {"client_id": CLIENT_ID, "resource": "https://api.securitycenter.microsoft.com", "roles": ["Alert.Read.All"]},
+        {"client_id": CLIENT_ID, "resource": "https://graph.microsoft.com", "roles": ["SecurityIncident.Read.All", "SecurityAlert.Read.All"]},
+    ])
+}
+
+impl Fixture {
+    async fn start(sizes: [(u32, u32); 3], extra: &[(&str, &str)]) -> Fixture {
+        let tenants: Vec<serde_json::Value> = [ALPHA, BRAVO, CHARLIE]
+            .iter()
+            .zip(sizes)
+            .enumerate()
+            .map(|(index, (id, (incidents, alerts)))| {
+                json!({"id": id, "display_name": format!("Tenant {index}"), "grants": grants(),
+                       "data": {"incidents": incidents, "mde_alerts": alerts, "seed": index + 1, "spacing_seconds": 37}})
+            })
+            .collect();
+        let scenario = Scenario::from_json(
+            &json!({"token_lifetime_seconds": 3600,
+                    "apps": [{"client_id": CLIENT_ID, "display_name": "engine test", "secrets": [{"value": SECRET}]}],
+                    "tenants": tenants})
+            .to_string(),
+        )
+        .unwrap();
+        let emulator =
+            defender_emulator::start(scenario, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await
+                .unwrap();
+        let handle = emulator.handle();
+        let dir = std::env::temp_dir().join(format!("dp-engine-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = emulator.base_url().to_owned();
+        let mut variables: HashMap<String, String> = HashMap::from([
+            ("DP_AUTHORITY_HOST".into(), base.clone()),
+            ("DP_API_BASE_M365D".into(), base.clone()),
+            ("DP_API_BASE_MDE".into(), base.clone()),
+            ("DP_API_BASE_GRAPH".into(), base.clone()),
+            (
+                "DP_CREDENTIAL_JSON".into(),
+                json!({"client_id": CLIENT_ID, "client_secret": SECRET}).to_string(),
+            ),
+            (
+                "DP_SQLITE_PATH".into(),
+                dir.join("registry.sqlite").display().to_string(),
+            ),
+            ("DP_SINK_DIR".into(), dir.join("sink").display().to_string()),
+            (
+                "DP_SOURCES".into(),
+                "m365d-incidents,graph-incidents,mde-alerts".into(),
+            ),
+            ("DP_PAGE_SIZE_MDE_ALERTS".into(), "200".into()),
+            ("DP_FETCH_LOOKBACK_HOURS".into(), "720".into()),
+            ("DP_DEADLINE_MARGIN_SECONDS".into(), "2".into()),
+        ]);
+        for (name, value) in extra {
+            variables.insert((*name).into(), (*value).into());
+        }
+        let lookup = |name: &str| variables.get(name).cloned();
+        let services = Services::build(Settings::from_lookup(lookup).unwrap())
+            .await
+            .unwrap();
+        for tenant in [ALPHA, BRAVO, CHARLIE] {
+            let record = TenantRecord::new(
+                TenantId::parse(tenant).unwrap(),
+                tenant,
+                TenantStatus::Active,
+            );
+            services.registry.upsert(&record).await.unwrap();
+        }
+        let service = FetchService::build(&services, lookup).await.unwrap();
+        Fixture {
+            emulator,
+            handle,
+            dir,
+            service,
+            services,
+        }
+    }
+
+    async fn run(&self) -> Vec<defender_partner::fetch::PairOutcome> {
+        self.service
+            .scheduled(Instant::now() + Duration::from_secs(120))
+            .await
+            .unwrap()
+            .outcomes
+    }
+
+    fn lines(&self) -> Vec<SinkLine> {
+        let mut lines = Vec::new();
+        collect(&self.dir.join("sink"), &mut lines);
+        lines
+    }
+
+    /// What the API holds now for a tenant's source: id → last-update, read straight from it.
+    async fn truth(&self, tenant: &str, source: Source) -> HashMap<String, String> {
+        let http = reqwest::Client::new();
+        let answer: serde_json::Value = http
+            .post(format!(
+                "{}/{tenant}/oauth2/v2.0/token",
+                self.emulator.base_url()
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", SECRET),
+                ("scope", &format!("{}/.default", source_resource(source))),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = answer["access_token"].as_str().unwrap().to_owned();
+        let (path, id_field, time_field, top) = match source {
+            Source::M365dIncidents => ("api/incidents", "incidentId", "lastUpdateTime", 100),
+            Source::GraphIncidents => ("v1.0/security/incidents", "id", "lastUpdateDateTime", 50),
+            Source::MdeAlerts => ("api/alerts", "id", "lastUpdateTime", 10_000),
+        };
+        let mut found = HashMap::new();
+        let mut skip = 0;
+        loop {
+            let body: serde_json::Value = http
+                .get(format!(
+                    "{}/{path}?$top={top}&$skip={skip}",
+                    self.emulator.base_url()
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let page = body["value"].as_array().unwrap().clone();
+            for record in &page {
+                let id = &record[id_field];
+                let id = id
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| id.to_string());
+                found.insert(id, record[time_field].as_str().unwrap().to_owned());
+            }
+            if page.len() < top {
+                return found;
+            }
+            skip += top;
+        }
+    }
+
+    async fn stop(self) {
+        self.emulator.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn source_resource(source: Source) -> &'static str {
+    match source {
+        Source::M365dIncidents => "https://api.security.microsoft.com",
+        Source::GraphIncidents => "https://graph.microsoft.com",
+        Source::MdeAlerts => "https://api.securitycenter.microsoft.com",
+    }
+}
+
+fn collect(dir: &Path, lines: &mut Vec<SinkLine>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, lines);
+        } else if path.extension().is_some_and(|ext| ext == "ndjson") {
+            lines.extend(SinkLine::parse_all(&std::fs::read(&path).unwrap()).unwrap());
+        }
+    }
+}
+
+/// Every (id, last-update) the API holds now is in the sink.
+fn assert_nothing_missing(
+    lines: &[SinkLine],
+    tenant: &str,
+    source: Source,
+    truth: &HashMap<String, String>,
+) {
+    let delivered: HashSet<(String, String)> = lines
+        .iter()
+        .filter(|line| line.tenant_id.as_str() == tenant && line.source == source)
+        .map(|line| (line.id.clone(), line.last_update_time.clone()))
+        .collect();
+    for (id, last_update) in truth {
+        assert!(
+            delivered.contains(&(id.clone(), last_update.clone())),
+            "{tenant} {} {id} @ {last_update} missing",
+            source.as_str()
+        );
+    }
+}
+
+fn keys_once(lines: &[SinkLine]) {
+    let mut seen = HashSet::new();
+    for line in lines {
+        assert!(
+            seen.insert(line.key.clone()),
+            "{} delivered twice",
+            line.key
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tenants_three_sources_each_change_once() {
+    let fixture = Fixture::start([(230, 450), (7, 3), (0, 0)], &[]).await;
+    let outcomes = fixture.run().await;
+    assert_eq!(outcomes.len(), 9);
+    for outcome in &outcomes {
+        assert_eq!(outcome.result, PairResult::Complete, "{outcome:?}");
+    }
+    let lines = fixture.lines();
+    keys_once(&lines);
+    for tenant in [ALPHA, BRAVO, CHARLIE] {
+        for source in Source::ALL {
+            let truth = fixture.truth(tenant, source).await;
+            assert_nothing_missing(&lines, tenant, source, &truth);
+            let count = lines
+                .iter()
+                .filter(|l| l.tenant_id.as_str() == tenant && l.source == source)
+                .count();
+            assert_eq!(count, truth.len(), "{tenant} {}", source.as_str());
+        }
+    }
+    assert!(lines.iter().all(|line| line.change == Change::New));
+    // Merged incidents are delivered as such.
+    assert!(lines.iter().any(|line| line.redirected_to.is_some()));
+
+    // A second run re-reads only the overlap and delivers nothing again.
+    let again = fixture.run().await;
+    assert!(
+        again
+            .iter()
+            .all(|outcome| outcome.delivered == 0 && outcome.result == PairResult::Complete)
+    );
+    assert_eq!(fixture.lines().len(), lines.len());
+
+    // Changes are delivered once, as updates.
+    fixture.handle.touch_incidents(ALPHA, 12).unwrap();
+    // The emulator stamps touched records a few milliseconds ahead; let real time pass them.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = fixture.run().await;
+    let m365d = third
+        .iter()
+        .find(|o| o.tenant_id.as_str() == ALPHA && o.source == Source::M365dIncidents)
+        .unwrap();
+    assert_eq!(m365d.updated, 12, "{m365d:?}");
+    assert_eq!(m365d.new, 0);
+    let lines = fixture.lines();
+    keys_once(&lines);
+    assert_nothing_missing(
+        &lines,
+        ALPHA,
+        Source::M365dIncidents,
+        &fixture.truth(ALPHA, Source::M365dIncidents).await,
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.change == Change::Updated && l.source == Source::M365dIncidents)
+            .count(),
+        12
+    );
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_changing_while_paging_are_not_missed() {
+    let fixture = Fixture::start(
+        [(600, 0), (0, 0), (0, 0)],
+        &[("DP_SOURCES", "m365d-incidents,graph-incidents")],
+    )
+    .await;
+    fixture
+        .handle
+        .set_data_modes(
+            ALPHA,
+            serde_json::from_value(json!({"touch_while_paging": {"every_pages": 1, "count": 3}}))
+                .unwrap(),
+        )
+        .unwrap();
+    for _ in 0..4 {
+        let outcomes = fixture.run().await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| outcome.result == PairResult::Complete),
+            "{outcomes:?}"
+        );
+    }
+    fixture
+        .handle
+        .set_data_modes(ALPHA, Default::default())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let last = fixture.run().await;
+    assert!(
+        last.iter().any(|outcome| outcome.updated > 0),
+        "the changes made while paging arrive"
+    );
+    let lines = fixture.lines();
+    keys_once(&lines);
+    for source in [Source::M365dIncidents, Source::GraphIncidents] {
+        assert_nothing_missing(&lines, ALPHA, source, &fixture.truth(ALPHA, source).await);
+    }
+    fixture.stop().await;
+}
+
+fn data_fault(status: u16, retry_after: Option<u64>, count: u32) -> Fault {
+    Fault {
+        matches: FaultMatch::Data,
+        tenant: Some(ALPHA.into()),
+        status: Some(status),
+        retry_after,
+        count,
+        delay_ms: None,
+        error: None,
+        error_code: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_outages_and_revocation_stay_with_their_tenant() {
+    let fixture = Fixture::start(
+        [(150, 0), (150, 0), (150, 0)],
+        &[("DP_SOURCES", "m365d-incidents")],
+    )
+    .await;
+    // A long throttle on Alpha: reported with Microsoft's wait; the others complete.
+    fixture
+        .handle
+        .push_fault(data_fault(429, Some(600), 1))
+        .unwrap();
+    let outcomes = fixture.run().await;
+    let alpha = outcomes
+        .iter()
+        .find(|o| o.tenant_id.as_str() == ALPHA)
+        .unwrap();
+    assert_eq!(
+        alpha.result,
+        PairResult::Throttled {
+            retry_after_seconds: 600
+        }
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| o.tenant_id.as_str() != ALPHA)
+            .all(|o| o.result == PairResult::Complete)
+    );
+    // A short throttle and a burst of 5xx inside a run: waited out and retried.
+    fixture
+        .handle
+        .push_fault(data_fault(429, Some(1), 1))
+        .unwrap();
+    fixture.handle.push_fault(data_fault(503, None, 2)).unwrap();
+    let outcomes = fixture.run().await;
+    assert!(
+        outcomes.iter().all(|o| o.result == PairResult::Complete),
+        "{outcomes:?}"
+    );
+    let lines = fixture.lines();
+    keys_once(&lines);
+    assert_nothing_missing(
+        &lines,
+        ALPHA,
+        Source::M365dIncidents,
+        &fixture.truth(ALPHA, Source::M365dIncidents).await,
+    );
+    // Persistent failure: reported, recorded on the checkpoint, the others unaffected.
+    fixture
+        .handle
+        .push_fault(data_fault(500, None, 1000))
+        .unwrap();
+    let outcomes = fixture.run().await;
+    let alpha = outcomes
+        .iter()
+        .find(|o| o.tenant_id.as_str() == ALPHA)
+        .unwrap();
+    assert!(
+        matches!(alpha.result, PairResult::Failed { .. }),
+        "{alpha:?}"
+    );
+    let checkpoint = fixture
+        .services
+        .checkpoints
+        .checkpoint(&TenantId::parse(ALPHA).unwrap(), "m365d-incidents")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint.consecutive_failures, 1);
+    assert_eq!(
+        checkpoint.last_error.as_deref(),
+        Some("microsoft_unavailable")
+    );
+    fixture.handle.clear_faults();
+    // Consent withdrawn: the tenant is marked revoked; the others go on.
+    fixture.handle.revoke_consent(BRAVO, CLIENT_ID).unwrap();
+    fixture
+        .services
+        .tokens
+        .invalidate(
+            &TenantId::parse(BRAVO).unwrap(),
+            defender_partner::api::DefenderApi::M365d,
+        )
+        .await;
+    let outcomes = fixture.run().await;
+    let bravo = outcomes
+        .iter()
+        .find(|o| o.tenant_id.as_str() == BRAVO)
+        .unwrap();
+    assert!(
+        matches!(bravo.result, PairResult::Revoked { .. }),
+        "{bravo:?}"
+    );
+    let record = fixture
+        .services
+        .registry
+        .get(&TenantId::parse(BRAVO).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, TenantStatus::Revoked);
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| o.tenant_id.as_str() != BRAVO)
+            .all(|o| o.result == PairResult::Complete)
+    );
+    // Revoked tenants are no longer planned.
+    assert_eq!(fixture.run().await.len(), 2);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_by_its_deadline_resumes_and_tokens_expiring_mid_run_refresh() {
+    let fixture = Fixture::start(
+        [(900, 0), (0, 0), (0, 0)],
+        &[
+            ("DP_SOURCES", "graph-incidents"),
+            ("DP_TOKEN_REFRESH_AHEAD_SECONDS", "0"),
+        ],
+    )
+    .await;
+    // Tokens live two seconds: paging 18 pages outlives several.
+    fixture.handle.set_token_lifetime(2).unwrap();
+    let task = PairTask {
+        tenant_id: TenantId::parse(ALPHA).unwrap(),
+        source: Source::GraphIncidents,
+    };
+    let mut partial_runs = 0;
+    loop {
+        // Each run gets only a moment past the margin.
+        let outcome = fixture
+            .service
+            .pairs(
+                vec![task.clone()],
+                Instant::now() + Duration::from_millis(2150),
+            )
+            .await
+            .remove(0);
+        match outcome.result {
+            PairResult::Partial => partial_runs += 1,
+            PairResult::Complete => break,
+            other => panic!("{other:?}"),
+        }
+        assert!(partial_runs < 200, "no progress");
+    }
+    assert!(partial_runs >= 1, "the deadline cut at least one run");
+    let lines = fixture.lines();
+    keys_once(&lines);
+    assert_nothing_missing(
+        &lines,
+        ALPHA,
+        Source::GraphIncidents,
+        &fixture.truth(ALPHA, Source::GraphIncidents).await,
+    );
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_alerts_fall_back_when_expansion_fails() {
+    let fixture = Fixture::start(
+        [(40, 0), (0, 0), (0, 0)],
+        &[
+            ("DP_SOURCES", "graph-incidents"),
+            ("DP_GRAPH_EXPAND_ALERTS", "true"),
+        ],
+    )
+    .await;
+    fixture
+        .handle
+        .set_data_modes(
+            ALPHA,
+            serde_json::from_value(json!({"expand_alerts_fails_above": 10})).unwrap(),
+        )
+        .unwrap();
+    let outcomes = fixture.run().await;
+    assert!(
+        outcomes.iter().all(|o| o.result == PairResult::Complete),
+        "{outcomes:?}"
+    );
+    let lines = fixture.lines();
+    let alpha: Vec<&SinkLine> = lines
+        .iter()
+        .filter(|l| l.tenant_id.as_str() == ALPHA)
+        .collect();
+    assert_eq!(alpha.len(), 40);
+    for line in alpha {
+        let record: serde_json::Value = serde_json::from_str(line.record.get()).unwrap();
+        assert!(
+            record["alerts"].is_array(),
+            "alerts attached to {}",
+            line.id
+        );
+    }
+    fixture.stop().await;
+}
