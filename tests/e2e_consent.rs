@@ -714,6 +714,12 @@ async fn consent_callback_end_to_end() {
         )
         .await;
     cases
+        .run(
+            "another_customers_link_cannot_take_a_tenant",
+            another_customers_link(world.clone()),
+        )
+        .await;
+    cases
         .run("expired_state", expired_state(world.clone()))
         .await;
     cases
@@ -1054,6 +1060,34 @@ async fn forged_tenant(world: Arc<World>) {
         world.tenant(&tenant).await.map(|r| r.status),
         Some(TenantStatus::Pending)
     );
+}
+
+/// A valid link issued for one customer, sent back with a tenant already onboarded for another
+/// customer (which has really consented): refused with 409, the record keeps its owner.
+async fn another_customers_link(world: Arc<World>) {
+    let tenant = world.tenants.v2_accept.clone();
+    let before = world
+        .tenant(&tenant)
+        .await
+        .expect("onboarded by v2_accept_then_replay");
+    assert_eq!(before.customer_ref.as_deref(), Some("CRM-V2-ACCEPT"));
+    let started = world.start_link("CRM-OTHER-CUSTOMER", None).await;
+    let url = world.callback_url(&[
+        ("tenant", &tenant),
+        ("scope", "https://api.security.microsoft.com/.default"),
+        ("state", &started.state),
+        ("admin_consent", "True"),
+    ]);
+    let answer = world.get(&url).await;
+    assert_page(&answer, 409, "This tenant is already connected");
+    assert_no_echo(&answer, &url);
+    assert_eq!(
+        world.tenant(&tenant).await,
+        Some(before),
+        "the owner is unchanged"
+    );
+    let attempt = world.attempt(&started.nonce).await;
+    assert_eq!(attempt.status, AttemptStatus::Declined, "{attempt:?}");
 }
 
 /// Case 4: expiry. DP_CONSENT_STATE_TTL_SECONDS is at least 60, so the expired states are made

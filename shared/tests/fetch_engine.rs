@@ -558,3 +558,64 @@ async fn graph_alerts_fall_back_when_expansion_fails() {
     }
     fixture.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
+    let fixture = Fixture::start(
+        [(5, 0), (0, 0), (0, 0)],
+        &[("DP_SOURCES", "m365d-incidents")],
+    )
+    .await;
+    let alpha = TenantId::parse(ALPHA).unwrap();
+    fixture
+        .services
+        .registry
+        .set_status(
+            &alpha,
+            TenantStatus::Pending,
+            Some("not_consented: propagating".into()),
+        )
+        .await
+        .unwrap();
+    let outcomes = fixture.run().await;
+    let record = fixture
+        .services
+        .registry
+        .get(&alpha)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.status,
+        TenantStatus::Active,
+        "{:?}",
+        record.status_reason
+    );
+    assert_eq!(record.roles, vec!["Incident.Read.All"]);
+    let mine = outcomes
+        .iter()
+        .find(|outcome| outcome.tenant_id == alpha)
+        .expect("fetched in the same run");
+    assert_eq!(mine.new, 5);
+    // A pending tenant whose consent is really missing stays pending, and is not fetched.
+    let bravo = TenantId::parse(BRAVO).unwrap();
+    fixture.handle.revoke_consent(BRAVO, CLIENT_ID).unwrap();
+    fixture
+        .services
+        .registry
+        .set_status(&bravo, TenantStatus::Pending, None)
+        .await
+        .unwrap();
+    let outcomes = fixture.run().await;
+    assert!(outcomes.iter().all(|outcome| outcome.tenant_id != bravo));
+    let record = fixture
+        .services
+        .registry
+        .get(&bravo)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, TenantStatus::Pending);
+    assert!(record.status_reason.unwrap().starts_with("not_consented"));
+    fixture.stop().await;
+}

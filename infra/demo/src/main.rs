@@ -14,6 +14,7 @@ use defender_partner::config::{
     ENV_SQLITE_PATH, ENV_STATE_KEY_FILE, ENV_TABLE_NAME, Settings,
 };
 use defender_partner::consent::ConsentService;
+use defender_partner::fetch::{FetchService, PairResult};
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
@@ -21,6 +22,7 @@ use defender_partner::tenants::{TenantRecord, TenantStatus};
 use secrecy::ExposeSecret;
 
 const DEMO_REGISTRY: &str = ".local/demo.sqlite";
+const DEMO_SINK: &str = ".local/demo-sink";
 /// Registered on the demo app in the emulator's scenario (loopback: any port).
 const DEMO_REDIRECT_URI: &str = "http://127.0.0.1/consent/callback";
 
@@ -81,6 +83,15 @@ async fn main() -> anyhow::Result<()> {
     .context("starting the Entra emulator")?;
 
     let registry_path = std::env::var(ENV_SQLITE_PATH).unwrap_or_else(|_| DEMO_REGISTRY.to_owned());
+    // The emulator generates its data anew each start: so does the demo's embedded store.
+    for stale in [
+        registry_path.clone(),
+        format!("{registry_path}-wal"),
+        format!("{registry_path}-shm"),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let _ = std::fs::remove_dir_all(DEMO_SINK);
     // The demo's own settings win over the environment, so a shell configured for AWS still runs
     // the embedded defaults; everything else (cloud, deadlines, roles) is read as usual.
     let overrides: HashMap<&str, String> = HashMap::from([
@@ -94,13 +105,25 @@ async fn main() -> anyhow::Result<()> {
         (ENV_CONSENT_REDIRECT_URI, DEMO_REDIRECT_URI.to_owned()),
         (ENV_STATE_KEY_FILE, ".local/demo-state-key".to_owned()),
         (ENV_CREDENTIAL_SECRET_ID, String::new()),
+        ("DP_API_BASE_M365D", emulator.base_url().to_owned()),
+        ("DP_API_BASE_MDE", emulator.base_url().to_owned()),
+        ("DP_API_BASE_GRAPH", emulator.base_url().to_owned()),
+        ("DP_SINK_DIR", DEMO_SINK.to_owned()),
+        ("DP_SINK_BUCKET", String::new()),
+        ("DP_EVENT_BUS", String::new()),
+        ("DP_FETCH_QUEUE_URL", String::new()),
+        (
+            "DP_SOURCES",
+            "m365d-incidents,graph-incidents,mde-alerts".to_owned(),
+        ),
         (ENV_TABLE_NAME, String::new()),
         ("DP_CREDENTIAL_FILE", String::new()),
     ]);
-    let settings = Settings::from_lookup(|name| match overrides.get(name) {
+    let lookup = |name: &str| match overrides.get(name) {
         Some(value) => Some(value.clone()),
         None => std::env::var(name).ok(),
-    })?;
+    };
+    let settings = Settings::from_lookup(lookup)?;
     let services = Services::build(settings).await?;
 
     println!("defender-partner demo");
@@ -164,6 +187,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     println!("{minted} tokens minted, {refused} requests refused with a typed error.");
+    println!();
+    ingest(&services, &emulator, lookup).await?;
     emulator.shutdown().await;
     Ok(())
 }
@@ -274,4 +299,75 @@ fn shorten(text: &str, limit: usize) -> String {
     } else {
         format!("{}…", &text[..limit])
     }
+}
+
+/// Incidents flow in: a scheduled run over every active tenant and source into the embedded
+/// sink, a second run that finds nothing new, then changes made in the tenant and a run that
+/// delivers exactly those.
+async fn ingest(
+    services: &Services,
+    emulator: &defender_emulator::RunningEmulator,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    let fetch = FetchService::build(services, lookup).await?;
+    println!("Incidents flowing into the embedded sink ({DEMO_SINK}):");
+    let deadline = || tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    let report = fetch.scheduled(deadline()).await?;
+    print_outcomes("first run", &report.outcomes);
+    let again = fetch.scheduled(deadline()).await?;
+    let repeats: usize = again.outcomes.iter().map(|outcome| outcome.delivered).sum();
+    println!("  second run: {repeats} records delivered (nothing changed, nothing repeated)");
+    emulator
+        .handle()
+        .touch_incidents(demo::CONTOSO_TENANT_ID, 5)?;
+    // The emulator stamps changes a moment ahead of the clock.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let third = fetch.scheduled(deadline()).await?;
+    let updated: usize = third.outcomes.iter().map(|outcome| outcome.updated).sum();
+    println!(
+        "  5 Contoso incidents change; third run: {updated} updates delivered (incident + Graph views, and their MDE alerts)"
+    );
+    let files = count_files(std::path::Path::new(DEMO_SINK));
+    println!(
+        "  {files} NDJSON files under {DEMO_SINK}/incidents/tenant=<id>/source=<name>/date=<day>/"
+    );
+    Ok(())
+}
+
+fn print_outcomes(title: &str, outcomes: &[defender_partner::fetch::PairOutcome]) {
+    println!("  {title}:");
+    for outcome in outcomes {
+        let name = SAMPLE_TENANTS
+            .iter()
+            .find(|sample| sample.id == outcome.tenant_id.as_str())
+            .map_or("?", |sample| sample.name);
+        let result = match &outcome.result {
+            PairResult::Failed { code, .. } => format!("failed ({code})"),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|value| value["result"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        println!(
+            "    {name:<10} {:<16} {result:<24} {:>4} new {:>3} updated, {} pages",
+            outcome.source.as_str(),
+            outcome.new,
+            outcome.updated,
+            outcome.pages
+        );
+    }
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| {
+                    let path = entry.path();
+                    if path.is_dir() { count_files(&path) } else { 1 }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -71,6 +71,17 @@ impl Page {
         }
     }
 
+    pub fn registered_elsewhere(support_ref: &str) -> Page {
+        Page {
+            status: 409,
+            title: "This tenant is already connected",
+            body: format!(
+                "<p>This tenant is already connected to your security partner under another reference, so this link cannot change it. Nothing was recorded.</p><p>Please contact your security partner and quote support reference <code>{}</code>.</p>",
+                escape(support_ref)
+            ),
+        }
+    }
+
     pub fn invalid() -> Page {
         Page {
             status: 400,
@@ -151,6 +162,7 @@ mod tests {
         assert_eq!(Page::invalid().status, 400);
         assert_eq!(Page::expired().status, 410);
         assert_eq!(Page::replayed().status, 409);
+        assert_eq!(Page::registered_elsewhere("r").status, 409);
         assert_eq!(Page::error("r").status, 503);
         let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
         assert_eq!(Page::success(&tenant, "c", &[]).status, 200);

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::entra::provider::verify;
 use crate::entra::{AppTokenError, AppTokenProvider};
 use crate::tenant_id::TenantId;
+use crate::tenants::{RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now};
 
 /// Why a tenant could not be proven consented.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,4 +79,39 @@ async fn prove_once(
     }
     roles.sort();
     Ok(roles)
+}
+
+/// Proves consent for `tenant` and records the result: `active` with its roles, or (when not
+/// proven) `pending` with the reason — except that an already active tenant stays active. Used by
+/// the callback, the operator's re-verification and the fetch cycle (for pending tenants).
+pub async fn prove_and_record(
+    registry: &dyn TenantRegistry,
+    tokens: &AppTokenProvider,
+    settings: &Settings,
+    tenant: &TenantId,
+    customer_ref: &str,
+    window: Duration,
+) -> Result<TenantRecord, RegistryError> {
+    let proof = prove_consent(tokens, settings, tenant, &settings.consent.apis, window).await;
+    let existing = registry.get(tenant).await?;
+    let mut record = existing
+        .unwrap_or_else(|| TenantRecord::new(tenant.clone(), customer_ref, TenantStatus::Pending));
+    record.customer_ref = Some(customer_ref.to_owned());
+    record.updated_at = stored_now();
+    match proof {
+        Ok(roles) => {
+            record.status = TenantStatus::Active;
+            record.roles = roles;
+            record.status_reason = None;
+            tracing::info!(tenant = %tenant, customer_ref, roles = ?record.roles, "consent proven; tenant active");
+        }
+        Err(failure) => {
+            tracing::warn!(tenant = %tenant, code = %failure.code, error = %failure.message, "consent not proven");
+            if record.status != TenantStatus::Active {
+                record.status = TenantStatus::Pending;
+            }
+            record.status_reason = Some(format!("{}: {}", failure.code, failure.message));
+        }
+    }
+    registry.upsert(&record).await
 }

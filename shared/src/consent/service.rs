@@ -11,7 +11,7 @@ use super::callback::{CallbackOutcome, parse_callback};
 use super::keys::load_state_key;
 use super::links::{LinkKind, consent_url};
 use super::pages::Page;
-use super::proof::{ProofFailure, prove_consent};
+use super::proof::{ProofFailure, prove_and_record};
 use super::state::{ConsentState, StateError, StateSigner};
 use crate::ErrorCode;
 use crate::config::{ENV_CONSENT_REDIRECT_URI, Settings};
@@ -229,6 +229,32 @@ impl ConsentService {
                     .await;
                     return Page::invalid();
                 };
+                // A tenant onboarded for one customer is never moved to another by a link issued
+                // for someone else: that is the operator's decision (`tenants verify --customer`).
+                match self.registry.get(&tenant).await {
+                    Ok(Some(existing))
+                        if existing
+                            .customer_ref
+                            .as_deref()
+                            .is_some_and(|owner| owner != attempt.customer_ref) =>
+                    {
+                        tracing::warn!(support_ref, tenant = %tenant, customer_ref = %attempt.customer_ref, "consent callback for a tenant registered to another customer");
+                        self.finish(
+                            &attempt,
+                            AttemptStatus::Declined,
+                            Some(&tenant),
+                            Some("tenant already registered to another customer reference"),
+                            support_ref,
+                        )
+                        .await;
+                        return Page::registered_elsewhere(support_ref);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::error!(support_ref, error = %error, "registry unavailable");
+                        return Page::error(support_ref);
+                    }
+                }
                 match self.prove_and_record(&tenant, &attempt.customer_ref).await {
                     Ok(record) if record.status == TenantStatus::Active => {
                         self.finish(
@@ -280,44 +306,20 @@ impl ConsentService {
         }
     }
 
-    /// Proves consent for `tenant` and records the result: `active` with its roles, or (when not
-    /// proven) `pending` with the reason — except that an already active tenant stays active.
     async fn prove_and_record(
         &self,
         tenant: &TenantId,
         customer_ref: &str,
     ) -> Result<TenantRecord, RegistryError> {
-        let proof = prove_consent(
+        prove_and_record(
+            self.registry.as_ref(),
             &self.tokens,
             &self.settings,
             tenant,
-            &self.settings.consent.apis,
+            customer_ref,
             self.settings.consent.proof_window,
         )
-        .await;
-        let existing = self.registry.get(tenant).await?;
-        let now = stored_now();
-        let mut record = existing.clone().unwrap_or_else(|| {
-            TenantRecord::new(tenant.clone(), customer_ref, TenantStatus::Pending)
-        });
-        record.customer_ref = Some(customer_ref.to_owned());
-        record.updated_at = now;
-        match proof {
-            Ok(roles) => {
-                record.status = TenantStatus::Active;
-                record.roles = roles;
-                record.status_reason = None;
-                tracing::info!(tenant = %tenant, customer_ref, roles = ?record.roles, "consent proven; tenant active");
-            }
-            Err(failure) => {
-                tracing::warn!(tenant = %tenant, code = %failure.code, error = %failure.message, "consent not proven");
-                if record.status != TenantStatus::Active {
-                    record.status = TenantStatus::Pending;
-                }
-                record.status_reason = Some(format!("{}: {}", failure.code, failure.message));
-            }
-        }
-        self.registry.upsert(&record).await
+        .await
     }
 
     /// Re-verifies a tenant (the operator's command, the fetch cycle). A tenant not yet in the

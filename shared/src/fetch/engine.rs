@@ -20,7 +20,6 @@ use crate::ErrorCode;
 use crate::defender::graph_alerts::attach_alerts;
 use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
-use crate::entra::AppTokenError;
 use crate::sink::{Change, RecordSink, RunId, SinkRecord, Source};
 use crate::tenant_id::TenantId;
 use crate::tenants::{
@@ -77,8 +76,35 @@ impl PairOutcome {
     }
 }
 
+/// Proves a pending tenant's consent (the fetch cycle's re-verification).
+pub struct Reverifier {
+    pub tokens: Arc<crate::entra::AppTokenProvider>,
+    pub settings: crate::config::Settings,
+}
+
+impl Reverifier {
+    pub async fn prove(
+        &self,
+        tenant: &TenantId,
+        customer_ref: &str,
+        registry: &dyn TenantRegistry,
+    ) -> Result<crate::tenants::TenantRecord, RegistryError> {
+        // No waiting here: the next cycle tries again.
+        crate::consent::proof::prove_and_record(
+            registry,
+            &self.tokens,
+            &self.settings,
+            tenant,
+            customer_ref,
+            Duration::ZERO,
+        )
+        .await
+    }
+}
+
 pub struct Fetcher {
     pub client: Arc<DefenderClient>,
+    pub reverify: Option<Reverifier>,
     pub checkpoints: Arc<dyn Checkpoints>,
     pub registry: Arc<dyn TenantRegistry>,
     pub sink: Arc<dyn RecordSink>,
@@ -478,11 +504,9 @@ impl Failure {
     }
 
     fn means_revoked(&self) -> bool {
-        // A 403 from the API itself can be a product not enabled, not a withdrawn consent; only
-        // Entra's answer (no consent, or no roles in the token) means revoked.
-        matches!(
-            self,
-            Failure::Api(ApiError::Token(AppTokenError::RolesMissing { .. }))
-        ) || matches!(self, Failure::Api(ApiError::Token(error)) if error.code() == ErrorCode::NotConsented)
+        // Only Entra saying the app is gone from the tenant means revoked. A 403 from the API can
+        // be a product not enabled, and missing roles can be a tenant that consented to some
+        // APIs only: those fail the pair, not the tenant.
+        matches!(self, Failure::Api(ApiError::Token(error)) if error.code() == ErrorCode::NotConsented)
     }
 }

@@ -46,16 +46,37 @@ pub trait WorkQueue: Send + Sync {
     async fn enqueue(&self, tasks: &[PairTask]) -> Result<(), String>;
 }
 
-/// The pairs to run now: every active tenant × every configured source.
+/// The pairs to run now: every active tenant × every configured source. Pending tenants (consent
+/// given but not yet proven) are re-verified first, so a consent that has propagated since the
+/// callback starts flowing in this run.
 pub async fn plan(fetcher: &Fetcher) -> Result<(usize, Vec<PairTask>), RegistryError> {
-    let tenants: Vec<TenantId> = fetcher
-        .registry
-        .list()
-        .await?
-        .into_iter()
-        .filter(|tenant| tenant.status == TenantStatus::Active)
-        .map(|tenant| tenant.tenant_id)
-        .collect();
+    let mut tenants = Vec::new();
+    for tenant in fetcher.registry.list().await? {
+        match tenant.status {
+            TenantStatus::Active => tenants.push(tenant.tenant_id),
+            TenantStatus::Pending => {
+                if let Some(reverify) = &fetcher.reverify {
+                    let customer_ref = tenant
+                        .customer_ref
+                        .clone()
+                        .unwrap_or_else(|| tenant.display_name.clone());
+                    match reverify
+                        .prove(&tenant.tenant_id, &customer_ref, fetcher.registry.as_ref())
+                        .await
+                    {
+                        Ok(record) if record.status == TenantStatus::Active => {
+                            tenants.push(record.tenant_id)
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(tenant = %tenant.tenant_id, error = %error, "pending tenant not re-verified")
+                        }
+                    }
+                }
+            }
+            TenantStatus::Revoked | TenantStatus::Offboarded => {}
+        }
+    }
     let tasks = tenants
         .iter()
         .flat_map(|tenant| {

@@ -66,6 +66,10 @@ impl FetchService {
         Ok(FetchService {
             fetcher: Arc::new(Fetcher {
                 client: Arc::new(client),
+                reverify: Some(super::engine::Reverifier {
+                    tokens: services.tokens.clone(),
+                    settings: services.settings.clone(),
+                }),
                 checkpoints: services.checkpoints.clone(),
                 registry: services.registry.clone(),
                 sink,
