@@ -143,6 +143,35 @@ impl Fetcher {
             Ok(result) => result,
             Err(failure) => self.record_failure(tenant, source, failure).await,
         };
+        let lag = self
+            .checkpoints
+            .checkpoint(tenant, source.as_str())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|checkpoint| checkpoint.newest_delivered)
+            .map(|newest| (Utc::now() - newest).num_seconds().max(0) as f64);
+        let mut values = vec![
+            ("RecordsDelivered", outcome.delivered as f64, "Count"),
+            ("ApiCalls", outcome.api_calls as f64, "Count"),
+            (
+                "PairFailed",
+                f64::from(u8::from(outcome.is_failure())),
+                "Count",
+            ),
+            (
+                "TenantRevoked",
+                f64::from(u8::from(matches!(
+                    outcome.result,
+                    PairResult::Revoked { .. }
+                ))),
+                "Count",
+            ),
+        ];
+        if let Some(lag) = lag {
+            values.push(("LagSeconds", lag, "Seconds"));
+        }
+        crate::telemetry::metrics(&[("Source", source.as_str())], &values);
         tracing::info!(
             tenant = %tenant,
             source = %source.as_str(),
