@@ -1,135 +1,735 @@
 //! `template.yaml` against the code it deploys (cfn-lint, run by scripts/test, checks the
 //! CloudFormation side): every setting it passes is one the functions read, every parameter
-//! value it allows is one they accept, and the HTTP route stays IAM-protected.
+//! value it allows makes a configuration they accept, each function is built from its crate and
+//! may make the AWS calls the code makes, the HTTP API has exactly one open route (the consent
+//! callback), and infra/samconfig.toml and the README's deploy table agree with the parameters.
+//!
+//! The template is read by indentation (two spaces per level, as it is written), which is enough
+//! for the shapes it uses and needs no YAML parser that understands CloudFormation's `!Tags`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use defender_partner::config::Settings;
+use defender_partner::fetch::FetchSettings;
+use defender_partner::sink::SinkSettings;
 use defender_partner_e2e::tools;
+
+const FUNCTIONS: [&str; 3] = ["mint-token", "consent-callback", "fetch-incidents"];
+/// API Gateway gives up on an integration after 30 s.
+const HTTP_API_TIMEOUT_SECONDS: u64 = 30;
 
 fn template() -> String {
     std::fs::read_to_string(tools::workspace_root().join("template.yaml"))
         .expect("template.yaml is readable")
 }
 
-/// `AllowedValues: [a, b]` of parameter `name`.
-fn allowed_values(template: &str, name: &str) -> Vec<String> {
-    let lines: Vec<&str> = template.lines().collect();
-    let start = lines
+fn read(path: &str) -> String {
+    std::fs::read_to_string(tools::workspace_root().join(path))
+        .unwrap_or_else(|error| panic!("{path} is not readable: {error}"))
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+fn is_blank_or_comment(line: &str) -> bool {
+    let trimmed = line.trim();
+    trimmed.is_empty() || trimmed.starts_with('#')
+}
+
+/// The entries of a top-level section (`Parameters`, `Resources`, ...): name → the lines under it.
+fn section(template: &str, name: &str) -> BTreeMap<String, Vec<String>> {
+    let mut entries = BTreeMap::new();
+    let mut inside = false;
+    let mut current: Option<(String, Vec<String>)> = None;
+    for line in template.lines() {
+        if is_blank_or_comment(line) {
+            continue;
+        }
+        if indent(line) == 0 {
+            inside = line.trim_end() == format!("{name}:");
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if indent(line) == 2 {
+            if let Some((entry, lines)) = current.take() {
+                entries.insert(entry, lines);
+            }
+            let entry = line
+                .trim()
+                .trim_end_matches(':')
+                .trim_matches('"')
+                .to_owned();
+            current = Some((entry, Vec::new()));
+        } else if let Some((_, lines)) = current.as_mut() {
+            lines.push(line.to_owned());
+        }
+    }
+    if let Some((entry, lines)) = current {
+        entries.insert(entry, lines);
+    }
+    assert!(!entries.is_empty(), "template.yaml has no {name} section");
+    entries
+}
+
+/// The value of the first `key: value` line at any depth of `block`.
+fn value<'a>(block: &'a [String], key: &str) -> Option<&'a str> {
+    block.iter().find_map(|line| {
+        line.trim()
+            .strip_prefix(&format!("{key}:"))
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    })
+}
+
+/// The lines nested under the first `key:` line of `block`.
+fn nested<'a>(block: &'a [String], key: &str) -> &'a [String] {
+    let Some(start) = block
         .iter()
-        .position(|line| line.trim_end() == format!("  {name}:"))
-        .unwrap_or_else(|| panic!("parameter {name} is missing"));
-    let line = lines[start + 1..]
+        .position(|line| line.trim() == format!("{key}:"))
+    else {
+        return &[];
+    };
+    let depth = indent(&block[start]);
+    let end = block[start + 1..]
         .iter()
-        .take_while(|line| line.starts_with("    "))
-        .find(|line| line.trim_start().starts_with("AllowedValues:"))
-        .unwrap_or_else(|| panic!("parameter {name} has no AllowedValues"));
-    let list = line
-        .split_once('[')
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list)
-        .unwrap_or_else(|| panic!("AllowedValues of {name} is not a [list]"));
-    list.split(',')
-        .map(|value| value.trim().to_owned())
+        .position(|line| indent(line) <= depth)
+        .map_or(block.len(), |offset| start + 1 + offset);
+    &block[start + 1..end]
+}
+
+fn unquote(text: &str) -> &str {
+    text.trim().trim_matches('"').trim_matches('\'')
+}
+
+/// `[a, b]` → `["a", "b"]`.
+fn list(text: &str) -> Vec<String> {
+    text.trim()
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("{text:?} is not a [list]"))
+        .split(',')
+        .map(|item| unquote(item).to_owned())
         .collect()
 }
 
-/// The `DP_*` variables the template sets on a function.
-fn dp_variables(template: &str) -> Vec<(String, String)> {
-    template
-        .lines()
-        .filter_map(|line| {
-            let (key, value) = line.trim().split_once(':')?;
-            key.starts_with("DP_")
-                .then(|| (key.to_owned(), value.trim().to_owned()))
-        })
-        .collect()
+struct Template {
+    parameters: BTreeMap<String, Vec<String>>,
+    resources: BTreeMap<String, Vec<String>>,
+    outputs: BTreeMap<String, Vec<String>>,
+    mappings: BTreeMap<String, Vec<String>>,
 }
 
-#[test]
-fn every_setting_in_the_template_is_one_the_code_reads() {
-    let config_source =
-        std::fs::read_to_string(tools::workspace_root().join("shared/src/config.rs"))
-            .expect("shared/src/config.rs is readable");
-    let variables = dp_variables(&template());
-    assert!(
-        variables.len() >= 4,
-        "too few DP_ variables found: {variables:?}"
-    );
-    for (name, _) in variables {
-        assert!(
-            config_source.contains(&format!("\"{name}\"")),
-            "template.yaml sets {name}, which shared/src/config.rs never reads"
+impl Template {
+    fn load() -> Template {
+        let text = template();
+        Template {
+            parameters: section(&text, "Parameters"),
+            resources: section(&text, "Resources"),
+            outputs: section(&text, "Outputs"),
+            mappings: section(&text, "Mappings"),
+        }
+    }
+
+    fn resource(&self, name: &str) -> &[String] {
+        self.resources
+            .get(name)
+            .unwrap_or_else(|| panic!("resource {name} is missing"))
+    }
+
+    fn resource_type(&self, name: &str) -> &str {
+        // The resource's own `Type`, not one of its events'.
+        self.resource(name)
+            .iter()
+            .find(|line| indent(line) == 4)
+            .and_then(|line| line.trim().strip_prefix("Type:"))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{name} does not start with its Type"))
+    }
+
+    fn resources_of(&self, kind: &str) -> Vec<&str> {
+        self.resources
+            .keys()
+            .map(String::as_str)
+            .filter(|name| self.resource_type(name) == kind)
+            .collect()
+    }
+
+    fn parameter_default(&self, name: &str) -> String {
+        let block = &self.parameters[name];
+        unquote(
+            value(block, "Default").unwrap_or_else(|| panic!("parameter {name} has no Default")),
+        )
+        .to_owned()
+    }
+
+    /// Every value worth trying for a parameter: all of `AllowedValues`; for an `AllowedPattern`
+    /// list of names, each name alone and all of them; the bounds of a number; the default.
+    fn parameter_values(&self, name: &str) -> Vec<String> {
+        let block = &self.parameters[name];
+        let mut values = vec![self.parameter_default(name)];
+        if let Some(allowed) = value(block, "AllowedValues") {
+            values.extend(list(allowed));
+        }
+        if let Some(pattern) = value(block, "AllowedPattern") {
+            // `^ *(a|b|c)( *, *(a|b|c))* *$`: a comma-separated list of names.
+            if let Some(rest) = pattern.strip_prefix("^ *(")
+                && let Some((names, _)) = rest.split_once(')')
+            {
+                let names: Vec<String> = names.split('|').map(str::to_owned).collect();
+                values.push(names.join(", "));
+                values.extend(names);
+            }
+        }
+        for bound in ["MinValue", "MaxValue"] {
+            if let Some(number) = value(block, bound) {
+                values.push(number.to_owned());
+            }
+        }
+        values.dedup();
+        values
+    }
+
+    /// The `Environment: Variables:` of a function, as written.
+    fn environment(&self, function: &str) -> Vec<(String, String)> {
+        nested(nested(self.resource(function), "Environment"), "Variables")
+            .iter()
+            .filter(|line| !is_blank_or_comment(line))
+            .map(|line| {
+                let (key, value) = line.trim().split_once(':').expect("KEY: value");
+                (key.to_owned(), value.trim().to_owned())
+            })
+            .collect()
+    }
+
+    /// The SAM function resources, by the binary they run.
+    fn functions(&self) -> BTreeMap<String, String> {
+        self.resources_of("AWS::Serverless::Function")
+            .into_iter()
+            .map(|name| {
+                let binary = value(self.resource(name), "Binary")
+                    .unwrap_or_else(|| panic!("{name} has no BuildProperties: Binary"));
+                (binary.to_owned(), name.to_owned())
+            })
+            .collect()
+    }
+
+    fn function(&self, binary: &str) -> String {
+        self.functions()
+            .remove(binary)
+            .unwrap_or_else(|| panic!("no function runs the {binary} binary"))
+    }
+
+    /// What the function would see in Lambda: intrinsic functions replaced by realistic values,
+    /// parameters by `parameters` or their defaults, `!If` by its first branch when `conditions`.
+    fn lambda_environment(
+        &self,
+        binary: &str,
+        parameters: &HashMap<String, String>,
+        conditions: bool,
+    ) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = self
+            .environment(&self.function(binary))
+            .into_iter()
+            .filter_map(|(key, written)| {
+                self.resolve(&written, parameters, conditions)
+                    .map(|value| (key, value))
+            })
+            .collect();
+        env.insert(
+            "AWS_LAMBDA_FUNCTION_NAME".into(),
+            format!("defender-partner-{binary}"),
         );
+        env
+    }
+
+    fn resolve(
+        &self,
+        written: &str,
+        parameters: &HashMap<String, String>,
+        conditions: bool,
+    ) -> Option<String> {
+        if let Some(name) = written.strip_prefix("!Ref ") {
+            return self.reference(name.trim(), parameters);
+        }
+        if let Some(text) = written.strip_prefix("!Sub ") {
+            let mut text = unquote(text).to_owned();
+            while let Some(start) = text.find("${") {
+                let end = start + text[start..].find('}').expect("closed ${");
+                let replacement = self
+                    .reference(&text[start + 2..end], parameters)
+                    .expect("a value");
+                text.replace_range(start..=end, &replacement);
+            }
+            return Some(text);
+        }
+        if let Some(arguments) = written.strip_prefix("!If ") {
+            let arguments = list(arguments);
+            assert_eq!(arguments.len(), 3, "!If {arguments:?}");
+            return self.resolve(
+                &arguments[if conditions { 1 } else { 2 }],
+                parameters,
+                conditions,
+            );
+        }
+        Some(unquote(written).to_owned())
+    }
+
+    fn reference(&self, name: &str, parameters: &HashMap<String, String>) -> Option<String> {
+        match name {
+            "AWS::NoValue" => return None,
+            "AWS::Region" => return Some("us-east-1".into()),
+            "AWS::URLSuffix" => return Some("amazonaws.com".into()),
+            "AWS::StackName" => return Some("defender-partner".into()),
+            _ => {}
+        }
+        if self.parameters.contains_key(name) {
+            return Some(
+                parameters
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| self.parameter_default(name)),
+            );
+        }
+        let lower = name.to_ascii_lowercase();
+        Some(match self.resource_type(name) {
+            "AWS::SecretsManager::Secret" => {
+                format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{name}-AbCdEf")
+            }
+            "AWS::DynamoDB::Table" => format!("defender-partner-{name}-1ABC2DEF3GHI"),
+            "AWS::S3::Bucket" => format!("defender-partner-{lower}-1abc2def3ghi"),
+            "AWS::SQS::Queue" => format!(
+                "https://sqs.us-east-1.amazonaws.com/123456789012/defender-partner-{name}-1ABC"
+            ),
+            "AWS::Events::EventBus" => "defender-partner-records".into(),
+            "AWS::ApiGatewayV2::Api" => "a1b2c3d4e5".into(),
+            other => panic!("no sample value for a {other} ({name})"),
+        })
+    }
+}
+
+/// Checks the whole configuration a function reads at start.
+fn check_configuration(binary: &str, env: &HashMap<String, String>) -> Result<(), String> {
+    let lookup = |name: &str| env.get(name).cloned();
+    let settings = Settings::from_lookup(lookup).map_err(|error| error.to_string())?;
+    match binary {
+        "consent-callback" if settings.consent.redirect_uri.is_none() => {
+            Err("consent-callback has no DP_CONSENT_REDIRECT_URI".into())
+        }
+        "fetch-incidents" => {
+            FetchSettings::from_lookup(lookup).map_err(|error| error.to_string())?;
+            SinkSettings::from_lookup(lookup).map_err(|error| error.to_string())?;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
 #[test]
-fn every_allowed_parameter_value_makes_a_valid_configuration() {
-    let template = template();
-    let clouds = allowed_values(&template, "Cloud");
-    let endpoints = allowed_values(&template, "TokenEndpointVersion");
-    assert_eq!(clouds, ["public", "gcc", "gcc-high", "dod"]);
-    assert_eq!(endpoints, ["v2", "v1"]);
-    for cloud in &clouds {
-        for endpoint in &endpoints {
-            let env: HashMap<&str, &str> = [
-                ("DP_CLOUD", cloud.as_str()),
-                ("DP_TOKEN_ENDPOINT", endpoint.as_str()),
-                (
-                    "DP_CREDENTIAL_SECRET_ID",
-                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-AbCdEf",
-                ),
-                ("DP_TABLE_NAME", "defender-partner-RegistryTable-1ABC"),
-                ("AWS_LAMBDA_FUNCTION_NAME", "defender-partner-mint-token"),
-                ("RUST_LOG", "info"),
-            ]
-            .into_iter()
-            .collect();
-            let settings = Settings::from_lookup(|name| env.get(name).map(|v| (*v).to_owned()));
+fn every_setting_in_the_template_is_one_the_code_reads() {
+    let code = [
+        "shared/src/config.rs",
+        "shared/src/fetch/settings.rs",
+        "shared/src/sink/settings.rs",
+    ]
+    .map(read)
+    .join("\n");
+    let template = Template::load();
+    for binary in FUNCTIONS {
+        let environment = template.environment(&template.function(binary));
+        assert!(
+            environment.len() >= 4,
+            "{binary}: too few variables found: {environment:?}"
+        );
+        for (name, _) in environment {
             assert!(
-                settings.is_ok(),
-                "Cloud={cloud} TokenEndpointVersion={endpoint}: {:?}",
-                settings.err()
+                name == "RUST_LOG" || code.contains(&format!("\"{name}\"")),
+                "template.yaml sets {name} on {binary}, which the settings code never reads"
             );
         }
     }
 }
 
 #[test]
-fn the_http_api_has_no_open_route() {
-    let template = template();
-    for required in [
-        "EnableIamAuthorizer: true",
-        "DefaultAuthorizer: AWS_IAM",
-        "Authorizer: AWS_IAM",
-        "Path: /tokens",
+fn every_allowed_parameter_value_makes_a_valid_configuration() {
+    let template = Template::load();
+    let clouds = value(&template.parameters["Cloud"], "AllowedValues").expect("listed");
+    assert_eq!(list(clouds), ["public", "gcc", "gcc-high", "dod"]);
+    let mut tried = 0;
+    for binary in FUNCTIONS {
+        // The defaults, with the conditional variables set and unset.
+        for conditions in [true, false] {
+            let env = template.lambda_environment(binary, &HashMap::new(), conditions);
+            check_configuration(binary, &env)
+                .unwrap_or_else(|error| panic!("{binary} with the defaults: {error}"));
+        }
+        // Then each value of each parameter the function's variables come from.
+        let function = template.function(binary);
+        for (variable, written) in template.environment(&function) {
+            let Some(parameter) = written.strip_prefix("!Ref ") else {
+                continue;
+            };
+            if !template.parameters.contains_key(parameter) {
+                continue;
+            }
+            for candidate in template.parameter_values(parameter) {
+                let chosen = HashMap::from([(parameter.to_owned(), candidate.clone())]);
+                let env = template.lambda_environment(binary, &chosen, true);
+                check_configuration(binary, &env).unwrap_or_else(|error| {
+                    panic!("{binary} with {parameter}={candidate:?} ({variable}): {error}")
+                });
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried >= 20, "only {tried} parameter values tried");
+    // The two that live on mint-token only are tried there together.
+    for cloud in template.parameter_values("Cloud") {
+        for endpoint in template.parameter_values("TokenEndpointVersion") {
+            let chosen = HashMap::from([
+                ("Cloud".to_owned(), cloud.clone()),
+                ("TokenEndpointVersion".to_owned(), endpoint.clone()),
+            ]);
+            let env = template.lambda_environment("mint-token", &chosen, true);
+            check_configuration("mint-token", &env).unwrap_or_else(|error| {
+                panic!("Cloud={cloud} TokenEndpointVersion={endpoint}: {error}")
+            });
+        }
+    }
+}
+
+#[test]
+fn the_consent_callback_is_the_only_open_route() {
+    let template = Template::load();
+    let text = self::template();
+    // Routes made any other way would escape the checks below.
+    for other in [
+        "AWS::Serverless::HttpApi",
+        "AWS::Serverless::Api",
+        "Type: HttpApi",
+        "Type: Api",
     ] {
         assert!(
-            template.contains(required),
-            "template.yaml lacks `{required}`"
+            !text.contains(other),
+            "template.yaml declares routes with `{other}`"
         );
     }
-    assert!(
-        !template.contains("NONE"),
-        "template.yaml opens a route (Authorizer: NONE)"
+    let routes: BTreeSet<(String, String, String)> = template
+        .resources_of("AWS::ApiGatewayV2::Route")
+        .into_iter()
+        .map(|name| {
+            let block = template.resource(name);
+            let key = value(block, "RouteKey").expect("a RouteKey");
+            // Left out, AuthorizationType is NONE: every route must say what it is.
+            let authorization = value(block, "AuthorizationType")
+                .unwrap_or_else(|| panic!("route {key} does not state its AuthorizationType"));
+            let target = value(block, "Target").expect("a Target");
+            let integration = target
+                .trim_start_matches("!Sub integrations/${")
+                .trim_end_matches('}');
+            let uri =
+                value(template.resource(integration), "IntegrationUri").expect("an IntegrationUri");
+            let function = uri.trim_start_matches("!GetAtt ").trim_end_matches(".Arn");
+            let binary = value(template.resource(function), "Binary").expect("a binary");
+            (key.to_owned(), authorization.to_owned(), binary.to_owned())
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = [
+        ("POST /tokens", "AWS_IAM", "mint-token"),
+        ("GET /consent/start", "AWS_IAM", "consent-callback"),
+        ("GET /consent/callback", "NONE", "consent-callback"),
+    ]
+    .into_iter()
+    .map(|(key, authorization, binary)| (key.into(), authorization.into(), binary.into()))
+    .collect();
+    assert_eq!(routes, expected);
+
+    // The redirect URI the function sends Microsoft is that route, and the output to register.
+    let env = template.lambda_environment("consent-callback", &HashMap::new(), true);
+    let redirect = &env["DP_CONSENT_REDIRECT_URI"];
+    assert_eq!(
+        redirect,
+        "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/consent/callback"
+    );
+    let written = template
+        .environment(&template.function("consent-callback"))
+        .into_iter()
+        .find(|(name, _)| name == "DP_CONSENT_REDIRECT_URI")
+        .expect("set")
+        .1;
+    assert_eq!(
+        value(&template.outputs["ConsentCallbackUrl"], "Value"),
+        Some(written.as_str()),
+        "the ConsentCallbackUrl output differs from DP_CONSENT_REDIRECT_URI"
     );
 }
 
 #[test]
-fn the_function_is_built_from_its_workspace_crate() {
-    let template = template();
-    assert!(template.contains("BuildMethod: rust-cargolambda"));
-    assert!(template.contains("Binary: mint-token"));
-    let code_uri = template
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("CodeUri: "))
-        .expect("the function has a CodeUri");
-    let manifest =
-        std::fs::read_to_string(tools::workspace_root().join(code_uri).join("Cargo.toml"))
-            .unwrap_or_else(|_| panic!("CodeUri {code_uri} is not a crate"));
+fn every_function_is_built_from_its_workspace_crate() {
+    let template = Template::load();
+    let functions = template.functions();
+    assert_eq!(functions.keys().map(String::as_str).collect::<Vec<_>>(), {
+        let mut sorted = FUNCTIONS.to_vec();
+        sorted.sort();
+        sorted
+    });
+    for (binary, name) in functions {
+        let block = template.resource(&name);
+        assert_eq!(
+            value(block, "BuildMethod"),
+            Some("rust-cargolambda"),
+            "{name}"
+        );
+        let code_uri = value(block, "CodeUri").unwrap_or_else(|| panic!("{name} has no CodeUri"));
+        assert_eq!(code_uri, format!("functions/{binary}"), "{name}");
+        let manifest = read(&format!("{code_uri}/Cargo.toml"));
+        assert!(
+            manifest.contains(&format!("name = \"{binary}\"")),
+            "CodeUri {code_uri} is not the {binary} crate"
+        );
+    }
+}
+
+#[test]
+fn the_timeouts_leave_room_for_the_work() {
+    let template = Template::load();
+    // consent-callback answers the administrator's browser through the HTTP API.
+    let consent = template.function("consent-callback");
+    let timeout: u64 = value(template.resource(&consent), "Timeout")
+        .expect("consent-callback sets its Timeout")
+        .parse()
+        .expect("a number");
+    let env = template.lambda_environment("consent-callback", &HashMap::new(), true);
+    let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("valid");
     assert!(
-        manifest.contains("name = \"mint-token\""),
-        "CodeUri {code_uri} is not the mint-token crate"
+        timeout < HTTP_API_TIMEOUT_SECONDS,
+        "consent-callback Timeout {timeout}"
     );
+    assert!(
+        settings.consent.proof_window.as_secs() + 5 <= timeout,
+        "the proof window ({:?}) does not fit in consent-callback's {timeout} s",
+        settings.consent.proof_window
+    );
+
+    // fetch-incidents: every allowed timeout leaves paging time after the deadline margin, and
+    // the queue's visibility timeout is at least 6 x the function's (AWS's advice).
+    let fetch = template.function("fetch-incidents");
+    assert_eq!(
+        value(template.resource(&fetch), "Timeout"),
+        Some("!Ref FetchTimeoutSeconds")
+    );
+    let margin = FetchSettings::from_lookup(|_| None)
+        .expect("defaults")
+        .deadline_margin
+        .as_secs();
+    assert_eq!(
+        value(template.resource("FetchQueue"), "VisibilityTimeout"),
+        Some("!FindInMap [FetchTimeout, !Ref FetchTimeoutSeconds, QueueVisibilitySeconds]")
+    );
+    let visibility = &template.mappings["FetchTimeout"];
+    let allowed = template.parameter_values("FetchTimeoutSeconds");
+    for timeout in &allowed {
+        let seconds: u64 = timeout.parse().expect("a number");
+        assert!(
+            seconds >= 4 * margin,
+            "FetchTimeoutSeconds {seconds} barely exceeds the {margin} s margin"
+        );
+        let row = nested(visibility, &format!("\"{timeout}\""));
+        let queue: u64 = value(row, "QueueVisibilitySeconds")
+            .unwrap_or_else(|| panic!("Mappings FetchTimeout has no row for {timeout}"))
+            .parse()
+            .expect("a number");
+        assert!(
+            queue >= 6 * seconds && queue <= 43_200,
+            "visibility {queue} s for a {seconds} s timeout"
+        );
+    }
+}
+
+/// The AWS calls in the library (`client.<operation>()`), as IAM actions.
+fn aws_calls_in_the_code() -> BTreeSet<String> {
+    let mut calls = BTreeSet::new();
+    let mut stack = vec![tools::workspace_root().join("shared/src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|extension| extension != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("readable");
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let sdks: BTreeSet<&str> = code
+                .match_indices("aws_sdk_")
+                .map(|(at, _)| {
+                    let rest = &code[at + "aws_sdk_".len()..];
+                    let end = rest
+                        .find(|c: char| !c.is_ascii_alphanumeric())
+                        .unwrap_or(rest.len());
+                    &rest[..end]
+                })
+                .collect();
+            let operations = client_operations(code);
+            if operations.is_empty() || sdks.is_empty() {
+                continue;
+            }
+            let [sdk] = sdks.into_iter().collect::<Vec<_>>()[..] else {
+                panic!(
+                    "{}: calls AWS through more or fewer than one SDK crate",
+                    path.display()
+                );
+            };
+            let service = match sdk {
+                "eventbridge" => "events",
+                "dynamodb" | "s3" | "sqs" | "secretsmanager" => sdk,
+                other => panic!("{}: unknown SDK aws_sdk_{other}", path.display()),
+            };
+            for operation in operations {
+                calls.insert(format!("{service}:{}", iam_action(&operation)));
+            }
+        }
+    }
+    calls
+}
+
+/// `client` followed by `.operation()` (maybe across a line break).
+fn client_operations(code: &str) -> Vec<String> {
+    let mut operations = Vec::new();
+    for (at, _) in code.match_indices("client") {
+        let rest = code[at + "client".len()..].trim_start();
+        let Some(rest) = rest.strip_prefix('.') else {
+            continue;
+        };
+        let end = rest
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(rest.len());
+        if end > 0 && rest[end..].starts_with("()") && !matches!(&rest[..end], "clone" | "config") {
+            operations.push(rest[..end].to_owned());
+        }
+    }
+    operations
+}
+
+/// `send_message_batch` → `SendMessage` (SQS batches are authorized as their single action).
+fn iam_action(operation: &str) -> String {
+    let pascal: String = operation
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    match pascal.as_str() {
+        "SendMessageBatch" | "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => {
+            pascal.trim_end_matches("Batch").to_owned()
+        }
+        _ => pascal,
+    }
+}
+
+#[test]
+fn every_aws_call_of_the_code_is_granted_and_on_the_resources_named() {
+    let template = Template::load();
+    let calls = aws_calls_in_the_code();
+    assert!(calls.len() >= 8, "too few AWS calls found: {calls:?}");
+    let policies: BTreeMap<String, String> = FUNCTIONS
+        .iter()
+        .map(|binary| {
+            let function = template.function(binary);
+            let policy = nested(template.resource(&function), "Policies").join("\n");
+            (binary.to_string(), policy)
+        })
+        .collect();
+    for call in &calls {
+        assert!(
+            policies
+                .values()
+                .any(|policy| policy.contains(call.as_str())),
+            "the code calls {call}, which no function in template.yaml may do"
+        );
+    }
+    // Each resource a function is told about (a secret, the table, the bucket, the queue, the
+    // bus) is one its policy names.
+    for binary in FUNCTIONS {
+        let policy = &policies[binary];
+        for (variable, written) in template.environment(&template.function(binary)) {
+            let resources: Vec<&str> = written
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+                .filter(|word| template.resources.contains_key(*word))
+                .filter(|word| template.resource_type(word) != "AWS::ApiGatewayV2::Api")
+                .collect();
+            for resource in resources {
+                assert!(
+                    [
+                        format!("!Ref {resource}"),
+                        format!("!GetAtt {resource}.Arn"),
+                        format!("${{{resource}.Arn}}"),
+                    ]
+                    .iter()
+                    .any(|form| policy.contains(form.as_str())),
+                    "{binary} is given {resource} in {variable} but its policy never names it"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn samconfig_overrides_only_parameters_the_template_has() {
+    let template = Template::load();
+    let samconfig = read("infra/samconfig.toml");
+    let mut seen = 0;
+    for line in samconfig.lines() {
+        let item = line.trim().trim_end_matches(',');
+        let Some(pair) = item
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+        else {
+            continue;
+        };
+        let Some((name, chosen)) = pair.split_once('=') else {
+            continue;
+        };
+        let block = template
+            .parameters
+            .get(name)
+            .unwrap_or_else(|| panic!("samconfig.toml overrides {name}, not a template parameter"));
+        if let Some(allowed) = value(block, "AllowedValues") {
+            assert!(
+                list(allowed).iter().any(|value| value == chosen),
+                "samconfig.toml sets {name}={chosen}, outside its AllowedValues"
+            );
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 10,
+        "only {seen} overrides found in infra/samconfig.toml"
+    );
+}
+
+#[test]
+fn the_readme_lists_every_parameter_and_output() {
+    let template = Template::load();
+    let readme = read("README.md");
+    for name in template.parameters.keys() {
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README.md's deploy table lacks the parameter {name}"
+        );
+    }
+    for name in template.outputs.keys() {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README.md does not mention the output {name}"
+        );
+    }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -36,6 +37,15 @@ pub struct FetchAws {
     pub bus: String,
     /// Receives every event of `bus` from `defender-partner`, through a rule.
     pub capture_queue_url: String,
+    /// Events drained from the capture queue so far, not yet taken.
+    captured: Arc<Mutex<Vec<Value>>>,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FetchAws {
+    fn drop(&mut self) {
+        self.drain.abort();
+    }
 }
 
 impl FetchAws {
@@ -104,6 +114,14 @@ impl FetchAws {
             .await
             .context("PutTargets")?;
 
+        // moto's SQS slows down as a queue fills (every PutEvents delivery scans it), so the
+        // capture queue is drained all along rather than read at the end.
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let drain = tokio::spawn(drain_events(
+            sqs.clone(),
+            capture_queue_url.clone(),
+            captured.clone(),
+        ));
         Ok(FetchAws {
             s3,
             sqs,
@@ -113,6 +131,8 @@ impl FetchAws {
             dead_letter_queue_url,
             bus,
             capture_queue_url,
+            captured,
+            drain,
         })
     }
 
@@ -169,32 +189,42 @@ impl FetchAws {
         Ok(lines)
     }
 
-    /// Receives (and deletes) the captured events until `expected` arrived, or until nothing
-    /// more arrived for `quiet`; returns them all. Pass `expected` 0 to take whatever comes
-    /// within `quiet`.
+    /// The captured events not yet taken, once `expected` of them arrived (then one more
+    /// second, for any extra) or once nothing arrived for `quiet`. Pass `expected` 0 to take
+    /// whatever arrives within `quiet`.
     pub async fn take_events(&self, expected: usize, quiet: Duration) -> Result<Vec<Value>> {
-        let mut events = Vec::new();
+        let count = || {
+            self.captured
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .len()
+        };
+        let mut seen = count();
         let mut last_arrival = Instant::now();
         loop {
-            let messages = self
-                .receive(&self.capture_queue_url, 10, 1, None)
-                .await
-                .context("receiving captured events")?;
-            if messages.is_empty() {
-                if (expected > 0 && events.len() >= expected) || last_arrival.elapsed() > quiet {
-                    return Ok(events);
-                }
-                continue;
+            if expected > 0 && seen >= expected {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                break;
             }
-            last_arrival = Instant::now();
-            for message in &messages {
-                events.push(
-                    serde_json::from_str(message.body().unwrap_or_default())
-                        .context("a captured event that is not JSON")?,
-                );
+            if last_arrival.elapsed() > quiet {
+                break;
             }
-            self.delete(&self.capture_queue_url, &messages).await?;
+            if self.drain.is_finished() {
+                bail!("the event drain stopped");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = count();
+            if now > seen {
+                seen = now;
+                last_arrival = Instant::now();
+            }
         }
+        Ok(std::mem::take(
+            &mut *self
+                .captured
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        ))
     }
 
     /// Receives from the work queue until `count` messages arrived or `patience` passed;
@@ -223,6 +253,31 @@ impl FetchAws {
             }
         }
         Ok(messages)
+    }
+
+    /// The work queue's approximate counts.
+    pub async fn work_queue_depth(&self) -> Result<QueueDepth> {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.work_queue_url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .context("GetQueueAttributes")?
+            .attributes
+            .unwrap_or_default();
+        let count = |name: QueueAttributeName| {
+            attributes
+                .get(&name)
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(QueueDepth {
+            visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        })
     }
 
     /// Deletes processed work messages, as the Lambda event source mapping does after a batch.
@@ -255,9 +310,7 @@ impl FetchAws {
             .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(wait_seconds)
             .set_visibility_timeout(visibility)
-            .message_system_attribute_names(
-                aws_sdk_sqs::types::MessageSystemAttributeName::All,
-            )
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .send()
             .await
             .with_context(|| format!("ReceiveMessage {queue_url}"))?;
@@ -290,6 +343,61 @@ impl FetchAws {
         }
         Ok(())
     }
+}
+
+/// Receives and deletes every message of `queue_url`, forever, keeping the JSON bodies.
+async fn drain_events(sqs: aws_sdk_sqs::Client, queue_url: String, into: Arc<Mutex<Vec<Value>>>) {
+    loop {
+        let answer = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await;
+        let messages = match answer {
+            Ok(answer) => answer.messages.unwrap_or_default(),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(index, message)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let _ = sqs
+            .delete_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        let bodies = messages.iter().map(|message| {
+            serde_json::from_str(message.body().unwrap_or_default())
+                .unwrap_or_else(|_| Value::String(message.body().unwrap_or_default().to_owned()))
+        });
+        into.lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(bodies);
+    }
+}
+
+/// `ApproximateNumberOfMessages*` of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
 }
 
 async fn create_queue(
@@ -391,7 +499,12 @@ impl DataApis {
         })
     }
 
-    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let url = format!("{}/_emulator/{path}", self.base_url);
         let mut request = self.http.request(method.clone(), &url);
         if let Some(body) = body {
@@ -412,9 +525,13 @@ impl DataApis {
     /// Replaces a tenant's generated data (`PUT /_emulator/tenants/{t}/data`): its records end
     /// about now.
     pub async fn set_data(&self, tenant: &str, data: Value) -> Result<()> {
-        self.control(reqwest::Method::PUT, &format!("tenants/{tenant}/data"), Some(data))
-            .await
-            .map(drop)
+        self.control(
+            reqwest::Method::PUT,
+            &format!("tenants/{tenant}/data"),
+            Some(data),
+        )
+        .await
+        .map(drop)
     }
 
     /// `PUT /_emulator/settings` (data API settings, token lifetime).
@@ -442,7 +559,11 @@ impl DataApis {
     /// `{"m365d_incidents":{"requests","ok","throttled","failed"},…}`.
     pub async fn calls(&self, tenant: &str) -> Result<Value> {
         let answer = self
-            .control(reqwest::Method::GET, &format!("data/calls?tenant={tenant}"), None)
+            .control(
+                reqwest::Method::GET,
+                &format!("data/calls?tenant={tenant}"),
+                None,
+            )
             .await?;
         Ok(answer["calls"].clone())
     }

@@ -19,6 +19,7 @@ pub mod browser;
 pub mod cases;
 pub mod emulator;
 pub mod events;
+pub mod fetch;
 pub mod jwt;
 pub mod lambda;
 pub mod moto;

@@ -3,13 +3,12 @@
 //! failures; invoked directly with `{"tenant_id", "source"}`, that one pair.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use defender_partner::ErrorCode;
 use defender_partner::fetch::{FetchService, PairTask, QueuedTask};
 use defender_partner::runtime::Services;
 use defender_partner::telemetry;
+use defender_partner::{ErrorCode, deadline};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -30,20 +29,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let service = service.clone();
         async move {
-            let deadline = deadline_of(&event.context);
+            let deadline = deadline::monotonic_deadline(event.context.deadline);
             handle(&service, event.payload, deadline).await
         }
     }))
     .await
-}
-
-/// The invocation's deadline on the monotonic clock.
-fn deadline_of(context: &lambda_runtime::Context) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0);
-    Instant::now() + Duration::from_millis(context.deadline.saturating_sub(now_ms))
 }
 
 async fn handle(
@@ -67,7 +57,6 @@ async fn handle(
             .into_iter()
             .map(|record| QueuedTask {
                 message_id: record.message_id.unwrap_or_default(),
-                receipt_handle: record.receipt_handle,
                 body: record.body.unwrap_or_default(),
             })
             .collect();

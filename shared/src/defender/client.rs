@@ -128,24 +128,17 @@ impl DefenderClient {
                     self.settings.required_roles(spec.api),
                 )
                 .await?;
-            let response = self
-                .http
-                .get(url.clone())
-                .bearer_auth(token.token.expose_secret())
-                .header("Accept", "application/json")
-                .send()
-                .await
-                .map_err(|error| ApiError::Transport(short_transport_error(&error)))?;
-            let status = response.status().as_u16();
-            let header_wait = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(parse_retry_after);
-            let body = response
-                .bytes()
-                .await
-                .map_err(|error| ApiError::Transport(short_transport_error(&error)))?;
+            let answer = crate::http::read(
+                self.http
+                    .get(url.clone())
+                    .bearer_auth(token.token.expose_secret())
+                    .header("Accept", "application/json")
+                    .send()
+                    .await,
+            )
+            .await
+            .map_err(ApiError::Transport)?;
+            let (status, header_wait, body) = (answer.status, answer.retry_after, answer.body);
             match status {
                 200 => return Ok(body),
                 401 if !refreshed => {
@@ -207,16 +200,6 @@ fn wait_from_body(body: &[u8]) -> Option<Duration> {
         .take_while(|c| c.is_ascii_digit() || *c == '.')
         .collect();
     parse_retry_after(&number)
-}
-
-fn short_transport_error(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_connect() {
-        "connection failed".into()
-    } else {
-        "request failed".into()
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::assertion::sign_assertion;
 use super::claims::{TokenClaims, decode_payload};
-use super::errors::{EntraError, parse_retry_after};
+use super::errors::EntraError;
 use crate::cloud::CloudEndpoints;
 use crate::config::TokenEndpointVersion;
 use crate::secrets::{AppCredential, CredentialKind};
@@ -110,24 +110,17 @@ impl TokenClient {
             }
         }
 
-        let response = self
-            .http
-            .post(&url)
-            .header("Accept", "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|error| EntraError::Transport(describe_transport_error(&error)))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_retry_after);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| EntraError::Transport(describe_transport_error(&error)))?;
+        let answer = crate::http::read(
+            self.http
+                .post(&url)
+                .header("Accept", "application/json")
+                .form(&form)
+                .send()
+                .await,
+        )
+        .await
+        .map_err(EntraError::Transport)?;
+        let (status, retry_after, body) = (answer.status, answer.retry_after, answer.body);
         if status != 200 {
             return Err(EntraError::from_response(
                 request.tenant,
@@ -163,23 +156,6 @@ fn parse_token_response(body: &[u8]) -> Result<AccessToken, EntraError> {
         expires_at: Utc::now() + chrono::Duration::seconds(expires_in),
         claims,
     })
-}
-
-/// reqwest's errors can carry the URL; ours carry no secret, but keep messages short and typed.
-fn describe_transport_error(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_body() || error.is_decode() {
-        "response body could not be read"
-    } else {
-        "request failed"
-    };
-    match error.url() {
-        Some(url) => format!("{kind} ({}{})", url.host_str().unwrap_or(""), url.path()),
-        None => kind.to_owned(),
-    }
 }
 
 #[cfg(test)]

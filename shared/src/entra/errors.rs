@@ -242,14 +242,7 @@ impl EntraError {
     }
 }
 
-/// `Retry-After` as seconds, integer or decimal (Graph once sent `2.128`), capped as MSAL caps it.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let seconds: f64 = value.trim().parse().ok()?;
-    if !seconds.is_finite() || seconds < 0.0 {
-        return None;
-    }
-    Some(Duration::from_secs_f64(seconds.min(3600.0)))
-}
+pub use crate::http::parse_retry_after;
 
 #[cfg(test)]
 mod tests {
@@ -330,17 +323,5 @@ mod tests {
         let typed = typed(400, "weird_new_error", &[123]);
         assert_eq!(typed.code(), ErrorCode::Internal);
         assert!(typed.to_string().contains("weird_new_error"));
-    }
-
-    #[test]
-    fn retry_after_accepts_decimals_and_caps() {
-        assert_eq!(parse_retry_after("5"), Some(Duration::from_secs(5)));
-        assert_eq!(
-            parse_retry_after("2.128"),
-            Some(Duration::from_millis(2128))
-        );
-        assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

@@ -20,20 +20,23 @@ impl SqsQueue {
         }
     }
 
-    /// Makes a received message visible again after `seconds` (a throttled tenant waits in the
-    /// queue, not in a running Lambda).
-    pub async fn delay(&self, receipt_handle: &str, seconds: u64) -> Result<(), String> {
+    /// Queues the continuation of unfinished work as a new message, visible after `delay`: a
+    /// throttled tenant waits in the queue, not in a running Lambda, and a run cut by its
+    /// deadline resumes at once. A new message, rather than returning the received one, keeps
+    /// unfinished work from counting towards the dead-letter queue's receive limit.
+    pub async fn continue_later(&self, task: &PairTask, delay_seconds: u64) -> Result<(), String> {
         self.client
-            .change_message_visibility()
+            .send_message()
             .queue_url(&self.url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(seconds.min(43_200) as i32)
+            .message_body(serde_json::to_string(task).expect("a task serialises"))
+            // SQS delays a message at most 15 minutes; a longer wait is met by the next delay.
+            .delay_seconds(delay_seconds.min(900) as i32)
             .send()
             .await
             .map(|_| ())
             .map_err(|error| {
                 format!(
-                    "ChangeMessageVisibility: {}",
+                    "SendMessage: {}",
                     aws_sdk_sqs::error::DisplayErrorContext(&error)
                 )
             })

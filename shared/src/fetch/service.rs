@@ -24,7 +24,6 @@ pub struct FetchService {
 /// A queue message as the function receives it.
 pub struct QueuedTask {
     pub message_id: String,
-    pub receipt_handle: Option<String>,
     pub body: String,
 }
 
@@ -91,9 +90,9 @@ impl FetchService {
         run_pairs(self.fetcher.clone(), tasks, deadline).await
     }
 
-    /// Processes queue messages. A message whose pair failed goes back to the queue; a throttled
-    /// one comes back only after Microsoft's wait; an unreadable one is reported failed so the
-    /// queue's redrive policy moves it to the dead-letter queue.
+    /// Processes queue messages. A pair that failed goes back to the queue (retried, then
+    /// dead-lettered); a throttled pair, or one cut by the deadline, continues in a new message
+    /// (delayed by Microsoft's wait); an unreadable message is reported failed.
     pub async fn batch(&self, messages: Vec<QueuedTask>, deadline: Instant) -> BatchReport {
         let mut failed = Vec::new();
         let mut tasks = Vec::new();
@@ -118,20 +117,27 @@ impl FetchService {
                 failed.push(message.message_id);
                 continue;
             };
-            match &outcome.result {
-                PairResult::Complete | PairResult::Revoked { .. } | PairResult::Busy => {}
+            let delay = match &outcome.result {
+                PairResult::Complete | PairResult::Revoked { .. } | PairResult::Busy => continue,
                 PairResult::Throttled {
                     retry_after_seconds,
-                } => {
-                    if let (Some(queue), Some(receipt)) = (&self.queue, &message.receipt_handle)
-                        && let Err(error) = queue.delay(receipt, *retry_after_seconds).await
-                    {
-                        tracing::warn!(error = %error, "could not delay the throttled message");
+                } => Some(*retry_after_seconds),
+                PairResult::Partial => Some(0),
+                // A failure goes back to the queue: retried, then dead-lettered.
+                PairResult::Failed { .. } => None,
+            };
+            let continued = match (delay, &self.queue) {
+                (Some(delay), Some(queue)) => match queue.continue_later(task, delay).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "could not queue the continuation; returning the message");
+                        false
                     }
-                    failed.push(message.message_id);
-                }
-                // Unfinished work goes back to the queue to resume from its checkpoint.
-                PairResult::Partial | PairResult::Failed { .. } => failed.push(message.message_id),
+                },
+                _ => false,
+            };
+            if !continued {
+                failed.push(message.message_id);
             }
         }
         BatchReport {

@@ -1,0 +1,805 @@
+//! `fetch-incidents` end to end: the real function under `cargo lambda watch`, its registry in
+//! DynamoDB, its credential in Secrets Manager, records to S3 and announcements to EventBridge,
+//! the fan-out queue in SQS (all moto), and the three Microsoft APIs from the emulator binary.
+//!
+//! Every assertion is about records against the API's truth (paged by the test itself): each
+//! record in S3 exactly once whatever happens — a second run, a fan-out through the queue, a
+//! SIGKILL mid-run, throttling, outages, tokens expiring mid-run, a withdrawn consent. No timing
+//! assertions. One stack, cases in order; run a subset with
+//! `E2E_CASES=kill cargo test -p defender-partner-e2e --test e2e_fetch`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use defender_partner::sink::{Change, SinkLine, Source};
+use defender_partner::tenant_id::TenantId;
+use defender_partner::tenants::{DynamoRegistry, TenantRegistry, TenantStatus};
+use defender_partner_e2e::emulator::{Grant, ROLE_GRAPH, ROLE_M365D, ROLE_MDE, Tenant};
+use defender_partner_e2e::fetch::{
+    DataApis, FetchAws, jwt_like, kill_function, scheduled_event, sqs_event,
+};
+use defender_partner_e2e::stack::{StackSpec, guid};
+use defender_partner_e2e::{Cases, LambdaWatch, Stack};
+use serde_json::{Value, json};
+
+const PACKAGE: &str = "fetch-incidents";
+const BIN: &str = "fetch-incidents";
+/// Generated records are this far apart (the newest ends about when the data is loaded).
+const SPACING_SECONDS: u64 = 30;
+/// M365 Defender's page size: the most one crash may repeat.
+const M365D_PAGE: usize = 100;
+/// A payload the function refuses: the warm-up invoke must not start a run.
+fn warm_up() -> Value {
+    json!({ "warm_up": true })
+}
+
+/// The customer tenants, each with a part to play.
+struct Tenants {
+    /// The small fleet of the first cases.
+    a: String,
+    b: String,
+    c: String,
+    /// 2,000 incidents: killed mid-run.
+    kill: String,
+    /// 429 storms with a short Retry-After.
+    storm: String,
+    /// A burst of 503.
+    outage: String,
+    /// A 429 with a Retry-After longer than any run waits.
+    long: String,
+    /// Paged slowly while tokens live two seconds.
+    token: String,
+    /// Consent withdrawn.
+    revoked: String,
+}
+
+impl Tenants {
+    fn new() -> Tenants {
+        Tenants {
+            a: guid(),
+            b: guid(),
+            c: guid(),
+            kill: guid(),
+            storm: guid(),
+            outage: guid(),
+            long: guid(),
+            token: guid(),
+            revoked: guid(),
+        }
+    }
+
+    /// (tenant, incidents, MDE alerts)
+    fn data(&self) -> Vec<(&String, u32, u32)> {
+        vec![
+            (&self.a, 160, 300),
+            (&self.b, 60, 30),
+            (&self.c, 7, 0),
+            (&self.kill, 2_000, 0),
+            (&self.storm, 120, 60),
+            (&self.outage, 120, 60),
+            (&self.long, 100, 40),
+            (&self.token, 300, 0),
+            (&self.revoked, 40, 10),
+        ]
+    }
+}
+
+struct Fixture {
+    stack: Stack,
+    aws: FetchAws,
+    data: DataApis,
+    /// The function as deployed: fleets below the fan-out threshold run in place.
+    lambda: LambdaWatch,
+    t: Tenants,
+}
+
+impl Fixture {
+    async fn start() -> anyhow::Result<Fixture> {
+        let t = Tenants::new();
+        let stack = Stack::start_with(|client_id| StackSpec {
+            token_lifetime_seconds: 3600,
+            tenants: t
+                .data()
+                .into_iter()
+                .map(|(id, _, _)| Tenant {
+                    id: id.clone(),
+                    display_name: format!("Customer {}", &id[..8]),
+                    domains: vec![],
+                    grants: Grant::all_apis(client_id),
+                })
+                .collect(),
+        })
+        .await?;
+        let aws = FetchAws::create(&stack.moto).await?;
+        let data = DataApis::new(stack.emulator.base_url())?;
+        // Throttling comes from injected faults only, so that every 429 is one the test chose.
+        data.settings(json!({ "rate_limits": "off" })).await?;
+        for (index, (tenant, incidents, alerts)) in t.data().into_iter().enumerate() {
+            data.set_data(
+                tenant,
+                json!({"incidents": incidents, "mde_alerts": alerts, "seed": index + 1,
+                       "spacing_seconds": SPACING_SECONDS}),
+            )
+            .await?;
+        }
+        let lambda = start_function(&stack, &aws, &[]).await?;
+        for tenant in [&t.a, &t.b, &t.c] {
+            register(&stack, tenant).await?;
+        }
+        Ok(Fixture {
+            stack,
+            aws,
+            data,
+            lambda,
+            t,
+        })
+    }
+
+    /// A scheduled run on `lambda`: its JSON report.
+    async fn scheduled(&self, lambda: &LambdaWatch) -> Value {
+        let started = Instant::now();
+        let report = lambda
+            .invoke(&scheduled_event())
+            .await
+            .unwrap_or_else(|error| panic!("the scheduled run failed: {error}"));
+        eprintln!(
+            "[e2e] scheduled run: {:.1}s, {} pairs",
+            started.elapsed().as_secs_f64(),
+            report["pairs"]
+        );
+        no_time_left(&report);
+        report
+    }
+
+    /// What the API holds now for a tenant's source (id → last-update time).
+    async fn truth(&self, tenant: &str, source: Source) -> HashMap<String, String> {
+        let token = self
+            .data
+            .token(
+                tenant,
+                source,
+                &self.stack.client_id,
+                &self.stack.current_secret(),
+            )
+            .await
+            .unwrap();
+        self.stack.remember_token(&token);
+        self.data.truth(tenant, source, &token).await.unwrap()
+    }
+
+    async fn lines(&self) -> Vec<SinkLine> {
+        self.aws.sink_lines().await.expect("the bucket reads back")
+    }
+
+    fn registry(&self) -> DynamoRegistry {
+        DynamoRegistry::new(self.stack.dynamodb.clone(), self.stack.table.clone())
+    }
+}
+
+fn function_env(aws: &FetchAws, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = aws.function_env();
+    env.extend(
+        [
+            ("DP_SOURCES", "m365d-incidents,graph-incidents,mde-alerts"),
+            // The generated data reaches back 2,000 × 30 s ≈ 17 h.
+            ("DP_FETCH_LOOKBACK_HOURS", "48"),
+            // Several MDE pages per tenant rather than one of 10,000.
+            ("DP_PAGE_SIZE_MDE_ALERTS", "200"),
+            // Tokens are used until they expire, so that two-second tokens expire mid-run.
+            ("DP_TOKEN_REFRESH_AHEAD_SECONDS", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    for (key, value) in extra {
+        env.retain(|(existing, _)| existing != key);
+        env.push(((*key).to_owned(), (*value).to_owned()));
+    }
+    env
+}
+
+async fn start_function(
+    stack: &Stack,
+    aws: &FetchAws,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<LambdaWatch> {
+    let base = stack.emulator.base_url().to_owned();
+    let mut env = function_env(aws, extra);
+    for api in ["M365D", "MDE", "GRAPH"] {
+        env.push((format!("DP_API_BASE_{api}"), base.clone()));
+    }
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    stack.start_function(PACKAGE, BIN, &refs, &warm_up()).await
+}
+
+async fn register(stack: &Stack, tenant: &str) -> anyhow::Result<()> {
+    stack
+        .register(
+            tenant,
+            TenantStatus::Active,
+            &[ROLE_M365D, ROLE_MDE, ROLE_GRAPH],
+        )
+        .await
+}
+
+/// Fails with the likely cause when every pair of a run stopped before its first call.
+#[track_caller]
+fn no_time_left(report: &Value) {
+    let all = outcomes(report);
+    if !all.is_empty()
+        && all
+            .iter()
+            .all(|outcome| result(outcome) == "partial" && outcome["api_calls"] == 0)
+    {
+        panic!(
+            "every pair ended `partial` before its first API call: the function saw no time left \
+             before its deadline. `cargo lambda watch` 1.9 sends `Lambda-Runtime-Deadline-Ms: \
+             600000` (a duration, not an epoch time); `defender_partner::deadline::time_left` \
+             must read it as the time left. Report: {report}"
+        );
+    }
+}
+
+/// The outcomes of a report (scheduled run) or of a direct pair invoke (an array).
+fn outcomes(report: &Value) -> Vec<Value> {
+    report
+        .get("outcomes")
+        .unwrap_or(report)
+        .as_array()
+        .unwrap_or_else(|| panic!("no outcomes in {report}"))
+        .clone()
+}
+
+fn outcomes_of(report: &Value, tenant: &str) -> Vec<Value> {
+    outcomes(report)
+        .into_iter()
+        .filter(|outcome| outcome["tenant_id"] == tenant)
+        .collect()
+}
+
+fn result(outcome: &Value) -> &str {
+    outcome["result"].as_str().unwrap_or("?")
+}
+
+/// Every line's key appears once.
+#[track_caller]
+fn keys_once(lines: &[SinkLine]) {
+    let mut seen = HashSet::new();
+    for line in lines {
+        assert!(seen.insert(&line.key), "{} delivered twice", line.key);
+    }
+}
+
+fn lines_of<'a>(lines: &'a [SinkLine], tenant: &str, source: Source) -> Vec<&'a SinkLine> {
+    lines
+        .iter()
+        .filter(|line| line.tenant_id.as_str() == tenant && line.source == source)
+        .collect()
+}
+
+/// Every (id, last-update) the API holds now is in the sink.
+#[track_caller]
+fn nothing_missing(
+    lines: &[SinkLine],
+    tenant: &str,
+    source: Source,
+    truth: &HashMap<String, String>,
+) {
+    let delivered: HashSet<(&str, &str)> = lines_of(lines, tenant, source)
+        .into_iter()
+        .map(|line| (line.id.as_str(), line.last_update_time.as_str()))
+        .collect();
+    let missing: Vec<&String> = truth
+        .iter()
+        .filter(|(id, time)| !delivered.contains(&(id.as_str(), time.as_str())))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{tenant} {source}: {} of {} records missing, e.g. {:?}",
+        missing.len(),
+        truth.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_incidents_end_to_end() {
+    let started = Instant::now();
+    let fixture = Arc::new(Fixture::start().await.expect("the stack starts"));
+    eprintln!(
+        "[e2e] stack started in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut cases = Cases::from_env();
+
+    // --- a scheduled run over a small fleet ---------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("scheduled_run_delivers_every_record_once", async move {
+            let t = &f.t;
+            let report = f.scheduled(&f.lambda).await;
+            assert_eq!(report["tenants"], 3, "{report}");
+            assert_eq!(report["pairs"], 9, "{report}");
+            assert_eq!(
+                report["enqueued"], 0,
+                "below the fan-out threshold: {report}"
+            );
+            let all = outcomes(&report);
+            assert_eq!(all.len(), 9, "{report}");
+            for outcome in &all {
+                assert_eq!(result(outcome), "complete", "{outcome}");
+            }
+
+            let lines = f.lines().await;
+            keys_once(&lines);
+            let mut expected = 0;
+            for tenant in [&t.a, &t.b, &t.c] {
+                for source in Source::ALL {
+                    let truth = f.truth(tenant, source).await;
+                    nothing_missing(&lines, tenant, source, &truth);
+                    let delivered = lines_of(&lines, tenant, source).len();
+                    assert_eq!(delivered, truth.len(), "{tenant} {source}");
+                    let outcome = all
+                        .iter()
+                        .find(|o| {
+                            o["tenant_id"] == tenant.as_str() && o["source"] == source.as_str()
+                        })
+                        .unwrap();
+                    assert_eq!(outcome["delivered"], delivered, "{outcome}");
+                    expected += truth.len();
+                }
+            }
+            assert_eq!(
+                lines.len(),
+                expected,
+                "nothing in S3 but these tenants' records"
+            );
+            assert!(lines.iter().all(|line| line.change == Change::New));
+            assert!(
+                lines.iter().any(|line| line.redirected_to.is_some()),
+                "merged incidents are delivered as such"
+            );
+
+            // One EventBridge event per record, carrying its key.
+            let events = f
+                .aws
+                .take_events(lines.len(), Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert_eq!(events.len(), lines.len(), "one event per record");
+            let event_keys: HashSet<&str> = events
+                .iter()
+                .filter_map(|event| event["detail"]["key"].as_str())
+                .collect();
+            let line_keys: HashSet<&str> = lines.iter().map(|line| line.key.as_str()).collect();
+            assert_eq!(event_keys, line_keys, "the events name the records stored");
+
+            // A second run re-reads only the overlap: nothing new anywhere.
+            let again = f.scheduled(&f.lambda).await;
+            for outcome in outcomes(&again) {
+                assert_eq!(result(&outcome), "complete", "{outcome}");
+                assert_eq!(outcome["delivered"], 0, "{outcome}");
+            }
+            assert_eq!(f.lines().await.len(), lines.len(), "nothing new in S3");
+            let more = f.aws.take_events(0, Duration::from_secs(2)).await.unwrap();
+            assert!(more.is_empty(), "no new events: {} arrived", more.len());
+        })
+        .await;
+
+    // --- fan-out through SQS -------------------------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("fan_out_through_the_queue", async move {
+            let t = &f.t;
+            let pairs: HashSet<(String, String)> = [&t.a, &t.b, &t.c]
+                .iter()
+                .flat_map(|tenant| {
+                    Source::ALL
+                        .iter()
+                        .map(|source| ((*tenant).clone(), source.as_str().to_owned()))
+                })
+                .collect();
+            // Changes to deliver through the queue.
+            let touched = f.data.touch(&t.a, 5).await.unwrap();
+            assert_eq!(touched.len(), 5);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let before = f.lines().await.len();
+
+            // An instance that fans out any fleet.
+            let fanout = start_function(&f.stack, &f.aws, &[("DP_FANOUT_THRESHOLD", "0")])
+                .await
+                .expect("a second watch starts");
+            let report = fanout.invoke(&scheduled_event()).await.unwrap();
+            assert_eq!(report["enqueued"], 9, "{report}");
+            assert_eq!(outcomes(&report).len(), 0, "nothing run in place: {report}");
+
+            let messages = f
+                .aws
+                .receive_work(9, Duration::from_secs(20), None)
+                .await
+                .unwrap();
+            let bodies: HashSet<(String, String)> = messages
+                .iter()
+                .map(|message| {
+                    let body: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+                    (
+                        body["tenant_id"].as_str().unwrap().to_owned(),
+                        body["source"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(messages.len(), 9, "one message per tenant and source");
+            assert_eq!(bodies, pairs);
+
+            let answer = fanout
+                .invoke(&sqs_event(&messages, &f.aws.work_queue_arn))
+                .await
+                .unwrap();
+            assert_eq!(answer, json!({ "batchItemFailures": [] }));
+            f.aws.delete_work(&messages).await.unwrap();
+
+            let lines = f.lines().await;
+            keys_once(&lines);
+            assert!(
+                lines.len() > before,
+                "the queued run delivered the touched incidents"
+            );
+            for source in Source::ALL {
+                nothing_missing(&lines, &t.a, source, &f.truth(&t.a, source).await);
+            }
+            for source in [Source::M365dIncidents, Source::GraphIncidents] {
+                let updated = lines_of(&lines, &t.a, source)
+                    .iter()
+                    .filter(|line| line.change == Change::Updated)
+                    .count();
+                assert_eq!(updated, 5, "{source}: the touched incidents, as updates");
+            }
+
+            // A long throttle on one tenant and an outage on another: the throttled pair
+            // continues in a new message delayed by Microsoft's wait; the failed ones go back
+            // (partial batch failure); the rest are done.
+            f.aws
+                .take_events(0, Duration::from_millis(500))
+                .await
+                .unwrap();
+            let report = fanout.invoke(&scheduled_event()).await.unwrap();
+            assert_eq!(report["enqueued"], 9, "{report}");
+            let messages = f
+                .aws
+                .receive_work(9, Duration::from_secs(20), None)
+                .await
+                .unwrap();
+            assert_eq!(messages.len(), 9);
+            for fault in [
+                json!({"match": "data", "tenant": t.b, "status": 429, "retry_after": 600, "count": 1}),
+                json!({"match": "data", "tenant": t.c, "status": 500, "count": 100}),
+            ] {
+                f.data.push_fault(fault).await.unwrap();
+            }
+            let answer = fanout
+                .invoke(&sqs_event(&messages, &f.aws.work_queue_arn))
+                .await
+                .unwrap();
+            f.data.clear_faults().await.unwrap();
+            let failed: HashSet<&str> = answer["batchItemFailures"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no batchItemFailures: {answer}"))
+                .iter()
+                .filter_map(|failure| failure["itemIdentifier"].as_str())
+                .collect();
+            let of_c: HashSet<&str> = messages
+                .iter()
+                .filter(|message| message.body().unwrap_or_default().contains(t.c.as_str()))
+                .filter_map(|message| message.message_id())
+                .collect();
+            assert_eq!(failed, of_c, "exactly the failed tenant's messages: {answer}");
+            // The event source mapping deletes the others.
+            let done: Vec<_> = messages
+                .iter()
+                .filter(|message| !failed.contains(message.message_id().unwrap_or_default()))
+                .cloned()
+                .collect();
+            f.aws.delete_work(&done).await.unwrap();
+            let depth = f.aws.work_queue_depth().await.unwrap();
+            assert_eq!(
+                depth.delayed, 1,
+                "the throttled pair waits in a delayed continuation: {depth:?}"
+            );
+            assert_eq!(depth.visible, 0, "{depth:?}");
+            assert_eq!(depth.in_flight, 3, "the failed messages return later: {depth:?}");
+            f.aws.purge(&f.aws.work_queue_url).await.unwrap();
+            drop(fanout);
+            f.aws
+                .take_events(0, Duration::from_millis(500))
+                .await
+                .unwrap();
+        })
+        .await;
+
+    // --- SIGKILL mid-run -----------------------------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("kill_9_mid_run_repeats_at_most_one_page", async move {
+            let tenant = f.t.kill.clone();
+            register(&f.stack, &tenant).await.unwrap();
+            let pair = json!({ "tenant_id": tenant, "source": "m365d-incidents" });
+            // 20 pages, each answered 300 ms late: the run lasts seconds.
+            f.data
+                .push_fault(
+                    json!({"match": "data", "tenant": tenant, "delay_ms": 300, "count": 40}),
+                )
+                .await
+                .unwrap();
+            let calls_before = f.data.calls(&tenant).await.unwrap()["m365d_incidents"]["ok"]
+                .as_u64()
+                .unwrap_or(0);
+            // An instance of its own: killed below.
+            let victim = Arc::new(
+                start_function(&f.stack, &f.aws, &[])
+                    .await
+                    .expect("a watch for the victim starts"),
+            );
+            let invoking = victim.clone();
+            let payload = pair.clone();
+            let mut running = tokio::spawn(async move { invoking.try_invoke(&payload).await });
+            // Wait for a few pages served, then kill the function process.
+            let waited = Instant::now();
+            loop {
+                let ok = f.data.calls(&tenant).await.unwrap()["m365d_incidents"]["ok"]
+                    .as_u64()
+                    .unwrap_or(0);
+                if ok >= calls_before + 4 {
+                    break;
+                }
+                assert!(
+                    waited.elapsed() < Duration::from_secs(60),
+                    "the run served no pages: {}",
+                    victim.logs().tail(40)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let pid = kill_function(victim.pid(), BIN).expect("the function is killed");
+            eprintln!("[e2e] killed {BIN} ({pid}) mid-run");
+            // The invoke never gets an answer: cargo lambda watch (1.9) logs "command killed"
+            // and starts no new instance, so later invokes of that watch hang too. A new watch
+            // stands in for the new sandbox Lambda would start.
+            match tokio::time::timeout(Duration::from_secs(3), &mut running).await {
+                Ok(Ok(answer)) => eprintln!("[e2e] the killed invoke answered {answer:?}"),
+                Ok(Err(error)) => eprintln!("[e2e] the killed invoke's task: {error}"),
+                Err(_) => eprintln!("[e2e] the killed invoke got no answer within 3 s"),
+            }
+            running.abort();
+            f.data.clear_faults().await.unwrap();
+            let cut = lines_of(&f.lines().await, &tenant, Source::M365dIncidents).len();
+            assert!(
+                cut > 0 && cut < 2_000,
+                "the kill landed mid-run ({cut} records stored)"
+            );
+
+            // Invoked again on a new instance, until complete.
+            let replacement = start_function(&f.stack, &f.aws, &[])
+                .await
+                .expect("a watch for the replacement starts");
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                assert!(attempts <= 5, "no complete run after {attempts} invokes");
+                let answer = replacement
+                    .invoke(&pair)
+                    .await
+                    .unwrap_or_else(|error| panic!("the re-run failed: {error}"));
+                no_time_left(&answer);
+                let outcome = &outcomes(&answer)[0];
+                eprintln!("[e2e] re-run: {outcome}");
+                if result(outcome) == "complete" {
+                    break;
+                }
+                assert_eq!(result(outcome), "partial", "{outcome}");
+            }
+            drop(replacement);
+            drop(victim);
+
+            let lines = f.lines().await;
+            let mine = lines_of(&lines, &tenant, Source::M365dIncidents);
+            let truth = f.truth(&tenant, Source::M365dIncidents).await;
+            assert_eq!(truth.len(), 2_000);
+            nothing_missing(&lines, &tenant, Source::M365dIncidents, &truth);
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for line in &mine {
+                *counts.entry(line.key.as_str()).or_default() += 1;
+            }
+            let repeated: usize = counts.values().map(|count| count - 1).sum();
+            eprintln!(
+                "[e2e] after the kill: {} lines, {repeated} repeats",
+                mine.len()
+            );
+            assert_eq!(counts.len(), 2_000, "every record, no other");
+            assert!(
+                repeated <= M365D_PAGE,
+                "{repeated} repeated records: more than one page"
+            );
+            // Done with: later scheduled runs leave its 2,000 records alone.
+            f.registry()
+                .set_status(
+                    &TenantId::parse(&tenant).unwrap(),
+                    TenantStatus::Offboarded,
+                    Some("end-to-end test: done with this tenant".into()),
+                )
+                .await
+                .unwrap();
+        })
+        .await;
+
+    // --- throttling, outages, short tokens, revoked consent ------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("faults_stay_with_their_tenant", async move {
+            let t = &f.t;
+            for tenant in [&t.storm, &t.outage, &t.long, &t.token, &t.revoked] {
+                register(&f.stack, tenant).await.unwrap();
+            }
+            let active = 7; // a, b, c and these but the revoked one (kill is offboarded)
+            for fault in [
+                json!({"match": "data", "tenant": t.storm, "status": 429, "retry_after": 1, "count": 4}),
+                json!({"match": "data", "tenant": t.outage, "status": 503, "count": 2}),
+                json!({"match": "data", "tenant": t.long, "status": 429, "retry_after": 600, "count": 1}),
+                // Slow paging for the short-token tenant: its pairs outlive several tokens.
+                json!({"match": "data", "tenant": t.token, "delay_ms": 400, "count": 16}),
+            ] {
+                f.data.push_fault(fault).await.unwrap();
+            }
+            f.data
+                .settings(json!({ "token_lifetime_seconds": 2 }))
+                .await
+                .unwrap();
+            f.stack
+                .emulator
+                .revoke_grants(&t.revoked, &f.stack.client_id)
+                .await
+                .unwrap();
+
+            let report = f.scheduled(&f.lambda).await;
+            f.data
+                .settings(json!({ "token_lifetime_seconds": 3600 }))
+                .await
+                .unwrap();
+            f.data.clear_faults().await.unwrap();
+            assert_eq!(report["tenants"], active + 1, "{report}");
+            for outcome in outcomes(&report) {
+                let tenant = outcome["tenant_id"].as_str().unwrap();
+                if tenant == t.long || tenant == t.revoked {
+                    continue;
+                }
+                assert_eq!(result(&outcome), "complete", "{outcome}");
+            }
+            // The long throttle: one pair reported with Microsoft's wait, the others done.
+            let long = outcomes_of(&report, &t.long);
+            let throttled: Vec<&Value> =
+                long.iter().filter(|o| result(o) == "throttled").collect();
+            assert_eq!(throttled.len(), 1, "{long:?}");
+            assert_eq!(throttled[0]["retry_after_seconds"], 600, "{long:?}");
+            assert!(long.iter().filter(|o| result(o) != "throttled").all(|o| result(o) == "complete"));
+            // The withdrawn consent: reported, and the tenant marked revoked.
+            let revoked = outcomes_of(&report, &t.revoked);
+            assert_eq!(revoked.len(), 3);
+            for outcome in &revoked {
+                assert_eq!(result(outcome), "revoked", "{outcome}");
+            }
+            let record = f
+                .registry()
+                .get(&TenantId::parse(&t.revoked).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.status, TenantStatus::Revoked);
+            for tenant in [&t.storm, &t.outage, &t.long, &t.token] {
+                let record = f
+                    .registry()
+                    .get(&TenantId::parse(tenant).unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(record.status, TenantStatus::Active, "{tenant}");
+            }
+            // The faults were really met.
+            let storm = f.data.calls(&t.storm).await.unwrap();
+            let throttled_calls: u64 = ["m365d_incidents", "mde_alerts", "graph_incidents"]
+                .iter()
+                .map(|api| storm[api]["throttled"].as_u64().unwrap_or(0))
+                .sum();
+            assert_eq!(throttled_calls, 4, "{storm}");
+            let outage = f.data.calls(&t.outage).await.unwrap();
+            let failed_calls: u64 = ["m365d_incidents", "mde_alerts", "graph_incidents"]
+                .iter()
+                .map(|api| outage[api]["failed"].as_u64().unwrap_or(0))
+                .sum();
+            assert_eq!(failed_calls, 2, "{outage}");
+            let token_requests = f
+                .stack
+                .emulator
+                .token_requests_for(&t.token)
+                .await
+                .unwrap();
+            assert!(
+                token_requests.len() > 3,
+                "two-second tokens were renewed mid-run: {} token requests",
+                token_requests.len()
+            );
+
+            let lines = f.lines().await;
+            keys_once(&lines);
+            for tenant in [&t.storm, &t.outage, &t.token] {
+                for source in Source::ALL {
+                    nothing_missing(&lines, tenant, source, &f.truth(tenant, source).await);
+                }
+            }
+            assert!(
+                lines.iter().all(|line| line.tenant_id.as_str() != t.revoked),
+                "nothing stored for the revoked tenant"
+            );
+
+            // A later run: the throttled pair completes; the revoked tenant is no longer planned.
+            let later = f.scheduled(&f.lambda).await;
+            assert_eq!(later["tenants"], active, "{later}");
+            for outcome in outcomes(&later) {
+                assert_eq!(result(&outcome), "complete", "{outcome}");
+            }
+            let lines = f.lines().await;
+            keys_once(&lines);
+            for source in Source::ALL {
+                nothing_missing(&lines, &t.long, source, &f.truth(&t.long, source).await);
+            }
+            f.aws.take_events(0, Duration::from_millis(500)).await.unwrap();
+        })
+        .await;
+
+    // --- last: nothing secret in any log -------------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("no_secret_or_token_in_the_logs", async move {
+            let logs = f.stack.logs().text();
+            assert!(
+                logs.contains("pair finished"),
+                "the function's own logs were not captured"
+            );
+            assert!(
+                logs.contains("DEBUG"),
+                "no DEBUG line in the logs: RUST_LOG=debug did not reach the function"
+            );
+            let sensitive = f.stack.sensitive();
+            assert!(
+                sensitive.len() > 3,
+                "too few sensitive values seen for this to mean anything"
+            );
+            for (index, value) in sensitive.iter().enumerate() {
+                assert!(
+                    !logs.contains(value.as_str()),
+                    "sensitive value #{index} ({} chars) is in the logs",
+                    value.len()
+                );
+            }
+            assert!(
+                !logs.to_ascii_lowercase().contains("bearer ey"),
+                "an Authorization header reached the logs"
+            );
+            let jwts = jwt_like(&logs);
+            if let Some(at) = jwts.first() {
+                let line = logs[..*at].lines().count();
+                panic!(
+                    "{} JWT-shaped strings in the logs, first on line {line}",
+                    jwts.len()
+                );
+            }
+        })
+        .await;
+
+    drop(fixture);
+    cases.finish();
+}
