@@ -7,7 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use defender_emulator::{EmulatorHandle, Fault, FaultMatch, RunningEmulator, Scenario};
+use defender_emulator::{
+    DefenderSettingsPatch, EmulatorHandle, Fault, FaultMatch, RunningEmulator, Scenario,
+};
 use defender_partner::config::Settings;
 use defender_partner::fetch::{FetchService, PairResult, PairTask};
 use defender_partner::runtime::Services;
@@ -556,6 +558,81 @@ async fn graph_alerts_fall_back_when_expansion_fails() {
             line.id
         );
     }
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_client_id_does_not_mark_the_fleet_revoked() {
+    // Every tenant answers AADSTS700016 to an app it does not know, exactly as when its consent
+    // was withdrawn.
+    let wrong =
+        json!({"client_id": "dddddddd-1111-4111-8111-111111111111", "client_secret": SECRET})
+            .to_string();
+    let fixture = Fixture::start(
+        [(5, 0), (5, 0), (5, 0)],
+        &[
+            ("DP_SOURCES", "m365d-incidents"),
+            ("DP_CREDENTIAL_JSON", wrong.as_str()),
+        ],
+    )
+    .await;
+    let outcomes = fixture.run().await;
+    assert_eq!(outcomes.len(), 3);
+    for outcome in &outcomes {
+        let PairResult::Failed { code, message } = &outcome.result else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(*code, defender_partner::ErrorCode::NotConsented);
+        assert!(message.contains("client_id"), "{message}");
+    }
+    for tenant in [ALPHA, BRAVO, CHARLIE] {
+        let record = fixture
+            .services
+            .registry
+            .get(&TenantId::parse(tenant).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, TenantStatus::Active, "{tenant}");
+    }
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_page_with_a_next_link_does_not_end_the_window() {
+    let fixture = Fixture::start(
+        [(230, 0), (0, 0), (0, 0)],
+        &[("DP_SOURCES", "graph-incidents")],
+    )
+    .await;
+    // Graph answers 7 records where 50 were asked, and links the rest.
+    fixture
+        .handle
+        .patch_defender_settings(&DefenderSettingsPatch {
+            graph_page_cut: Some(7),
+            ..Default::default()
+        })
+        .unwrap();
+    let outcomes = fixture.run().await;
+    let alpha = outcomes
+        .iter()
+        .find(|o| o.tenant_id.as_str() == ALPHA)
+        .unwrap();
+    assert_eq!(alpha.result, PairResult::Complete, "{alpha:?}");
+    assert!(alpha.pages >= 230 / 7, "{alpha:?}");
+    let lines = fixture.lines();
+    keys_once(&lines);
+    // The truth is read whole, without the cut.
+    fixture
+        .handle
+        .patch_defender_settings(&DefenderSettingsPatch {
+            graph_page_cut: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+    let truth = fixture.truth(ALPHA, Source::GraphIncidents).await;
+    assert_eq!(truth.len(), 230);
+    assert_nothing_missing(&lines, ALPHA, Source::GraphIncidents, &truth);
     fixture.stop().await;
 }
 

@@ -189,6 +189,7 @@ struct Settings {
     rate_limit_scale: Option<f64>,
     m365d_next_link: Option<bool>,
     m365d_retry_after_in_body_only: Option<bool>,
+    graph_page_cut: Option<u32>,
 }
 
 async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -202,6 +203,7 @@ async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
             rate_limit_scale: settings.rate_limit_scale,
             m365d_next_link: settings.m365d_next_link,
             m365d_retry_after_in_body_only: settings.m365d_retry_after_in_body_only,
+            graph_page_cut: settings.graph_page_cut,
         })?;
         match settings.token_lifetime_seconds {
             Some(seconds) => handle.set_token_lifetime(seconds),

@@ -158,6 +158,30 @@ async fn next_link_paging_lists_every_incident_once_newest_first() {
 }
 
 #[tokio::test]
+async fn a_page_cut_below_top_links_the_rest() {
+    let emulator = start_with_data(data(30, 10)).await;
+    emulator
+        .handle()
+        .set_defender_settings(DefenderSettings {
+            graph_page_cut: Some(7),
+            ..DefenderSettings::default()
+        })
+        .unwrap();
+    let token = contoso_token(&emulator, GRAPH).await;
+    let first = api(&emulator, Some(&token), "/v1.0/security/incidents?$top=50").await;
+    assert_eq!(values(&first).len(), 7, "cut below the $top asked");
+    assert!(first.body["@odata.nextLink"].is_string());
+    let (incidents, pages) = follow(&emulator, &token, "/v1.0/security/incidents?$top=50").await;
+    assert_eq!(pages, 5, "7 + 7 + 7 + 7 + 2");
+    let ids: HashSet<&str> = incidents
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 30);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
 async fn top_and_skip_limits() {
     let emulator = start_with_data(data(10, 0)).await;
     let token = contoso_token(&emulator, GRAPH).await;

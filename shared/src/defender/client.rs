@@ -10,6 +10,7 @@ use url::Url;
 use super::limiter::Limiter;
 use super::sources::SourceSpec;
 use crate::ErrorCode;
+use crate::api::DefenderApi;
 use crate::config::Settings;
 use crate::entra::errors::parse_retry_after;
 use crate::entra::{AppTokenError, AppTokenProvider};
@@ -83,6 +84,30 @@ impl DefenderClient {
             settings,
             tokens,
             limiter: Limiter::new(),
+        }
+    }
+
+    /// Whether the app still gets a usable token from `tenant` for `api` (cache first). Only a
+    /// refusal of the app or of its credential counts as no; a token short of roles is a yes.
+    pub async fn app_accepted_by(
+        &self,
+        tenant: &TenantId,
+        api: DefenderApi,
+    ) -> Result<bool, AppTokenError> {
+        match self
+            .tokens
+            .token(tenant, api, None, self.settings.required_roles(api))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(error) => match error.code() {
+                ErrorCode::RolesMissing | ErrorCode::TokenTenantMismatch => Ok(true),
+                ErrorCode::NotConsented
+                | ErrorCode::CredentialInvalid
+                | ErrorCode::CredentialExpired
+                | ErrorCode::AppDisabled => Ok(false),
+                _ => Err(error),
+            },
         }
     }
 

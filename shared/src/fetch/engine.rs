@@ -219,6 +219,8 @@ impl Fetcher {
         let mut skip: u32 = 0;
         let mut expand_alerts =
             source == Source::GraphIncidents && self.settings.graph_expand_alerts;
+        // A page that says there is more but holds nothing to narrow on: its link is followed.
+        let mut follow: Option<url::Url> = None;
 
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -232,7 +234,9 @@ impl Fetcher {
                 .cursor
                 .clone()
                 .unwrap_or_else(|| window.upper.clone());
-            let url = self.page_url(&spec, &low, &bound, top, skip, expand_alerts);
+            let url = follow
+                .take()
+                .unwrap_or_else(|| self.page_url(&spec, &low, &bound, top, skip, expand_alerts));
 
             let body = match self
                 .get_with_retries(tenant, &spec, &url, budget, outcome)
@@ -271,6 +275,9 @@ impl Fetcher {
                         .map_err(Failure::Api)?;
             }
             let returned = page.records.len() + page.unreadable;
+            // A server may cut a page below `$top` and say so with a link: only a short page
+            // without one ends the window.
+            let next_link = page.next_link.take();
 
             self.deliver(tenant, source, run, &page.records, outcome)
                 .await?;
@@ -283,7 +290,7 @@ impl Fetcher {
                 }
             }
 
-            if (returned as u32) < top {
+            if (returned as u32) < top && next_link.is_none() {
                 // A short page: the window is done. The next one starts a little before this
                 // one's upper bound, for records that became visible late.
                 let upper = parse_api_time(&window.upper).unwrap_or_else(Utc::now);
@@ -299,6 +306,19 @@ impl Fetcher {
                 return Ok(PairResult::Complete);
             }
 
+            if page.records.is_empty() {
+                // Nothing to narrow on (only a link, or only unreadable records): the link.
+                match next_link {
+                    Some(link) => {
+                        follow = Some(same_origin_link(&url, &link)?);
+                        continue;
+                    }
+                    None => {
+                        skip += returned as u32;
+                        continue;
+                    }
+                }
+            }
             let oldest = page
                 .records
                 .iter()
@@ -475,8 +495,16 @@ impl Fetcher {
         if let Failure::Store(RegistryError::Conflict(_)) = failure {
             return PairResult::Busy;
         }
-        let (code, message) = failure.describe();
-        if failure.means_revoked() {
+        let (code, mut message) = failure.describe();
+        let revoked =
+            failure.means_revoked() && self.others_still_accept_the_app(tenant, source).await;
+        if failure.means_revoked() && !revoked {
+            message = format!(
+                "{message} Other tenants refuse the app too, so the tenant is not marked revoked: \
+                 check the client_id in the app credential."
+            );
+        }
+        if revoked {
             tracing::warn!(tenant = %tenant, code = %code, metric = "TenantRevoked", "consent gone; marking the tenant revoked");
             if let Err(error) = self
                 .registry
@@ -502,11 +530,70 @@ impl Fetcher {
             }
             Err(error) => tracing::warn!(tenant = %tenant, error = %error, "checkpoint unreadable"),
         }
-        if failure.means_revoked() {
+        if revoked {
             PairResult::Revoked { message }
         } else {
             PairResult::Failed { code, message }
         }
+    }
+}
+
+impl Fetcher {
+    /// Entra's "app not found in this tenant" (AADSTS700016) also comes back from every tenant
+    /// when the credential names the wrong `client_id`, and one such run must not mark the whole
+    /// fleet revoked. A second opinion tells the two apart: if another active tenant still
+    /// accepts the app, this tenant withdrew its consent. With no other tenant to ask, Entra's
+    /// word stands; with no clear answer (throttled, unavailable), nothing is marked this run.
+    async fn others_still_accept_the_app(&self, tenant: &TenantId, source: Source) -> bool {
+        /// Enough to outvote one or two tenants that also withdrew.
+        const WITNESSES: usize = 3;
+        let api = spec(source).api;
+        let others: Vec<TenantId> = match self.registry.list().await {
+            Ok(records) => records
+                .into_iter()
+                .filter(|record| {
+                    record.status == TenantStatus::Active && record.tenant_id != *tenant
+                })
+                .map(|record| record.tenant_id)
+                .take(WITNESSES)
+                .collect(),
+            Err(error) => {
+                tracing::warn!(tenant = %tenant, error = %error, "registry unreadable; revocation not recorded this run");
+                return false;
+            }
+        };
+        if others.is_empty() {
+            return true;
+        }
+        for other in &others {
+            match self.client.app_accepted_by(other, api).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant, witness = %other, error = %error, "no second opinion on the revocation this run");
+                }
+            }
+        }
+        tracing::error!(tenant = %tenant, witnesses = others.len(), "other tenants refuse the app too: the credential's client_id is likely wrong");
+        false
+    }
+}
+
+/// The API's `@odata.nextLink`, if it points where the page came from: our token goes nowhere else.
+fn same_origin_link(page: &url::Url, link: &str) -> Result<url::Url, Failure> {
+    match url::Url::parse(link) {
+        Ok(next) if next.origin() == page.origin() => Ok(next),
+        Ok(next) => Err(Failure::Other(
+            ErrorCode::MicrosoftUnavailable,
+            format!(
+                "the API's @odata.nextLink points at another host ({}); not followed",
+                next.host_str().unwrap_or("none")
+            ),
+        )),
+        Err(_) => Err(Failure::Other(
+            ErrorCode::MicrosoftUnavailable,
+            "the API's @odata.nextLink is not a URL".to_owned(),
+        )),
     }
 }
 
@@ -537,5 +624,40 @@ impl Failure {
         // be a product not enabled, and missing roles can be a tenant that consented to some
         // APIs only: those fail the pair, not the tenant.
         matches!(self, Failure::Api(ApiError::Token(error)) if error.code() == ErrorCode::NotConsented)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> url::Url {
+        url::Url::parse("https://graph.microsoft.com/v1.0/security/incidents?$top=50").unwrap()
+    }
+
+    #[test]
+    fn a_next_link_on_the_same_host_is_followed() {
+        let next = same_origin_link(
+            &page(),
+            "https://graph.microsoft.com/v1.0/security/incidents?$top=50&$skiptoken=abc",
+        )
+        .unwrap();
+        assert_eq!(next.query(), Some("$top=50&$skiptoken=abc"));
+    }
+
+    #[test]
+    fn a_next_link_elsewhere_never_gets_our_token() {
+        for link in [
+            "https://evil.example/v1.0/security/incidents",
+            "http://graph.microsoft.com/v1.0/security/incidents",
+            "https://graph.microsoft.com:8443/v1.0/security/incidents",
+            "not a url",
+        ] {
+            let Err(Failure::Other(code, message)) = same_origin_link(&page(), link) else {
+                panic!("{link} was accepted");
+            };
+            assert_eq!(code, ErrorCode::MicrosoftUnavailable);
+            assert!(message.contains("nextLink"), "{message}");
+        }
     }
 }

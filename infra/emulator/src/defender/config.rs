@@ -152,6 +152,9 @@ pub struct DefenderSettings {
     pub m365d_next_link: bool,
     /// M365 Defender states the wait of a 429 only in the message, without `Retry-After`.
     pub m365d_retry_after_in_body_only: bool,
+    /// Graph cuts every page at this many records whatever `$top` asks (server-driven paging),
+    /// and links the rest with `@odata.nextLink`: a short page that is not the last.
+    pub graph_page_cut: Option<u32>,
 }
 
 impl Default for DefenderSettings {
@@ -161,6 +164,7 @@ impl Default for DefenderSettings {
             rate_limit_scale: 1.0,
             m365d_next_link: false,
             m365d_retry_after_in_body_only: false,
+            graph_page_cut: None,
         }
     }
 }
@@ -169,6 +173,9 @@ impl DefenderSettings {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if !(self.rate_limit_scale.is_finite() && self.rate_limit_scale > 0.0) {
             return Err("rate_limit_scale must be a positive number".to_owned());
+        }
+        if self.graph_page_cut == Some(0) {
+            return Err("graph_page_cut must be at least 1".to_owned());
         }
         Ok(())
     }
@@ -186,6 +193,9 @@ pub struct DefenderSettingsPatch {
     pub m365d_next_link: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub m365d_retry_after_in_body_only: Option<bool>,
+    /// `Some(0)` turns the cut off; `Some(n)` cuts pages at `n` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_page_cut: Option<u32>,
 }
 
 impl DefenderSettingsPatch {
@@ -201,6 +211,9 @@ impl DefenderSettingsPatch {
         }
         if let Some(value) = self.m365d_retry_after_in_body_only {
             settings.m365d_retry_after_in_body_only = value;
+        }
+        if let Some(value) = self.graph_page_cut {
+            settings.graph_page_cut = (value > 0).then_some(value);
         }
     }
 }

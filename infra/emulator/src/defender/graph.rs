@@ -170,7 +170,11 @@ fn envelope(
     let (scan, count_scan) = scans;
     let offset = offset(query)?;
     let total = count_scan.map(|scan| count(scan, keep));
-    let (records, more) = cut(scan, keep, offset, query.top);
+    let top = context
+        .settings
+        .graph_page_cut
+        .map_or(query.top, |page_cut| query.top.min(u64::from(page_cut)));
+    let (records, more) = cut(scan, keep, offset, top);
     let mut body = json!({
         "@odata.context": format!("{}/v1.0/$metadata#{metadata}", context.base_url),
     });
