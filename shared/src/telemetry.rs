@@ -45,7 +45,11 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
             .with_ansi(false)
             .without_time()
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        // Colour only for a person at a terminal, never into a file or a pipe.
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
 }
 

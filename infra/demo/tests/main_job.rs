@@ -1,0 +1,71 @@
+//! The README's first command, run as a person runs it: the demo binary in a fresh folder, no
+//! AWS or Azure account. It must onboard, mint, ingest and never print a token unasked.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn run_demo(label: &str, args: &[&str]) -> (Output, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("dp-demo-{}-{label}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_defender-partner-demo"))
+        .args(args)
+        .current_dir(&dir)
+        .env_remove("RUST_LOG")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("the demo runs");
+    (output, dir)
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_main_job_onboards_mints_and_ingests_on_embedded_defaults() {
+    let (output, dir) = run_demo("plain", &[]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for expected in [
+        "Registered customer tenants:",
+        "callback answers 200 \"Onboarding complete\"",
+        "replayed answers 409",
+        "5 tokens minted, 7 requests refused with a typed error.",
+        "roles_missing",
+        "tenant_not_active",
+        "second run: 0 records delivered",
+        "third run: ",
+        "updates delivered",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("eyJ") && !stderr.contains("eyJ"),
+        "a token was printed without --show-tokens"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in redirected logs"
+    );
+    // What it left behind: the embedded registry and the sink's NDJSON files.
+    assert!(dir.join(".local/demo.sqlite").is_file());
+    let sink = dir.join(".local/demo-sink/incidents");
+    assert!(sink.is_dir(), "no sink folder at {}", sink.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tokens_are_printed_only_when_asked() {
+    let (output, dir) = run_demo("show-tokens", &["--show-tokens"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("eyJ"), "no token shown with --show-tokens");
+    let _ = std::fs::remove_dir_all(&dir);
+}
