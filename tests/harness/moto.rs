@@ -128,12 +128,12 @@ impl Moto {
     }
 }
 
-/// Creates the registry table the way `template.yaml` declares it: `pk`/`sk` strings, TTL on
-/// `expires_at`.
+/// Creates the registry table the way `template.yaml` declares it: `pk`/`sk` strings, the sparse
+/// `by-kind` index (`kind` → `pk`), TTL on `expires_at`.
 pub async fn create_registry_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<()> {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        TimeToLiveSpecification,
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
     };
     client
         .create_table()
@@ -149,6 +149,34 @@ pub async fn create_registry_table(client: &aws_sdk_dynamodb::Client, name: &str
             AttributeDefinition::builder()
                 .attribute_name("sk")
                 .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("kind")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(defender_partner::tenants::KIND_INDEX)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("kind")
+                        .key_type(KeyType::Hash)
+                        .build()?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("pk")
+                        .key_type(KeyType::Range)
+                        .build()?,
+                )
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
                 .build()?,
         )
         .key_schema(

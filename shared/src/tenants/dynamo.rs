@@ -1,6 +1,11 @@
 //! The registry in DynamoDB: one item per tenant in the project's single table
 //! (`pk = TENANT#{id}`, `sk = PROFILE`), written with conditions so concurrent writers never
 //! lose each other's updates.
+//!
+//! Listing never scans the table (whose delivery ledger grows with every record ever delivered):
+//! tenant profiles and checkpoints carry a `kind` attribute, and the sparse index `by-kind`
+//! (`kind` → `pk`) holds those items alone. Index reads are eventually consistent: a tenant
+//! written a moment ago may show up in a listing a moment later (the next fetch cycle).
 
 use std::collections::HashMap;
 
@@ -31,6 +36,10 @@ const CONSENT_PREFIX: &str = "CONSENT#";
 /// long after their link expires; then the table's TTL removes them.
 const ATTEMPT_RETENTION_DAYS: i64 = 30;
 const TENANT_PREFIX: &str = "TENANT#";
+/// The sparse index of the items worth listing, and the values of its `kind` key.
+pub const KIND_INDEX: &str = "by-kind";
+const KIND_TENANT: &str = "tenant";
+const KIND_CHECKPOINT: &str = "checkpoint";
 
 #[derive(Clone)]
 pub struct DynamoRegistry {
@@ -63,6 +72,7 @@ fn item(record: &TenantRecord, version: u64) -> HashMap<String, AttributeValue> 
         item.insert(name.to_owned(), value);
     };
     put("tenant_id", AttributeValue::S(record.tenant_id.to_string()));
+    put("kind", AttributeValue::S(KIND_TENANT.to_owned()));
     put(
         "display_name",
         AttributeValue::S(record.display_name.clone()),
@@ -220,12 +230,12 @@ impl TenantRegistry for DynamoRegistry {
         loop {
             let page = self
                 .client
-                .scan()
+                .query()
                 .table_name(&self.table)
-                .filter_expression("sk = :profile AND begins_with(pk, :prefix)")
-                .expression_attribute_values(":profile", AttributeValue::S(PROFILE.to_owned()))
-                .expression_attribute_values(":prefix", AttributeValue::S(TENANT_PREFIX.to_owned()))
-                .consistent_read(true)
+                .index_name(KIND_INDEX)
+                .key_condition_expression("#kind = :kind")
+                .expression_attribute_names("#kind", "kind")
+                .expression_attribute_values(":kind", AttributeValue::S(KIND_TENANT.to_owned()))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -511,6 +521,7 @@ impl Checkpoints for DynamoRegistry {
             "version".into(),
             AttributeValue::N(saved.version.to_string()),
         );
+        item.insert("kind".into(), AttributeValue::S(KIND_CHECKPOINT.to_owned()));
         let request = self
             .client
             .put_item()
@@ -543,14 +554,12 @@ impl Checkpoints for DynamoRegistry {
         loop {
             let page = self
                 .client
-                .scan()
+                .query()
                 .table_name(&self.table)
-                .filter_expression("begins_with(sk, :prefix)")
-                .expression_attribute_values(
-                    ":prefix",
-                    AttributeValue::S(CHECKPOINT_PREFIX.to_owned()),
-                )
-                .consistent_read(true)
+                .index_name(KIND_INDEX)
+                .key_condition_expression("#kind = :kind")
+                .expression_attribute_names("#kind", "kind")
+                .expression_attribute_values(":kind", AttributeValue::S(KIND_CHECKPOINT.to_owned()))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await

@@ -11,7 +11,7 @@ mod sqlite;
 
 pub use attempts::{AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
 pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
-pub use dynamo::DynamoRegistry;
+pub use dynamo::{DynamoRegistry, KIND_INDEX};
 pub use record::{TenantRecord, TenantStatus, stored_now};
 pub use sqlite::SqliteRegistry;
 
