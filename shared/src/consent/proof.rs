@@ -81,9 +81,24 @@ async fn prove_once(
     Ok(roles)
 }
 
+/// Which standing a proven consent may lift a tenant from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promotion {
+    /// A consent callback or the operator's explicit re-verification: any standing.
+    Any,
+    /// The fetch cycle's re-verification of pending tenants: a tenant offboarded or revoked
+    /// while the proof ran stays as it is.
+    PendingOnly,
+}
+
+/// Writes of one outcome tried before giving up to a concurrent writer.
+const RECORD_ATTEMPTS: usize = 8;
+
 /// Proves consent for `tenant` and records the result: `active` with its roles, or (when not
 /// proven) `pending` with the reason — except that an already active tenant stays active. Used by
-/// the callback, the operator's re-verification and the fetch cycle (for pending tenants).
+/// the callback, the operator's re-verification and the fetch cycle (for pending tenants). The
+/// record is re-read after the proof and written only if nobody changed it since (a conditional
+/// write, retried): an offboarding during the proof is never overwritten by a stale copy.
 pub async fn prove_and_record(
     registry: &dyn TenantRegistry,
     tokens: &AppTokenProvider,
@@ -91,27 +106,178 @@ pub async fn prove_and_record(
     tenant: &TenantId,
     customer_ref: &str,
     window: Duration,
+    promotion: Promotion,
 ) -> Result<TenantRecord, RegistryError> {
     let proof = prove_consent(tokens, settings, tenant, &settings.consent.apis, window).await;
-    let existing = registry.get(tenant).await?;
+    match &proof {
+        Ok(roles) => {
+            tracing::info!(tenant = %tenant, customer_ref, roles = ?roles, "consent proven")
+        }
+        Err(failure) => {
+            tracing::warn!(tenant = %tenant, code = %failure.code, error = %failure.message, "consent not proven")
+        }
+    }
+    for _ in 0..RECORD_ATTEMPTS {
+        let existing = registry.get(tenant).await?;
+        let is_new = existing.is_none();
+        let Some(record) = outcome(existing.clone(), &proof, tenant, customer_ref, promotion)
+        else {
+            let unchanged = existing.expect("only an existing record is left unchanged");
+            tracing::info!(tenant = %tenant, status = unchanged.status.as_str(), "tenant changed while its consent was proven; left as it is");
+            return Ok(unchanged);
+        };
+        let written = if is_new {
+            registry.insert(&record).await.map(|()| record.clone())
+        } else {
+            registry.replace(&record).await.map(|()| TenantRecord {
+                version: record.version + 1,
+                ..record.clone()
+            })
+        };
+        match written {
+            Err(RegistryError::Conflict(_)) => continue,
+            other => return other,
+        }
+    }
+    Err(RegistryError::Conflict(tenant.to_string()))
+}
+
+/// The record to write for a proof's outcome, from the record as it stands now; `None` when it
+/// must stay as it is.
+fn outcome(
+    existing: Option<TenantRecord>,
+    proof: &Result<Vec<String>, ProofFailure>,
+    tenant: &TenantId,
+    customer_ref: &str,
+    promotion: Promotion,
+) -> Option<TenantRecord> {
     let mut record = existing
         .unwrap_or_else(|| TenantRecord::new(tenant.clone(), customer_ref, TenantStatus::Pending));
+    if promotion == Promotion::PendingOnly && record.status != TenantStatus::Pending {
+        return None;
+    }
     record.customer_ref = Some(customer_ref.to_owned());
     record.updated_at = stored_now();
     match proof {
         Ok(roles) => {
             record.status = TenantStatus::Active;
-            record.roles = roles;
+            record.roles = roles.clone();
             record.status_reason = None;
-            tracing::info!(tenant = %tenant, customer_ref, roles = ?record.roles, "consent proven; tenant active");
         }
         Err(failure) => {
-            tracing::warn!(tenant = %tenant, code = %failure.code, error = %failure.message, "consent not proven");
             if record.status != TenantStatus::Active {
                 record.status = TenantStatus::Pending;
             }
             record.status_reason = Some(format!("{}: {}", failure.code, failure.message));
         }
     }
-    registry.upsert(&record).await
+    Some(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantId {
+        TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap()
+    }
+
+    fn stored(status: TenantStatus) -> TenantRecord {
+        let mut record = TenantRecord::new(tenant(), "CRM-1", status);
+        record.version = 4;
+        record
+    }
+
+    fn proven() -> Result<Vec<String>, ProofFailure> {
+        Ok(vec!["Incident.Read.All".to_owned()])
+    }
+
+    fn refused() -> Result<Vec<String>, ProofFailure> {
+        Err(ProofFailure {
+            code: ErrorCode::NotConsented,
+            message: "not yet".to_owned(),
+        })
+    }
+
+    #[test]
+    fn a_proof_activates_a_new_tenant_with_its_roles() {
+        let record = outcome(None, &proven(), &tenant(), "CRM-1", Promotion::Any).unwrap();
+        assert_eq!(record.status, TenantStatus::Active);
+        assert_eq!(record.roles, ["Incident.Read.All"]);
+        assert_eq!(record.version, 0);
+    }
+
+    #[test]
+    fn the_write_is_conditional_on_the_version_read_after_the_proof() {
+        let record = outcome(
+            Some(stored(TenantStatus::Pending)),
+            &proven(),
+            &tenant(),
+            "CRM-1",
+            Promotion::PendingOnly,
+        )
+        .unwrap();
+        assert_eq!(record.version, 4, "replace() checks this version");
+        assert_eq!(record.status, TenantStatus::Active);
+    }
+
+    #[test]
+    fn the_fetch_cycle_never_revives_a_tenant_offboarded_or_revoked_meanwhile() {
+        for status in [
+            TenantStatus::Offboarded,
+            TenantStatus::Revoked,
+            TenantStatus::Active,
+        ] {
+            for proof in [proven(), refused()] {
+                assert!(
+                    outcome(
+                        Some(stored(status)),
+                        &proof,
+                        &tenant(),
+                        "CRM-1",
+                        Promotion::PendingOnly
+                    )
+                    .is_none(),
+                    "{status:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_consent_may_bring_back_an_offboarded_tenant() {
+        let record = outcome(
+            Some(stored(TenantStatus::Offboarded)),
+            &proven(),
+            &tenant(),
+            "CRM-1",
+            Promotion::Any,
+        )
+        .unwrap();
+        assert_eq!(record.status, TenantStatus::Active);
+        let unproven = outcome(
+            Some(stored(TenantStatus::Offboarded)),
+            &refused(),
+            &tenant(),
+            "CRM-1",
+            Promotion::Any,
+        )
+        .unwrap();
+        assert_eq!(unproven.status, TenantStatus::Pending);
+        assert!(unproven.status_reason.unwrap().contains("not_consented"));
+    }
+
+    #[test]
+    fn an_active_tenant_stays_active_when_a_proof_fails() {
+        let record = outcome(
+            Some(stored(TenantStatus::Active)),
+            &refused(),
+            &tenant(),
+            "CRM-1",
+            Promotion::Any,
+        )
+        .unwrap();
+        assert_eq!(record.status, TenantStatus::Active);
+        assert!(record.status_reason.is_some());
+    }
 }

@@ -11,7 +11,7 @@ use super::callback::{CallbackOutcome, parse_callback};
 use super::keys::load_state_key;
 use super::links::{LinkKind, consent_url};
 use super::pages::Page;
-use super::proof::{ProofFailure, prove_and_record};
+use super::proof::{Promotion, ProofFailure, prove_and_record};
 use super::state::{ConsentState, StateError, StateSigner};
 use crate::ErrorCode;
 use crate::config::{ENV_CONSENT_REDIRECT_URI, Settings};
@@ -318,6 +318,7 @@ impl ConsentService {
             tenant,
             customer_ref,
             self.settings.consent.proof_window,
+            Promotion::Any,
         )
         .await
     }

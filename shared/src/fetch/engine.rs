@@ -97,6 +97,7 @@ impl Reverifier {
             tenant,
             customer_ref,
             Duration::ZERO,
+            crate::consent::proof::Promotion::PendingOnly,
         )
         .await
     }
