@@ -637,6 +637,65 @@ async fn a_short_page_with_a_next_link_does_not_end_the_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_leaves_pending_tenants_for_the_next_cycle() {
+    let fixture = Fixture::start(
+        [(5, 0), (5, 0), (0, 0)],
+        &[("DP_SOURCES", "m365d-incidents")],
+    )
+    .await;
+    let alpha = TenantId::parse(ALPHA).unwrap();
+    fixture
+        .services
+        .registry
+        .set_status(&alpha, TenantStatus::Pending, None)
+        .await
+        .unwrap();
+    fixture.handle.clear_token_requests();
+    // 30 s left: less than the minute kept for active tenants.
+    let report = fixture
+        .service
+        .scheduled(Instant::now() + Duration::from_secs(30))
+        .await
+        .unwrap();
+    let record = fixture
+        .services
+        .registry
+        .get(&alpha)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, TenantStatus::Pending, "not proven this run");
+    assert!(
+        fixture
+            .handle
+            .token_requests()
+            .iter()
+            .all(|request| request.tenant != ALPHA),
+        "no proof was attempted for the pending tenant"
+    );
+    // The active tenants still ran.
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .any(|o| o.tenant_id.as_str() == BRAVO && o.result == PairResult::Complete),
+        "{:?}",
+        report.outcomes
+    );
+    // With time enough, the next cycle proves it.
+    fixture.run().await;
+    let record = fixture
+        .services
+        .registry
+        .get(&alpha)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, TenantStatus::Active);
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
     let fixture = Fixture::start(
         [(5, 0), (0, 0), (0, 0)],

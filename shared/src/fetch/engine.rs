@@ -270,10 +270,18 @@ impl Fetcher {
                 && !expand_alerts
                 && !page.records.is_empty()
             {
-                outcome.api_calls +=
-                    attach_alerts(&self.client, tenant, &spec, &mut page.records, budget)
-                        .await
-                        .map_err(Failure::Api)?;
+                match attach_alerts(&self.client, tenant, &spec, &mut page.records, budget).await {
+                    Ok(calls) => outcome.api_calls += calls,
+                    // A throttle while reading alerts is a throttle of the pair, not a failure:
+                    // the page is read again, alerts and all, once Microsoft's wait is over.
+                    Err(ApiError::Throttled(wait) | ApiError::LocalLimit(wait)) => {
+                        self.save(&checkpoint).await?;
+                        return Ok(PairResult::Throttled {
+                            retry_after_seconds: wait.as_secs_f64().ceil() as u64,
+                        });
+                    }
+                    Err(error) => return Err(Failure::Api(error)),
+                }
             }
             let returned = page.records.len() + page.unreadable;
             // A server may cut a page below `$top` and say so with a link: only a short page

@@ -3,6 +3,7 @@
 //! it is large. One pair failing never stops the others.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -13,6 +14,9 @@ use super::engine::{Fetcher, PairOutcome, PairResult};
 use crate::sink::Source;
 use crate::tenant_id::TenantId;
 use crate::tenants::{RegistryError, TenantStatus};
+
+/// Time a scheduled run keeps for its active tenants before it re-verifies pending ones.
+const REVERIFY_RESERVE: Duration = Duration::from_secs(60);
 
 /// One unit of work: what a queue message carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,12 +53,22 @@ pub trait WorkQueue: Send + Sync {
 /// The pairs to run now: every active tenant × every configured source. Pending tenants (consent
 /// given but not yet proven) are re-verified first, so a consent that has propagated since the
 /// callback starts flowing in this run.
-pub async fn plan(fetcher: &Fetcher) -> Result<(usize, Vec<PairTask>), RegistryError> {
+pub async fn plan(
+    fetcher: &Fetcher,
+    deadline: Instant,
+) -> Result<(usize, Vec<PairTask>), RegistryError> {
     let mut tenants = Vec::new();
     for tenant in fetcher.registry.list().await? {
         match tenant.status {
             TenantStatus::Active => tenants.push(tenant.tenant_id),
             TenantStatus::Pending => {
+                // Proofs must not eat the time the active tenants need: past the reserve, the
+                // next cycle proves them.
+                let time_left = deadline.saturating_duration_since(Instant::now());
+                if time_left < fetcher.settings.deadline_margin + REVERIFY_RESERVE {
+                    tracing::info!(tenant = %tenant.tenant_id, "pending tenant left for the next cycle: time is short");
+                    continue;
+                }
                 if let Some(reverify) = &fetcher.reverify {
                     let customer_ref = tenant
                         .customer_ref
@@ -94,7 +108,7 @@ pub async fn run_scheduled(
     queue: Option<&dyn WorkQueue>,
     deadline: Instant,
 ) -> Result<FleetReport, RegistryError> {
-    let (tenants, tasks) = plan(&fetcher).await?;
+    let (tenants, tasks) = plan(&fetcher, deadline).await?;
     let pairs = tasks.len();
     if let Some(queue) = queue.filter(|_| pairs > fetcher.settings.fanout_threshold) {
         queue
