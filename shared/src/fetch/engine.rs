@@ -112,8 +112,13 @@ pub struct Fetcher {
     pub settings: FetchSettings,
 }
 
-/// Longest single wait inside a run for a throttle or a limiter slot; longer waits end the pair.
+/// Longest wait inside a run for Microsoft's `Retry-After`; a longer one ends the pair (in the
+/// fanned-out path its continuation waits in the queue instead).
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait inside a run for our own limiter's next slot: a full minute's budget, spent in a
+/// burst, frees its first slot a minute later. Waiting for it costs the same Lambda time as a
+/// limiter that spaces calls evenly, and lets a backfill go on in the same invocation.
+const MAX_LIMITER_WAIT: Duration = Duration::from_secs(65);
 /// Retries of a 5xx or transport failure within a run.
 const OUTAGE_RETRIES: u32 = 3;
 
@@ -229,7 +234,7 @@ impl Fetcher {
                 self.save(&checkpoint).await?;
                 return Ok(PairResult::Partial);
             }
-            let budget = (left - self.settings.deadline_margin).min(MAX_INLINE_WAIT);
+            let budget = (left - self.settings.deadline_margin).min(MAX_LIMITER_WAIT);
             let window = checkpoint.window.clone().expect("opened above");
             let bound = window
                 .cursor
@@ -404,7 +409,7 @@ impl Fetcher {
             let left = budget.saturating_sub(started.elapsed());
             match self.client.get(tenant, spec, url, left).await {
                 Err(ApiError::Throttled(wait))
-                    if wait <= budget.saturating_sub(started.elapsed()) =>
+                    if wait <= MAX_INLINE_WAIT.min(budget.saturating_sub(started.elapsed())) =>
                 {
                     tracing::info!(tenant = %tenant, wait_ms = wait.as_millis() as u64, "throttled; waiting as asked");
                     tokio::time::sleep(wait).await;
