@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::{Builder, Uuid};
 
-use crate::directory::{RegisteredApp, Tenant};
+use crate::directory::{RegisteredApp, Tenant, User};
 use crate::keys::SigningKey;
 use crate::request_log::{CredentialKind, Endpoint};
 
@@ -89,6 +89,113 @@ pub(crate) fn issue(
         expires_on,
         not_before: issued_at,
     })
+}
+
+/// Everything that decides the content of a delegated (user) token.
+pub(crate) struct UserTokenOrder<'a> {
+    pub tenant: &'a Tenant,
+    pub app: &'a RegisteredApp,
+    pub user: &'a User,
+    /// The resource exactly as the client named it: it becomes `aud`.
+    pub audience: &'a str,
+    pub scopes: &'a [String],
+    pub amr: &'a [String],
+    /// `"0"` public client, `"1"` secret, `"2"` certificate.
+    pub acr: &'a str,
+    /// May be zero or negative (the control API mints expired tokens for tests).
+    pub lifetime_seconds: i64,
+    pub now: DateTime<Utc>,
+}
+
+/// A v2 delegated access token: `scp` instead of `roles`, and the user's `oid`, `upn`,
+/// `preferred_username`, `name`.
+pub(crate) fn issue_user_token(
+    key: &SigningKey,
+    base_url: &str,
+    order: &UserTokenOrder<'_>,
+) -> anyhow::Result<Issued> {
+    let tid = order.tenant.id.as_str();
+    let client_id = order.app.client_id.as_str();
+    let issued_at = order.now.timestamp();
+    let expires_on = issued_at + order.lifetime_seconds;
+    let mut claims = Map::new();
+    claims.insert("aud".into(), json!(order.audience));
+    claims.insert("iss".into(), json!(format!("{base_url}/{tid}/v2.0")));
+    claims.insert("iat".into(), json!(issued_at));
+    claims.insert("nbf".into(), json!(issued_at));
+    claims.insert("exp".into(), json!(expires_on));
+    claims.insert("amr".into(), json!(order.amr));
+    claims.insert("azp".into(), json!(client_id));
+    claims.insert("azpacr".into(), json!(order.acr));
+    claims.insert("appid".into(), json!(client_id));
+    if !order.app.display_name.is_empty() {
+        claims.insert("app_displayname".into(), json!(order.app.display_name));
+    }
+    claims.insert("idtyp".into(), json!("user"));
+    if !order.user.display_name.is_empty() {
+        claims.insert("name".into(), json!(order.user.display_name));
+    }
+    claims.insert("oid".into(), json!(order.user.oid));
+    claims.insert("preferred_username".into(), json!(order.user.upn));
+    claims.insert("scp".into(), json!(order.scopes.join(" ")));
+    claims.insert(
+        "sub".into(),
+        json!(pairwise_subject(&order.user.oid, client_id)),
+    );
+    claims.insert("tid".into(), json!(tid));
+    claims.insert("upn".into(), json!(order.user.upn));
+    claims.insert("uti".into(), json!(random_token_id()));
+    claims.insert("jti".into(), json!(Uuid::new_v4().to_string()));
+    claims.insert("ver".into(), json!("2.0"));
+    Ok(Issued {
+        access_token: key.sign(&Value::Object(claims))?,
+        expires_in: u64::try_from(order.lifetime_seconds.max(0))?,
+        expires_on,
+        not_before: issued_at,
+    })
+}
+
+/// A v2 ID token for the app (`openid` asked).
+pub(crate) fn issue_id_token(
+    key: &SigningKey,
+    base_url: &str,
+    order: &UserTokenOrder<'_>,
+    nonce: Option<&str>,
+) -> anyhow::Result<String> {
+    let tid = order.tenant.id.as_str();
+    let client_id = order.app.client_id.as_str();
+    let issued_at = order.now.timestamp();
+    let mut claims = Map::new();
+    claims.insert("aud".into(), json!(client_id));
+    claims.insert("iss".into(), json!(format!("{base_url}/{tid}/v2.0")));
+    claims.insert("iat".into(), json!(issued_at));
+    claims.insert("nbf".into(), json!(issued_at));
+    claims.insert("exp".into(), json!(issued_at + order.lifetime_seconds));
+    if !order.user.display_name.is_empty() {
+        claims.insert("name".into(), json!(order.user.display_name));
+    }
+    if let Some(nonce) = nonce {
+        claims.insert("nonce".into(), json!(nonce));
+    }
+    claims.insert("oid".into(), json!(order.user.oid));
+    claims.insert("preferred_username".into(), json!(order.user.upn));
+    claims.insert(
+        "sub".into(),
+        json!(pairwise_subject(&order.user.oid, client_id)),
+    );
+    claims.insert("tid".into(), json!(tid));
+    claims.insert("ver".into(), json!("2.0"));
+    key.sign(&Value::Object(claims))
+}
+
+/// Entra's `sub` of a user token: pairwise per user and app.
+fn pairwise_subject(user_oid: &str, client_id: &str) -> String {
+    use base64::Engine;
+    let hash = digest::digest(
+        &digest::SHA256,
+        format!("defender-emulator subject {user_oid} {client_id}").as_bytes(),
+    );
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hash.as_ref()[..32])
 }
 
 /// The app's service principal in a tenant: a different object in every tenant, always the same

@@ -190,6 +190,11 @@ struct Settings {
     m365d_next_link: Option<bool>,
     m365d_retry_after_in_body_only: Option<bool>,
     graph_page_cut: Option<u32>,
+    // The delegated flows' lifetimes (see `crate::scenario::DelegatedSettings`).
+    authorization_code_lifetime_seconds: Option<u64>,
+    refresh_token_lifetime_seconds: Option<u64>,
+    device_code_lifetime_seconds: Option<u64>,
+    device_code_interval_seconds: Option<u64>,
 }
 
 async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -205,6 +210,30 @@ async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
             m365d_retry_after_in_body_only: settings.m365d_retry_after_in_body_only,
             graph_page_cut: settings.graph_page_cut,
         })?;
+        let mut delegated = handle.delegated_settings();
+        for (slot, value) in [
+            (
+                &mut delegated.authorization_code_lifetime_seconds,
+                settings.authorization_code_lifetime_seconds,
+            ),
+            (
+                &mut delegated.refresh_token_lifetime_seconds,
+                settings.refresh_token_lifetime_seconds,
+            ),
+            (
+                &mut delegated.device_code_lifetime_seconds,
+                settings.device_code_lifetime_seconds,
+            ),
+            (
+                &mut delegated.device_code_interval_seconds,
+                settings.device_code_interval_seconds,
+            ),
+        ] {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        handle.set_delegated_settings(delegated);
         match settings.token_lifetime_seconds {
             Some(seconds) => handle.set_token_lifetime(seconds),
             None => Ok(()),

@@ -27,6 +27,23 @@ pub const WOODGROVE_DOMAIN: &str = "woodgrove.onmicrosoft.com";
 pub const CONSENT_REDIRECT_URI: &str = "http://localhost/consent/callback";
 pub const CONSENT_REDIRECT_URI_IP: &str = "http://127.0.0.1/consent/callback";
 
+/// Redirect URIs registered for interactive sign-in (authorization code + PKCE).
+pub const SIGNIN_REDIRECT_URI: &str = "http://localhost/signin/callback";
+pub const SIGNIN_REDIRECT_URI_IP: &str = "http://127.0.0.1/signin/callback";
+
+/// Contoso test users. The analyst reads incidents and alerts (`Security Reader`).
+pub const CONTOSO_ANALYST_OID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+pub const CONTOSO_ANALYST_UPN: &str = "analyst@contoso.onmicrosoft.com";
+/// `Security Operator`, and Conditional Access requires MFA (`mfa_required`).
+pub const CONTOSO_MFA_USER_OID: &str = "aaaaaaaa-0000-4000-8000-000000000002";
+pub const CONTOSO_MFA_USER_UPN: &str = "secops@contoso.onmicrosoft.com";
+/// No portal role: the data APIs answer 403 to its delegated calls.
+pub const CONTOSO_NO_ROLE_OID: &str = "aaaaaaaa-0000-4000-8000-000000000003";
+pub const CONTOSO_NO_ROLE_UPN: &str = "helpdesk@contoso.onmicrosoft.com";
+/// Fabrikam's analyst: Fabrikam has given no delegated consent (AADSTS65001 for `.default`).
+pub const FABRIKAM_ANALYST_OID: &str = "bbbbbbbb-0000-4000-8000-000000000001";
+pub const FABRIKAM_ANALYST_UPN: &str = "analyst@fabrikam.onmicrosoft.com";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,7 +70,27 @@ mod tests {
         );
         assert_eq!(
             demo.apps[0].redirect_uris,
-            [CONSENT_REDIRECT_URI, CONSENT_REDIRECT_URI_IP]
+            [
+                CONSENT_REDIRECT_URI,
+                CONSENT_REDIRECT_URI_IP,
+                SIGNIN_REDIRECT_URI,
+                SIGNIN_REDIRECT_URI_IP
+            ]
+        );
+        let users: Vec<(&str, &str)> = demo
+            .tenants
+            .iter()
+            .flat_map(|t| t.users.iter())
+            .map(|u| (u.oid.as_str(), u.upn.as_str()))
+            .collect();
+        assert_eq!(
+            users,
+            [
+                (CONTOSO_ANALYST_OID, CONTOSO_ANALYST_UPN),
+                (CONTOSO_MFA_USER_OID, CONTOSO_MFA_USER_UPN),
+                (CONTOSO_NO_ROLE_OID, CONTOSO_NO_ROLE_UPN),
+                (FABRIKAM_ANALYST_OID, FABRIKAM_ANALYST_UPN)
+            ]
         );
     }
 }

@@ -8,8 +8,8 @@ use crate::certificates::Certificate;
 use crate::handle::ControlError;
 use crate::resources::{self, Resource};
 use crate::scenario::{
-    AppConfig, CertificateConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,
-    TenantConfig,
+    AppConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings, GrantConfig,
+    RequiredPermissionConfig, Scenario, SecretConfig, TenantConfig, UserConfig,
 };
 
 /// What the `{tenant}` part of a URL is, before looking anything up.
@@ -73,6 +73,8 @@ pub(crate) struct Directory {
     pub token_lifetime_seconds: u64,
     /// Delay before the grants of an accepted admin consent take effect.
     pub consent_propagation_ms: u64,
+    /// Lifetimes of the delegated flows.
+    pub delegated: DelegatedSettings,
     apps: Vec<RegisteredApp>,
     tenants: Vec<Tenant>,
 }
@@ -85,6 +87,7 @@ pub(crate) struct RegisteredApp {
     pub certificates: Vec<Certificate>,
     pub redirect_uris: Vec<String>,
     pub required_permissions: Vec<RequiredPermissionConfig>,
+    pub allow_public_client_flows: bool,
 }
 
 pub(crate) struct Tenant {
@@ -93,6 +96,27 @@ pub(crate) struct Tenant {
     pub domains: Vec<String>,
     pub region_scope: String,
     grants: Vec<Grant>,
+    pub users: Vec<User>,
+    delegated_grants: Vec<DelegatedGrant>,
+}
+
+/// A test user; ids lower-case.
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    pub oid: String,
+    pub upn: String,
+    pub display_name: String,
+    pub portal_roles: Vec<String>,
+    pub mfa_required: bool,
+    pub mfa_registered: bool,
+}
+
+struct DelegatedGrant {
+    client_id: String,
+    resource: &'static Resource,
+    scopes: Vec<String>,
+    /// The user's oid; `None`: every user of the tenant.
+    user: Option<String>,
 }
 
 struct Grant {
@@ -114,6 +138,7 @@ impl Directory {
         let mut directory = Directory {
             token_lifetime_seconds: scenario.token_lifetime_seconds,
             consent_propagation_ms: scenario.consent_propagation_ms,
+            delegated: scenario.delegated,
             apps: Vec::new(),
             tenants: Vec::new(),
         };
@@ -169,7 +194,7 @@ impl Directory {
             .ok_or_else(|| ControlError::NotFound(format!("no app {client_id}")))
     }
 
-    fn tenant_mut(&mut self, segment: &str) -> Result<&mut Tenant, ControlError> {
+    pub(crate) fn tenant_mut(&mut self, segment: &str) -> Result<&mut Tenant, ControlError> {
         let id = self
             .tenant_id_of(segment)
             .ok_or_else(|| ControlError::NotFound(format!("no tenant {segment}")))?;
@@ -293,6 +318,7 @@ impl RegisteredApp {
                 .collect::<anyhow::Result<_>>()?,
             redirect_uris: config.redirect_uris.clone(),
             required_permissions: config.required_permissions.clone(),
+            allow_public_client_flows: config.allow_public_client_flows,
         })
     }
 
@@ -330,7 +356,144 @@ impl Tenant {
                 .iter()
                 .map(Grant::from_config)
                 .collect::<anyhow::Result<_>>()?,
+            users: config.users.iter().map(User::from_config).collect(),
+            delegated_grants: Vec::new(),
         })
+        .and_then(|mut tenant| {
+            for grant in &config.delegated_grants {
+                tenant
+                    .set_delegated_grant(grant)
+                    .map_err(|error| anyhow::anyhow!("{error}"))?;
+            }
+            Ok(tenant)
+        })
+    }
+
+    /// The user named by oid or upn (case-insensitive).
+    pub(crate) fn user(&self, name: &str) -> Option<&User> {
+        let oid = normalize_guid(&name.to_ascii_lowercase());
+        self.users
+            .iter()
+            .find(|user| Some(&user.oid) == oid.as_ref() || user.upn.eq_ignore_ascii_case(name))
+    }
+
+    pub(crate) fn user_mut(&mut self, name: &str) -> Result<&mut User, ControlError> {
+        let oid = self
+            .user(name)
+            .map(|user| user.oid.clone())
+            .ok_or_else(|| {
+                ControlError::NotFound(format!("no user {name} in tenant {}", self.id))
+            })?;
+        self.users
+            .iter_mut()
+            .find(|user| user.oid == oid)
+            .ok_or_else(|| ControlError::NotFound(format!("no user {name}")))
+    }
+
+    pub(crate) fn add_user(&mut self, config: &UserConfig) -> Result<(), ControlError> {
+        config.validate().map_err(ControlError::invalid)?;
+        let user = User::from_config(config);
+        if self.user(&user.oid).is_some() || self.user(&user.upn).is_some() {
+            return Err(ControlError::Conflict(format!(
+                "user {} already exists in tenant {}",
+                user.upn, self.id
+            )));
+        }
+        self.users.push(user);
+        Ok(())
+    }
+
+    /// Sets or replaces the delegated grant of (app, resource, user or everyone).
+    pub(crate) fn set_delegated_grant(
+        &mut self,
+        config: &DelegatedGrantConfig,
+    ) -> Result<(), ControlError> {
+        config.validate().map_err(ControlError::invalid)?;
+        let user = match &config.user {
+            Some(name) => Some(
+                self.user(name)
+                    .ok_or_else(|| {
+                        ControlError::NotFound(format!("no user {name} in tenant {}", self.id))
+                    })?
+                    .oid
+                    .clone(),
+            ),
+            None => None,
+        };
+        let grant = DelegatedGrant {
+            client_id: normalize_guid(&config.client_id.to_ascii_lowercase()).unwrap_or_default(),
+            resource: resources::find(&config.resource)
+                .ok_or_else(|| ControlError::Invalid("unknown resource".to_owned()))?,
+            scopes: config.scopes.clone(),
+            user,
+        };
+        self.delegated_grants.retain(|g| {
+            !(g.client_id == grant.client_id
+                && g.resource == grant.resource
+                && g.user == grant.user)
+        });
+        self.delegated_grants.push(grant);
+        Ok(())
+    }
+
+    /// Adds scopes to one user's consent (what accepting the sign-in page does).
+    pub(crate) fn add_user_consent(
+        &mut self,
+        client_id: &str,
+        resource: &'static Resource,
+        user_oid: &str,
+        scopes: &[String],
+    ) {
+        let existing = self.delegated_grants.iter_mut().find(|g| {
+            g.client_id == client_id
+                && g.resource == resource
+                && g.user.as_deref() == Some(user_oid)
+        });
+        match existing {
+            Some(grant) => {
+                for scope in scopes {
+                    if !grant.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)) {
+                        grant.scopes.push(scope.clone());
+                    }
+                }
+            }
+            None => self.delegated_grants.push(DelegatedGrant {
+                client_id: client_id.to_owned(),
+                resource,
+                scopes: scopes.to_vec(),
+                user: Some(user_oid.to_owned()),
+            }),
+        }
+    }
+
+    /// Removes the app's delegated grants (of one user, or all of them).
+    pub(crate) fn revoke_delegated_grants(&mut self, client_id: &str, user_oid: Option<&str>) {
+        self.delegated_grants.retain(|g| {
+            !(g.client_id == client_id && user_oid.is_none_or(|oid| g.user.as_deref() == Some(oid)))
+        });
+    }
+
+    /// Delegated scopes the user may use through the app on the resource: the tenant-wide
+    /// (admin) consent plus the user's own, without repeats.
+    pub(crate) fn delegated_scopes(
+        &self,
+        client_id: &str,
+        resource: &Resource,
+        user_oid: &str,
+    ) -> Vec<String> {
+        let mut scopes: Vec<String> = Vec::new();
+        for grant in self.delegated_grants.iter().filter(|g| {
+            g.client_id == client_id
+                && g.resource == resource
+                && g.user.as_deref().is_none_or(|oid| oid == user_oid)
+        }) {
+            for scope in &grant.scopes {
+                if !scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)) {
+                    scopes.push(scope.clone());
+                }
+            }
+        }
+        scopes
     }
 
     /// An app is in a tenant once the tenant granted it anything, even an empty set of roles.
@@ -353,6 +516,19 @@ impl Tenant {
             }
         }
         roles
+    }
+}
+
+impl User {
+    fn from_config(config: &UserConfig) -> User {
+        User {
+            oid: normalize_guid(&config.oid.to_ascii_lowercase()).unwrap_or_default(),
+            upn: config.upn.clone(),
+            display_name: config.display_name.clone(),
+            portal_roles: config.portal_roles.clone(),
+            mfa_required: config.mfa_required,
+            mfa_registered: config.mfa_registered,
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub struct EntraError {
     pub retry_after: Option<u64>,
     /// Echo of the caller's `client-request-id`, as Entra does; random otherwise.
     pub correlation_id: Option<String>,
+    /// Conditional Access claims challenge (`interaction_required`), sent as `claims`.
+    pub claims: Option<String>,
 }
 
 impl EntraError {
@@ -35,6 +37,7 @@ impl EntraError {
             message: message.into(),
             retry_after: None,
             correlation_id: None,
+            claims: None,
         }
     }
 
@@ -51,7 +54,7 @@ impl EntraError {
             .clone()
             .unwrap_or_else(|| Uuid::new_v4().to_string());
         let timestamp = Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
-        json!({
+        let mut body = json!({
             "error": self.error,
             "error_description": format!(
                 "AADSTS{}: {}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}",
@@ -62,7 +65,12 @@ impl EntraError {
             "trace_id": trace_id,
             "correlation_id": correlation_id,
             "error_uri": format!("https://login.microsoftonline.com/error?code={}", self.code),
-        })
+        });
+        if let Some(claims) = &self.claims {
+            body["claims"] = json!(claims);
+            body["suberror"] = json!("basic_action");
+        }
+        body
     }
 
     // --- request shape -------------------------------------------------------------------
@@ -81,7 +89,7 @@ impl EntraError {
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             70003,
-            "The app requested an unsupported grant type. This endpoint accepts only 'client_credentials'.",
+            "The app requested an unsupported grant type. This endpoint accepts 'client_credentials', 'authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:jwt-bearer' and 'urn:ietf:params:oauth:grant-type:device_code'.",
         )
     }
 
@@ -273,6 +281,31 @@ impl EntraError {
         )
     }
 
+    // --- delegated flows ------------------------------------------------------------------
+
+    /// `invalid_grant` (400) with an AADSTS code: codes, refresh tokens, assertions, consent.
+    pub fn invalid_grant(code: u32, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", code, message)
+    }
+
+    /// A device-code polling answer (`authorization_pending`, `slow_down`, ...): 400.
+    pub fn device_flow(error: &str, code: u32, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, code, message)
+    }
+
+    /// MFA or Conditional Access required: `interaction_required` with a claims challenge that
+    /// the client app must send back unchanged when it signs the user in again.
+    pub fn interaction_required(code: u32, message: impl Into<String>, claims: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::BAD_REQUEST,
+            "interaction_required",
+            code,
+            message,
+        );
+        error.claims = Some(claims);
+        error
+    }
+
     // --- injected faults ------------------------------------------------------------------
 
     /// The transient answer for an injected status: throttling for 429, a retryable server
@@ -335,7 +368,7 @@ pub(crate) fn correlation_id(headers: &HeaderMap) -> Option<String> {
 
 /// Caller-supplied text in a description is cut short: it is there to help, not to be echoed
 /// back at length.
-fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     const LIMIT: usize = 256;
     if text.chars().count() <= LIMIT {
         text.to_owned()

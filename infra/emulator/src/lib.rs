@@ -1,4 +1,5 @@
-//! A loopback emulator of the Entra ID side of Microsoft for client-credentials token minting:
+//! A loopback emulator of the Entra ID side of Microsoft for token minting (client credentials and
+//! the delegated flows: authorization code + PKCE, refresh, on-behalf-of, device code):
 //! v1 and v2 token endpoints, signing keys, OpenID metadata and Entra's error answers, plus a
 //! control API to inject faults, rotate credentials and read what clients sent.
 //!
@@ -11,6 +12,7 @@ mod certificates;
 mod consent;
 mod control;
 mod defender;
+mod delegated;
 pub mod demo;
 mod directory;
 mod discovery;
@@ -30,11 +32,15 @@ pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
     RateLimitMode, TouchWhilePaging,
 };
+pub use delegated::{
+    DelegatedTokenRecord, DeviceDecision, DeviceVerdict, MintedUserToken, RefreshTokenCounts,
+    UserTokenRequest,
+};
 pub use faults::{Fault, FaultMatch};
 pub use handle::{ControlError, EmulatorHandle};
 pub use request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 pub use scenario::{
-    AppConfig, CertificateConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,
-    TenantConfig,
+    AppConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings, GrantConfig,
+    RequiredPermissionConfig, Scenario, SecretConfig, TenantConfig, UserConfig,
 };
 pub use server::{RunningEmulator, start};

@@ -35,6 +35,99 @@ pub struct Scenario {
     /// Customer tenants and what each one consented to.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    /// Lifetimes of the delegated flows' codes and refresh tokens (see "Delegated access").
+    #[serde(default)]
+    pub delegated: DelegatedSettings,
+}
+
+/// Lifetimes and polling interval of the delegated flows. 0 makes a code or refresh token
+/// expire at once, so that tests reach the expiry answers without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegatedSettings {
+    /// Life of an authorization code (Entra: about 10 minutes).
+    #[serde(default = "default_code_lifetime")]
+    pub authorization_code_lifetime_seconds: u64,
+    /// Inactivity window of a refresh token: each rotation starts a new one (Entra: 90 days).
+    #[serde(default = "default_refresh_lifetime")]
+    pub refresh_token_lifetime_seconds: u64,
+    /// `expires_in` of a device code (Entra: 15 minutes).
+    #[serde(default = "default_device_code_lifetime")]
+    pub device_code_lifetime_seconds: u64,
+    /// `interval` of a device code: polling sooner answers `slow_down` (Entra: 5 seconds).
+    #[serde(default = "default_device_code_interval")]
+    pub device_code_interval_seconds: u64,
+}
+
+impl Default for DelegatedSettings {
+    fn default() -> Self {
+        DelegatedSettings {
+            authorization_code_lifetime_seconds: default_code_lifetime(),
+            refresh_token_lifetime_seconds: default_refresh_lifetime(),
+            device_code_lifetime_seconds: default_device_code_lifetime(),
+            device_code_interval_seconds: default_device_code_interval(),
+        }
+    }
+}
+
+fn default_code_lifetime() -> u64 {
+    600
+}
+
+fn default_refresh_lifetime() -> u64 {
+    90 * 86_400
+}
+
+fn default_device_code_lifetime() -> u64 {
+    900
+}
+
+fn default_device_code_interval() -> u64 {
+    5
+}
+
+/// A test user of a tenant, who can sign in on the emulator's pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Object id, a GUID: the `oid` claim.
+    pub oid: String,
+    /// User principal name: the `upn` and `preferred_username` claims.
+    pub upn: String,
+    #[serde(default)]
+    pub display_name: String,
+    /// Defender portal / Entra roles (`Security Reader`, `Security Operator`, `Security
+    /// Administrator`, `Global Reader`, `Global Administrator`): the data APIs answer 403 to a
+    /// delegated call of a user holding none of the roles that allow it.
+    #[serde(default)]
+    pub portal_roles: Vec<String>,
+    /// Conditional Access requires MFA: sign-ins without MFA and OBO exchanges of tokens
+    /// without `mfa` in `amr` get `interaction_required` (AADSTS50076).
+    #[serde(default)]
+    pub mfa_required: bool,
+    /// With `mfa_required`: false means the user has not registered MFA yet (AADSTS50079).
+    #[serde(default = "yes")]
+    pub mfa_registered: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Consent to delegated permissions (scopes) of one resource: for every user of the tenant
+/// (admin consent) or for one user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegatedGrantConfig {
+    pub client_id: String,
+    /// Any known identifier of the resource.
+    pub resource: String,
+    /// Delegated permission names (`Incident.Read`, `Alert.Read`, ...).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The user's oid or upn; absent: admin consent for all users of the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// One app registration.
@@ -58,6 +151,10 @@ pub struct AppConfig {
     /// The API permissions the registration lists: what an admin consent grants.
     #[serde(default)]
     pub required_permissions: Vec<RequiredPermissionConfig>,
+    /// Entra's "Allow public client flows": the device code grant (and refreshing its tokens)
+    /// may then come without a client credential.
+    #[serde(default)]
+    pub allow_public_client_flows: bool,
 }
 
 /// A client secret of an app.
@@ -109,6 +206,12 @@ pub struct TenantConfig {
     /// Incidents and alerts the data APIs serve for this tenant (none when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<crate::defender::DataConfig>,
+    /// Test users who can sign in to the tenant (delegated flows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
+    /// Consent to delegated permissions, tenant-wide or per user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegated_grants: Vec<DelegatedGrantConfig>,
 }
 
 /// Consent of one app to one resource in one tenant.
@@ -233,6 +336,76 @@ impl TenantConfig {
         if let Some(data) = &self.data {
             data.validate()
                 .with_context(|| format!("tenant {}", self.id))?;
+        }
+        let mut oids = HashSet::new();
+        let mut upns = HashSet::new();
+        for user in &self.users {
+            user.validate()
+                .with_context(|| format!("tenant {}", self.id))?;
+            if !oids.insert(normalize_guid(&user.oid).unwrap_or_default())
+                || !upns.insert(user.upn.to_ascii_lowercase())
+            {
+                bail!("tenant {}: user {} appears twice", self.id, user.upn);
+            }
+        }
+        for grant in &self.delegated_grants {
+            grant
+                .validate()
+                .with_context(|| format!("tenant {}", self.id))?;
+            if let Some(user) = &grant.user {
+                let known = self.users.iter().any(|u| {
+                    u.upn.eq_ignore_ascii_case(user)
+                        || normalize_guid(&u.oid) == normalize_guid(&user.to_ascii_lowercase())
+                });
+                if !known {
+                    bail!(
+                        "tenant {}: delegated grant for unknown user {user:?}",
+                        self.id
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UserConfig {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if normalize_guid(&self.oid.to_ascii_lowercase()).is_none() {
+            bail!("user oid {:?} is not a GUID", self.oid);
+        }
+        let valid_upn = self
+            .upn
+            .split_once('@')
+            .is_some_and(|(name, domain)| !name.is_empty() && domain.contains('.'));
+        if !valid_upn || self.upn.chars().any(char::is_whitespace) {
+            bail!("user upn {:?} is not name@domain", self.upn);
+        }
+        Ok(())
+    }
+}
+
+impl DelegatedGrantConfig {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if normalize_guid(&self.client_id.to_ascii_lowercase()).is_none() {
+            bail!(
+                "delegated grant client_id {:?} is not a GUID",
+                self.client_id
+            );
+        }
+        if resources::find(&self.resource).is_none() {
+            bail!(
+                "delegated grant resource {:?} is not a resource the emulator knows ({})",
+                self.resource,
+                resources::known_uris().join(", ")
+            );
+        }
+        if self
+            .scopes
+            .iter()
+            .any(|scope| scope.trim().is_empty() || scope.contains(char::is_whitespace))
+        {
+            bail!("delegated grant scopes must be single words");
         }
         Ok(())
     }

@@ -127,6 +127,7 @@ fn router(shared: Arc<Shared>) -> Router {
             get(discovery::openid_configuration_v1),
         )
         .merge(consent::pages())
+        .merge(crate::delegated::pages())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             faults::inject,
@@ -135,6 +136,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .merge(microsoft)
         .merge(control::router())
         .merge(consent::control_router())
+        .merge(crate::delegated::control_router())
         // The data APIs carry their own fault layer and call counters.
         .merge(crate::defender::router(Arc::clone(&shared)))
         .merge(crate::defender::control_router())

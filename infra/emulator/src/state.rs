@@ -20,6 +20,7 @@ pub(crate) struct Shared {
     faults: Mutex<FaultQueue>,
     log: Mutex<RequestLog>,
     consent: ConsentState,
+    delegated: crate::delegated::DelegatedState,
     /// The data APIs' tenants, settings, rate limits and call counters.
     pub defender: crate::defender::DataStore,
 }
@@ -33,6 +34,7 @@ impl Shared {
             faults: Mutex::new(FaultQueue::default()),
             log: Mutex::new(RequestLog::new()),
             consent: ConsentState::default(),
+            delegated: crate::delegated::DelegatedState::default(),
             defender: crate::defender::DataStore::default(),
         }
     }
@@ -59,5 +61,9 @@ impl Shared {
 
     pub(crate) fn consent(&self) -> &ConsentState {
         &self.consent
+    }
+
+    pub(crate) fn delegated(&self) -> &crate::delegated::DelegatedState {
+        &self.delegated
     }
 }

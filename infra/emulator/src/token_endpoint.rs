@@ -27,13 +27,21 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 /// The form fields of a token request. Deliberately not `Debug`: it holds the credential.
 #[derive(Default)]
 pub(crate) struct TokenForm {
-    grant_type: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    client_assertion_type: Option<String>,
-    client_assertion: Option<String>,
-    scope: Option<String>,
-    resource: Option<String>,
+    pub(crate) grant_type: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) client_assertion_type: Option<String>,
+    pub(crate) client_assertion: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) resource: Option<String>,
+    // Delegated grants.
+    pub(crate) code: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
+    pub(crate) code_verifier: Option<String>,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) assertion: Option<String>,
+    pub(crate) requested_token_use: Option<String>,
+    pub(crate) device_code: Option<String>,
 }
 
 impl TokenForm {
@@ -50,6 +58,13 @@ impl TokenForm {
                 "client_assertion" => &mut form.client_assertion,
                 "scope" => &mut form.scope,
                 "resource" => &mut form.resource,
+                "code" => &mut form.code,
+                "redirect_uri" => &mut form.redirect_uri,
+                "code_verifier" => &mut form.code_verifier,
+                "refresh_token" => &mut form.refresh_token,
+                "assertion" => &mut form.assertion,
+                "requested_token_use" => &mut form.requested_token_use,
+                "device_code" => &mut form.device_code,
                 _ => continue,
             };
             // Values are kept byte for byte: a secret read from a file with its trailing
@@ -61,7 +76,7 @@ impl TokenForm {
         form
     }
 
-    fn uses_assertion(&self) -> bool {
+    pub(crate) fn uses_assertion(&self) -> bool {
         self.client_assertion.is_some() || self.client_assertion_type.is_some()
     }
 }
@@ -104,10 +119,13 @@ pub(crate) fn describe(
     };
     let resource = match endpoint {
         Endpoint::V1 => form.resource.clone(),
-        Endpoint::V2 => form
-            .scope
-            .as_deref()
-            .and_then(|scope| resource_from_scope(scope).ok()),
+        Endpoint::V2 => form.scope.as_deref().and_then(|scope| {
+            resource_from_scope(scope).ok().or_else(|| {
+                crate::delegated::parse_scope(scope, "")
+                    .ok()
+                    .map(|request| request.named)
+            })
+        }),
     };
     TokenRequestRecord {
         tenant: tenant.to_owned(),
@@ -174,17 +192,24 @@ fn mint(
     if matches!(lookup, TenantLookup::Malformed) {
         return Err(EntraError::malformed_tenant(segment));
     }
-    match form.grant_type.as_deref() {
+    let delegated = match form.grant_type.as_deref() {
         None => return Err(EntraError::missing_parameter("grant_type")),
-        Some("client_credentials") => {}
+        Some("client_credentials") => None,
+        Some(other) if endpoint == Endpoint::V2 => Some(
+            crate::delegated::grants::Grant::parse(other)
+                .ok_or_else(EntraError::unsupported_grant_type)?,
+        ),
         Some(_) => return Err(EntraError::unsupported_grant_type()),
-    }
+    };
     let tenant = match lookup {
         TenantLookup::Found(tenant) => tenant,
         TenantLookup::MultiTenant => return Err(EntraError::multi_tenant_endpoint()),
         TenantLookup::Unknown => return Err(EntraError::tenant_not_found(segment)),
         TenantLookup::Malformed => return Err(EntraError::malformed_tenant(segment)),
     };
+    if let Some(grant) = delegated {
+        return crate::delegated::grants::mint(shared, &directory, grant, tenant, segment, form);
+    }
     let client_id = form
         .client_id
         .as_deref()
@@ -258,7 +283,7 @@ fn success_body(endpoint: Endpoint, requested: &str, issued: &access_token::Issu
     }
 }
 
-fn check_credential(
+pub(crate) fn check_credential(
     shared: &Shared,
     tenant: &Tenant,
     segment: &str,

@@ -742,6 +742,7 @@ async fn redirect_uris_match_case_sensitively_with_loopback_ports_ignored() {
                 resource: "https://api.security.microsoft.com/".to_owned(),
                 roles: vec!["Incident.Read.All".to_owned()],
             }],
+            allow_public_client_flows: false,
         })
         .unwrap();
     let adminconsent = |client_id: &str, redirect_uri: &str| {

@@ -13,8 +13,8 @@
 //! Entra's error screen (400), never a redirect. See `README.md`, "Admin consent".
 
 mod grants;
-mod page;
-mod redirect;
+pub(crate) mod page;
+pub(crate) mod redirect;
 mod request;
 
 use std::sync::Arc;
@@ -84,6 +84,11 @@ pub(crate) fn validate_app(app: &AppConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Form or query values by name: the first non-blank value of each name wins.
+pub(crate) fn request_values(encoded: &[u8]) -> std::collections::HashMap<String, String> {
+    request::first_values(encoded)
 }
 
 /// Scenario check of `consent_propagation_ms`.

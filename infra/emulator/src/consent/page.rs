@@ -12,10 +12,10 @@ use crate::resources::{self, Resource};
 /// The form of the consent page posts here.
 pub(crate) const DECISION_PATH: &str = "/_emulator/consent/decision";
 
-const BASE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+pub(crate) const BASE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
                         frame-ancestors 'none'; form-action 'self'";
 
-const STYLE: &str = "body{font-family:'Segoe UI',Helvetica,Arial,sans-serif;background:#f2f2f2;\
+pub(crate) const STYLE: &str = "body{font-family:'Segoe UI',Helvetica,Arial,sans-serif;background:#f2f2f2;\
 margin:0}main{max-width:440px;margin:48px auto;background:#fff;padding:44px;\
 box-shadow:0 2px 6px rgba(0,0,0,.2)}h1{font-size:24px;font-weight:600}\
 .brand{color:#737373;font-size:14px}.muted{color:#616161;font-size:13px}\
@@ -180,7 +180,7 @@ impl IntoResponse for ConsentError {
     }
 }
 
-fn with_headers(status: StatusCode, html: String, csp: &str) -> Response {
+pub(crate) fn with_headers(status: StatusCode, html: String, csp: &str) -> Response {
     let mut response = (status, Html(html)).into_response();
     let headers = response.headers_mut();
     let csp = HeaderValue::from_str(csp).unwrap_or(HeaderValue::from_static(BASE_CSP));

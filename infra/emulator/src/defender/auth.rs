@@ -21,9 +21,21 @@ pub(crate) struct Caller {
     pub tenant_id: String,
     pub client_id: String,
     pub roles: Vec<String>,
+    /// Delegated token: its `scp` items (empty for an app token).
+    pub scopes: Vec<String>,
+    /// Delegated token: the user's `oid`.
+    pub user_oid: Option<String>,
 }
 
 impl Caller {
+    pub(crate) fn has_any_scope(&self, scopes: &[&str]) -> bool {
+        self.scopes.iter().any(|scope| {
+            scopes
+                .iter()
+                .any(|wanted| scope.eq_ignore_ascii_case(wanted))
+        })
+    }
+
     pub(crate) fn has_any(&self, roles: &[&str]) -> bool {
         self.roles
             .iter()
@@ -43,6 +55,10 @@ struct Claims {
     azp: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    scp: Option<String>,
+    #[serde(default)]
+    oid: Option<String>,
 }
 
 pub(crate) fn resource_of(api: Api) -> &'static Resource {
@@ -114,10 +130,27 @@ pub(crate) fn authenticate(
         .or(claims.azp)
         .and_then(|id| normalize_guid(&id.to_ascii_lowercase()))
         .unwrap_or_default();
+    let scopes: Vec<String> = claims
+        .scp
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    // A token with `scp` acts for its user (`oid`); without a user it is not a valid one.
+    let user_oid = match (&claims.scp, claims.oid) {
+        (Some(_), Some(oid)) => {
+            Some(normalize_guid(&oid.to_ascii_lowercase()).ok_or(AuthFailure::Malformed)?)
+        }
+        (Some(_), None) => return Err(AuthFailure::Malformed),
+        (None, _) => None,
+    };
     Ok(Caller {
         tenant_id,
         client_id,
         roles: claims.roles,
+        scopes,
+        user_oid,
     })
 }
 

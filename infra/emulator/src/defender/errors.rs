@@ -122,6 +122,31 @@ impl ApiError {
         ApiError::new(api, StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
+    /// A delegated token without any of the delegated permissions the call needs.
+    pub(crate) fn forbidden_scopes(api: Api, required: &[&str], present: &[String]) -> Self {
+        let message = match api {
+            Api::Graph => format!(
+                "Missing scope permissions on the request. API requires one of '{}'. Scopes on the request '{}'.",
+                required.join(", "),
+                present.join(", ")
+            ),
+            _ => format!(
+                "The user token does not have any of the required delegated permissions ({}) to access the resource.",
+                required.join(", ")
+            ),
+        };
+        ApiError::new(api, StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
+    /// A delegated call whose user holds no portal role that allows it.
+    pub(crate) fn forbidden_user(api: Api) -> Self {
+        let message = match api {
+            Api::Graph => "The signed-in user does not have a role that allows this operation (e.g. Security Reader).".to_owned(),
+            _ => "The user does not have the required permissions to access the resource: a Security Reader or higher role is needed.".to_owned(),
+        };
+        ApiError::new(api, StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
     /// A 429. M365 Defender states the wait in the message; `header` adds `Retry-After`.
     pub(crate) fn throttled(api: Api, seconds: u64, header: bool) -> Self {
         let message = match api {

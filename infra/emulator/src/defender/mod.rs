@@ -95,6 +95,19 @@ impl Endpoint {
         }
     }
 
+    /// Delegated permissions (`scp`), any of which allows the call (reference §8).
+    fn scopes(self) -> &'static [&'static str] {
+        match self {
+            Endpoint::M365dIncidents => &["Incident.Read", "Incident.ReadWrite"],
+            Endpoint::MdeAlerts => &["Alert.Read", "Alert.ReadWrite"],
+            Endpoint::GraphIncidents => &[
+                "SecurityIncident.Read.All",
+                "SecurityIncident.ReadWrite.All",
+            ],
+            Endpoint::GraphAlerts => &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"],
+        }
+    }
+
     fn spec(self) -> &'static ApiSpec {
         match self {
             Endpoint::M365dIncidents => &m365d::SPEC,
@@ -217,10 +230,29 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
             return ApiError::unauthorized(api, failure).render(headers);
         }
     };
-    let roles = endpoint.roles();
-    if !caller.has_any(roles) {
-        tracing::info!(?endpoint, tenant = %caller.tenant_id, "data API: role missing");
-        return ApiError::forbidden(api, roles, &caller.roles).render(headers);
+    if let Some(user_oid) = &caller.user_oid {
+        let scopes = endpoint.scopes();
+        if !caller.has_any_scope(scopes) {
+            tracing::info!(?endpoint, tenant = %caller.tenant_id, "data API: scope missing");
+            return ApiError::forbidden_scopes(api, scopes, &caller.scopes).render(headers);
+        }
+        let allowed = shared
+            .directory()
+            .tenants()
+            .iter()
+            .find(|tenant| tenant.id == caller.tenant_id)
+            .and_then(|tenant| tenant.user(user_oid))
+            .is_some_and(|user| portal_role_allows_read(&user.portal_roles));
+        if !allowed {
+            tracing::info!(?endpoint, tenant = %caller.tenant_id, "data API: portal role missing");
+            return ApiError::forbidden_user(api).render(headers);
+        }
+    } else {
+        let roles = endpoint.roles();
+        if !caller.has_any(roles) {
+            tracing::info!(?endpoint, tenant = %caller.tenant_id, "data API: role missing");
+            return ApiError::forbidden(api, roles, &caller.roles).render(headers);
+        }
     }
     let settings = shared.defender.settings();
     if let Some(wait) = shared
@@ -258,6 +290,23 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
         Ok(body) => errors::page_response(api, &body, headers),
         Err(error) => error.render(headers),
     }
+}
+
+/// Portal (Entra / Defender) roles that may read incidents and alerts.
+pub(crate) const READ_PORTAL_ROLES: [&str; 5] = [
+    "Security Reader",
+    "Security Operator",
+    "Security Administrator",
+    "Global Reader",
+    "Global Administrator",
+];
+
+fn portal_role_allows_read(roles: &[String]) -> bool {
+    roles.iter().any(|role| {
+        READ_PORTAL_ROLES
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(role.trim()))
+    })
 }
 
 /// A page of a scan: `skip` records passed over, then up to `top` taken; whether more remain.
