@@ -28,6 +28,8 @@ pub const ENV_TOKEN_REFRESH_AHEAD_SECONDS: &str = "DP_TOKEN_REFRESH_AHEAD_SECOND
 pub const ENV_TOKEN_DEADLINE_SECONDS: &str = "DP_TOKEN_DEADLINE_SECONDS";
 pub const ENV_HTTP_TIMEOUT_SECONDS: &str = "DP_HTTP_TIMEOUT_SECONDS";
 pub const ENV_REQUIRED_ROLES_PREFIX: &str = "DP_REQUIRED_ROLES_";
+/// Delegated scopes (`scp`) a user's token must carry, per API (`DP_REQUIRED_SCOPES_M365D`, ...).
+pub const ENV_REQUIRED_SCOPES_PREFIX: &str = "DP_REQUIRED_SCOPES_";
 pub const ENV_LOG_FORMAT: &str = "DP_LOG_FORMAT";
 pub const ENV_CONSENT_REDIRECT_URI: &str = "DP_CONSENT_REDIRECT_URI";
 pub const ENV_CONSENT_LINK: &str = "DP_CONSENT_LINK";
@@ -144,6 +146,7 @@ pub struct Settings {
     pub store: StoreLocation,
     pub token: TokenSettings,
     required_roles: [RoleRequirement; 3],
+    required_scopes: [RoleRequirement; 3],
     pub consent: ConsentSettings,
     pub log_format: LogFormat,
 }
@@ -233,6 +236,15 @@ impl Settings {
             }
         });
         let [m365d, mde, graph] = required_roles;
+        let required_scopes = DefenderApi::ALL.map(|api| {
+            let variable = format!("{ENV_REQUIRED_SCOPES_PREFIX}{}", api.env_suffix());
+            match get(&variable) {
+                Some(text) => RoleRequirement::parse(&text)
+                    .map_err(|problem| ConfigError::new(variable, problem)),
+                None => Ok(RoleRequirement::default_scopes_for(api)),
+            }
+        });
+        let [scopes_m365d, scopes_mde, scopes_graph] = required_scopes;
 
         let log_format = match get(ENV_LOG_FORMAT) {
             Some(text) => text
@@ -293,6 +305,7 @@ impl Settings {
             store,
             token,
             required_roles: [m365d?, mde?, graph?],
+            required_scopes: [scopes_m365d?, scopes_mde?, scopes_graph?],
             consent,
             log_format,
         })
@@ -301,6 +314,16 @@ impl Settings {
     /// The roles a token for `api` must carry.
     pub fn required_roles(&self, api: DefenderApi) -> &RoleRequirement {
         &self.required_roles[DefenderApi::ALL
+            .iter()
+            .position(|candidate| *candidate == api)
+            .expect("every API is listed")]
+    }
+}
+
+impl Settings {
+    /// The delegated scopes a user's (on-behalf-of) token for `api` must carry.
+    pub fn required_scopes(&self, api: DefenderApi) -> &RoleRequirement {
+        &self.required_scopes[DefenderApi::ALL
             .iter()
             .position(|candidate| *candidate == api)
             .expect("every API is listed")]
@@ -559,6 +582,32 @@ mod tests {
                 .missing(&["Incident.Read.All".to_owned()])
                 .is_some()
         );
+    }
+
+    #[test]
+    fn required_scopes_default_and_override() {
+        let defaults = settings(&[(ENV_CREDENTIAL_SECRET_ID, "x")]).unwrap();
+        assert_eq!(
+            defaults.required_scopes(DefenderApi::Mde).to_string(),
+            "Alert.Read|Alert.ReadWrite"
+        );
+        let overridden = settings(&[
+            (ENV_CREDENTIAL_SECRET_ID, "x"),
+            ("DP_REQUIRED_SCOPES_M365D", "Incident.ReadWrite"),
+        ])
+        .unwrap();
+        assert!(
+            overridden
+                .required_scopes(DefenderApi::M365d)
+                .missing(&["Incident.Read".to_owned()])
+                .is_some()
+        );
+        let error = settings(&[
+            (ENV_CREDENTIAL_SECRET_ID, "x"),
+            ("DP_REQUIRED_SCOPES_GRAPH", " | "),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "DP_REQUIRED_SCOPES_GRAPH");
     }
 
     #[test]

@@ -27,6 +27,16 @@ pub enum ErrorCode {
     RegistryUnavailable,
     ConfigInvalid,
     Internal,
+    UserTokenInvalid,
+    UserTokenExpired,
+    UserTokenWrongAudience,
+    UserTokenWrongTenant,
+    UserConsentMissing,
+    InteractionRequired,
+    AssertionInvalid,
+    AssertionExpired,
+    ScopesMissing,
+    UserMismatch,
 }
 
 impl ErrorCode {
@@ -52,6 +62,16 @@ impl ErrorCode {
             ErrorCode::RegistryUnavailable => "registry_unavailable",
             ErrorCode::ConfigInvalid => "config_invalid",
             ErrorCode::Internal => "internal",
+            ErrorCode::UserTokenInvalid => "user_token_invalid",
+            ErrorCode::UserTokenExpired => "user_token_expired",
+            ErrorCode::UserTokenWrongAudience => "user_token_wrong_audience",
+            ErrorCode::UserTokenWrongTenant => "user_token_wrong_tenant",
+            ErrorCode::UserConsentMissing => "user_consent_missing",
+            ErrorCode::InteractionRequired => "interaction_required",
+            ErrorCode::AssertionInvalid => "assertion_invalid",
+            ErrorCode::AssertionExpired => "assertion_expired",
+            ErrorCode::ScopesMissing => "scopes_missing",
+            ErrorCode::UserMismatch => "user_mismatch",
         }
     }
 
@@ -64,6 +84,16 @@ impl ErrorCode {
             | ErrorCode::NotConsented
             | ErrorCode::ApiNotEnabled
             | ErrorCode::RolesMissing => 403,
+            ErrorCode::UserTokenWrongTenant
+            | ErrorCode::UserConsentMissing
+            | ErrorCode::ScopesMissing => 403,
+            ErrorCode::UserTokenInvalid
+            | ErrorCode::UserTokenExpired
+            | ErrorCode::UserTokenWrongAudience
+            | ErrorCode::InteractionRequired
+            | ErrorCode::AssertionInvalid
+            | ErrorCode::AssertionExpired => 401,
+            ErrorCode::UserMismatch => 502,
             ErrorCode::Throttled => 429,
             ErrorCode::TokenTenantMismatch => 502,
             ErrorCode::MicrosoftUnavailable | ErrorCode::RegistryUnavailable => 503,
@@ -94,6 +124,9 @@ mod tests {
             ErrorCode::InvalidTenantId,
             ErrorCode::MicrosoftUnavailable,
             ErrorCode::Internal,
+            ErrorCode::UserTokenWrongAudience,
+            ErrorCode::InteractionRequired,
+            ErrorCode::UserMismatch,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

@@ -46,6 +46,12 @@ pub enum ClaimsError {
 
 /// Decodes the payload of a compact JWT. Never logs or returns the token.
 pub fn decode_payload(token: &str) -> Result<TokenClaims, ClaimsError> {
+    decode_payload_as(token)
+}
+
+/// Decodes the payload of a compact JWT into `T` (e.g. a user token's claims). Never logs or
+/// returns the token.
+pub fn decode_payload_as<T: serde::de::DeserializeOwned>(token: &str) -> Result<T, ClaimsError> {
     let mut parts = token.split('.');
     let (Some(_header), Some(payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())

@@ -14,6 +14,8 @@ use crate::config::TokenEndpointVersion;
 use crate::secrets::{AppCredential, CredentialKind};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The on-behalf-of grant.
+pub const OBO_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// An access token and what we know of it. `Debug` never shows the token.
 #[derive(Debug, Clone)]
@@ -82,12 +84,8 @@ impl TokenClient {
         request: TokenRequest<'_>,
         credential: &AppCredential,
     ) -> Result<AccessToken, EntraError> {
-        let url = self.token_url(request.tenant, request.version);
         let scope;
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", &credential.client_id),
-        ];
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         match request.version {
             TokenEndpointVersion::V2 => {
                 scope = format!("{}/.default", request.resource.trim_end_matches('/'));
@@ -95,6 +93,40 @@ impl TokenClient {
             }
             TokenEndpointVersion::V1 => form.push(("resource", request.resource)),
         }
+        self.exchange(request.tenant, request.version, form, credential)
+            .await
+    }
+
+    /// One on-behalf-of exchange (v2 endpoint), no retry: `user_token` (a user's token issued
+    /// for this app) for a delegated token for `resource`, acting for the same user.
+    pub async fn request_on_behalf_of_once(
+        &self,
+        tenant: &str,
+        resource: &str,
+        user_token: &SecretString,
+        credential: &AppCredential,
+    ) -> Result<AccessToken, EntraError> {
+        let scope = format!("{}/.default", resource.trim_end_matches('/'));
+        let form: Vec<(&str, &str)> = vec![
+            ("grant_type", OBO_GRANT_TYPE),
+            ("assertion", user_token.expose_secret()),
+            ("requested_token_use", "on_behalf_of"),
+            ("scope", &scope),
+        ];
+        self.exchange(tenant, TokenEndpointVersion::V2, form, credential)
+            .await
+    }
+
+    /// Adds the app's client id and credential to `form`, posts it and types the answer.
+    async fn exchange(
+        &self,
+        tenant: &str,
+        version: TokenEndpointVersion,
+        mut form: Vec<(&str, &str)>,
+        credential: &AppCredential,
+    ) -> Result<AccessToken, EntraError> {
+        let url = self.token_url(tenant, version);
+        form.push(("client_id", &credential.client_id));
         let assertion;
         match &credential.kind {
             CredentialKind::ClientSecret(secret) => {
@@ -103,7 +135,7 @@ impl TokenClient {
             CredentialKind::Certificate(certificate) => {
                 // The audience is always the v2 endpoint of the tenant, whichever endpoint is
                 // called.
-                let audience = self.token_url(request.tenant, TokenEndpointVersion::V2);
+                let audience = self.token_url(tenant, TokenEndpointVersion::V2);
                 assertion = sign_assertion(certificate, &credential.client_id, &audience)?;
                 form.push(("client_assertion_type", ASSERTION_TYPE));
                 form.push(("client_assertion", assertion.expose_secret()));
@@ -123,7 +155,7 @@ impl TokenClient {
         let (status, retry_after, body) = (answer.status, answer.retry_after, answer.body);
         if status != 200 {
             return Err(EntraError::from_response(
-                request.tenant,
+                tenant,
                 status,
                 retry_after,
                 &body,
@@ -133,7 +165,7 @@ impl TokenClient {
     }
 }
 
-fn parse_token_response(body: &[u8]) -> Result<AccessToken, EntraError> {
+pub(crate) fn parse_token_response(body: &[u8]) -> Result<AccessToken, EntraError> {
     let parsed: TokenResponse = serde_json::from_slice(body).map_err(|error| {
         EntraError::MalformedResponse(format!(
             "token response is not JSON with access_token ({error})"

@@ -19,6 +19,9 @@ pub struct EntraErrorBody {
     pub trace_id: Option<String>,
     #[serde(default)]
     pub correlation_id: Option<String>,
+    /// The Conditional Access challenge of an `interaction_required` answer.
+    #[serde(default)]
+    pub claims: Option<String>,
 }
 
 /// Where to look when Microsoft support or the logs are needed.
@@ -105,6 +108,28 @@ pub enum EntraError {
         retry_after: Option<Duration>,
         trace: Trace,
     },
+    #[error(
+        "Entra ID refused the user's token as an on-behalf-of assertion (signature, audience or tenant wrong): the calling app must get a new token for this app from Entra ID ({trace})"
+    )]
+    UserAssertionInvalid { trace: Trace },
+    #[error(
+        "the user's token expired before it could be exchanged: the calling app must get a fresh token for the user and retry ({trace})"
+    )]
+    UserAssertionExpired { trace: Trace },
+    #[error(
+        "the user (or tenant {tenant}) has not consented to the delegated permissions this API needs: have the user sign in with consent, or the customer's administrator grant admin consent for the delegated permissions ({trace})"
+    )]
+    ConsentRequired { tenant: String, trace: Trace },
+    #[error(
+        "tenant {tenant} requires the user to interact again (multi-factor authentication or Conditional Access): pass the claims challenge back to the calling app so it signs the user in again with it ({trace})"
+    )]
+    InteractionRequired {
+        tenant: String,
+        /// Microsoft's `claims` challenge, exactly as received (not secret, never altered).
+        /// Boxed to keep the error small.
+        claims: Option<Box<String>>,
+        trace: Trace,
+    },
     #[error("Entra ID refused the request with {error:?} ({trace})")]
     Rejected { error: String, trace: Trace },
     #[error("could not reach Entra ID: {0}")]
@@ -150,6 +175,22 @@ impl EntraError {
         }
         if has(700027) {
             return EntraError::AssertionInvalid { trace };
+        }
+        if has(50076) || has(50079) || parsed.error == "interaction_required" {
+            return EntraError::InteractionRequired {
+                tenant,
+                claims: parsed.claims.clone().map(Box::new),
+                trace,
+            };
+        }
+        if has(65001) || parsed.error == "consent_required" {
+            return EntraError::ConsentRequired { tenant, trace };
+        }
+        if has(500133) {
+            return EntraError::UserAssertionExpired { trace };
+        }
+        if has(50013) {
+            return EntraError::UserAssertionInvalid { trace };
         }
         if has(7000112) || has(70001) {
             return EntraError::AppDisabled { trace };
@@ -208,6 +249,10 @@ impl EntraError {
             | EntraError::Transport(_)
             | EntraError::MalformedResponse(_)
             | EntraError::DeadlineExceeded(_) => ErrorCode::MicrosoftUnavailable,
+            EntraError::UserAssertionInvalid { .. } => ErrorCode::AssertionInvalid,
+            EntraError::UserAssertionExpired { .. } => ErrorCode::AssertionExpired,
+            EntraError::ConsentRequired { .. } => ErrorCode::UserConsentMissing,
+            EntraError::InteractionRequired { .. } => ErrorCode::InteractionRequired,
             EntraError::Rejected { .. } => ErrorCode::Internal,
         }
     }
@@ -227,6 +272,15 @@ impl EntraError {
         match self {
             EntraError::Throttled { retry_after, .. }
             | EntraError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Microsoft's `claims` challenge of an `interaction_required` answer, unchanged: the
+    /// calling app must hand it to its sign-in so the user can satisfy it.
+    pub fn claims_challenge(&self) -> Option<&str> {
+        match self {
+            EntraError::InteractionRequired { claims, .. } => claims.as_deref().map(String::as_str),
             _ => None,
         }
     }
@@ -316,6 +370,63 @@ mod tests {
         assert!(typed(401, "invalid_client", &[7000222]).is_credential_rejection());
         assert!(typed(401, "invalid_client", &[]).is_credential_rejection());
         assert!(!typed(400, "unauthorized_client", &[700016]).is_credential_rejection());
+    }
+
+    #[test]
+    fn on_behalf_of_errors_map_to_their_codes() {
+        let cases: &[(u16, &str, i64, ErrorCode)] = &[
+            (400, "invalid_grant", 50013, ErrorCode::AssertionInvalid),
+            (400, "invalid_grant", 500133, ErrorCode::AssertionExpired),
+            (400, "invalid_grant", 65001, ErrorCode::UserConsentMissing),
+            (
+                400,
+                "interaction_required",
+                50076,
+                ErrorCode::InteractionRequired,
+            ),
+            (
+                400,
+                "interaction_required",
+                50079,
+                ErrorCode::InteractionRequired,
+            ),
+        ];
+        for (status, error, code, expected) in cases {
+            let typed = typed(*status, error, &[*code]);
+            assert_eq!(typed.code(), *expected, "AADSTS{code}");
+            assert!(!typed.is_retryable() && !typed.is_credential_rejection());
+            let message = typed.to_string();
+            assert!(message.contains(&format!("AADSTS{code}")), "{message}");
+            assert!(!message.contains("some text"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_claims_challenge_is_kept_unchanged() {
+        let challenge = r#"{"access_token":{"capolids":{"essential":true,"values":["c0ffee"]}}}"#;
+        let body = json!({
+            "error": "interaction_required",
+            "error_description": "AADSTS50076: you must use MFA",
+            "error_codes": [50076],
+            "suberror": "basic_action",
+            "claims": challenge,
+        });
+        let required =
+            EntraError::from_response("tenant-x", 400, None, body.to_string().as_bytes());
+        assert_eq!(required.claims_challenge(), Some(challenge));
+        assert!(required.to_string().contains("claims challenge"));
+        // Without a claims field the error is still typed.
+        let bare = typed_without_claims();
+        assert_eq!(bare.code(), ErrorCode::InteractionRequired);
+        assert_eq!(bare.claims_challenge(), None);
+        assert_eq!(
+            typed(400, "invalid_client", &[7000215]).claims_challenge(),
+            None
+        );
+    }
+
+    fn typed_without_claims() -> EntraError {
+        typed(400, "interaction_required", &[])
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! and lets concurrent callers share one request, `claims` reads a token's payload and `roles`
 //! checks it, `errors` turns AADSTS answers into typed errors, `assertion` signs the certificate
 //! credential's client assertion, `discovery` resolves a verified domain to its tenant id.
+//! `delegated` exchanges a user's token for a Defender token acting as that user (on-behalf-of).
 
 pub mod assertion;
 pub mod cache;
 pub mod claims;
 pub mod client;
+pub mod delegated;
 pub mod discovery;
 pub mod errors;
 pub mod provider;
@@ -19,5 +21,6 @@ pub mod roles;
 pub use cache::TokenCache;
 pub use claims::TokenClaims;
 pub use client::{AccessToken, TokenClient, TokenRequest};
+pub use delegated::{DelegatedToken, OboError, OboProvider};
 pub use errors::EntraError;
 pub use provider::{AppTokenError, AppTokenProvider};

@@ -40,6 +40,17 @@ impl RoleRequirement {
         RoleRequirement::parse(text).expect("built-in requirements parse")
     }
 
+    /// The delegated permissions (`scp`) a user's token for `api` must carry for the partner's
+    /// read workflows (any one of them); the read-write scope satisfies it too.
+    pub fn default_scopes_for(api: DefenderApi) -> RoleRequirement {
+        let text = match api {
+            DefenderApi::M365d => "Incident.Read|Incident.ReadWrite|AdvancedHunting.Read",
+            DefenderApi::Mde => "Alert.Read|Alert.ReadWrite",
+            DefenderApi::Graph => "SecurityIncident.Read.All|SecurityIncident.ReadWrite.All",
+        };
+        RoleRequirement::parse(text).expect("built-in requirements parse")
+    }
+
     /// `None` when `granted` satisfies the requirement, else the groups not satisfied, each
     /// written as its alternatives joined by `|`.
     pub fn missing(&self, granted: &[String]) -> Option<Vec<String>> {
@@ -100,6 +111,18 @@ mod tests {
         assert_eq!(mde.missing(&roles(&["Alert.ReadWrite.All"])), None);
         assert!(mde.missing(&roles(&["Incident.Read.All"])).is_some());
         assert_eq!(mde.to_string(), "Alert.Read.All|Alert.ReadWrite.All");
+    }
+
+    #[test]
+    fn delegated_defaults_accept_any_read_scope() {
+        let m365d = RoleRequirement::default_scopes_for(DefenderApi::M365d);
+        assert_eq!(m365d.missing(&roles(&["AdvancedHunting.Read"])), None);
+        assert_eq!(m365d.missing(&roles(&["Incident.ReadWrite"])), None);
+        assert!(m365d.missing(&roles(&["Incident.Read.All"])).is_some());
+        let graph = RoleRequirement::default_scopes_for(DefenderApi::Graph);
+        assert_eq!(graph.missing(&roles(&["SecurityIncident.Read.All"])), None);
+        let mde = RoleRequirement::default_scopes_for(DefenderApi::Mde);
+        assert!(mde.missing(&roles(&["Alert.Read.All"])).is_some());
     }
 
     #[test]
