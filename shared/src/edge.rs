@@ -17,6 +17,9 @@ pub struct EdgeError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// Microsoft's `claims` challenge (MFA / Conditional Access), passed back unchanged so the
+    /// calling app can re-prompt its user.
+    pub claims: Option<String>,
 }
 
 impl EdgeError {
@@ -25,6 +28,7 @@ impl EdgeError {
             code,
             message: message.into(),
             retry_after: None,
+            claims: None,
         }
     }
 
@@ -33,6 +37,9 @@ impl EdgeError {
         let mut error = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(wait) = self.retry_after {
             error["retry_after_seconds"] = json!(wait.as_secs_f64().ceil() as u64);
+        }
+        if let Some(claims) = &self.claims {
+            error["claims"] = json!(claims);
         }
         json!({ "error": error })
     }

@@ -11,7 +11,9 @@ use crate::ErrorCode;
 use crate::api::{DefenderApi, UnknownApi};
 use crate::config::{Settings, TokenEndpointVersion};
 use crate::entra::discovery::TenantResolver;
-use crate::entra::{AppTokenError, AppTokenProvider, EntraError};
+use crate::entra::{
+    AppTokenError, AppTokenProvider, EntraError, OboError, OboProvider, TokenClient,
+};
 use crate::runtime::Services;
 use crate::tenant_id::{TenantIdError, TenantRef};
 use crate::tenants::{RegistryError, TenantRegistry, TenantStatus};
@@ -24,6 +26,9 @@ pub struct MintRequest {
     pub tenant: Option<String>,
     pub api: Option<String>,
     pub endpoint_version: Option<String>,
+    /// A user's access token issued for our app: the answer is then a delegated token for that
+    /// user (on-behalf-of), not an app-only one.
+    pub user_token: Option<SecretString>,
 }
 
 /// The answer: the one place a token leaves the system.
@@ -37,7 +42,15 @@ pub struct MintedToken {
     pub tenant_id: String,
     pub api: DefenderApi,
     pub resource: String,
+    /// App-only tokens: the application roles granted.
     pub roles: Vec<String>,
+    /// Delegated tokens: the user's object id, name and granted scopes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_oid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_upn: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }
 
 fn expose<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
@@ -67,6 +80,8 @@ pub enum MintError {
     Token(#[from] AppTokenError),
     #[error(transparent)]
     Discovery(#[from] EntraError),
+    #[error(transparent)]
+    Delegated(#[from] OboError),
 }
 
 impl MintError {
@@ -80,6 +95,15 @@ impl MintError {
             MintError::Registry(error) => error.code(),
             MintError::Token(error) => error.code(),
             MintError::Discovery(error) => error.code(),
+            MintError::Delegated(error) => error.code(),
+        }
+    }
+
+    /// Microsoft's `claims` challenge, for the calling app to re-prompt its user.
+    pub fn claims_challenge(&self) -> Option<&str> {
+        match self {
+            MintError::Delegated(error) => error.claims_challenge(),
+            _ => None,
         }
     }
 
@@ -88,6 +112,7 @@ impl MintError {
         match self {
             MintError::Token(error) => error.retry_after(),
             MintError::Discovery(error) => error.retry_after(),
+            MintError::Delegated(error) => error.retry_after(),
             _ => None,
         }
     }
@@ -97,6 +122,7 @@ pub struct TokenService {
     settings: Settings,
     registry: Arc<dyn TenantRegistry>,
     tokens: Arc<AppTokenProvider>,
+    delegated: OboProvider,
     resolver: TenantResolver,
 }
 
@@ -106,6 +132,11 @@ impl TokenService {
             settings: services.settings.clone(),
             registry: services.registry.clone(),
             tokens: services.tokens.clone(),
+            delegated: OboProvider::new(
+                TokenClient::new(services.http.clone(), services.settings.endpoints.clone()),
+                services.credentials.clone(),
+                services.settings.token.clone(),
+            ),
             resolver: TenantResolver::new(
                 services.http.clone(),
                 services.settings.endpoints.clone(),
@@ -154,6 +185,47 @@ impl TokenService {
             });
         }
 
+        if let Some(user_token) = &request.user_token {
+            if version == Some(TokenEndpointVersion::V1) {
+                return Err(MintError::InvalidRequest(
+                    "delegated (user_token) requests use the v2 endpoint only; drop endpoint_version"
+                        .into(),
+                ));
+            }
+            let delegated = self
+                .delegated
+                .token(
+                    &tenant_id,
+                    api,
+                    user_token,
+                    self.settings.required_scopes(api),
+                )
+                .await?;
+            let token = &delegated.token;
+            let expires_in = token.remaining().as_secs();
+            tracing::info!(
+                tenant = %tenant_id,
+                api = %api,
+                user = %delegated.user_oid,
+                expires_in,
+                scopes = ?delegated.scopes,
+                "delegated token handed out"
+            );
+            return Ok(MintedToken {
+                access_token: token.token.clone(),
+                token_type: token.token_type.clone(),
+                expires_on: token.expires_at,
+                expires_in,
+                tenant_id: tenant_id.to_string(),
+                api,
+                resource: self.settings.endpoints.resource(api).to_owned(),
+                roles: Vec::new(),
+                user_oid: Some(delegated.user_oid.clone()),
+                user_upn: delegated.upn.clone(),
+                scopes: delegated.scopes.clone(),
+            });
+        }
+
         let token = self
             .tokens
             .token(&tenant_id, api, version, self.settings.required_roles(api))
@@ -175,6 +247,9 @@ impl TokenService {
             api,
             resource: self.settings.endpoints.resource(api).to_owned(),
             roles: token.claims.roles.clone(),
+            user_oid: None,
+            user_upn: None,
+            scopes: Vec::new(),
         })
     }
 }
@@ -185,6 +260,7 @@ impl From<&MintError> for crate::edge::EdgeError {
             code: error.code(),
             message: error.to_string(),
             retry_after: error.retry_after(),
+            claims: error.claims_challenge().map(str::to_owned),
         }
     }
 }

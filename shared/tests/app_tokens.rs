@@ -52,6 +52,7 @@ async fn mints_verified_tokens_for_each_api_on_both_endpoints() {
             tenant: Some(CONTOSO.into()),
             api: Some("m365d".into()),
             endpoint_version: Some("v1".into()),
+            user_token: None,
         })
         .await
         .unwrap();
@@ -414,6 +415,7 @@ async fn a_certificate_credential_mints_with_ps256_and_rs256() {
                 tenant: Some(CONTOSO.into()),
                 api: Some(api.into()),
                 endpoint_version: None,
+                user_token: None,
             })
             .await
             .unwrap_or_else(|error| panic!("{algorithm}: {error}"));
@@ -441,6 +443,7 @@ async fn a_certificate_credential_mints_with_ps256_and_rs256() {
             tenant: Some(CONTOSO.into()),
             api: Some("graph".into()),
             endpoint_version: None,
+            user_token: None,
         })
         .await
         .unwrap_err();

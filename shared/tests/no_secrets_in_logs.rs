@@ -77,6 +77,7 @@ async fn no_token_or_secret_reaches_the_logs() {
                 tenant: Some(CONTOSO.into()),
                 api: Some("graph".into()),
                 endpoint_version: Some("v1".into()),
+                user_token: None,
             })
             .await
             .unwrap()

@@ -53,9 +53,15 @@ fn logged(error: EdgeError) -> EdgeError {
     error
 }
 
+/// A direct caller reads the code from `errorType`; Microsoft's claims challenge, when there is
+/// one, ends the message after `claims: ` unchanged.
 fn diagnostic(error: EdgeError) -> Diagnostic {
+    let error_message = match &error.claims {
+        Some(claims) => format!("{} claims: {claims}", error.message),
+        None => error.message,
+    };
     Diagnostic {
         error_type: error.code.as_str().to_owned(),
-        error_message: error.message,
+        error_message,
     }
 }

@@ -156,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
                 tenant: Some(sample.id.to_owned()),
                 api: Some(api.code().to_owned()),
                 endpoint_version: None,
+                user_token: None,
             };
             match service.mint(&request).await {
                 Ok(token) => {

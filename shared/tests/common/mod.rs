@@ -105,6 +105,7 @@ impl Fixture {
                 tenant: Some(tenant.into()),
                 api: Some(api.into()),
                 endpoint_version: None,
+                user_token: None,
             })
             .await
     }
