@@ -41,6 +41,19 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(seconds.min(3600.0)))
 }
 
+/// An `@odata.nextLink`, if it points where the page came from: our bearer token goes nowhere
+/// else. The error says why a link is not followed.
+pub fn same_origin_link(page: &url::Url, link: &str) -> Result<url::Url, String> {
+    match url::Url::parse(link) {
+        Ok(next) if next.origin() == page.origin() => Ok(next),
+        Ok(next) => Err(format!(
+            "the API's @odata.nextLink points at another host ({}); not followed",
+            next.host_str().unwrap_or("none")
+        )),
+        Err(_) => Err("the API's @odata.nextLink is not a URL".to_owned()),
+    }
+}
+
 pub fn describe_transport_error(error: &reqwest::Error) -> String {
     let kind = if error.is_timeout() {
         "timed out"

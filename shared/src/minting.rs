@@ -12,10 +12,10 @@ use crate::api::{DefenderApi, UnknownApi};
 use crate::config::{Settings, TokenEndpointVersion};
 use crate::entra::discovery::TenantResolver;
 use crate::entra::{
-    AppTokenError, AppTokenProvider, EntraError, OboError, OboProvider, TokenClient,
+    AccessToken, AppTokenError, AppTokenProvider, EntraError, OboError, OboProvider, TokenClient,
 };
 use crate::runtime::Services;
-use crate::tenant_id::{TenantIdError, TenantRef};
+use crate::tenant_id::{TenantId, TenantIdError, TenantRef};
 use crate::tenants::{RegistryError, TenantRegistry, TenantStatus};
 
 /// What a calling workflow sends. Every field is checked; unknown fields are refused so that a
@@ -201,56 +201,56 @@ impl TokenService {
                     self.settings.required_scopes(api),
                 )
                 .await?;
-            let token = &delegated.token;
-            let expires_in = token.remaining().as_secs();
+            let answer = MintedToken {
+                user_oid: Some(delegated.user_oid.clone()),
+                user_upn: delegated.upn.clone(),
+                scopes: delegated.scopes.clone(),
+                ..self.answer(&delegated.token, &tenant_id, api)
+            };
             tracing::info!(
                 tenant = %tenant_id,
                 api = %api,
                 user = %delegated.user_oid,
-                expires_in,
-                scopes = ?delegated.scopes,
+                expires_in = answer.expires_in,
+                scopes = ?answer.scopes,
                 "delegated token handed out"
             );
-            return Ok(MintedToken {
-                access_token: token.token.clone(),
-                token_type: token.token_type.clone(),
-                expires_on: token.expires_at,
-                expires_in,
-                tenant_id: tenant_id.to_string(),
-                api,
-                resource: self.settings.endpoints.resource(api).to_owned(),
-                roles: Vec::new(),
-                user_oid: Some(delegated.user_oid.clone()),
-                user_upn: delegated.upn.clone(),
-                scopes: delegated.scopes.clone(),
-            });
+            return Ok(answer);
         }
 
         let token = self
             .tokens
             .token(&tenant_id, api, version, self.settings.required_roles(api))
             .await?;
-        let expires_in = token.remaining().as_secs();
+        let answer = MintedToken {
+            roles: token.claims.roles.clone(),
+            ..self.answer(&token, &tenant_id, api)
+        };
         tracing::info!(
             tenant = %tenant_id,
             api = %api,
-            expires_in,
-            roles = ?token.claims.roles,
+            expires_in = answer.expires_in,
+            roles = ?answer.roles,
             "token handed out"
         );
-        Ok(MintedToken {
+        Ok(answer)
+    }
+
+    /// What every answer says of its token; app-only and delegated answers add their own part.
+    fn answer(&self, token: &AccessToken, tenant_id: &TenantId, api: DefenderApi) -> MintedToken {
+        MintedToken {
             access_token: token.token.clone(),
             token_type: token.token_type.clone(),
             expires_on: token.expires_at,
-            expires_in,
+            expires_in: token.remaining().as_secs(),
             tenant_id: tenant_id.to_string(),
             api,
             resource: self.settings.endpoints.resource(api).to_owned(),
-            roles: token.claims.roles.clone(),
+            roles: Vec::new(),
             user_oid: None,
             user_upn: None,
             scopes: Vec::new(),
-        })
+        }
     }
 }
 

@@ -51,7 +51,17 @@ pub async fn attach_alerts(
                     message: format!("alerts_v2 page: {error}"),
                 })?;
             alerts.extend(page.value);
-            match page.next_link.and_then(|link| url::Url::parse(&link).ok()) {
+            let next = match page.next_link {
+                Some(link) => Some(crate::http::same_origin_link(&url, &link).map_err(
+                    |message| ApiError::BadRequest {
+                        status: 200,
+                        code: "next_link".into(),
+                        message,
+                    },
+                )?),
+                None => None,
+            };
+            match next {
                 Some(next) if page_number + 1 < MAX_ALERT_PAGES => url = next,
                 Some(_) => {
                     tracing::warn!(tenant = %tenant, incident = %record.id, "alert pages capped");

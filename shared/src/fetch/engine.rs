@@ -255,10 +255,7 @@ impl Fetcher {
                     continue;
                 }
                 Err(ApiError::Throttled(wait) | ApiError::LocalLimit(wait)) => {
-                    self.save(&checkpoint).await?;
-                    return Ok(PairResult::Throttled {
-                        retry_after_seconds: wait.as_secs_f64().ceil() as u64,
-                    });
+                    return self.throttled(&checkpoint, wait).await;
                 }
                 Err(error) => return Err(Failure::Api(error)),
             };
@@ -280,10 +277,7 @@ impl Fetcher {
                     // A throttle while reading alerts is a throttle of the pair, not a failure:
                     // the page is read again, alerts and all, once Microsoft's wait is over.
                     Err(ApiError::Throttled(wait) | ApiError::LocalLimit(wait)) => {
-                        self.save(&checkpoint).await?;
-                        return Ok(PairResult::Throttled {
-                            retry_after_seconds: wait.as_secs_f64().ceil() as u64,
-                        });
+                        return self.throttled(&checkpoint, wait).await;
                     }
                     Err(error) => return Err(Failure::Api(error)),
                 }
@@ -499,6 +493,18 @@ impl Fetcher {
         Ok(self.checkpoints.save_checkpoint(checkpoint).await?)
     }
 
+    /// Ends the pair as throttled for `wait`, its place kept: the next run resumes there.
+    async fn throttled(
+        &self,
+        checkpoint: &Checkpoint,
+        wait: Duration,
+    ) -> Result<PairResult, Failure> {
+        self.save(checkpoint).await?;
+        Ok(PairResult::Throttled {
+            retry_after_seconds: wait.as_secs_f64().ceil() as u64,
+        })
+    }
+
     /// Records the failure on the checkpoint (and on the tenant, when consent is gone).
     async fn record_failure(
         &self,
@@ -510,9 +516,9 @@ impl Fetcher {
             return PairResult::Busy;
         }
         let (code, mut message) = failure.describe();
-        let revoked =
-            failure.means_revoked() && self.others_still_accept_the_app(tenant, source).await;
-        if failure.means_revoked() && !revoked {
+        let consent_gone = failure.means_revoked();
+        let revoked = consent_gone && self.others_still_accept_the_app(tenant, source).await;
+        if consent_gone && !revoked {
             message = format!(
                 "{message} Other tenants refuse the app too, so the tenant is not marked revoked: \
                  check the client_id in the app credential."
@@ -550,9 +556,7 @@ impl Fetcher {
             PairResult::Failed { code, message }
         }
     }
-}
 
-impl Fetcher {
     /// Entra's "app not found in this tenant" (AADSTS700016) also comes back from every tenant
     /// when the credential names the wrong `client_id`, and one such run must not mark the whole
     /// fleet revoked. A second opinion tells the two apart: if another active tenant still
@@ -593,22 +597,10 @@ impl Fetcher {
     }
 }
 
-/// The API's `@odata.nextLink`, if it points where the page came from: our token goes nowhere else.
+/// The API's `@odata.nextLink`, if it points where the page came from.
 fn same_origin_link(page: &url::Url, link: &str) -> Result<url::Url, Failure> {
-    match url::Url::parse(link) {
-        Ok(next) if next.origin() == page.origin() => Ok(next),
-        Ok(next) => Err(Failure::Other(
-            ErrorCode::MicrosoftUnavailable,
-            format!(
-                "the API's @odata.nextLink points at another host ({}); not followed",
-                next.host_str().unwrap_or("none")
-            ),
-        )),
-        Err(_) => Err(Failure::Other(
-            ErrorCode::MicrosoftUnavailable,
-            "the API's @odata.nextLink is not a URL".to_owned(),
-        )),
-    }
+    crate::http::same_origin_link(page, link)
+        .map_err(|message| Failure::Other(ErrorCode::MicrosoftUnavailable, message))
 }
 
 #[derive(Debug)]
