@@ -122,9 +122,23 @@ impl TokenClient {
         &self,
         tenant: &str,
         version: TokenEndpointVersion,
-        mut form: Vec<(&str, &str)>,
+        form: Vec<(&str, &str)>,
         credential: &AppCredential,
     ) -> Result<AccessToken, EntraError> {
+        let body = self.post_grant(tenant, version, form, credential).await?;
+        parse_token_response(&body)
+    }
+
+    /// Adds the app's client id and credential to `form` and posts it; the body of a 200 answer,
+    /// or Entra's error typed. For grants whose answer carries more than an access token
+    /// (authorization code, refresh token, device code).
+    pub(crate) async fn post_grant(
+        &self,
+        tenant: &str,
+        version: TokenEndpointVersion,
+        mut form: Vec<(&str, &str)>,
+        credential: &AppCredential,
+    ) -> Result<bytes::Bytes, EntraError> {
         let url = self.token_url(tenant, version);
         form.push(("client_id", &credential.client_id));
         let assertion;
@@ -161,7 +175,7 @@ impl TokenClient {
                 &body,
             ));
         }
-        parse_token_response(&body)
+        Ok(body)
     }
 }
 
