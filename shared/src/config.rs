@@ -40,9 +40,34 @@ pub const ENV_STATE_KEY_SECRET_ID: &str = "DP_STATE_KEY_SECRET_ID";
 pub const ENV_STATE_KEY: &str = "DP_STATE_KEY";
 pub const ENV_STATE_KEY_FILE: &str = "DP_STATE_KEY_FILE";
 
+/// Interactive sign-in (delegated access): the callback registered on the app as a Web redirect
+/// URI, how long a sign-in link lives, where refresh tokens are sealed, and whether they are kept.
+pub const ENV_SIGNIN_REDIRECT_URI: &str = "DP_SIGNIN_REDIRECT_URI";
+pub const ENV_SIGNIN_STATE_TTL_SECONDS: &str = "DP_SIGNIN_STATE_TTL_SECONDS";
+pub const ENV_SIGNIN_KMS_KEY_ID: &str = "DP_SIGNIN_KMS_KEY_ID";
+pub const ENV_SIGNIN_KEEP_REFRESH_TOKENS: &str = "DP_SIGNIN_KEEP_REFRESH_TOKENS";
+/// `mint-token` may mint for a stored sign-in (only the function deployed for that).
+pub const ENV_MINT_FROM_SIGNIN: &str = "DP_MINT_FROM_SIGNIN";
+
 pub const DEFAULT_STATE_KEY_FILE: &str = ".local/state-key";
 
 pub const DEFAULT_SQLITE_PATH: &str = ".local/defender-partner.sqlite";
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`), `default` when unset.
+fn flag(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(variable).map(|text| text.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(text) => match text.as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError::new(variable, "must be true or false")),
+        },
+    }
+}
 
 /// A setting that is missing or invalid, named so the operator knows what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,7 +173,20 @@ pub struct Settings {
     required_roles: [RoleRequirement; 3],
     required_scopes: [RoleRequirement; 3],
     pub consent: ConsentSettings,
+    pub signin: SignInSettings,
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignInSettings {
+    pub redirect_uri: Option<Url>,
+    pub state_ttl: Duration,
+    /// KMS key that seals refresh tokens; without one they are sealed with a key derived from
+    /// the state signing key (the embedded default).
+    pub kms_key_id: Option<String>,
+    /// Keep the refresh token of a sign-in that granted `offline_access`.
+    pub keep_refresh_tokens: bool,
+    pub mint_from_signin: bool,
 }
 
 impl Settings {
@@ -298,6 +336,17 @@ impl Settings {
             },
         };
 
+        let signin = SignInSettings {
+            redirect_uri: get(ENV_SIGNIN_REDIRECT_URI)
+                .map(|text| parse_redirect_uri(&text))
+                .transpose()
+                .map_err(|error| ConfigError::new(ENV_SIGNIN_REDIRECT_URI, error.problem))?,
+            state_ttl: seconds(&get, ENV_SIGNIN_STATE_TTL_SECONDS, 600, 60..=3600)?,
+            kms_key_id: get(ENV_SIGNIN_KMS_KEY_ID).map(|text| text.trim().to_owned()),
+            keep_refresh_tokens: flag(&get, ENV_SIGNIN_KEEP_REFRESH_TOKENS, true)?,
+            mint_from_signin: flag(&get, ENV_MINT_FROM_SIGNIN, false)?,
+        };
+
         Ok(Settings {
             endpoints,
             credential,
@@ -307,6 +356,7 @@ impl Settings {
             required_roles: [m365d?, mde?, graph?],
             required_scopes: [scopes_m365d?, scopes_mde?, scopes_graph?],
             consent,
+            signin,
             log_format,
         })
     }

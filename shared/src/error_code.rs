@@ -37,6 +37,13 @@ pub enum ErrorCode {
     AssertionExpired,
     ScopesMissing,
     UserMismatch,
+    /// No usable sign-in is stored for the user (never signed in, refresh token revoked or
+    /// expired): the user must sign in again.
+    SignInRequired,
+    /// Minting from a stored sign-in is not enabled for this function.
+    StoredSignInDisabled,
+    /// The key service that opens stored refresh tokens (KMS) is unavailable.
+    KeyServiceUnavailable,
 }
 
 impl ErrorCode {
@@ -72,6 +79,9 @@ impl ErrorCode {
             ErrorCode::AssertionExpired => "assertion_expired",
             ErrorCode::ScopesMissing => "scopes_missing",
             ErrorCode::UserMismatch => "user_mismatch",
+            ErrorCode::SignInRequired => "sign_in_required",
+            ErrorCode::StoredSignInDisabled => "stored_sign_in_disabled",
+            ErrorCode::KeyServiceUnavailable => "key_service_unavailable",
         }
     }
 
@@ -92,11 +102,15 @@ impl ErrorCode {
             | ErrorCode::UserTokenWrongAudience
             | ErrorCode::InteractionRequired
             | ErrorCode::AssertionInvalid
-            | ErrorCode::AssertionExpired => 401,
+            | ErrorCode::AssertionExpired
+            | ErrorCode::SignInRequired => 401,
+            ErrorCode::StoredSignInDisabled => 403,
             ErrorCode::UserMismatch => 502,
             ErrorCode::Throttled => 429,
             ErrorCode::TokenTenantMismatch => 502,
-            ErrorCode::MicrosoftUnavailable | ErrorCode::RegistryUnavailable => 503,
+            ErrorCode::MicrosoftUnavailable
+            | ErrorCode::RegistryUnavailable
+            | ErrorCode::KeyServiceUnavailable => 503,
             ErrorCode::CredentialInvalid
             | ErrorCode::CredentialExpired
             | ErrorCode::CredentialUnavailable
@@ -127,6 +141,9 @@ mod tests {
             ErrorCode::UserTokenWrongAudience,
             ErrorCode::InteractionRequired,
             ErrorCode::UserMismatch,
+            ErrorCode::SignInRequired,
+            ErrorCode::StoredSignInDisabled,
+            ErrorCode::KeyServiceUnavailable,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

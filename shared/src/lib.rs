@@ -16,6 +16,7 @@ pub mod http;
 pub mod minting;
 pub mod runtime;
 pub mod secrets;
+pub mod signin;
 pub mod sink;
 pub mod telemetry;
 pub mod tenant_id;

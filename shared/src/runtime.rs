@@ -9,8 +9,8 @@ use crate::secrets::{
     CredentialSource, CredentialStore, FileSource, InlineSource, SecretsManagerSource,
 };
 use crate::tenants::{
-    Checkpoints, ConsentAttempts, DynamoRegistry, RegistryError, SqliteRegistry, Store,
-    TenantRegistry,
+    Checkpoints, ConsentAttempts, DynamoRegistry, RegistryError, SignedInUsers, SqliteRegistry,
+    Store, TenantRegistry,
 };
 
 pub struct Services {
@@ -24,6 +24,8 @@ pub struct Services {
     pub attempts: Arc<dyn ConsentAttempts>,
     /// And through its fetch-progress port.
     pub checkpoints: Arc<dyn Checkpoints>,
+    /// And through its signed-in-user port.
+    pub signed_in: Arc<dyn SignedInUsers>,
     pub tokens: Arc<AppTokenProvider>,
 }
 
@@ -51,7 +53,8 @@ impl Services {
             || matches!(
                 settings.consent.state_key,
                 StateKeyLocation::SecretsManager { .. }
-            );
+            )
+            || settings.signin.kms_key_id.is_some();
         let aws = if needs_aws {
             Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
         } else {
@@ -90,7 +93,8 @@ impl Services {
             credentials,
             registry: store.clone(),
             attempts: store.clone(),
-            checkpoints: store,
+            checkpoints: store.clone(),
+            signed_in: store,
             tokens,
         })
     }

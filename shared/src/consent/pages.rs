@@ -13,6 +13,15 @@ pub struct Page {
 }
 
 impl Page {
+    /// A page of `body`, which must already be escaped (see [`escape`]).
+    pub fn new(status: u16, title: &'static str, body: String) -> Page {
+        Page {
+            status,
+            title,
+            body,
+        }
+    }
+
     pub fn success(tenant: &TenantId, customer_ref: &str, roles: &[String]) -> Page {
         let granted = if roles.is_empty() {
             "<p>No application permissions were reported.</p>".to_owned()

@@ -9,7 +9,8 @@ use chrono::{Duration, Utc};
 
 use super::{
     AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
-    OpenWindow, RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
+    OpenWindow, RegistryError, SignedInUser, SignedInUsers, TenantRecord, TenantRegistry,
+    TenantStatus, stored_now,
 };
 use crate::tenant_id::TenantId;
 
@@ -17,7 +18,10 @@ fn fresh_tenant() -> TenantId {
     TenantId::parse(&Uuid::new_v4().to_string()).expect("a v4 uuid is a tenant id")
 }
 
-pub async fn run<R: TenantRegistry + ConsentAttempts + Checkpoints + 'static>(registry: &R) {
+pub async fn run<R: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + 'static>(
+    registry: &R,
+) {
+    sign_ins_rotate_conditionally_and_are_forgotten(registry).await;
     checkpoints_are_versioned(registry).await;
     the_ledger_remembers_the_last_delivery(registry).await;
     attempts_are_consumed_once(registry).await;
@@ -398,5 +402,104 @@ async fn the_ledger_remembers_the_last_delivery<R: Checkpoints>(store: &R) {
             .unwrap()
             .is_empty(),
         "per source"
+    );
+}
+
+fn sign_in(tenant: &TenantId, user_oid: &str, sealed: &[u8]) -> SignedInUser {
+    SignedInUser {
+        tenant_id: tenant.clone(),
+        user_oid: user_oid.to_owned(),
+        user_name: Some("analyst@contoso.example".into()),
+        scopes: vec!["Incident.Read".into(), "offline_access".into()],
+        sealed_refresh_token: sealed.to_vec(),
+        signed_in_at: stored_now(),
+        updated_at: stored_now(),
+        version: 0,
+    }
+}
+
+async fn sign_ins_rotate_conditionally_and_are_forgotten<R: SignedInUsers>(store: &R) {
+    let tenant = fresh_tenant();
+    let oid = "aaaaaaaa-0000-4000-8000-00000000000a";
+    assert!(store.signed_in_user(&tenant, oid).await.unwrap().is_none());
+
+    let first = store
+        .save_sign_in(&sign_in(&tenant, oid, b"sealed-1"))
+        .await
+        .unwrap();
+    let stored = store
+        .signed_in_user(&tenant, &oid.to_ascii_uppercase())
+        .await
+        .unwrap()
+        .expect("stored; the oid is matched case-insensitively");
+    assert_eq!(stored.version, first);
+    assert_eq!(stored.sealed_refresh_token, b"sealed-1");
+    assert_eq!(stored.scopes, vec!["Incident.Read", "offline_access"]);
+    assert_eq!(stored.user_name.as_deref(), Some("analyst@contoso.example"));
+
+    // A fresh sign-in overwrites and bumps the version.
+    let mut again = sign_in(&tenant, oid, b"sealed-2");
+    again.user_name = None;
+    let second = store.save_sign_in(&again).await.unwrap();
+    assert!(second > first);
+    let stored = store.signed_in_user(&tenant, oid).await.unwrap().unwrap();
+    assert_eq!(stored.user_name, None);
+    assert_eq!(stored.sealed_refresh_token, b"sealed-2");
+
+    // Rotation is conditional on the version read.
+    let rotated = store
+        .rotate_refresh_token(&stored, b"sealed-3")
+        .await
+        .unwrap();
+    assert_eq!(rotated, stored.version + 1);
+    assert!(matches!(
+        store.rotate_refresh_token(&stored, b"stale").await,
+        Err(RegistryError::Conflict(_))
+    ));
+    let current = store.signed_in_user(&tenant, oid).await.unwrap().unwrap();
+    assert_eq!(current.sealed_refresh_token, b"sealed-3");
+    assert_eq!(current.version, rotated);
+
+    // Forgetting is conditional too: a stale version leaves the rotated sign-in alone.
+    assert!(
+        !store
+            .forget_sign_in(&tenant, oid, stored.version)
+            .await
+            .unwrap()
+    );
+    assert!(store.signed_in_user(&tenant, oid).await.unwrap().is_some());
+    assert!(
+        store
+            .forget_sign_in(&tenant, oid, current.version)
+            .await
+            .unwrap()
+    );
+    assert!(store.signed_in_user(&tenant, oid).await.unwrap().is_none());
+    assert!(
+        !store
+            .forget_sign_in(&tenant, oid, current.version)
+            .await
+            .unwrap()
+    );
+
+    // Users are kept apart.
+    store
+        .save_sign_in(&sign_in(&tenant, oid, b"a"))
+        .await
+        .unwrap();
+    let other = "aaaaaaaa-0000-4000-8000-00000000000b";
+    assert!(
+        store
+            .signed_in_user(&tenant, other)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .signed_in_user(&fresh_tenant(), oid)
+            .await
+            .unwrap()
+            .is_none()
     );
 }

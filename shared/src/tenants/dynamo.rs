@@ -35,7 +35,7 @@ const CONSENT_PREFIX: &str = "CONSENT#";
 /// Consent attempts stay readable (for the operator and for telling a replay from a forgery) this
 /// long after their link expires; then the table's TTL removes them.
 const ATTEMPT_RETENTION_DAYS: i64 = 30;
-const TENANT_PREFIX: &str = "TENANT#";
+pub(super) const TENANT_PREFIX: &str = "TENANT#";
 /// The sparse index of the items worth listing, and the values of its `kind` key.
 pub const KIND_INDEX: &str = "by-kind";
 const KIND_TENANT: &str = "tenant";
@@ -43,8 +43,8 @@ const KIND_CHECKPOINT: &str = "checkpoint";
 
 #[derive(Clone)]
 pub struct DynamoRegistry {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
 }
 
 impl DynamoRegistry {
@@ -155,7 +155,7 @@ fn record(item: &HashMap<String, AttributeValue>) -> Result<TenantRecord, Regist
     })
 }
 
-fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R>(
+pub(super) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R>(
     error: SdkError<E, R>,
 ) -> RegistryError {
     let code = error.code().unwrap_or("no error code").to_owned();
@@ -167,7 +167,7 @@ fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R>(
     RegistryError::Unavailable(format!("DynamoDB {code}{hint}"))
 }
 
-fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+pub(super) fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     error.code() == Some("ConditionalCheckFailedException")
 }
 

@@ -6,13 +6,17 @@ mod attempts;
 mod checkpoints;
 pub mod conformance;
 mod dynamo;
+mod dynamo_signed_in;
 mod record;
+mod signed_in;
 mod sqlite;
+mod sqlite_signed_in;
 
 pub use attempts::{AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
 pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
 pub use dynamo::{DynamoRegistry, KIND_INDEX};
 pub use record::{TenantRecord, TenantStatus, stored_now};
+pub use signed_in::{SignedInUser, SignedInUsers};
 pub use sqlite::SqliteRegistry;
 
 use async_trait::async_trait;
@@ -41,10 +45,11 @@ impl RegistryError {
     }
 }
 
-/// Everything the functions keep: the tenant registry and the consent attempts, in one store.
-pub trait Store: TenantRegistry + ConsentAttempts + Checkpoints {}
+/// Everything the functions keep: the tenant registry, the consent attempts, fetch progress and
+/// signed-in users, in one store.
+pub trait Store: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers {}
 
-impl<T: TenantRegistry + ConsentAttempts + Checkpoints> Store for T {}
+impl<T: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers> Store for T {}
 
 /// How often an upsert re-reads and retries after losing a race.
 const UPSERT_ATTEMPTS: usize = 8;

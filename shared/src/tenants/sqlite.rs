@@ -97,12 +97,15 @@ impl SqliteRegistry {
         connection
             .execute_batch(CHECKPOINT_SCHEMA)
             .map_err(unavailable)?;
+        connection
+            .execute_batch(super::sqlite_signed_in::SCHEMA)
+            .map_err(unavailable)?;
         Ok(SqliteRegistry {
             connection: Arc::new(Mutex::new(connection)),
         })
     }
 
-    async fn with_connection<T: Send + 'static>(
+    pub(super) async fn with_connection<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, RegistryError> {
@@ -118,7 +121,7 @@ impl SqliteRegistry {
     }
 }
 
-fn unavailable(error: rusqlite::Error) -> RegistryError {
+pub(super) fn unavailable(error: rusqlite::Error) -> RegistryError {
     RegistryError::Unavailable(format!("sqlite: {error}"))
 }
 
