@@ -8,6 +8,7 @@
 
 mod access_token;
 mod assertion;
+mod aws;
 mod certificates;
 mod consent;
 mod control;
@@ -18,6 +19,7 @@ mod directory;
 mod discovery;
 mod errors;
 mod faults;
+mod federated;
 mod handle;
 mod keys;
 mod request_log;
@@ -27,6 +29,7 @@ mod server;
 mod state;
 mod token_endpoint;
 
+pub use aws::{ShortLivedTokens, StsCallCounts};
 pub use consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
@@ -40,7 +43,8 @@ pub use faults::{Fault, FaultMatch};
 pub use handle::{ControlError, EmulatorHandle};
 pub use request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 pub use scenario::{
-    AppConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings, GrantConfig,
-    RequiredPermissionConfig, Scenario, SecretConfig, TenantConfig, UserConfig,
+    AppConfig, AwsConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings,
+    FederatedCredentialConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,
+    TenantConfig, UserConfig,
 };
 pub use server::{RunningEmulator, start};

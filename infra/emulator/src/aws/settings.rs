@@ -1,0 +1,164 @@
+//! The emulated AWS account's state: its configuration, the test switches and the call counts.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::handle::ControlError;
+use crate::keys::SigningKey;
+use crate::scenario::AwsConfig;
+
+/// How many `GetWebIdentityToken` requests arrived and how many got a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StsCallCounts {
+    pub get_web_identity_token: u64,
+    pub tokens_issued: u64,
+}
+
+/// The next `count` tokens live `lifetime_seconds` whatever `DurationSeconds` asked for. Zero or
+/// negative lifetimes issue tokens that are already expired, so that a test sees Entra refuse
+/// one (AADSTS700024) without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShortLivedTokens {
+    pub count: u32,
+    pub lifetime_seconds: i64,
+}
+
+impl ShortLivedTokens {
+    /// Below this, `exp` would be over an hour before `iat`: no test needs it.
+    const MIN_LIFETIME_SECONDS: i64 = -3600;
+    const MAX_LIFETIME_SECONDS: i64 = 3600;
+
+    pub(crate) fn validate(&self) -> Result<(), ControlError> {
+        if self.count == 0 {
+            return Err(ControlError::Invalid("count must be at least 1".to_owned()));
+        }
+        if !(Self::MIN_LIFETIME_SECONDS..=Self::MAX_LIFETIME_SECONDS)
+            .contains(&self.lifetime_seconds)
+        {
+            return Err(ControlError::Invalid(format!(
+                "lifetime_seconds must be within {}..={}",
+                Self::MIN_LIFETIME_SECONDS,
+                Self::MAX_LIFETIME_SECONDS
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct AwsState {
+    /// Signs the account's web identity tokens; published at the issuer's `jwks.json`.
+    pub issuer_key: SigningKey,
+    inner: Mutex<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: AwsConfig,
+    /// Every role lacks `sts:GetWebIdentityToken`: `AccessDenied`.
+    pub role_denied: bool,
+    /// The caller's session ends this many seconds from now: a longer `DurationSeconds` gets
+    /// `SessionDurationEscalationException`. `None`: long-term credentials, no limit.
+    pub session_remaining_seconds: Option<u64>,
+    pub short_lived: Option<ShortLivedTokens>,
+    pub calls: StsCallCounts,
+}
+
+impl AwsState {
+    pub(crate) fn new(config: AwsConfig, issuer_key: SigningKey) -> AwsState {
+        AwsState {
+            issuer_key,
+            inner: Mutex::new(Inner {
+                config,
+                role_denied: false,
+                session_remaining_seconds: None,
+                short_lived: None,
+                calls: StsCallCounts::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// The lifetime override of the next token, consuming one use of it.
+    pub(crate) fn take_short_lifetime(&mut self) -> Option<i64> {
+        let short = self.short_lived.as_mut()?;
+        let lifetime = short.lifetime_seconds;
+        short.count -= 1;
+        if short.count == 0 {
+            self.short_lived = None;
+        }
+        Some(lifetime)
+    }
+
+    pub(crate) fn role_of(&self, access_key_id: &str) -> &str {
+        self.config
+            .roles
+            .get(access_key_id)
+            .unwrap_or(&self.config.default_role_arn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_lifetimes_are_used_up() {
+        let mut inner = Inner {
+            config: AwsConfig::default(),
+            role_denied: false,
+            session_remaining_seconds: None,
+            short_lived: Some(ShortLivedTokens {
+                count: 2,
+                lifetime_seconds: -600,
+            }),
+            calls: StsCallCounts::default(),
+        };
+        assert_eq!(inner.take_short_lifetime(), Some(-600));
+        assert_eq!(inner.take_short_lifetime(), Some(-600));
+        assert_eq!(inner.take_short_lifetime(), None);
+    }
+
+    #[test]
+    fn overrides_are_bounded() {
+        let valid = |count, lifetime_seconds| {
+            ShortLivedTokens {
+                count,
+                lifetime_seconds,
+            }
+            .validate()
+            .is_ok()
+        };
+        assert!(valid(1, 1));
+        assert!(valid(3, -600));
+        assert!(!valid(0, 1));
+        assert!(!valid(1, 3601));
+        assert!(!valid(1, -3601));
+    }
+
+    #[test]
+    fn unknown_keys_get_the_default_role() {
+        let mut config = AwsConfig::default();
+        config.roles.insert(
+            "AKIDOTHER".to_owned(),
+            "arn:aws:iam::123456789012:role/other".to_owned(),
+        );
+        let inner = Inner {
+            config,
+            role_denied: false,
+            session_remaining_seconds: None,
+            short_lived: None,
+            calls: StsCallCounts::default(),
+        };
+        assert_eq!(
+            inner.role_of("AKIDOTHER"),
+            "arn:aws:iam::123456789012:role/other"
+        );
+        assert_eq!(inner.role_of("AKIDANY"), crate::demo::AWS_ROLE_ARN);
+    }
+}
