@@ -1073,3 +1073,68 @@ async fn the_control_api_drives_the_aws_switches_and_credentials() {
     );
     emulator.shutdown().await;
 }
+
+// --- logs ------------------------------------------------------------------------------------
+
+/// Collects what the emulator logs on this thread.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// `tokio::test` runs the emulator's tasks on this thread, so a thread-local subscriber sees them.
+#[tokio::test]
+async fn neither_the_aws_token_nor_the_assertion_reaches_the_log() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "defender_emulator=trace",
+        ))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let emulator = start_demo().await;
+    let token = aws_jwt(&emulator).await;
+    assert_eq!(
+        token_with_assertion(&emulator, CONTOSO, &token)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    emulator
+        .handle()
+        .set_federated_credentials(CLIENT_ID, &[])
+        .unwrap();
+    assert_eq!(
+        token_with_assertion(&emulator, CONTOSO, &token)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    emulator.shutdown().await;
+
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("sts GetWebIdentityToken issued a token"),
+        "{text}"
+    );
+    assert!(text.contains("token request"), "{text}");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!text.contains(signature), "the JWT reached the log");
+    assert!(
+        !text.contains(ACCESS_KEY_ID),
+        "the access key id reached the log"
+    );
+}
