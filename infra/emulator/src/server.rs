@@ -72,8 +72,12 @@ impl RunningEmulator {
 /// Starts the emulator on `listen` (port 0: a free port chosen by the OS).
 pub async fn start(scenario: Scenario, listen: SocketAddr) -> anyhow::Result<RunningEmulator> {
     scenario.validate()?;
-    let (key, aws_key) = tokio::task::spawn_blocking(|| {
-        anyhow::Ok((SigningKey::generate()?, SigningKey::generate()?))
+    let (key, aws_rsa_key, aws_ec_key) = tokio::task::spawn_blocking(|| {
+        anyhow::Ok((
+            SigningKey::generate()?,
+            SigningKey::generate()?,
+            crate::aws::EcSigningKey::generate()?,
+        ))
     })
     .await
     .context("key generation did not finish")??;
@@ -88,7 +92,7 @@ pub async fn start(scenario: Scenario, listen: SocketAddr) -> anyhow::Result<Run
         crate::federated::resolve_placeholder(&mut app.federated_credentials, &base_url);
     }
     let directory = Directory::from_scenario(&scenario)?;
-    let aws = crate::aws::AwsState::new(scenario.aws.clone(), aws_key);
+    let aws = crate::aws::AwsState::new(scenario.aws.clone(), aws_rsa_key, aws_ec_key);
     let issuer_keys = crate::federated::IssuerKeyCache::new()?;
     let shared = Arc::new(Shared::new(base_url, key, directory, aws, issuer_keys));
     shared.defender.load_scenario(&scenario);

@@ -42,7 +42,7 @@ pub(super) async fn openid_configuration(
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES384"],
         "claims_supported": ["iss", "sub", "aud", "iat", "exp", "jti", "https://sts.amazonaws.com/"],
         "scopes_supported": ["openid"],
     }))
@@ -57,9 +57,7 @@ pub(super) async fn jwks(
     if issuer_of(&shared, &account_id).is_none() {
         return no_such_issuer();
     }
-    let mut keys = shared.aws.issuer_key.jwks(None);
-    if let Some(key) = keys["keys"].get_mut(0) {
-        key["alg"] = json!("RS256");
-    }
-    Json(keys).into_response()
+    let mut rsa = shared.aws.rsa_key.jwks(None)["keys"][0].take();
+    rsa["alg"] = json!("RS256");
+    Json(json!({ "keys": [rsa, shared.aws.ec_key.jwk()] })).into_response()
 }

@@ -6,6 +6,7 @@
 //! that `AWS_ENDPOINT_URL_STS` and `AWS_ENDPOINT_URL_IAM` may point at distinct paths).
 
 mod control;
+mod ec_key;
 mod iam;
 mod issuer;
 mod query;
@@ -22,6 +23,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+pub(crate) use ec_key::EcSigningKey;
 pub(crate) use settings::AwsState;
 pub use settings::{ShortLivedTokens, StsCallCounts};
 

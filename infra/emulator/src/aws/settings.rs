@@ -4,6 +4,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+use super::ec_key::EcSigningKey;
 use crate::handle::ControlError;
 use crate::keys::SigningKey;
 use crate::scenario::AwsConfig;
@@ -48,8 +49,10 @@ impl ShortLivedTokens {
 }
 
 pub(crate) struct AwsState {
-    /// Signs the account's web identity tokens; published at the issuer's `jwks.json`.
-    pub issuer_key: SigningKey,
+    /// Sign the account's web identity tokens (`RS256`, `ES384`); both published at the
+    /// issuer's `jwks.json`.
+    pub rsa_key: SigningKey,
+    pub ec_key: EcSigningKey,
     inner: Mutex<Inner>,
 }
 
@@ -65,9 +68,10 @@ pub(crate) struct Inner {
 }
 
 impl AwsState {
-    pub(crate) fn new(config: AwsConfig, issuer_key: SigningKey) -> AwsState {
+    pub(crate) fn new(config: AwsConfig, rsa_key: SigningKey, ec_key: EcSigningKey) -> AwsState {
         AwsState {
-            issuer_key,
+            rsa_key,
+            ec_key,
             inner: Mutex::new(Inner {
                 config,
                 role_denied: false,

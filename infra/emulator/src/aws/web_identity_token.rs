@@ -25,8 +25,16 @@ const MAX_PAYLOAD_BYTES: usize = 4096;
 /// The namespace of AWS's own claims in the JWT.
 const AWS_CLAIMS_NAMESPACE: &str = "https://sts.amazonaws.com/";
 
+/// The `SigningAlgorithm` values STS offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SigningAlgorithm {
+    Rs256,
+    Es384,
+}
+
 /// What a valid request asks for.
 struct TokenRequest {
+    algorithm: SigningAlgorithm,
     audiences: Vec<String>,
     duration_seconds: i64,
     tags: Vec<(String, String)>,
@@ -119,7 +127,11 @@ fn issue(
              number of request tags included in the GetWebIdentityToken API call.",
         ));
     }
-    let token = shared.aws.issuer_key.sign(&claims).map_err(|error| {
+    let signed = match wanted.algorithm {
+        SigningAlgorithm::Rs256 => shared.aws.rsa_key.sign(&claims),
+        SigningAlgorithm::Es384 => shared.aws.ec_key.sign(&claims),
+    };
+    let token = signed.map_err(|error| {
         tracing::error!(%error, "cannot sign a web identity token");
         AwsError {
             fault: Fault::Receiver,
@@ -171,21 +183,15 @@ fn parse(request: &QueryRequest) -> Result<TokenRequest, AwsError> {
              between 1 and {MAX_AUDIENCE_LENGTH}"
         )));
     }
-    match request.get("SigningAlgorithm") {
+    let algorithm = match request.get("SigningAlgorithm") {
         None => {
             return Err(validation_error(
                 "Value null at 'signingAlgorithm' failed to satisfy constraint: Member must not be null"
                     .to_owned(),
             ));
         }
-        Some("RS256") => {}
-        Some("ES384") => {
-            return Err(validation_error(
-                "Value 'ES384' at 'signingAlgorithm' is valid at AWS but this emulator signs \
-                 RS256 only"
-                    .to_owned(),
-            ));
-        }
+        Some("RS256") => SigningAlgorithm::Rs256,
+        Some("ES384") => SigningAlgorithm::Es384,
         Some(other) => {
             return Err(validation_error(format!(
                 "Value '{}' at 'signingAlgorithm' failed to satisfy constraint: Member must \
@@ -193,7 +199,7 @@ fn parse(request: &QueryRequest) -> Result<TokenRequest, AwsError> {
                 crate::errors::clip(other)
             )));
         }
-    }
+    };
     let duration_seconds = match request.get("DurationSeconds") {
         None => DEFAULT_DURATION_SECONDS,
         Some(text) => text.parse::<i64>().map_err(|_| {
@@ -223,6 +229,7 @@ fn parse(request: &QueryRequest) -> Result<TokenRequest, AwsError> {
         )));
     }
     Ok(TokenRequest {
+        algorithm,
         audiences,
         duration_seconds,
         tags,
@@ -287,10 +294,7 @@ mod tests {
             code("Audience.member.1=a&SigningAlgorithm=HS256"),
             Some("ValidationError")
         );
-        assert_eq!(
-            code("Audience.member.1=a&SigningAlgorithm=ES384"),
-            Some("ValidationError")
-        );
+        assert_eq!(code("Audience.member.1=a&SigningAlgorithm=ES384"), None);
         for duration in ["59", "3601", "x", "-1"] {
             assert_eq!(
                 code(&format!(
