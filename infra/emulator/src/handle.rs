@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::aws::{ShortLivedTokens, StsCallCounts};
+use crate::aws::{ShortLivedTokens, StsCallCounts, StsFailure};
 use crate::faults::Fault;
 use crate::request_log::TokenRequestRecord;
 use crate::scenario::{
@@ -189,6 +189,14 @@ impl EmulatorHandle {
     pub fn shorten_next_sts_tokens(&self, short: ShortLivedTokens) -> Result<(), ControlError> {
         short.validate()?;
         self.shared.aws.lock().short_lived = Some(short);
+        Ok(())
+    }
+
+    /// The next `failure.count` STS calls answer `failure.status` with `failure.code`.
+    /// Replaces a failure still pending.
+    pub fn fail_next_sts_calls(&self, failure: StsFailure) -> Result<(), ControlError> {
+        failure.validate()?;
+        self.shared.aws.lock().failures = Some(failure);
         Ok(())
     }
 

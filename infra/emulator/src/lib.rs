@@ -29,7 +29,7 @@ mod server;
 mod state;
 mod token_endpoint;
 
-pub use aws::{ShortLivedTokens, StsCallCounts};
+pub use aws::{ShortLivedTokens, StsCallCounts, StsFailure};
 pub use consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,

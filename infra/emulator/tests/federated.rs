@@ -13,7 +13,7 @@ use defender_emulator::demo::{
 };
 use defender_emulator::{
     CertificateConfig, FederatedCredentialConfig, RunningEmulator, Scenario, ShortLivedTokens,
-    StsCallCounts,
+    StsCallCounts, StsFailure,
 };
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
@@ -574,6 +574,58 @@ async fn too_many_or_too_large_tags_are_refused() {
 }
 
 #[tokio::test]
+async fn injected_failures_come_first_and_the_sdk_retries_them() {
+    let emulator = start_demo().await;
+    let handle = emulator.handle();
+    let failure = |count, status, code: &str| StsFailure {
+        count,
+        status,
+        code: code.to_owned(),
+    };
+    handle
+        .fail_next_sts_calls(failure(1, 400, "Throttling"))
+        .unwrap();
+    let message = assert_aws_error(&sts(&emulator, &[]).await, 400, "Throttling");
+    assert!(message.contains("Injected"), "{message}");
+    handle
+        .fail_next_sts_calls(failure(1, 503, "ServiceUnavailable"))
+        .unwrap();
+    let answer = sts(&emulator, &[]).await;
+    assert_eq!(answer.status.as_u16(), 503);
+    assert_eq!(element(&answer.text, "Type").as_deref(), Some("Receiver"));
+    assert_eq!(sts(&emulator, &[]).await.status, StatusCode::OK);
+
+    // The SDK's standard retry mode takes two throttled answers and succeeds on the third try.
+    handle.reset_sts_calls();
+    handle
+        .fail_next_sts_calls(failure(2, 400, "Throttling"))
+        .unwrap();
+    let output = sdk_client(&emulator, "/sts")
+        .get_web_identity_token()
+        .audience(FIC_AUDIENCE)
+        .signing_algorithm("RS256")
+        .send()
+        .await
+        .expect("retried to success");
+    assert!(output.web_identity_token().is_some());
+    assert_eq!(
+        handle.sts_calls(),
+        StsCallCounts {
+            get_web_identity_token: 3,
+            tokens_issued: 1
+        }
+    );
+    for bad in [
+        failure(0, 400, "Throttling"),
+        failure(1, 302, "Moved"),
+        failure(1, 500, "a b"),
+    ] {
+        assert!(handle.fail_next_sts_calls(bad).is_err());
+    }
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
 async fn sts_calls_are_counted_and_one_token_serves_several_tenants() {
     let emulator = start_demo().await;
     let handle = emulator.handle();
@@ -1046,10 +1098,19 @@ async fn the_control_api_drives_the_aws_switches_and_credentials() {
         700024,
     );
 
+    let failure = http
+        .post(format!("{base}/_emulator/aws/failures"))
+        .json(&json!({"count": 1, "status": 400, "code": "Throttling"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failure.status(), StatusCode::NO_CONTENT);
+    assert_aws_error(&sts(&emulator, &[]).await, 400, "Throttling");
+
     let calls = get(&format!("{base}/_emulator/aws/calls")).await;
     assert_eq!(
         calls.body,
-        json!({"get_web_identity_token": 4, "tokens_issued": 1})
+        json!({"get_web_identity_token": 5, "tokens_issued": 1})
     );
     let reset = http
         .delete(format!("{base}/_emulator/aws/calls"))

@@ -13,7 +13,7 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ShortLivedTokens;
+use super::{ShortLivedTokens, StsFailure};
 use crate::handle::{ControlError, EmulatorHandle};
 use crate::state::Shared;
 
@@ -25,6 +25,7 @@ pub(super) fn router() -> Router<Arc<Shared>> {
             "/_emulator/aws/short-lived-tokens",
             post(short_lived_tokens),
         )
+        .route("/_emulator/aws/failures", post(fail_next_calls))
         .route("/_emulator/aws/calls", get(calls).delete(reset_calls))
 }
 
@@ -91,6 +92,10 @@ async fn short_lived_tokens(State(shared): State<Arc<Shared>>, body: Bytes) -> R
         parse::<ShortLivedTokens>(&body)
             .and_then(|short| handle(shared).shorten_next_sts_tokens(short)),
     )
+}
+
+async fn fail_next_calls(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    done(parse::<StsFailure>(&body).and_then(|failure| handle(shared).fail_next_sts_calls(failure)))
 }
 
 async fn calls(State(shared): State<Arc<Shared>>) -> Json<super::StsCallCounts> {

@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 
 pub(crate) use ec_key::EcSigningKey;
 pub(crate) use settings::AwsState;
-pub use settings::{ShortLivedTokens, StsCallCounts};
+pub use settings::{ShortLivedTokens, StsCallCounts, StsFailure};
 
 use crate::state::Shared;
 use query::QueryRequest;

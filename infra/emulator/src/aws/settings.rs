@@ -48,6 +48,39 @@ impl ShortLivedTokens {
     }
 }
 
+/// The next `count` STS calls fail with `status` and error `code` (e.g. 400 `Throttling`,
+/// 503 `ServiceUnavailable`), before any other check: what a client's retries must survive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StsFailure {
+    pub count: u32,
+    pub status: u16,
+    pub code: String,
+}
+
+impl StsFailure {
+    pub(crate) fn validate(&self) -> Result<(), ControlError> {
+        if self.count == 0 {
+            return Err(ControlError::Invalid("count must be at least 1".to_owned()));
+        }
+        if !(400..=599).contains(&self.status) {
+            return Err(ControlError::Invalid(format!(
+                "status {} is not an error status (400-599)",
+                self.status
+            )));
+        }
+        if self.code.is_empty()
+            || self.code.len() > 64
+            || !self.code.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(ControlError::Invalid(
+                "code must be 1-64 ASCII letters or digits".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub(crate) struct AwsState {
     /// Sign the account's web identity tokens (`RS256`, `ES384`); both published at the
     /// issuer's `jwks.json`.
@@ -64,6 +97,7 @@ pub(crate) struct Inner {
     /// `SessionDurationEscalationException`. `None`: long-term credentials, no limit.
     pub session_remaining_seconds: Option<u64>,
     pub short_lived: Option<ShortLivedTokens>,
+    pub failures: Option<StsFailure>,
     pub calls: StsCallCounts,
 }
 
@@ -77,6 +111,7 @@ impl AwsState {
                 role_denied: false,
                 session_remaining_seconds: None,
                 short_lived: None,
+                failures: None,
                 calls: StsCallCounts::default(),
             }),
         }
@@ -97,6 +132,17 @@ impl Inner {
             self.short_lived = None;
         }
         Some(lifetime)
+    }
+
+    /// The injected failure of this call, consuming one use of it.
+    pub(crate) fn take_failure(&mut self) -> Option<StsFailure> {
+        let failure = self.failures.as_mut()?;
+        failure.count -= 1;
+        let taken = failure.clone();
+        if failure.count == 0 {
+            self.failures = None;
+        }
+        Some(taken)
     }
 
     pub(crate) fn role_of(&self, access_key_id: &str) -> &str {
@@ -121,11 +167,26 @@ mod tests {
                 count: 2,
                 lifetime_seconds: -600,
             }),
+            failures: None,
             calls: StsCallCounts::default(),
         };
         assert_eq!(inner.take_short_lifetime(), Some(-600));
         assert_eq!(inner.take_short_lifetime(), Some(-600));
         assert_eq!(inner.take_short_lifetime(), None);
+    }
+
+    #[test]
+    fn failures_are_checked() {
+        let failure = |count, status, code: &str| StsFailure {
+            count,
+            status,
+            code: code.to_owned(),
+        };
+        assert!(failure(1, 400, "Throttling").validate().is_ok());
+        assert!(failure(0, 400, "Throttling").validate().is_err());
+        assert!(failure(1, 200, "Throttling").validate().is_err());
+        assert!(failure(1, 503, "").validate().is_err());
+        assert!(failure(1, 503, "<x>").validate().is_err());
     }
 
     #[test]
@@ -157,6 +218,7 @@ mod tests {
             role_denied: false,
             session_remaining_seconds: None,
             short_lived: None,
+            failures: None,
             calls: StsCallCounts::default(),
         };
         assert_eq!(

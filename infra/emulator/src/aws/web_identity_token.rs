@@ -45,12 +45,19 @@ pub(super) fn serve(
     headers: &HeaderMap,
     request: &QueryRequest,
 ) -> Result<Response, AwsError> {
-    shared.aws.lock().calls.get_web_identity_token += 1;
-    let result = issue(shared, headers, request);
+    let injected = {
+        let mut aws = shared.aws.lock();
+        aws.calls.get_web_identity_token += 1;
+        aws.take_failure()
+    };
+    let result = match injected {
+        Some(failure) => Err(injected_error(&failure)),
+        None => issue(shared, headers, request),
+    };
     match &result {
         Ok(_) => tracing::info!("sts GetWebIdentityToken issued a token"),
         Err(error) => tracing::info!(
-            code = error.code,
+            code = %error.code,
             status = error.status.as_u16(),
             "sts GetWebIdentityToken refused"
         ),
@@ -150,6 +157,23 @@ fn issue(
         expiration.format("%Y-%m-%dT%H:%M:%SZ")
     );
     Ok(xml::success("GetWebIdentityToken", STS_NAMESPACE, &result))
+}
+
+fn injected_error(failure: &super::StsFailure) -> AwsError {
+    let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let fault = if status.is_server_error() {
+        Fault::Receiver
+    } else {
+        Fault::Sender
+    };
+    AwsError {
+        fault,
+        ..AwsError::sender(
+            status,
+            failure.code.clone(),
+            "Injected by the emulator's control API.",
+        )
+    }
 }
 
 fn validation_error(message: String) -> AwsError {
@@ -287,12 +311,18 @@ mod tests {
         let ok = parsed("Audience.member.1=a&SigningAlgorithm=RS256").unwrap();
         assert_eq!(ok.duration_seconds, 300);
         assert_eq!(ok.audiences, ["a"]);
-        let code = |body: &str| parsed(body).err().map(|error| error.code);
-        assert_eq!(code("SigningAlgorithm=RS256"), Some("ValidationError"));
-        assert_eq!(code("Audience.member.1=a"), Some("ValidationError"));
+        let code = |body: &str| parsed(body).err().map(|error| error.code.into_owned());
+        assert_eq!(
+            code("SigningAlgorithm=RS256"),
+            Some("ValidationError".to_owned())
+        );
+        assert_eq!(
+            code("Audience.member.1=a"),
+            Some("ValidationError".to_owned())
+        );
         assert_eq!(
             code("Audience.member.1=a&SigningAlgorithm=HS256"),
-            Some("ValidationError")
+            Some("ValidationError".to_owned())
         );
         assert_eq!(code("Audience.member.1=a&SigningAlgorithm=ES384"), None);
         for duration in ["59", "3601", "x", "-1"] {
@@ -300,7 +330,7 @@ mod tests {
                 code(&format!(
                     "Audience.member.1=a&SigningAlgorithm=RS256&DurationSeconds={duration}"
                 )),
-                Some("ValidationError"),
+                Some("ValidationError".to_owned()),
                 "{duration}"
             );
         }
@@ -317,11 +347,11 @@ mod tests {
             .collect();
         assert_eq!(
             code(&format!("{eleven}SigningAlgorithm=RS256")),
-            Some("ValidationError")
+            Some("ValidationError".to_owned())
         );
         assert_eq!(
             code("Audience.member.1=&SigningAlgorithm=RS256"),
-            Some("ValidationError")
+            Some("ValidationError".to_owned())
         );
     }
 

@@ -3,6 +3,8 @@
 //! Built with format strings; every value goes through [`escape`]. The documents are small and
 //! fixed in shape, so a serializer would add a dependency without making them safer.
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
@@ -49,7 +51,7 @@ pub(crate) enum Fault {
 pub(crate) struct AwsError {
     pub status: StatusCode,
     pub fault: Fault,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     pub namespace: &'static str,
 }
@@ -57,13 +59,13 @@ pub(crate) struct AwsError {
 impl AwsError {
     pub(crate) fn sender(
         status: StatusCode,
-        code: &'static str,
+        code: impl Into<Cow<'static, str>>,
         message: impl Into<String>,
     ) -> Self {
         AwsError {
             status,
             fault: Fault::Sender,
-            code,
+            code: code.into(),
             message: message.into(),
             namespace: STS_NAMESPACE,
         }
@@ -86,7 +88,7 @@ impl IntoResponse for AwsError {
             "<ErrorResponse xmlns=\"{}\">\n  <Error>\n    <Type>{fault}</Type>\n    <Code>{}</Code>\n    \
              <Message>{}</Message>\n  </Error>\n  <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n",
             self.namespace,
-            escape(self.code),
+            escape(&self.code),
             escape(&self.message)
         );
         xml_response(self.status, body, &request_id)
