@@ -1,7 +1,9 @@
 //! A loopback emulator of the Entra ID side of Microsoft for token minting (client credentials and
 //! the delegated flows: authorization code + PKCE, refresh, on-behalf-of, device code):
 //! v1 and v2 token endpoints, signing keys, OpenID metadata and Entra's error answers, plus a
-//! control API to inject faults, rotate credentials and read what clients sent.
+//! control API to inject faults, rotate credentials and read what clients sent. For the
+//! secretless credential it also plays AWS (STS `GetWebIdentityToken`, IAM's federation info,
+//! the account's OIDC issuer) and accepts the AWS JWT through federated identity credentials.
 //!
 //! Used in-process by the demo and Rust tests ([`start`]) and as a process by end-to-end tests
 //! (the `defender-emulator` binary). See `README.md` for the scenario format and endpoints.
