@@ -66,16 +66,16 @@ impl IntoResponse for ControlError {
     }
 }
 
-fn handle(shared: Arc<Shared>) -> EmulatorHandle {
+pub(crate) fn handle(shared: Arc<Shared>) -> EmulatorHandle {
     EmulatorHandle { shared }
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
     serde_json::from_slice(body)
         .map_err(|error| ControlError::Invalid(format!("invalid body: {error}")))
 }
 
-fn done(result: Result<(), ControlError>) -> Response {
+pub(crate) fn done(result: Result<(), ControlError>) -> Response {
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),

@@ -8,13 +8,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{ShortLivedTokens, StsFailure};
-use crate::handle::{ControlError, EmulatorHandle};
+use crate::control::{done, handle, parse};
 use crate::state::Shared;
 
 pub(super) fn router() -> Router<Arc<Shared>> {
@@ -27,22 +27,6 @@ pub(super) fn router() -> Router<Arc<Shared>> {
         )
         .route("/_emulator/aws/failures", post(fail_next_calls))
         .route("/_emulator/aws/calls", get(calls).delete(reset_calls))
-}
-
-fn handle(shared: Arc<Shared>) -> EmulatorHandle {
-    EmulatorHandle { shared }
-}
-
-fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ControlError> {
-    serde_json::from_slice(body)
-        .map_err(|error| ControlError::Invalid(format!("invalid body: {error}")))
-}
-
-fn done(result: Result<(), ControlError>) -> Response {
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => error.into_response(),
-    }
 }
 
 async fn info(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
