@@ -16,14 +16,15 @@ const SKEW_SECONDS: i64 = 300;
 /// Entra refuses assertions that stay valid longer than this.
 const MAX_LIFETIME_SECONDS: i64 = 3600;
 
+/// The claims Entra checks in a client assertion, certificate or federated.
 #[derive(Deserialize)]
-struct AssertionClaims {
-    aud: Option<Value>,
-    iss: Option<String>,
-    sub: Option<String>,
-    exp: Option<f64>,
-    nbf: Option<f64>,
-    iat: Option<f64>,
+pub(crate) struct AssertionClaims {
+    pub(crate) aud: Option<Value>,
+    pub(crate) iss: Option<String>,
+    pub(crate) sub: Option<String>,
+    pub(crate) exp: Option<f64>,
+    pub(crate) nbf: Option<f64>,
+    pub(crate) iat: Option<f64>,
 }
 
 /// Checks `assertion` for `app`; `audiences` are the token endpoint URLs it may be addressed to.
@@ -114,7 +115,7 @@ fn audience_matches(aud: Option<&Value>, accepted: &[String]) -> bool {
     }
 }
 
-fn check_times(claims: &AssertionClaims, now: i64) -> Result<(), EntraError> {
+pub(crate) fn check_times(claims: &AssertionClaims, now: i64) -> Result<(), EntraError> {
     let Some(exp) = claims.exp.map(seconds) else {
         return Err(EntraError::invalid_assertion(
             "The client assertion has no 'exp' claim.",

@@ -18,7 +18,10 @@ use serde_json::json;
 
 use crate::faults::Fault;
 use crate::handle::{ControlError, EmulatorHandle};
-use crate::scenario::{AppConfig, CertificateConfig, GrantConfig, SecretConfig, TenantConfig};
+use crate::scenario::{
+    AppConfig, CertificateConfig, FederatedCredentialConfig, GrantConfig, SecretConfig,
+    TenantConfig,
+};
 use crate::state::Shared;
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
@@ -39,6 +42,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             put(set_certificates),
         )
         .route("/_emulator/apps/{client_id}/disabled", put(set_disabled))
+        .route(
+            "/_emulator/apps/{client_id}/federated-credentials",
+            put(set_federated_credentials),
+        )
         .route("/_emulator/tenants", post(add_tenant))
         .route("/_emulator/tenants/{tenant}/grants", put(set_grant))
         .route(
@@ -59,16 +66,16 @@ impl IntoResponse for ControlError {
     }
 }
 
-fn handle(shared: Arc<Shared>) -> EmulatorHandle {
+pub(crate) fn handle(shared: Arc<Shared>) -> EmulatorHandle {
     EmulatorHandle { shared }
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ControlError> {
     serde_json::from_slice(body)
         .map_err(|error| ControlError::Invalid(format!("invalid body: {error}")))
 }
 
-fn done(result: Result<(), ControlError>) -> Response {
+pub(crate) fn done(result: Result<(), ControlError>) -> Response {
     match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => error.into_response(),
@@ -141,6 +148,22 @@ async fn set_certificates(
         parse::<Certificates>(&body)
             .and_then(|body| handle(shared).set_certificates(&client_id, &body.certificates)),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederatedCredentials {
+    federated_credentials: Vec<FederatedCredentialConfig>,
+}
+
+async fn set_federated_credentials(
+    State(shared): State<Arc<Shared>>,
+    Path(client_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    done(parse::<FederatedCredentials>(&body).and_then(|body| {
+        handle(shared).set_federated_credentials(&client_id, &body.federated_credentials)
+    }))
 }
 
 #[derive(Deserialize)]

@@ -44,6 +44,24 @@ pub const CONTOSO_NO_ROLE_UPN: &str = "helpdesk@contoso.onmicrosoft.com";
 pub const FABRIKAM_ANALYST_OID: &str = "bbbbbbbb-0000-4000-8000-000000000001";
 pub const FABRIKAM_ANALYST_UPN: &str = "analyst@fabrikam.onmicrosoft.com";
 
+/// The emulated AWS account (`aws.account_id` when the scenario names none).
+pub const AWS_ACCOUNT_ID: &str = "123456789012";
+/// The role every access key id stands for unless the scenario maps it (`aws.default_role_arn`):
+/// the `sub` of the emulator's AWS JWTs and the subject of the demo app's federated credential.
+pub const AWS_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/defender-partner-mint-token";
+/// The audience Entra expects in a federated assertion (public cloud).
+pub const FIC_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// Where the emulator serves the AWS account's OIDC issuer, below its base URL.
+pub const AWS_ISSUER_PATH: &str = "/aws-issuer/123456789012";
+/// Stands for the emulator's base URL in a scenario's federated credential issuers, which
+/// cannot know the port chosen at start (`"{emulator}/aws-issuer/123456789012"`).
+pub const EMULATOR_URL_PLACEHOLDER: &str = "{emulator}";
+
+/// The issuer URL of the emulated AWS account `account_id` on the emulator at `base_url`.
+pub fn aws_issuer(base_url: &str, account_id: &str) -> String {
+    format!("{}/aws-issuer/{account_id}", base_url.trim_end_matches('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +72,19 @@ mod tests {
         let demo = Scenario::demo();
         assert_eq!(demo.apps[0].client_id, CLIENT_ID);
         assert_eq!(demo.apps[0].secrets[0].value, CLIENT_SECRET);
+        let fic = &demo.apps[0].federated_credentials[0];
+        assert_eq!(
+            fic.issuer,
+            format!("{EMULATOR_URL_PLACEHOLDER}{AWS_ISSUER_PATH}")
+        );
+        assert_eq!(
+            aws_issuer(EMULATOR_URL_PLACEHOLDER, AWS_ACCOUNT_ID),
+            fic.issuer
+        );
+        assert_eq!(fic.subject, AWS_ROLE_ARN);
+        assert_eq!(fic.audiences, [FIC_AUDIENCE]);
+        assert_eq!(demo.aws.default_role_arn, AWS_ROLE_ARN);
+        assert_eq!(demo.aws.account_id, AWS_ACCOUNT_ID);
         let tenants: Vec<(&str, &str)> = demo
             .tenants
             .iter()

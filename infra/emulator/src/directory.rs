@@ -8,8 +8,9 @@ use crate::certificates::Certificate;
 use crate::handle::ControlError;
 use crate::resources::{self, Resource};
 use crate::scenario::{
-    AppConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings, GrantConfig,
-    RequiredPermissionConfig, Scenario, SecretConfig, TenantConfig, UserConfig,
+    AppConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings,
+    FederatedCredentialConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,
+    TenantConfig, UserConfig,
 };
 
 /// What the `{tenant}` part of a URL is, before looking anything up.
@@ -88,6 +89,7 @@ pub(crate) struct RegisteredApp {
     pub redirect_uris: Vec<String>,
     pub required_permissions: Vec<RequiredPermissionConfig>,
     pub allow_public_client_flows: bool,
+    pub federated_credentials: Vec<FederatedCredentialConfig>,
 }
 
 pub(crate) struct Tenant {
@@ -243,6 +245,18 @@ impl Directory {
         Ok(())
     }
 
+    /// Replaces the app's federated identity credentials.
+    pub(crate) fn set_federated_credentials(
+        &mut self,
+        client_id: &str,
+        credentials: Vec<FederatedCredentialConfig>,
+    ) -> Result<(), ControlError> {
+        crate::scenario::validate_federated_credentials(&credentials)
+            .map_err(ControlError::invalid)?;
+        self.app_mut(client_id)?.federated_credentials = credentials;
+        Ok(())
+    }
+
     pub(crate) fn set_app_disabled(
         &mut self,
         client_id: &str,
@@ -319,6 +333,7 @@ impl RegisteredApp {
             redirect_uris: config.redirect_uris.clone(),
             required_permissions: config.required_permissions.clone(),
             allow_public_client_flows: config.allow_public_client_flows,
+            federated_credentials: config.federated_credentials.clone(),
         })
     }
 

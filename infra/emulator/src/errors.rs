@@ -10,6 +10,8 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
+const FIC_DOCS: &str = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation";
+
 /// One AADSTS error, ready to be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntraError {
@@ -278,6 +280,76 @@ impl EntraError {
             "invalid_client",
             700024,
             format!("Client assertion is not within its valid time range. {reason}"),
+        )
+    }
+
+    // --- federated credentials (workload identity federation) ----------------------------
+    // Issuer, subject and audience of an assertion are public facts about the caller's
+    // identity, quoted as Entra quotes them; the assertion itself never is.
+
+    /// No federated credential of the app has anything in common with the assertion. Entra
+    /// answers this one `invalid_request` (400), unlike the more specific codes below.
+    pub fn no_federated_credential_matches(issuer: &str, subject: &str, audience: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            70021,
+            format!(
+                "No matching federated identity record found for presented assertion. \
+                 Assertion Issuer: '{}'. Assertion Subject: '{}'. Assertion Audience: '{}'. {FIC_DOCS}",
+                clip(issuer),
+                clip(subject),
+                clip(audience)
+            ),
+        )
+    }
+
+    pub fn federated_issuer_not_matched(issuer: &str) -> Self {
+        Self::federated_mismatch(700211, "issuer", issuer, "")
+    }
+
+    pub fn federated_audience_not_matched(audience: &str) -> Self {
+        Self::federated_mismatch(700212, "audience", audience, "")
+    }
+
+    pub fn federated_subject_not_matched(subject: &str) -> Self {
+        Self::federated_mismatch(700213, "subject", subject, "")
+    }
+
+    /// The subject matches a credential's only when case is ignored: Entra compares exactly.
+    pub fn federated_subject_case_mismatch(subject: &str) -> Self {
+        Self::federated_mismatch(
+            7002138,
+            "subject",
+            subject,
+            " Please note that the matching is done using a case-sensitive comparison.",
+        )
+    }
+
+    fn federated_mismatch(code: u32, part: &str, value: &str, note: &str) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            code,
+            format!(
+                "No matching federated identity record found for presented assertion {part} \
+                 '{}'.{note} Check your federated identity credential Subject, Audience and \
+                 Issuer against the presented assertion. {FIC_DOCS}",
+                clip(value)
+            ),
+        )
+    }
+
+    /// The external issuer's discovery document or keys could not be read.
+    pub fn external_oidc_failed(issuer: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            50166,
+            format!(
+                "Request to External OIDC endpoint failed. Issuer: '{}'.",
+                clip(issuer)
+            ),
         )
     }
 

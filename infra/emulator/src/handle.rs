@@ -4,9 +4,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::aws::{ShortLivedTokens, StsCallCounts, StsFailure};
 use crate::faults::Fault;
 use crate::request_log::TokenRequestRecord;
-use crate::scenario::{AppConfig, CertificateConfig, GrantConfig, SecretConfig, TenantConfig};
+use crate::scenario::{
+    AppConfig, CertificateConfig, FederatedCredentialConfig, GrantConfig, SecretConfig,
+    TenantConfig,
+};
 use crate::state::Shared;
 
 /// A cheap, cloneable handle on a running emulator's state.
@@ -132,5 +136,75 @@ impl EmulatorHandle {
         }
         self.shared.directory_mut().token_lifetime_seconds = seconds;
         Ok(())
+    }
+
+    /// Replaces the app's federated identity credentials. An issuer may start with
+    /// [`crate::demo::EMULATOR_URL_PLACEHOLDER`] to name this emulator.
+    pub fn set_federated_credentials(
+        &self,
+        client_id: &str,
+        credentials: &[FederatedCredentialConfig],
+    ) -> Result<(), ControlError> {
+        let mut credentials = credentials.to_vec();
+        crate::federated::resolve_placeholder(&mut credentials, &self.shared.base_url);
+        self.shared
+            .directory_mut()
+            .set_federated_credentials(client_id, credentials)
+    }
+
+    /// Discovery round trips made to outside issuers' keys (the cache's misses).
+    pub fn issuer_key_fetches(&self) -> u64 {
+        self.shared.issuer_keys.fetches()
+    }
+
+    /// The emulated AWS account's issuer URL (`{base}/aws-issuer/{account_id}`).
+    pub fn aws_issuer(&self) -> String {
+        let account_id = self.shared.aws.lock().config.account_id.clone();
+        crate::demo::aws_issuer(&self.shared.base_url, &account_id)
+    }
+
+    /// The role of access key ids the scenario does not map.
+    pub fn aws_default_role_arn(&self) -> String {
+        self.shared.aws.lock().config.default_role_arn.clone()
+    }
+
+    /// `iam:Enable/DisableOutboundWebIdentityFederation`.
+    pub fn set_aws_federation_enabled(&self, enabled: bool) {
+        self.shared.aws.lock().config.federation_enabled = enabled;
+    }
+
+    /// Every role loses `sts:GetWebIdentityToken` (`AccessDenied`), or gets it back.
+    pub fn set_aws_role_denied(&self, denied: bool) {
+        self.shared.aws.lock().role_denied = denied;
+    }
+
+    /// The caller's session ends `seconds` from now (`None`: no limit); a longer
+    /// `DurationSeconds` gets `SessionDurationEscalationException`.
+    pub fn set_aws_session_remaining(&self, seconds: Option<u64>) {
+        self.shared.aws.lock().session_remaining_seconds = seconds;
+    }
+
+    /// The next `count` web identity tokens live `lifetime_seconds` (zero or less: already
+    /// expired). Replaces an override still pending.
+    pub fn shorten_next_sts_tokens(&self, short: ShortLivedTokens) -> Result<(), ControlError> {
+        short.validate()?;
+        self.shared.aws.lock().short_lived = Some(short);
+        Ok(())
+    }
+
+    /// The next `failure.count` STS calls answer `failure.status` with `failure.code`.
+    /// Replaces a failure still pending.
+    pub fn fail_next_sts_calls(&self, failure: StsFailure) -> Result<(), ControlError> {
+        failure.validate()?;
+        self.shared.aws.lock().failures = Some(failure);
+        Ok(())
+    }
+
+    pub fn sts_calls(&self) -> StsCallCounts {
+        self.shared.aws.lock().calls
+    }
+
+    pub fn reset_sts_calls(&self) {
+        self.shared.aws.lock().calls = StsCallCounts::default();
     }
 }

@@ -1,13 +1,16 @@
 //! A loopback emulator of the Entra ID side of Microsoft for token minting (client credentials and
 //! the delegated flows: authorization code + PKCE, refresh, on-behalf-of, device code):
 //! v1 and v2 token endpoints, signing keys, OpenID metadata and Entra's error answers, plus a
-//! control API to inject faults, rotate credentials and read what clients sent.
+//! control API to inject faults, rotate credentials and read what clients sent. For the
+//! secretless credential it also plays AWS (STS `GetWebIdentityToken`, IAM's federation info,
+//! the account's OIDC issuer) and accepts the AWS JWT through federated identity credentials.
 //!
 //! Used in-process by the demo and Rust tests ([`start`]) and as a process by end-to-end tests
 //! (the `defender-emulator` binary). See `README.md` for the scenario format and endpoints.
 
 mod access_token;
 mod assertion;
+mod aws;
 mod certificates;
 mod consent;
 mod control;
@@ -18,6 +21,7 @@ mod directory;
 mod discovery;
 mod errors;
 mod faults;
+mod federated;
 mod handle;
 mod keys;
 mod request_log;
@@ -27,6 +31,7 @@ mod server;
 mod state;
 mod token_endpoint;
 
+pub use aws::{ShortLivedTokens, StsCallCounts, StsFailure};
 pub use consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
@@ -40,7 +45,8 @@ pub use faults::{Fault, FaultMatch};
 pub use handle::{ControlError, EmulatorHandle};
 pub use request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 pub use scenario::{
-    AppConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings, GrantConfig,
-    RequiredPermissionConfig, Scenario, SecretConfig, TenantConfig, UserConfig,
+    AppConfig, AwsConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings,
+    FederatedCredentialConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,
+    TenantConfig, UserConfig,
 };
 pub use server::{RunningEmulator, start};

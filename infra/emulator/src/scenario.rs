@@ -38,6 +38,9 @@ pub struct Scenario {
     /// Lifetimes of the delegated flows' codes and refresh tokens (see "Delegated access").
     #[serde(default)]
     pub delegated: DelegatedSettings,
+    /// The emulated AWS account: STS `GetWebIdentityToken` and its OIDC issuer.
+    #[serde(default)]
+    pub aws: AwsConfig,
 }
 
 /// Lifetimes and polling interval of the delegated flows. 0 makes a code or refresh token
@@ -155,6 +158,131 @@ pub struct AppConfig {
     /// may then come without a client credential.
     #[serde(default)]
     pub allow_public_client_flows: bool,
+    /// Federated identity credentials: external issuers whose JWTs the app accepts as its
+    /// client assertion (workload identity federation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated_credentials: Vec<FederatedCredentialConfig>,
+}
+
+/// A federated identity credential (FIC) of an app registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedCredentialConfig {
+    /// The external issuer URL, compared exactly (as Entra does).
+    pub issuer: String,
+    /// The `sub` the assertion must carry, compared case-sensitively.
+    pub subject: String,
+    /// Accepted `aud` values; Entra allows exactly one.
+    #[serde(default = "default_fic_audiences")]
+    pub audiences: Vec<String>,
+}
+
+fn default_fic_audiences() -> Vec<String> {
+    vec![crate::demo::FIC_AUDIENCE.to_owned()]
+}
+
+/// Entra's limit of federated identity credentials per app.
+const MAX_FEDERATED_CREDENTIALS: usize = 20;
+
+impl FederatedCredentialConfig {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        // A placeholder issuer is checked as it will read once the emulator's URL is known.
+        let issuer = match self
+            .issuer
+            .strip_prefix(crate::demo::EMULATOR_URL_PLACEHOLDER)
+        {
+            Some(rest) => format!("http://127.0.0.1{rest}"),
+            None => self.issuer.clone(),
+        };
+        let issuer = url::Url::parse(&issuer)
+            .with_context(|| format!("federated credential issuer {:?}", self.issuer))?;
+        if !matches!(issuer.scheme(), "http" | "https") {
+            bail!(
+                "federated credential issuer {:?} is not an http(s) URL",
+                self.issuer
+            );
+        }
+        if self.subject.trim().is_empty() {
+            bail!("federated credential subject is empty");
+        }
+        if self.audiences.len() != 1 || self.audiences[0].trim().is_empty() {
+            bail!("a federated credential has exactly one non-empty audience");
+        }
+        Ok(())
+    }
+}
+
+/// Validates an app's whole list of federated credentials.
+pub(crate) fn validate_federated_credentials(
+    credentials: &[FederatedCredentialConfig],
+) -> anyhow::Result<()> {
+    if credentials.len() > MAX_FEDERATED_CREDENTIALS {
+        bail!("an app holds at most {MAX_FEDERATED_CREDENTIALS} federated credentials");
+    }
+    credentials
+        .iter()
+        .try_for_each(FederatedCredentialConfig::validate)
+}
+
+/// The emulated AWS account. Every field has a default, so `"aws": {}` (or nothing) works.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Twelve digits: the issuer path and the `aws_account` claim.
+    #[serde(default = "default_account_id")]
+    pub account_id: String,
+    /// Access key id (from the SigV4 `Authorization` header) to the role ARN it stands for.
+    /// The emulator cannot check signatures; it only reads who the caller claims to be.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, String>,
+    /// The role of an access key id not listed in `roles`.
+    #[serde(default = "default_role_arn")]
+    pub default_role_arn: String,
+    /// `iam:EnableOutboundWebIdentityFederation` was run: false answers
+    /// `OutboundWebIdentityFederationDisabledException`.
+    #[serde(default = "yes")]
+    pub federation_enabled: bool,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            account_id: default_account_id(),
+            roles: std::collections::BTreeMap::new(),
+            default_role_arn: default_role_arn(),
+            federation_enabled: true,
+        }
+    }
+}
+
+fn default_account_id() -> String {
+    crate::demo::AWS_ACCOUNT_ID.to_owned()
+}
+
+fn default_role_arn() -> String {
+    crate::demo::AWS_ROLE_ARN.to_owned()
+}
+
+impl AwsConfig {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("aws.account_id {:?} is not twelve digits", self.account_id);
+        }
+        for arn in self.roles.values().chain([&self.default_role_arn]) {
+            if !is_role_arn(arn) {
+                bail!("{arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_role_arn(arn: &str) -> bool {
+    arn.strip_prefix("arn:aws:iam::")
+        .and_then(|rest| rest.split_once(":role/"))
+        .is_some_and(|(account, name)| {
+            account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+        })
 }
 
 /// A client secret of an app.
@@ -275,6 +403,7 @@ impl Scenario {
             bail!("token_lifetime_seconds must be at least 1");
         }
         crate::consent::validate_propagation(self.consent_propagation_ms)?;
+        self.aws.validate()?;
         let mut client_ids = HashSet::new();
         for app in &self.apps {
             app.validate()?;
@@ -314,6 +443,8 @@ impl AppConfig {
                 .with_context(|| format!("app {} certificate #{index}", self.client_id))?;
         }
         crate::consent::validate_app(self)?;
+        validate_federated_credentials(&self.federated_credentials)
+            .with_context(|| format!("app {}", self.client_id))?;
         Ok(())
     }
 }

@@ -71,15 +71,30 @@ impl RunningEmulator {
 
 /// Starts the emulator on `listen` (port 0: a free port chosen by the OS).
 pub async fn start(scenario: Scenario, listen: SocketAddr) -> anyhow::Result<RunningEmulator> {
-    let directory = Directory::from_scenario(&scenario)?;
-    let key = tokio::task::spawn_blocking(SigningKey::generate)
-        .await
-        .context("key generation did not finish")??;
+    scenario.validate()?;
+    let (key, aws_rsa_key, aws_ec_key) = tokio::task::spawn_blocking(|| {
+        anyhow::Ok((
+            SigningKey::generate()?,
+            SigningKey::generate()?,
+            crate::aws::EcSigningKey::generate()?,
+        ))
+    })
+    .await
+    .context("key generation did not finish")??;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local_addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(format!("http://{local_addr}"), key, directory));
+    let base_url = format!("http://{local_addr}");
+    // Federated credentials may name the emulator's own issuer, whose port is known only now.
+    let mut scenario = scenario;
+    for app in &mut scenario.apps {
+        crate::federated::resolve_placeholder(&mut app.federated_credentials, &base_url);
+    }
+    let directory = Directory::from_scenario(&scenario)?;
+    let aws = crate::aws::AwsState::new(scenario.aws.clone(), aws_rsa_key, aws_ec_key);
+    let issuer_keys = crate::federated::IssuerKeyCache::new()?;
+    let shared = Arc::new(Shared::new(base_url, key, directory, aws, issuer_keys));
     shared.defender.load_scenario(&scenario);
     let app = router(Arc::clone(&shared));
 
@@ -140,6 +155,8 @@ fn router(shared: Arc<Shared>) -> Router {
         // The data APIs carry their own fault layer and call counters.
         .merge(crate::defender::router(Arc::clone(&shared)))
         .merge(crate::defender::control_router())
+        // AWS has its own switches; Entra's faults do not apply to it.
+        .merge(crate::aws::router())
         .fallback(not_found)
         .with_state(shared)
 }

@@ -23,10 +23,20 @@ pub(crate) struct Shared {
     delegated: crate::delegated::DelegatedState,
     /// The data APIs' tenants, settings, rate limits and call counters.
     pub defender: crate::defender::DataStore,
+    /// The emulated AWS account (STS, IAM, its OIDC issuer).
+    pub aws: crate::aws::AwsState,
+    /// Keys of outside issuers named by federated credentials.
+    pub issuer_keys: crate::federated::IssuerKeyCache,
 }
 
 impl Shared {
-    pub(crate) fn new(base_url: String, key: SigningKey, directory: Directory) -> Shared {
+    pub(crate) fn new(
+        base_url: String,
+        key: SigningKey,
+        directory: Directory,
+        aws: crate::aws::AwsState,
+        issuer_keys: crate::federated::IssuerKeyCache,
+    ) -> Shared {
         Shared {
             base_url,
             key,
@@ -36,6 +46,8 @@ impl Shared {
             consent: ConsentState::default(),
             delegated: crate::delegated::DelegatedState::default(),
             defender: crate::defender::DataStore::default(),
+            aws,
+            issuer_keys,
         }
     }
 

@@ -22,7 +22,7 @@ use crate::request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 use crate::resources;
 use crate::state::Shared;
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The form fields of a token request. Deliberately not `Debug`: it holds the credential.
 #[derive(Default)]
@@ -42,6 +42,8 @@ pub(crate) struct TokenForm {
     pub(crate) assertion: Option<String>,
     pub(crate) requested_token_use: Option<String>,
     pub(crate) device_code: Option<String>,
+    /// Keys of a federated assertion's issuer, read before the synchronous checks run.
+    pub(crate) issuer_keys: Option<crate::federated::IssuerKeys>,
 }
 
 impl TokenForm {
@@ -87,7 +89,7 @@ pub(crate) async fn token_v2(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    serve(&shared, Endpoint::V2, &tenant, &headers, &body)
+    serve(&shared, Endpoint::V2, &tenant, &headers, &body).await
 }
 
 pub(crate) async fn token_v1(
@@ -96,7 +98,7 @@ pub(crate) async fn token_v1(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    serve(&shared, Endpoint::V1, &tenant, &headers, &body)
+    serve(&shared, Endpoint::V1, &tenant, &headers, &body).await
 }
 
 pub(crate) async fn wrong_method(method: Method, headers: HeaderMap) -> Response {
@@ -142,14 +144,15 @@ pub(crate) fn describe(
     }
 }
 
-fn serve(
+async fn serve(
     shared: &Shared,
     endpoint: Endpoint,
     tenant: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    let form = TokenForm::parse(body);
+    let mut form = TokenForm::parse(body);
+    form.issuer_keys = crate::federated::prefetch(shared, &form).await;
     let mut record = describe(shared, tenant, endpoint, &form);
     let response = match mint(shared, endpoint, tenant, &form) {
         Ok(body) => {
@@ -307,6 +310,12 @@ pub(crate) fn check_credential(
                 .client_assertion
                 .as_deref()
                 .ok_or_else(|| EntraError::missing_parameter("client_assertion"))?;
+            if let Some(jwt) = crate::federated::UnverifiedJwt::read(assertion)
+                .filter(|jwt| jwt.is_federated(&app.client_id))
+            {
+                crate::federated::verify(assertion, &jwt, app, form.issuer_keys.as_ref(), now)?;
+                return Ok(CredentialKind::Assertion);
+            }
             let audiences = assertion_audiences(&shared.base_url, tenant, segment);
             assertion::verify(assertion, app, &audiences, now)?;
             Ok(CredentialKind::Assertion)

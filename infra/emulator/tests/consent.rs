@@ -743,6 +743,7 @@ async fn redirect_uris_match_case_sensitively_with_loopback_ports_ignored() {
                 roles: vec!["Incident.Read.All".to_owned()],
             }],
             allow_public_client_flows: false,
+            federated_credentials: vec![],
         })
         .unwrap();
     let adminconsent = |client_id: &str, redirect_uri: &str| {
