@@ -37,6 +37,9 @@ pub enum ErrorCode {
     AssertionExpired,
     ScopesMissing,
     UserMismatch,
+    DeviceCodeDeclined,
+    DeviceCodeExpired,
+    DeviceCodeInvalid,
 }
 
 impl ErrorCode {
@@ -72,6 +75,9 @@ impl ErrorCode {
             ErrorCode::AssertionExpired => "assertion_expired",
             ErrorCode::ScopesMissing => "scopes_missing",
             ErrorCode::UserMismatch => "user_mismatch",
+            ErrorCode::DeviceCodeDeclined => "device_code_declined",
+            ErrorCode::DeviceCodeExpired => "device_code_expired",
+            ErrorCode::DeviceCodeInvalid => "device_code_invalid",
         }
     }
 
@@ -86,7 +92,9 @@ impl ErrorCode {
             | ErrorCode::RolesMissing => 403,
             ErrorCode::UserTokenWrongTenant
             | ErrorCode::UserConsentMissing
-            | ErrorCode::ScopesMissing => 403,
+            | ErrorCode::ScopesMissing
+            | ErrorCode::DeviceCodeDeclined => 403,
+            ErrorCode::DeviceCodeExpired | ErrorCode::DeviceCodeInvalid => 401,
             ErrorCode::UserTokenInvalid
             | ErrorCode::UserTokenExpired
             | ErrorCode::UserTokenWrongAudience
@@ -127,6 +135,9 @@ mod tests {
             ErrorCode::UserTokenWrongAudience,
             ErrorCode::InteractionRequired,
             ErrorCode::UserMismatch,
+            ErrorCode::DeviceCodeDeclined,
+            ErrorCode::DeviceCodeExpired,
+            ErrorCode::DeviceCodeInvalid,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
