@@ -288,3 +288,41 @@ async fn a_code_nobody_enters_expires() {
     expect_nothing_secret(&finished);
     fixture.stop().await;
 }
+
+#[tokio::test]
+async fn a_sign_in_without_the_mfa_conditional_access_wants_is_refused() {
+    let fixture = Fixture::start(900).await;
+    let finished = fixture
+        .sign_in(
+            &["signin", "--tenant", demo::CONTOSO_TENANT_ID],
+            approve(demo::CONTOSO_MFA_USER_UPN),
+        )
+        .await;
+    assert!(!finished.success, "{}", finished.all());
+    assert!(
+        finished.stderr.contains("interaction_required"),
+        "{}",
+        finished.stderr
+    );
+    expect_nothing_secret(&finished);
+
+    // The same user, having done MFA on the sign-in page, gets through.
+    let finished = fixture
+        .sign_in(
+            &["signin", "--tenant", demo::CONTOSO_TENANT_ID],
+            Some(DeviceDecision {
+                decision: DeviceVerdict::Approve,
+                user: Some(demo::CONTOSO_MFA_USER_UPN.to_owned()),
+                mfa: true,
+            }),
+        )
+        .await;
+    assert!(finished.success, "{}", finished.all());
+    assert!(
+        finished.stdout.contains(demo::CONTOSO_MFA_USER_UPN),
+        "{}",
+        finished.stdout
+    );
+    expect_nothing_secret(&finished);
+    fixture.stop().await;
+}
