@@ -44,6 +44,9 @@ pub enum ErrorCode {
     StoredSignInDisabled,
     /// The key service that opens stored refresh tokens (KMS) is unavailable.
     KeyServiceUnavailable,
+    DeviceCodeDeclined,
+    DeviceCodeExpired,
+    DeviceCodeInvalid,
 }
 
 impl ErrorCode {
@@ -82,6 +85,9 @@ impl ErrorCode {
             ErrorCode::SignInRequired => "sign_in_required",
             ErrorCode::StoredSignInDisabled => "stored_sign_in_disabled",
             ErrorCode::KeyServiceUnavailable => "key_service_unavailable",
+            ErrorCode::DeviceCodeDeclined => "device_code_declined",
+            ErrorCode::DeviceCodeExpired => "device_code_expired",
+            ErrorCode::DeviceCodeInvalid => "device_code_invalid",
         }
     }
 
@@ -96,7 +102,9 @@ impl ErrorCode {
             | ErrorCode::RolesMissing => 403,
             ErrorCode::UserTokenWrongTenant
             | ErrorCode::UserConsentMissing
-            | ErrorCode::ScopesMissing => 403,
+            | ErrorCode::ScopesMissing
+            | ErrorCode::DeviceCodeDeclined => 403,
+            ErrorCode::DeviceCodeExpired | ErrorCode::DeviceCodeInvalid => 401,
             ErrorCode::UserTokenInvalid
             | ErrorCode::UserTokenExpired
             | ErrorCode::UserTokenWrongAudience
@@ -144,6 +152,9 @@ mod tests {
             ErrorCode::SignInRequired,
             ErrorCode::StoredSignInDisabled,
             ErrorCode::KeyServiceUnavailable,
+            ErrorCode::DeviceCodeDeclined,
+            ErrorCode::DeviceCodeExpired,
+            ErrorCode::DeviceCodeInvalid,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

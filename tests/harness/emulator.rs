@@ -330,3 +330,53 @@ fn listening_url(line: &str) -> Option<String> {
     let value: Value = serde_json::from_str(line.trim()).ok()?;
     value["listening"].as_str().map(str::to_owned)
 }
+
+/// The delegated flows' control calls (users acting through the app).
+impl Emulator {
+    /// Mints a user's access token directly (by default one issued *for* the app, as a
+    /// calling workflow would hold it).
+    pub async fn mint_user_token(
+        &self,
+        request: &defender_emulator::UserTokenRequest,
+    ) -> Result<defender_emulator::MintedUserToken> {
+        let answer = self
+            .control(
+                reqwest::Method::POST,
+                "delegated/tokens",
+                Some(serde_json::to_value(request)?),
+            )
+            .await?;
+        serde_json::from_value(answer).context("parsing POST /_emulator/delegated/tokens")
+    }
+
+    /// Every delegated token issued since the start or the last
+    /// [`Emulator::clear_delegated_tokens`], oldest first (never the tokens themselves).
+    pub async fn delegated_tokens(&self) -> Result<Vec<defender_emulator::DelegatedTokenRecord>> {
+        let answer = self
+            .control(reqwest::Method::GET, "delegated/log", None)
+            .await?;
+        serde_json::from_value(answer["delegated_tokens"].clone())
+            .context("parsing GET /_emulator/delegated/log")
+    }
+
+    pub async fn clear_delegated_tokens(&self) -> Result<()> {
+        self.control(reqwest::Method::DELETE, "delegated/log", None)
+            .await
+            .map(drop)
+    }
+
+    /// Approves or declines a pending device code, as the user would on `/devicelogin`.
+    pub async fn decide_device_code(
+        &self,
+        user_code: &str,
+        decision: &defender_emulator::DeviceDecision,
+    ) -> Result<()> {
+        self.control(
+            reqwest::Method::POST,
+            &format!("device/{user_code}"),
+            Some(serde_json::to_value(decision)?),
+        )
+        .await
+        .map(drop)
+    }
+}

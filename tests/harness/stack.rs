@@ -83,6 +83,34 @@ impl Stack {
         let emulator = Emulator::start(&scenario)
             .await
             .context("starting the emulator")?;
+        Stack::assemble(moto, emulator, client_id, secret).await
+    }
+
+    /// Starts moto and the emulator with its built-in demo scenario (`defender_emulator::demo`:
+    /// Contoso's test users, their portal roles, MFA and delegated consent), the demo app's
+    /// credential in Secrets Manager.
+    pub async fn start_on_demo_scenario() -> Result<Stack> {
+        let moto = Moto::start().await.context("starting moto")?;
+        let emulator = Emulator::start_file(None, "127.0.0.1:0")
+            .await
+            .context("starting the emulator on its demo scenario")?;
+        Stack::assemble(
+            moto,
+            emulator,
+            defender_emulator::demo::CLIENT_ID.to_owned(),
+            defender_emulator::demo::CLIENT_SECRET.to_owned(),
+        )
+        .await
+    }
+
+    /// The registry table and the credential secret in moto, around a started emulator whose
+    /// app is `client_id` with `secret`.
+    async fn assemble(
+        moto: Moto,
+        emulator: Emulator,
+        client_id: String,
+        secret: String,
+    ) -> Result<Stack> {
         let dynamodb = moto.dynamodb().await;
         let secretsmanager = moto.secretsmanager().await;
 

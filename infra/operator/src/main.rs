@@ -2,9 +2,12 @@
 //! the same variables the functions use (`DP_TABLE_NAME`, `DP_CREDENTIAL_SECRET_ID`, AWS
 //! credentials), against the real table.
 
+mod device_signin;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use defender_partner::api::DefenderApi;
 use defender_partner::consent::{ConsentService, LinkKind};
 use defender_partner::runtime::Services;
 use defender_partner::telemetry::{self, LogFormat};
@@ -39,6 +42,19 @@ enum Command {
     Tenants {
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Sign in to a customer tenant as yourself (device code), see your scopes there, and with
+    /// --call read one Defender API with your own rights. Never prints the token.
+    Signin {
+        /// The customer tenant's id or verified domain.
+        #[arg(long)]
+        tenant: String,
+        /// m365d (default), mde or graph.
+        #[arg(long, default_value = "m365d")]
+        api: DefenderApi,
+        /// Then read the API's incidents (alerts for mde), one record.
+        #[arg(long)]
+        call: bool,
     },
 }
 
@@ -109,6 +125,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let consent = ConsentService::build(&services).await?;
             let record = consent.offboard(&TenantId::parse(&tenant)?).await?;
             print_one(&record, cli.json)?;
+        }
+        Command::Signin { tenant, api, call } => {
+            let request = device_signin::SigninRequest {
+                tenant,
+                api,
+                call,
+                json: cli.json,
+            };
+            device_signin::run(&services, &request).await?;
         }
     }
     Ok(())

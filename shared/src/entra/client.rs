@@ -117,8 +117,14 @@ impl TokenClient {
             .await
     }
 
-    /// Adds the app's client id and credential to `form`, posts it and types the answer.
-    async fn exchange(
+    /// The HTTP client, for the other endpoints of the same authority (device code).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Adds the app's client id and credential to `form`, posts it and types the answer. The
+    /// hook of every grant: client credentials, on-behalf-of, device code.
+    pub(crate) async fn exchange(
         &self,
         tenant: &str,
         version: TokenEndpointVersion,

@@ -5,13 +5,15 @@
 //! and lets concurrent callers share one request, `claims` reads a token's payload and `roles`
 //! checks it, `errors` turns AADSTS answers into typed errors, `assertion` signs the certificate
 //! credential's client assertion, `discovery` resolves a verified domain to its tenant id.
-//! `delegated` exchanges a user's token for a Defender token acting as that user (on-behalf-of).
+//! `delegated` exchanges a user's token for a Defender token acting as that user (on-behalf-of);
+//! `device_code` signs a user in from a command line without a browser.
 
 pub mod assertion;
 pub mod cache;
 pub mod claims;
 pub mod client;
 pub mod delegated;
+pub mod device_code;
 pub mod discovery;
 pub mod errors;
 pub mod provider;
