@@ -37,6 +37,16 @@ pub enum ErrorCode {
     AssertionExpired,
     ScopesMissing,
     UserMismatch,
+    FederationDisabled,
+    FederationDenied,
+    FederationRefused,
+    FederatedCredentialMissing,
+    FederatedIssuerMismatch,
+    FederatedAudienceMismatch,
+    FederatedSubjectMismatch,
+    FederatedSubjectCaseMismatch,
+    ClientAssertionExpired,
+    FederatedAssertionRefused,
 }
 
 impl ErrorCode {
@@ -72,6 +82,16 @@ impl ErrorCode {
             ErrorCode::AssertionExpired => "assertion_expired",
             ErrorCode::ScopesMissing => "scopes_missing",
             ErrorCode::UserMismatch => "user_mismatch",
+            ErrorCode::FederationDisabled => "federation_disabled",
+            ErrorCode::FederationDenied => "federation_denied",
+            ErrorCode::FederationRefused => "federation_refused",
+            ErrorCode::FederatedCredentialMissing => "federated_credential_missing",
+            ErrorCode::FederatedIssuerMismatch => "federated_issuer_mismatch",
+            ErrorCode::FederatedAudienceMismatch => "federated_audience_mismatch",
+            ErrorCode::FederatedSubjectMismatch => "federated_subject_mismatch",
+            ErrorCode::FederatedSubjectCaseMismatch => "federated_subject_case_mismatch",
+            ErrorCode::ClientAssertionExpired => "client_assertion_expired",
+            ErrorCode::FederatedAssertionRefused => "federated_assertion_refused",
         }
     }
 
@@ -104,6 +124,18 @@ impl ErrorCode {
             | ErrorCode::WrongCloud
             | ErrorCode::ConfigInvalid
             | ErrorCode::Internal => 500,
+            // The app's federated credential is misconfigured: the partner's to fix, for every
+            // tenant at once.
+            ErrorCode::FederationDisabled
+            | ErrorCode::FederationDenied
+            | ErrorCode::FederationRefused
+            | ErrorCode::FederatedCredentialMissing
+            | ErrorCode::FederatedIssuerMismatch
+            | ErrorCode::FederatedAudienceMismatch
+            | ErrorCode::FederatedSubjectMismatch
+            | ErrorCode::FederatedSubjectCaseMismatch
+            | ErrorCode::ClientAssertionExpired
+            | ErrorCode::FederatedAssertionRefused => 500,
         }
     }
 }
@@ -127,6 +159,8 @@ mod tests {
             ErrorCode::UserTokenWrongAudience,
             ErrorCode::InteractionRequired,
             ErrorCode::UserMismatch,
+            ErrorCode::FederatedSubjectCaseMismatch,
+            ErrorCode::ClientAssertionExpired,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

@@ -14,6 +14,7 @@ pub mod client;
 pub mod delegated;
 pub mod discovery;
 pub mod errors;
+pub mod federated;
 pub mod provider;
 pub mod retry;
 pub mod roles;
