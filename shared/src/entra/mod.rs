@@ -4,7 +4,8 @@
 //! `Retry-After` under an overall deadline, `cache` keeps tokens until shortly before they expire
 //! and lets concurrent callers share one request, `claims` reads a token's payload and `roles`
 //! checks it, `errors` turns AADSTS answers into typed errors, `assertion` signs the certificate
-//! credential's client assertion, `discovery` resolves a verified domain to its tenant id.
+//! credential's client assertion, `federated` gets the AWS token that replaces any secret in the
+//! secretless mode, `discovery` resolves a verified domain to its tenant id.
 //! `delegated` exchanges a user's token for a Defender token acting as that user (on-behalf-of).
 
 pub mod assertion;
