@@ -2,6 +2,8 @@
 //! the same variables the functions use (`DP_TABLE_NAME`, `DP_CREDENTIAL_SECRET_ID`, AWS
 //! credentials), against the real table.
 
+mod federation;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,8 @@ enum Command {
         #[arg(long)]
         link: Option<LinkKind>,
     },
+    /// What to register on the Entra app for the secretless (aws_federated) credential.
+    Federation(federation::FederationArgs),
     /// The tenant registry.
     Tenants {
         #[command(subcommand)]
@@ -69,6 +73,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no credential, registry or settings beyond its own: runs before the app is set up.
+    if let Command::Federation(args) = cli.command {
+        return federation::run(args, cli.json).await;
+    }
     let services = Services::from_env().await?;
     match cli.command {
         Command::ConsentLink { customer, link } => {
@@ -110,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let record = consent.offboard(&TenantId::parse(&tenant)?).await?;
             print_one(&record, cli.json)?;
         }
+        Command::Federation(_) => unreachable!("handled before the services are built"),
     }
     Ok(())
 }
