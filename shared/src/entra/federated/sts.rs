@@ -53,9 +53,8 @@ impl WebIdentityTokenSource for StsWebIdentitySource {
         request: &WebIdentityTokenRequest,
     ) -> Result<WebIdentityToken, FederationError> {
         let duration = i32::try_from(request.duration.as_secs()).unwrap_or(i32::MAX);
-        let answer = self
-            .client()
-            .await
+        let client = self.client().await;
+        let answer = client
             .get_web_identity_token()
             .audience(&request.audience)
             .signing_algorithm(SIGNING_ALGORITHM)
