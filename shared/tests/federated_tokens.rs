@@ -283,3 +283,58 @@ async fn an_expired_aws_token_is_replaced_once() {
         .collect();
     assert_eq!(assertions, vec![aws_jwt(0), aws_jwt(1)]);
 }
+
+#[tokio::test]
+async fn the_on_behalf_of_exchange_uses_the_aws_token_too() {
+    let entra = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(token_answer)
+        .mount(&entra)
+        .await;
+    let sts = Arc::new(CountingSts {
+        calls: AtomicUsize::new(0),
+    });
+    let federation = Arc::new(FederatedAssertions::new(
+        sts.clone(),
+        WebIdentityTokenRequest {
+            audience: "api://AzureADTokenExchange".into(),
+            duration: Duration::from_secs(300),
+        },
+    ));
+    let store = CredentialStore::new(
+        Arc::new(FederatedSettingSource::new(CLIENT_ID)),
+        Duration::from_secs(300),
+    )
+    .with_federation(federation);
+    let credential = store.current().await.unwrap();
+    let client = TokenClient::new(
+        reqwest::Client::new(),
+        CloudEndpoints::for_cloud(Cloud::Public)
+            .with_authority(url::Url::parse(&entra.uri()).unwrap()),
+    );
+    let user_token = SecretString::from(jwt(json!({"tid": "t", "oid": "user"})));
+    client
+        .request_on_behalf_of_once(
+            &tenant(3).to_string(),
+            "https://api.security.microsoft.com",
+            &user_token,
+            &credential,
+        )
+        .await
+        .expect("delegated token");
+    let received = entra.received_requests().await.unwrap();
+    let form = form(&received[0]);
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    assert_eq!(
+        field("grant_type"),
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    );
+    assert_eq!(field("requested_token_use"), Some("on_behalf_of"));
+    assert_eq!(field("client_assertion"), Some(aws_jwt(0).as_str()));
+    assert_eq!(field("client_secret"), None);
+    assert_eq!(sts.calls.load(Ordering::SeqCst), 1);
+}
