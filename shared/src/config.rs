@@ -21,6 +21,15 @@ pub const ENV_CREDENTIAL_SECRET_ID: &str = "DP_CREDENTIAL_SECRET_ID";
 pub const ENV_CREDENTIAL_JSON: &str = "DP_CREDENTIAL_JSON";
 pub const ENV_CREDENTIAL_FILE: &str = "DP_CREDENTIAL_FILE";
 pub const ENV_CREDENTIAL_CACHE_SECONDS: &str = "DP_CREDENTIAL_CACHE_SECONDS";
+/// `aws_federated` makes the function's AWS identity the app credential (no secret is read);
+/// `client_secret` or `certificate` (the default) read the credential JSON from its location.
+pub const ENV_CREDENTIAL_MODE: &str = "DP_CREDENTIAL_MODE";
+/// The app's client id, for `DP_CREDENTIAL_MODE=aws_federated`.
+pub const ENV_CLIENT_ID: &str = "DP_CLIENT_ID";
+/// The audience of the AWS token: one of the FIC's audiences.
+pub const ENV_FEDERATION_AUDIENCE: &str = "DP_FEDERATION_AUDIENCE";
+/// The lifetime of the AWS token asked from STS.
+pub const ENV_FEDERATION_DURATION_SECONDS: &str = "DP_FEDERATION_DURATION_SECONDS";
 pub const ENV_TABLE_NAME: &str = "DP_TABLE_NAME";
 pub const ENV_SQLITE_PATH: &str = "DP_SQLITE_PATH";
 pub const ENV_TOKEN_ENDPOINT: &str = "DP_TOKEN_ENDPOINT";
@@ -117,6 +126,26 @@ pub enum CredentialLocation {
     Inline(SecretString),
     /// Local only: a file holding the credential JSON.
     File(PathBuf),
+    /// Secretless: no credential is stored anywhere; the function's AWS identity is the proof.
+    AwsFederated {
+        client_id: String,
+    },
+}
+
+/// What the AWS token for an `aws_federated` credential is asked for with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationSettings {
+    pub audience: String,
+    pub duration: Duration,
+}
+
+impl FederationSettings {
+    pub fn token_request(&self) -> crate::entra::federated::WebIdentityTokenRequest {
+        crate::entra::federated::WebIdentityTokenRequest {
+            audience: self.audience.clone(),
+            duration: self.duration,
+        }
+    }
 }
 
 /// Where the tenant registry lives.
@@ -168,6 +197,7 @@ pub struct Settings {
     pub endpoints: CloudEndpoints,
     pub credential: CredentialLocation,
     pub credential_cache_ttl: Duration,
+    pub federation: FederationSettings,
     pub store: StoreLocation,
     pub token: TokenSettings,
     required_roles: [RoleRequirement; 3],
@@ -211,32 +241,11 @@ impl Settings {
             }
         }
 
-        let credential = match (
-            get(ENV_CREDENTIAL_SECRET_ID),
-            get(ENV_CREDENTIAL_JSON),
-            get(ENV_CREDENTIAL_FILE),
-        ) {
-            (Some(secret_id), None, None) => CredentialLocation::SecretsManager { secret_id },
-            (None, Some(json), None) => CredentialLocation::Inline(SecretString::from(json)),
-            (None, None, Some(path)) => CredentialLocation::File(PathBuf::from(path)),
-            (None, None, None) => {
-                return Err(ConfigError::new(
-                    ENV_CREDENTIAL_SECRET_ID,
-                    format!(
-                        "no app credential configured: set {ENV_CREDENTIAL_SECRET_ID} (Secrets Manager), \
-                         or locally {ENV_CREDENTIAL_JSON} or {ENV_CREDENTIAL_FILE}"
-                    ),
-                ));
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    ENV_CREDENTIAL_SECRET_ID,
-                    format!(
-                        "set only one of {ENV_CREDENTIAL_SECRET_ID}, {ENV_CREDENTIAL_JSON}, {ENV_CREDENTIAL_FILE}"
-                    ),
-                ));
-            }
+        let credential = match credential_mode(&get)? {
+            CredentialMode::AwsFederated => federated_location(&get)?,
+            CredentialMode::Stored => stored_location(&get)?,
         };
+        let federation = federation_settings(&get)?;
 
         let in_lambda = lookup("AWS_LAMBDA_FUNCTION_NAME").is_some();
         let store = match get(ENV_TABLE_NAME) {
@@ -351,6 +360,7 @@ impl Settings {
             endpoints,
             credential,
             credential_cache_ttl: seconds(&get, ENV_CREDENTIAL_CACHE_SECONDS, 300, 0..=86_400)?,
+            federation,
             store,
             token,
             required_roles: [m365d?, mde?, graph?],
@@ -378,6 +388,121 @@ impl Settings {
             .position(|candidate| *candidate == api)
             .expect("every API is listed")]
     }
+}
+
+/// How the app proves itself, as the settings say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CredentialMode {
+    /// A client secret or certificate in the credential JSON, wherever that is stored.
+    Stored,
+    AwsFederated,
+}
+
+fn credential_mode(get: &impl Fn(&str) -> Option<String>) -> Result<CredentialMode, ConfigError> {
+    match get(ENV_CREDENTIAL_MODE)
+        .map(|text| text.trim().to_ascii_lowercase().replace('-', "_"))
+        .as_deref()
+    {
+        None | Some("client_secret" | "certificate" | "stored") => Ok(CredentialMode::Stored),
+        Some("aws_federated") => Ok(CredentialMode::AwsFederated),
+        Some(other) => Err(ConfigError::new(
+            ENV_CREDENTIAL_MODE,
+            format!("unknown mode {other:?}: use client_secret, certificate or aws_federated"),
+        )),
+    }
+}
+
+fn stored_location(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<CredentialLocation, ConfigError> {
+    match (
+        get(ENV_CREDENTIAL_SECRET_ID),
+        get(ENV_CREDENTIAL_JSON),
+        get(ENV_CREDENTIAL_FILE),
+    ) {
+        (Some(secret_id), None, None) => Ok(CredentialLocation::SecretsManager { secret_id }),
+        (None, Some(json), None) => Ok(CredentialLocation::Inline(SecretString::from(json))),
+        (None, None, Some(path)) => Ok(CredentialLocation::File(PathBuf::from(path))),
+        (None, None, None) => Err(ConfigError::new(
+            ENV_CREDENTIAL_SECRET_ID,
+            format!(
+                "no app credential configured: set {ENV_CREDENTIAL_SECRET_ID} (Secrets Manager), \
+                     or locally {ENV_CREDENTIAL_JSON} or {ENV_CREDENTIAL_FILE}"
+            ),
+        )),
+        _ => Err(ConfigError::new(
+            ENV_CREDENTIAL_SECRET_ID,
+            format!(
+                "set only one of {ENV_CREDENTIAL_SECRET_ID}, {ENV_CREDENTIAL_JSON}, {ENV_CREDENTIAL_FILE}"
+            ),
+        )),
+    }
+}
+
+/// Secretless: only the client id, and no stored credential besides (which one would win
+/// would be a guess).
+fn federated_location(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<CredentialLocation, ConfigError> {
+    for stored in [
+        ENV_CREDENTIAL_SECRET_ID,
+        ENV_CREDENTIAL_JSON,
+        ENV_CREDENTIAL_FILE,
+    ] {
+        if get(stored).is_some() {
+            return Err(ConfigError::new(
+                stored,
+                format!(
+                    "must not be set with {ENV_CREDENTIAL_MODE}=aws_federated: no stored credential is used"
+                ),
+            ));
+        }
+    }
+    let client_id = get(ENV_CLIENT_ID).ok_or_else(|| {
+        ConfigError::new(
+            ENV_CLIENT_ID,
+            format!("is required with {ENV_CREDENTIAL_MODE}=aws_federated: the app registration's Application (client) ID"),
+        )
+    })?;
+    let client_id = crate::tenant_id::TenantId::parse(client_id.trim()).map_err(|_| {
+        ConfigError::new(
+            ENV_CLIENT_ID,
+            "is not a GUID: use the app registration's Application (client) ID",
+        )
+    })?;
+    Ok(CredentialLocation::AwsFederated {
+        client_id: client_id.to_string(),
+    })
+}
+
+fn federation_settings(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<FederationSettings, ConfigError> {
+    use crate::entra::federated::{
+        DEFAULT_AUDIENCE, DEFAULT_DURATION_SECONDS, MAX_DURATION_SECONDS, MIN_DURATION_SECONDS,
+    };
+    let audience = get(ENV_FEDERATION_AUDIENCE)
+        .map(|text| text.trim().to_owned())
+        .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned());
+    if audience.len() > 1000
+        || audience
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ConfigError::new(
+            ENV_FEDERATION_AUDIENCE,
+            "must be one audience value without spaces (e.g. api://AzureADTokenExchange)",
+        ));
+    }
+    Ok(FederationSettings {
+        audience,
+        duration: seconds(
+            get,
+            ENV_FEDERATION_DURATION_SECONDS,
+            DEFAULT_DURATION_SECONDS,
+            MIN_DURATION_SECONDS..=MAX_DURATION_SECONDS,
+        )?,
+    })
 }
 
 fn parse_or<T: FromStr<Err = String>>(
@@ -688,5 +813,85 @@ mod tests {
             chosen.state_key,
             StateKeyLocation::SecretsManager { .. }
         ));
+    }
+
+    const APP_ID: &str = "11111111-1111-4111-8111-111111111111";
+
+    #[test]
+    fn aws_federated_mode_needs_only_the_client_id() {
+        let settings = settings(&[
+            (ENV_CREDENTIAL_MODE, "aws_federated"),
+            (ENV_CLIENT_ID, APP_ID),
+        ])
+        .unwrap();
+        assert!(matches!(
+            settings.credential,
+            CredentialLocation::AwsFederated { ref client_id } if client_id == APP_ID
+        ));
+        assert_eq!(settings.federation.audience, "api://AzureADTokenExchange");
+        assert_eq!(settings.federation.duration, Duration::from_secs(300));
+        let request = settings.federation.token_request();
+        assert_eq!(request.audience, "api://AzureADTokenExchange");
+    }
+
+    #[test]
+    fn aws_federated_mode_refuses_a_stored_credential_and_a_bad_client_id() {
+        let error = settings(&[(ENV_CREDENTIAL_MODE, "aws_federated")]).unwrap_err();
+        assert_eq!(error.variable, ENV_CLIENT_ID);
+        let error = settings(&[
+            (ENV_CREDENTIAL_MODE, "aws_federated"),
+            (ENV_CLIENT_ID, "my-app"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, ENV_CLIENT_ID);
+        let error = settings(&[
+            (ENV_CREDENTIAL_MODE, "aws_federated"),
+            (ENV_CLIENT_ID, APP_ID),
+            (ENV_CREDENTIAL_SECRET_ID, "app-cred"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, ENV_CREDENTIAL_SECRET_ID);
+        let error = settings(&[(ENV_CREDENTIAL_MODE, "kerberos")]).unwrap_err();
+        assert_eq!(error.variable, ENV_CREDENTIAL_MODE);
+    }
+
+    #[test]
+    fn stored_modes_read_the_credential_json_as_before() {
+        for mode in ["client_secret", "certificate", "Client-Secret"] {
+            let settings = settings(&[
+                (ENV_CREDENTIAL_MODE, mode),
+                (ENV_CREDENTIAL_SECRET_ID, "app-cred"),
+            ])
+            .unwrap();
+            assert!(matches!(
+                settings.credential,
+                CredentialLocation::SecretsManager { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn federation_audience_and_duration_are_validated() {
+        let base = (ENV_CREDENTIAL_SECRET_ID, "x");
+        let custom = settings(&[
+            base,
+            (ENV_FEDERATION_AUDIENCE, "api://AzureADTokenExchangeUSGov"),
+            (ENV_FEDERATION_DURATION_SECONDS, "900"),
+        ])
+        .unwrap();
+        assert_eq!(
+            custom.federation.audience,
+            "api://AzureADTokenExchangeUSGov"
+        );
+        assert_eq!(custom.federation.duration, Duration::from_secs(900));
+        for (variable, value) in [
+            (ENV_FEDERATION_DURATION_SECONDS, "59"),
+            (ENV_FEDERATION_DURATION_SECONDS, "3601"),
+            (ENV_FEDERATION_DURATION_SECONDS, "five minutes"),
+            (ENV_FEDERATION_AUDIENCE, "two audiences"),
+        ] {
+            let error = settings(&[base, (variable, value)]).unwrap_err();
+            assert_eq!(error.variable, variable, "{value}");
+        }
     }
 }

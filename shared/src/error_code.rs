@@ -47,6 +47,16 @@ pub enum ErrorCode {
     DeviceCodeDeclined,
     DeviceCodeExpired,
     DeviceCodeInvalid,
+    FederationDisabled,
+    FederationDenied,
+    FederationRefused,
+    FederatedCredentialMissing,
+    FederatedIssuerMismatch,
+    FederatedAudienceMismatch,
+    FederatedSubjectMismatch,
+    FederatedSubjectCaseMismatch,
+    ClientAssertionExpired,
+    FederatedAssertionRefused,
 }
 
 impl ErrorCode {
@@ -88,6 +98,16 @@ impl ErrorCode {
             ErrorCode::DeviceCodeDeclined => "device_code_declined",
             ErrorCode::DeviceCodeExpired => "device_code_expired",
             ErrorCode::DeviceCodeInvalid => "device_code_invalid",
+            ErrorCode::FederationDisabled => "federation_disabled",
+            ErrorCode::FederationDenied => "federation_denied",
+            ErrorCode::FederationRefused => "federation_refused",
+            ErrorCode::FederatedCredentialMissing => "federated_credential_missing",
+            ErrorCode::FederatedIssuerMismatch => "federated_issuer_mismatch",
+            ErrorCode::FederatedAudienceMismatch => "federated_audience_mismatch",
+            ErrorCode::FederatedSubjectMismatch => "federated_subject_mismatch",
+            ErrorCode::FederatedSubjectCaseMismatch => "federated_subject_case_mismatch",
+            ErrorCode::ClientAssertionExpired => "client_assertion_expired",
+            ErrorCode::FederatedAssertionRefused => "federated_assertion_refused",
         }
     }
 
@@ -126,6 +146,18 @@ impl ErrorCode {
             | ErrorCode::WrongCloud
             | ErrorCode::ConfigInvalid
             | ErrorCode::Internal => 500,
+            // The app's federated credential is misconfigured: the partner's to fix, for every
+            // tenant at once.
+            ErrorCode::FederationDisabled
+            | ErrorCode::FederationDenied
+            | ErrorCode::FederationRefused
+            | ErrorCode::FederatedCredentialMissing
+            | ErrorCode::FederatedIssuerMismatch
+            | ErrorCode::FederatedAudienceMismatch
+            | ErrorCode::FederatedSubjectMismatch
+            | ErrorCode::FederatedSubjectCaseMismatch
+            | ErrorCode::ClientAssertionExpired
+            | ErrorCode::FederatedAssertionRefused => 500,
         }
     }
 }
@@ -155,6 +187,8 @@ mod tests {
             ErrorCode::DeviceCodeDeclined,
             ErrorCode::DeviceCodeExpired,
             ErrorCode::DeviceCodeInvalid,
+            ErrorCode::FederatedSubjectCaseMismatch,
+            ErrorCode::ClientAssertionExpired,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use crate::config::{ConfigError, CredentialLocation, Settings, StateKeyLocation, StoreLocation};
+use crate::entra::federated::{FederatedAssertions, StsWebIdentitySource};
 use crate::entra::{AppTokenProvider, TokenClient};
 use crate::secrets::{
-    CredentialSource, CredentialStore, FileSource, InlineSource, SecretsManagerSource,
+    CredentialSource, CredentialStore, FederatedSettingSource, FileSource, InlineSource,
+    SecretsManagerSource,
 };
 use crate::tenants::{
     Checkpoints, ConsentAttempts, DynamoRegistry, RegistryError, SignedInUsers, SqliteRegistry,
@@ -48,7 +50,7 @@ impl Services {
         let http = http_client(&settings)?;
         let needs_aws = matches!(
             settings.credential,
-            CredentialLocation::SecretsManager { .. }
+            CredentialLocation::SecretsManager { .. } | CredentialLocation::AwsFederated { .. }
         ) || matches!(settings.store, StoreLocation::DynamoDb { .. })
             || matches!(
                 settings.consent.state_key,
@@ -70,8 +72,23 @@ impl Services {
             }
             CredentialLocation::Inline(json) => Arc::new(InlineSource(json.clone())),
             CredentialLocation::File(path) => Arc::new(FileSource(path.clone())),
+            CredentialLocation::AwsFederated { client_id } => {
+                Arc::new(FederatedSettingSource::new(client_id.clone()))
+            }
         };
-        let credentials = Arc::new(CredentialStore::new(source, settings.credential_cache_ttl));
+        // Any credential JSON may say `aws_federated`, so the token source is always there; it
+        // reaches AWS only when such a credential asks it for a token.
+        let sts = match &aws {
+            Some(config) => StsWebIdentitySource::from_sdk_config(config),
+            None => StsWebIdentitySource::from_env_when_needed(),
+        };
+        let federation = Arc::new(FederatedAssertions::new(
+            Arc::new(sts),
+            settings.federation.token_request(),
+        ));
+        let credentials = Arc::new(
+            CredentialStore::new(source, settings.credential_cache_ttl).with_federation(federation),
+        );
 
         let store: Arc<dyn Store> = match &settings.store {
             StoreLocation::DynamoDb { table } => Arc::new(DynamoRegistry::new(

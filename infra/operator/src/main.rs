@@ -3,6 +3,7 @@
 //! credentials), against the real table.
 
 mod device_signin;
+mod federation;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,8 @@ enum Command {
         #[arg(long)]
         link: Option<LinkKind>,
     },
+    /// What to register on the Entra app for the secretless (aws_federated) credential.
+    Federation(federation::FederationArgs),
     /// The tenant registry.
     Tenants {
         #[command(subcommand)]
@@ -85,6 +88,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no credential, registry or settings beyond its own: runs before the app is set up.
+    if let Command::Federation(args) = cli.command {
+        return federation::run(args, cli.json).await;
+    }
     let services = Services::from_env().await?;
     match cli.command {
         Command::ConsentLink { customer, link } => {
@@ -135,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             device_signin::run(&services, &request).await?;
         }
+        Command::Federation(_) => unreachable!("handled before the services are built"),
     }
     Ok(())
 }

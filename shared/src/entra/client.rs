@@ -11,7 +11,7 @@ use super::claims::{TokenClaims, decode_payload};
 use super::errors::EntraError;
 use crate::cloud::CloudEndpoints;
 use crate::config::TokenEndpointVersion;
-use crate::secrets::{AppCredential, CredentialKind};
+use crate::secrets::{AppCredential, CredentialKind, FederatedCredential};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The on-behalf-of grant.
@@ -147,26 +147,77 @@ impl TokenClient {
     ) -> Result<bytes::Bytes, EntraError> {
         let url = self.token_url(tenant, version);
         form.push(("client_id", &credential.client_id));
-        let assertion;
         match &credential.kind {
             CredentialKind::ClientSecret(secret) => {
                 form.push(("client_secret", secret.expose_secret()));
+                self.post(&url, tenant, &form).await
             }
             CredentialKind::Certificate(certificate) => {
                 // The audience is always the v2 endpoint of the tenant, whichever endpoint is
                 // called.
                 let audience = self.token_url(tenant, TokenEndpointVersion::V2);
-                assertion = sign_assertion(certificate, &credential.client_id, &audience)?;
-                form.push(("client_assertion_type", ASSERTION_TYPE));
-                form.push(("client_assertion", assertion.expose_secret()));
+                let assertion = sign_assertion(certificate, &credential.client_id, &audience)?;
+                self.post_with_assertion(&url, tenant, form, &assertion)
+                    .await
+            }
+            CredentialKind::AwsFederated(federated) => {
+                self.exchange_federated(&url, tenant, form, federated).await
             }
         }
+    }
 
+    /// The AWS token as the assertion. One it has held too long (Entra finds it outside its
+    /// valid time, e.g. after a clock jump) is discarded and the request made once more with a
+    /// fresh token.
+    async fn exchange_federated(
+        &self,
+        url: &str,
+        tenant: &str,
+        form: Vec<(&str, &str)>,
+        federated: &FederatedCredential,
+    ) -> Result<bytes::Bytes, EntraError> {
+        let assertions = federated.assertions();
+        let assertion = assertions.current().await.map_err(EntraError::Federation)?;
+        let answer = self
+            .post_with_assertion(url, tenant, form.clone(), assertion.jwt())
+            .await;
+        let (answer, presented) = match answer {
+            Err(EntraError::AssertionExpired { .. }) => {
+                assertions.discard(&assertion).await;
+                let fresh = assertions.current().await.map_err(EntraError::Federation)?;
+                let answer = self
+                    .post_with_assertion(url, tenant, form, fresh.jwt())
+                    .await;
+                (answer, fresh.context())
+            }
+            other => (other, assertion.context()),
+        };
+        answer.map_err(|error| error.for_federated_assertion(presented))
+    }
+
+    async fn post_with_assertion(
+        &self,
+        url: &str,
+        tenant: &str,
+        mut form: Vec<(&str, &str)>,
+        assertion: &SecretString,
+    ) -> Result<bytes::Bytes, EntraError> {
+        form.push(("client_assertion_type", ASSERTION_TYPE));
+        form.push(("client_assertion", assertion.expose_secret()));
+        self.post(url, tenant, &form).await
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        tenant: &str,
+        form: &[(&str, &str)],
+    ) -> Result<bytes::Bytes, EntraError> {
         let answer = crate::http::read(
             self.http
-                .post(&url)
+                .post(url)
                 .header("Accept", "application/json")
-                .form(&form)
+                .form(form)
                 .send()
                 .await,
         )

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::federated::{FederationContext, FederationError};
 use crate::ErrorCode;
 
 /// The JSON body of an Entra ID error.
@@ -138,6 +139,60 @@ pub enum EntraError {
     MalformedResponse(String),
     #[error("no token within the deadline of {} s: Entra ID kept failing or throttling", .0.as_secs())]
     DeadlineExceeded(Duration),
+    #[error("the app's federated credential could not be used: {0}")]
+    Federation(FederationError),
+    #[error(
+        "no federated identity credential on the app matches the AWS token (issuer {}, subject {}, audience {}): add one on the app registration; `dp-operator federation` prints the values and the body for `az ad app federated-credential create` ({trace})",
+        federation.issuer_text(), federation.subject_text(), federation.audience_text()
+    )]
+    FederatedCredentialMissing {
+        federation: Box<FederationContext>,
+        trace: Trace,
+    },
+    #[error(
+        "the federated credential's issuer does not match the AWS token's issuer {}: set the FIC's issuer to the account's issuer URL exactly as `aws iam get-outbound-web-identity-federation-info` prints it ({trace})",
+        federation.issuer_text()
+    )]
+    FederatedIssuerMismatch {
+        federation: Box<FederationContext>,
+        trace: Trace,
+    },
+    #[error(
+        "the federated credential's audiences do not include the AWS token's audience {}: add it to the FIC's audiences, or set DP_FEDERATION_AUDIENCE (and the role's sts:IdentityTokenAudience condition) to the FIC's audience ({trace})",
+        federation.audience_text()
+    )]
+    FederatedAudienceMismatch {
+        federation: Box<FederationContext>,
+        trace: Trace,
+    },
+    #[error(
+        "the federated credential's subject does not match the AWS token's subject {}: set the FIC's subject to the ARN of the role the function runs as (the stack's *RoleArn outputs), compared case-sensitively ({trace})",
+        federation.subject_text()
+    )]
+    FederatedSubjectMismatch {
+        federation: Box<FederationContext>,
+        trace: Trace,
+    },
+    #[error(
+        "the federated credential's subject matches the AWS token's subject {} only when case is ignored: Entra ID compares it case-sensitively, copy the role ARN with its exact case into the FIC ({trace})",
+        federation.subject_text()
+    )]
+    FederatedSubjectCaseMismatch {
+        federation: Box<FederationContext>,
+        trace: Trace,
+    },
+    #[error(
+        "Entra ID found the AWS token outside its valid time, even after a fresh one was fetched: check the function's clock and DP_FEDERATION_DURATION_SECONDS (60-3600 s) ({trace})"
+    )]
+    ClientAssertionExpired { trace: Trace },
+    #[error(
+        "Entra ID refused the AWS token as client assertion (signature or format; issuer {}): check that the FIC's issuer serves its keys at /.well-known/jwks.json and that the token is signed RS256 ({trace})",
+        federation.issuer_text()
+    )]
+    FederatedAssertionRefused {
+        federation: Box<FederationContext>,
+        trace: Trace,
+    },
 }
 
 impl EntraError {
@@ -163,6 +218,39 @@ impl EntraError {
         }
         if status >= 500 || has(90024) || parsed.error == "temporarily_unavailable" {
             return EntraError::Unavailable { retry_after, trace };
+        }
+        // Federated identity credential mismatches: only an external assertion (the AWS token)
+        // meets these, and they are app-wide configuration errors, never a tenant's consent.
+        let federation = || Box::<FederationContext>::default();
+        if has(7002138) {
+            return EntraError::FederatedSubjectCaseMismatch {
+                federation: federation(),
+                trace,
+            };
+        }
+        if has(700211) {
+            return EntraError::FederatedIssuerMismatch {
+                federation: federation(),
+                trace,
+            };
+        }
+        if has(700212) {
+            return EntraError::FederatedAudienceMismatch {
+                federation: federation(),
+                trace,
+            };
+        }
+        if has(700213) {
+            return EntraError::FederatedSubjectMismatch {
+                federation: federation(),
+                trace,
+            };
+        }
+        if has(70021) {
+            return EntraError::FederatedCredentialMissing {
+                federation: federation(),
+                trace,
+            };
         }
         if has(7000222) {
             return EntraError::CredentialExpired { trace };
@@ -254,17 +342,75 @@ impl EntraError {
             EntraError::ConsentRequired { .. } => ErrorCode::UserConsentMissing,
             EntraError::InteractionRequired { .. } => ErrorCode::InteractionRequired,
             EntraError::Rejected { .. } => ErrorCode::Internal,
+            EntraError::Federation(error) => error.code(),
+            EntraError::FederatedCredentialMissing { .. } => ErrorCode::FederatedCredentialMissing,
+            EntraError::FederatedIssuerMismatch { .. } => ErrorCode::FederatedIssuerMismatch,
+            EntraError::FederatedAudienceMismatch { .. } => ErrorCode::FederatedAudienceMismatch,
+            EntraError::FederatedSubjectMismatch { .. } => ErrorCode::FederatedSubjectMismatch,
+            EntraError::FederatedSubjectCaseMismatch { .. } => {
+                ErrorCode::FederatedSubjectCaseMismatch
+            }
+            EntraError::ClientAssertionExpired { .. } => ErrorCode::ClientAssertionExpired,
+            EntraError::FederatedAssertionRefused { .. } => ErrorCode::FederatedAssertionRefused,
         }
     }
 
     /// Worth trying again with the same request.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             EntraError::Throttled { .. }
-                | EntraError::Unavailable { .. }
-                | EntraError::Transport(_)
-        )
+            | EntraError::Unavailable { .. }
+            | EntraError::Transport(_) => true,
+            EntraError::Federation(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// Types an answer to a request whose client assertion was the AWS token: what Entra ID
+    /// says about "the credential" is then about the federated credential, and its messages get
+    /// the issuer, subject and audience the token presented.
+    pub fn for_federated_assertion(self, presented: FederationContext) -> EntraError {
+        let presented = Box::new(presented);
+        match self {
+            EntraError::FederatedCredentialMissing { trace, .. } => {
+                EntraError::FederatedCredentialMissing {
+                    federation: presented,
+                    trace,
+                }
+            }
+            EntraError::FederatedIssuerMismatch { trace, .. } => {
+                EntraError::FederatedIssuerMismatch {
+                    federation: presented,
+                    trace,
+                }
+            }
+            EntraError::FederatedAudienceMismatch { trace, .. } => {
+                EntraError::FederatedAudienceMismatch {
+                    federation: presented,
+                    trace,
+                }
+            }
+            EntraError::FederatedSubjectMismatch { trace, .. } => {
+                EntraError::FederatedSubjectMismatch {
+                    federation: presented,
+                    trace,
+                }
+            }
+            EntraError::FederatedSubjectCaseMismatch { trace, .. } => {
+                EntraError::FederatedSubjectCaseMismatch {
+                    federation: presented,
+                    trace,
+                }
+            }
+            EntraError::AssertionExpired { trace } => EntraError::ClientAssertionExpired { trace },
+            EntraError::CredentialInvalid { trace } | EntraError::AssertionInvalid { trace } => {
+                EntraError::FederatedAssertionRefused {
+                    federation: presented,
+                    trace,
+                }
+            }
+            other => other,
+        }
     }
 
     /// What Microsoft asked us to wait, if it said.
@@ -434,5 +580,139 @@ mod tests {
         let typed = typed(400, "weird_new_error", &[123]);
         assert_eq!(typed.code(), ErrorCode::Internal);
         assert!(typed.to_string().contains("weird_new_error"));
+    }
+
+    fn presented() -> FederationContext {
+        FederationContext {
+            issuer: Some("https://abc.tokens.sts.global.api.aws".into()),
+            subject: Some("arn:aws:iam::123456789012:role/MintToken".into()),
+            audience: Some("api://AzureADTokenExchange".into()),
+        }
+    }
+
+    #[test]
+    fn federated_credential_errors_map_to_their_codes_and_name_the_value_to_compare() {
+        let cases: &[(i64, ErrorCode, &str, &str)] = &[
+            (
+                70021,
+                ErrorCode::FederatedCredentialMissing,
+                "arn:aws:iam::123456789012:role/MintToken",
+                "dp-operator federation",
+            ),
+            (
+                700211,
+                ErrorCode::FederatedIssuerMismatch,
+                "https://abc.tokens.sts.global.api.aws",
+                "get-outbound-web-identity-federation-info",
+            ),
+            (
+                700212,
+                ErrorCode::FederatedAudienceMismatch,
+                "api://AzureADTokenExchange",
+                "DP_FEDERATION_AUDIENCE",
+            ),
+            (
+                700213,
+                ErrorCode::FederatedSubjectMismatch,
+                "arn:aws:iam::123456789012:role/MintToken",
+                "case-sensitively",
+            ),
+            (
+                7002138,
+                ErrorCode::FederatedSubjectCaseMismatch,
+                "arn:aws:iam::123456789012:role/MintToken",
+                "exact case",
+            ),
+        ];
+        for (code, expected, value, guidance) in cases {
+            let bare = typed(401, "invalid_client", &[*code]);
+            assert_eq!(bare.code(), *expected, "AADSTS{code}");
+            let message = bare.to_string();
+            assert!(message.contains("(unknown)"), "{message}");
+            let refined = bare.for_federated_assertion(presented());
+            assert_eq!(refined.code(), *expected, "AADSTS{code}");
+            let message = refined.to_string();
+            for needle in [*value, *guidance, &format!("AADSTS{code}"), "trace-1"] {
+                assert!(message.contains(needle), "{needle} missing: {message}");
+            }
+            assert!(!message.contains("some text"), "{message}");
+            // App-wide configuration, not a tenant's consent: nothing marks a tenant revoked,
+            // nothing retries, nothing re-reads a stored secret.
+            assert_ne!(refined.code(), ErrorCode::NotConsented);
+            assert!(!refined.is_retryable() && !refined.is_credential_rejection());
+            assert_eq!(refined.code().http_status(), 500);
+        }
+        assert_eq!(
+            ErrorCode::FederatedCredentialMissing.as_str(),
+            "federated_credential_missing"
+        );
+        assert_eq!(
+            ErrorCode::FederatedIssuerMismatch.as_str(),
+            "federated_issuer_mismatch"
+        );
+        assert_eq!(
+            ErrorCode::FederatedAudienceMismatch.as_str(),
+            "federated_audience_mismatch"
+        );
+        assert_eq!(
+            ErrorCode::FederatedSubjectMismatch.as_str(),
+            "federated_subject_mismatch"
+        );
+        assert_eq!(
+            ErrorCode::FederatedSubjectCaseMismatch.as_str(),
+            "federated_subject_case_mismatch"
+        );
+    }
+
+    #[test]
+    fn federated_assertion_refusals_are_not_about_a_client_secret() {
+        // Outside the federated path the existing meanings stay.
+        assert_eq!(
+            typed(401, "invalid_client", &[700024]).code(),
+            ErrorCode::CredentialExpired
+        );
+        let expired = typed(401, "invalid_client", &[700024]).for_federated_assertion(presented());
+        assert_eq!(expired.code(), ErrorCode::ClientAssertionExpired);
+        assert_eq!(expired.code().as_str(), "client_assertion_expired");
+        assert!(
+            expired
+                .to_string()
+                .contains("DP_FEDERATION_DURATION_SECONDS")
+        );
+        for codes in [&[700027][..], &[][..]] {
+            let refused = typed(401, "invalid_client", codes).for_federated_assertion(presented());
+            assert_eq!(
+                refused.code(),
+                ErrorCode::FederatedAssertionRefused,
+                "{codes:?}"
+            );
+            assert!(!refused.to_string().contains("client secret"));
+            assert!(!refused.is_credential_rejection());
+        }
+        // A tenant that never consented is still that, whatever the credential.
+        let not_consented =
+            typed(400, "unauthorized_client", &[700016]).for_federated_assertion(presented());
+        assert_eq!(not_consented.code(), ErrorCode::NotConsented);
+    }
+
+    #[test]
+    fn sts_failures_keep_their_codes_and_transient_ones_retry() {
+        let request = crate::entra::federated::WebIdentityTokenRequest {
+            audience: "api://AzureADTokenExchange".into(),
+            duration: Duration::from_secs(300),
+        };
+        let disabled = EntraError::Federation(FederationError::from_sts(
+            Some("OutboundWebIdentityFederationDisabledException"),
+            None,
+            &request,
+        ));
+        assert_eq!(disabled.code(), ErrorCode::FederationDisabled);
+        assert!(!disabled.is_retryable());
+        let busy = EntraError::Federation(FederationError::from_sts(
+            Some("Throttling"),
+            None,
+            &request,
+        ));
+        assert!(busy.is_retryable());
     }
 }

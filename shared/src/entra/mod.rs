@@ -4,7 +4,8 @@
 //! `Retry-After` under an overall deadline, `cache` keeps tokens until shortly before they expire
 //! and lets concurrent callers share one request, `claims` reads a token's payload and `roles`
 //! checks it, `errors` turns AADSTS answers into typed errors, `assertion` signs the certificate
-//! credential's client assertion, `discovery` resolves a verified domain to its tenant id.
+//! credential's client assertion, `federated` gets the AWS token that replaces any secret in the
+//! secretless mode, `discovery` resolves a verified domain to its tenant id.
 //! `delegated` exchanges a user's token for a Defender token acting as that user (on-behalf-of);
 //! `device_code` signs a user in from a command line without a browser.
 
@@ -16,6 +17,7 @@ pub mod delegated;
 pub mod device_code;
 pub mod discovery;
 pub mod errors;
+pub mod federated;
 pub mod provider;
 pub mod retry;
 pub mod roles;

@@ -1,6 +1,7 @@
 //! Parsing the credential JSON into a usable credential.
 
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use base64::Engine;
@@ -10,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::CredentialError;
+use crate::entra::federated::FederatedAssertions;
 use crate::tenant_id::TenantId;
 
 /// The partner app's identity and proof.
@@ -24,6 +26,27 @@ pub struct AppCredential {
 pub enum CredentialKind {
     ClientSecret(SecretString),
     Certificate(CertificateCredential),
+    /// No secret at all: the function's AWS identity, as a token from STS, is the assertion.
+    AwsFederated(FederatedCredential),
+}
+
+/// The value of the credential JSON's `credential` field that selects the federated kind.
+pub const AWS_FEDERATED: &str = "aws_federated";
+
+/// The federated credential: where its AWS tokens come from (shared, cached).
+#[derive(Clone)]
+pub struct FederatedCredential {
+    assertions: Arc<FederatedAssertions>,
+}
+
+impl FederatedCredential {
+    pub fn new(assertions: Arc<FederatedAssertions>) -> FederatedCredential {
+        FederatedCredential { assertions }
+    }
+
+    pub fn assertions(&self) -> &Arc<FederatedAssertions> {
+        &self.assertions
+    }
 }
 
 pub struct CertificateCredential {
@@ -46,6 +69,7 @@ impl fmt::Debug for AppCredential {
         let kind = match self.kind {
             CredentialKind::ClientSecret(_) => "client_secret",
             CredentialKind::Certificate(_) => "certificate",
+            CredentialKind::AwsFederated(_) => AWS_FEDERATED,
         };
         f.debug_struct("AppCredential")
             .field("client_id", &self.client_id)
@@ -61,16 +85,28 @@ struct CredentialDocument {
     certificate_pem: Option<String>,
     private_key_pem: Option<SecretString>,
     signing_algorithm: Option<String>,
+    /// `aws_federated` for the secretless kind; absent (or `client_secret` / `certificate`)
+    /// for the kinds the other fields describe.
+    credential: Option<String>,
 }
 
 impl AppCredential {
     /// Parses the credential JSON. Error messages name fields, never values.
     pub fn from_json(text: &SecretString) -> Result<AppCredential, CredentialError> {
+        AppCredential::from_json_with_federation(text, None)
+    }
+
+    /// Parses the credential JSON; an `aws_federated` credential gets its AWS tokens from
+    /// `federation`.
+    pub fn from_json_with_federation(
+        text: &SecretString,
+        federation: Option<&Arc<FederatedAssertions>>,
+    ) -> Result<AppCredential, CredentialError> {
         let document: CredentialDocument = serde_json::from_str(text.expose_secret())
             .map_err(|error| {
                 // serde's message has a line/column and a field name, never the input.
                 CredentialError::Malformed(format!(
-                    "not the expected JSON object ({}:{}); expected {{\"client_id\", \"client_secret\"}} or {{\"client_id\", \"certificate_pem\", \"private_key_pem\"}}",
+                    "not the expected JSON object ({}:{}); expected {{\"client_id\", \"client_secret\"}}, {{\"client_id\", \"certificate_pem\", \"private_key_pem\"}} or {{\"client_id\", \"credential\": \"aws_federated\"}}",
                     error.line(),
                     error.column()
                 ))
@@ -88,6 +124,36 @@ impl AppCredential {
             })?
             .to_string();
         let fingerprint = sha256(text.expose_secret().as_bytes());
+
+        let federated = match document.credential.as_deref().map(str::trim) {
+            Some(AWS_FEDERATED) => true,
+            None | Some("client_secret" | "certificate") => false,
+            Some(_) => {
+                return Err(CredentialError::Malformed(format!(
+                    "credential names an unknown kind: use \"{AWS_FEDERATED}\", or leave it out for a client secret or certificate"
+                )));
+            }
+        };
+        if federated {
+            if document.client_secret.is_some()
+                || document.certificate_pem.is_some()
+                || document.private_key_pem.is_some()
+            {
+                return Err(CredentialError::Malformed(format!(
+                    "an {AWS_FEDERATED} credential has no client_secret or certificate: remove them"
+                )));
+            }
+            let assertions = federation.ok_or_else(|| {
+                CredentialError::Malformed(format!(
+                    "the credential is {AWS_FEDERATED} but this process has no AWS token source for it"
+                ))
+            })?;
+            return Ok(AppCredential {
+                client_id,
+                kind: CredentialKind::AwsFederated(FederatedCredential::new(assertions.clone())),
+                fingerprint,
+            });
+        }
 
         let kind = match (
             document.client_secret,
@@ -233,6 +299,47 @@ pub(crate) mod tests {
             let message = error.to_string();
             assert!(!message.contains("leak-me"), "{message}");
             assert!(matches!(error, CredentialError::Malformed(_)));
+        }
+    }
+
+    #[test]
+    fn parses_an_aws_federated_credential_without_any_secret() {
+        use crate::entra::federated::assertions_for_tests;
+        let json = SecretString::from(format!(
+            r#"{{"client_id":"{CLIENT_ID}","credential":"aws_federated"}}"#
+        ));
+        let federation = assertions_for_tests();
+        let credential =
+            AppCredential::from_json_with_federation(&json, Some(&federation)).unwrap();
+        assert_eq!(credential.client_id, CLIENT_ID);
+        assert!(matches!(credential.kind, CredentialKind::AwsFederated(_)));
+        assert!(format!("{credential:?}").contains("aws_federated"));
+        // Without a token source it is refused, with a message that says why.
+        let error = AppCredential::from_json(&json).unwrap_err();
+        assert!(error.to_string().contains("no AWS token source"), "{error}");
+    }
+
+    #[test]
+    fn a_federated_credential_carrying_a_secret_or_an_unknown_kind_is_refused() {
+        use crate::entra::federated::assertions_for_tests;
+        let federation = assertions_for_tests();
+        for case in [
+            format!(
+                r#"{{"client_id":"{CLIENT_ID}","credential":"aws_federated","client_secret":"leak-me-1"}}"#
+            ),
+            format!(
+                r#"{{"client_id":"{CLIENT_ID}","credential":"aws_federated","private_key_pem":"leak-me-2"}}"#
+            ),
+            format!(r#"{{"client_id":"{CLIENT_ID}","credential":"leak-me-3"}}"#),
+            r#"{"credential":"aws_federated"}"#.to_owned(),
+        ] {
+            let error = AppCredential::from_json_with_federation(
+                &SecretString::from(case),
+                Some(&federation),
+            )
+            .unwrap_err();
+            assert!(matches!(error, CredentialError::Malformed(_)));
+            assert!(!error.to_string().contains("leak-me"), "{error}");
         }
     }
 }

@@ -1,14 +1,19 @@
-//! The app credential: which client id, and how it proves itself (a client secret or a
-//! certificate). Read from Secrets Manager in AWS, from an environment variable or file locally;
-//! cached in memory for a TTL and re-read once when Entra refuses it, so a rotation heals
-//! without a redeploy.
+//! The app credential: which client id, and how it proves itself (a client secret, a
+//! certificate, or no secret at all: the function's AWS identity, `aws_federated`). Read from
+//! Secrets Manager in AWS, from an environment variable or file locally, or (secretless) from
+//! settings alone; cached in memory for a TTL and re-read once when Entra refuses it, so a
+//! rotation heals without a redeploy.
 
 mod credential;
 mod sources;
 mod store;
 
-pub use credential::{AppCredential, CertificateCredential, CredentialKind};
-pub use sources::{CredentialSource, FileSource, InlineSource, SecretsManagerSource};
+pub use credential::{
+    AWS_FEDERATED, AppCredential, CertificateCredential, CredentialKind, FederatedCredential,
+};
+pub use sources::{
+    CredentialSource, FederatedSettingSource, FileSource, InlineSource, SecretsManagerSource,
+};
 pub use store::CredentialStore;
 
 use crate::ErrorCode;

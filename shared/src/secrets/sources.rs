@@ -96,3 +96,37 @@ impl CredentialSource for FileSource {
         format!("file {}", self.0.display())
     }
 }
+
+/// The secretless mode chosen by settings (`DP_CREDENTIAL_MODE=aws_federated` + `DP_CLIENT_ID`):
+/// nothing is read from anywhere; the credential is the client id and the federated kind.
+pub struct FederatedSettingSource {
+    client_id: String,
+}
+
+impl FederatedSettingSource {
+    pub fn new(client_id: impl Into<String>) -> FederatedSettingSource {
+        FederatedSettingSource {
+            client_id: client_id.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl CredentialSource for FederatedSettingSource {
+    async fn read(&self) -> Result<SecretString, CredentialError> {
+        let document = serde_json::json!({
+            "client_id": self.client_id,
+            "credential": super::credential::AWS_FEDERATED,
+        });
+        Ok(SecretString::from(document.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "the {} setting ({}={})",
+            crate::config::ENV_CLIENT_ID,
+            crate::config::ENV_CREDENTIAL_MODE,
+            super::credential::AWS_FEDERATED
+        )
+    }
+}

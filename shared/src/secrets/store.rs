@@ -7,6 +7,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::{AppCredential, CredentialError, CredentialSource};
+use crate::entra::federated::FederatedAssertions;
 
 pub struct CredentialStore {
     source: Arc<dyn CredentialSource>,
@@ -14,6 +15,8 @@ pub struct CredentialStore {
     // A mutex rather than a lock-free cell: callers that find it stale wait for one read of the
     // source instead of each reading it.
     loaded: Mutex<Option<Loaded>>,
+    /// Where an `aws_federated` credential gets its AWS tokens.
+    federation: Option<Arc<FederatedAssertions>>,
 }
 
 struct Loaded {
@@ -27,7 +30,14 @@ impl CredentialStore {
             source,
             ttl,
             loaded: Mutex::new(None),
+            federation: None,
         }
+    }
+
+    /// Lets the store hand out `aws_federated` credentials, with AWS tokens from `federation`.
+    pub fn with_federation(mut self, federation: Arc<FederatedAssertions>) -> CredentialStore {
+        self.federation = Some(federation);
+        self
     }
 
     /// The credential in force, read from the source when the cached copy is older than the TTL.
@@ -87,7 +97,7 @@ impl CredentialStore {
 
     async fn load(&self) -> Result<Arc<AppCredential>, CredentialError> {
         let text = self.source.read().await?;
-        AppCredential::from_json(&text)
+        AppCredential::from_json_with_federation(&text, self.federation.as_ref())
             .map(Arc::new)
             .map_err(|error| match error {
                 CredentialError::Malformed(problem) => {
