@@ -404,7 +404,7 @@ fn every_allowed_parameter_value_makes_a_valid_configuration() {
 }
 
 #[test]
-fn the_consent_callback_is_the_only_open_route() {
+fn the_consent_and_sign_in_callbacks_are_the_only_open_routes() {
     let template = Template::load();
     let text = self::template();
     // Routes made any other way would escape the checks below.
@@ -443,6 +443,8 @@ fn the_consent_callback_is_the_only_open_route() {
         ("POST /tokens", "AWS_IAM", "mint-token"),
         ("GET /consent/start", "AWS_IAM", "consent-callback"),
         ("GET /consent/callback", "NONE", "consent-callback"),
+        ("GET /signin/start", "AWS_IAM", "consent-callback"),
+        ("GET /signin/callback", "NONE", "consent-callback"),
     ]
     .into_iter()
     .map(|(key, authorization, binary)| (key.into(), authorization.into(), binary.into()))
@@ -589,7 +591,7 @@ fn aws_calls_in_the_code() -> BTreeSet<String> {
             };
             let service = match sdk {
                 "eventbridge" => "events",
-                "dynamodb" | "s3" | "sqs" | "secretsmanager" | "sts" => sdk,
+                "dynamodb" | "s3" | "sqs" | "secretsmanager" | "sts" | "kms" => sdk,
                 other => panic!("{}: unknown SDK aws_sdk_{other}", path.display()),
             };
             for operation in operations {

@@ -29,6 +29,9 @@ pub struct MintRequest {
     /// A user's access token issued for our app: the answer is then a delegated token for that
     /// user (on-behalf-of), not an app-only one.
     pub user_token: Option<SecretString>,
+    /// The object id of a user who signed in interactively with offline access: the answer is a
+    /// delegated token for that user from their stored sign-in (only where enabled).
+    pub user_oid: Option<String>,
 }
 
 /// The answer: the one place a token leaves the system.
@@ -82,6 +85,12 @@ pub enum MintError {
     Discovery(#[from] EntraError),
     #[error(transparent)]
     Delegated(#[from] OboError),
+    #[error(
+        "this function does not mint from stored sign-ins: invoke the function deployed for that (MintUserTokenFunction), which only the callers the template allows may invoke"
+    )]
+    StoredSignInDisabled,
+    #[error(transparent)]
+    StoredSignIn(#[from] crate::signin::StoredSignInError),
 }
 
 impl MintError {
@@ -96,6 +105,8 @@ impl MintError {
             MintError::Token(error) => error.code(),
             MintError::Discovery(error) => error.code(),
             MintError::Delegated(error) => error.code(),
+            MintError::StoredSignInDisabled => ErrorCode::StoredSignInDisabled,
+            MintError::StoredSignIn(error) => error.code(),
         }
     }
 
@@ -103,6 +114,7 @@ impl MintError {
     pub fn claims_challenge(&self) -> Option<&str> {
         match self {
             MintError::Delegated(error) => error.claims_challenge(),
+            MintError::StoredSignIn(error) => error.claims_challenge(),
             _ => None,
         }
     }
@@ -113,6 +125,7 @@ impl MintError {
             MintError::Token(error) => error.retry_after(),
             MintError::Discovery(error) => error.retry_after(),
             MintError::Delegated(error) => error.retry_after(),
+            MintError::StoredSignIn(error) => error.retry_after(),
             _ => None,
         }
     }
@@ -123,6 +136,7 @@ pub struct TokenService {
     registry: Arc<dyn TenantRegistry>,
     tokens: Arc<AppTokenProvider>,
     delegated: OboProvider,
+    stored: Option<crate::signin::StoredSignIns>,
     resolver: TenantResolver,
 }
 
@@ -137,11 +151,18 @@ impl TokenService {
                 services.credentials.clone(),
                 services.settings.token.clone(),
             ),
+            stored: None,
             resolver: TenantResolver::new(
                 services.http.clone(),
                 services.settings.endpoints.clone(),
             ),
         }
+    }
+
+    /// Lets this service mint for users from their stored sign-ins (`user_oid` requests).
+    pub fn with_stored_sign_ins(mut self, stored: crate::signin::StoredSignIns) -> TokenService {
+        self.stored = Some(stored);
+        self
     }
 
     /// Parses a raw JSON payload and mints.
@@ -182,6 +203,39 @@ impl TokenService {
             return Err(MintError::TenantNotActive {
                 tenant: tenant_id.to_string(),
                 status: record.status,
+            });
+        }
+
+        if let Some(user_oid) = &request.user_oid {
+            if request.user_token.is_some() {
+                return Err(MintError::InvalidRequest(
+                    "send either user_token (on-behalf-of) or user_oid (stored sign-in), not both"
+                        .into(),
+                ));
+            }
+            if version == Some(TokenEndpointVersion::V1) {
+                return Err(MintError::InvalidRequest(
+                    "delegated (user_oid) requests use the v2 endpoint only; drop endpoint_version"
+                        .into(),
+                ));
+            }
+            let stored = self
+                .stored
+                .as_ref()
+                .ok_or(MintError::StoredSignInDisabled)?;
+            let delegated = stored
+                .token(
+                    &tenant_id,
+                    api,
+                    user_oid,
+                    self.settings.required_scopes(api),
+                )
+                .await?;
+            return Ok(MintedToken {
+                user_oid: Some(delegated.user_oid.clone()),
+                user_upn: delegated.upn.clone(),
+                scopes: delegated.scopes.clone(),
+                ..self.answer(&delegated.token, &tenant_id, api)
             });
         }
 

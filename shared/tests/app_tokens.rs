@@ -53,6 +53,7 @@ async fn mints_verified_tokens_for_each_api_on_both_endpoints() {
             api: Some("m365d".into()),
             endpoint_version: Some("v1".into()),
             user_token: None,
+            user_oid: None,
         })
         .await
         .unwrap();
@@ -416,6 +417,7 @@ async fn a_certificate_credential_mints_with_ps256_and_rs256() {
                 api: Some(api.into()),
                 endpoint_version: None,
                 user_token: None,
+                user_oid: None,
             })
             .await
             .unwrap_or_else(|error| panic!("{algorithm}: {error}"));
@@ -444,6 +446,7 @@ async fn a_certificate_credential_mints_with_ps256_and_rs256() {
             api: Some("graph".into()),
             endpoint_version: None,
             user_token: None,
+            user_oid: None,
         })
         .await
         .unwrap_err();

@@ -78,6 +78,7 @@ async fn no_token_or_secret_reaches_the_logs() {
                 api: Some("graph".into()),
                 endpoint_version: Some("v1".into()),
                 user_token: None,
+                user_oid: None,
             })
             .await
             .unwrap()

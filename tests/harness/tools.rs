@@ -15,7 +15,12 @@ use anyhow::{Context, Result, anyhow, bail};
 pub fn workspace_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        // At run time first: cargo sets it for the test binary being run, while the compile-time
+        // value belongs to whichever checkout last built this shared harness crate (clones that
+        // share one target directory share the build).
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
             .parent()
             .expect("tests/ has a parent")
             .to_path_buf()

@@ -2,6 +2,9 @@
 //! `GET /consent/start?customer=REF[&link=v2|adminconsent|legacy]` (IAM-protected) redirects to
 //! Microsoft's admin-consent page with a signed single-use `state`;
 //! `GET /consent/callback` (public: the app's redirect URI) proves the consent and answers a page.
+//! `GET /signin/start?tenant=ID[&api=m365d|mde|graph][&login_hint=UPN]` (public: opened in the
+//! user's browser) sends a user to Microsoft's sign-in with a signed single-use `state` and PKCE;
+//! `GET /signin/callback` redeems the code and answers who signed in, never a token.
 
 use std::sync::Arc;
 
@@ -10,6 +13,7 @@ use defender_partner::ErrorCode;
 use defender_partner::consent::{ConsentService, LinkKind};
 use defender_partner::edge::{self, EdgeError, Invocation};
 use defender_partner::runtime::Services;
+use defender_partner::signin::SignInService;
 use defender_partner::telemetry;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -20,19 +24,30 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let services = Services::from_env().await.inspect_err(|error| {
         tracing::error!(error = %error, "consent-callback cannot start");
     })?;
-    let service = Arc::new(ConsentService::build(&services).await.inspect_err(|error| {
-        tracing::error!(error = %error, "consent-callback cannot read its state signing key");
-    })?);
+    let consent = ConsentService::build(&services)
+        .await
+        .inspect_err(|error| {
+            tracing::error!(error = %error, "consent-callback cannot read its state signing key");
+        })?;
+    let signin = SignInService::build(&services).await.inspect_err(|error| {
+        tracing::error!(error = %error, "consent-callback cannot read its sign-in keys");
+    })?;
+    let services = Arc::new(Routes { consent, signin });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let service = service.clone();
-        async move { handle(&service, event.payload).await }
+        let services = services.clone();
+        async move { handle(&services, event.payload).await }
     }))
     .await
 }
 
-async fn handle(service: &ConsentService, payload: Value) -> Result<Value, Diagnostic> {
+struct Routes {
+    consent: ConsentService,
+    signin: SignInService,
+}
+
+async fn handle(routes: &Routes, payload: Value) -> Result<Value, Diagnostic> {
     let response = match Invocation::classify(payload) {
-        Ok(Invocation::Http(request)) => route(service, &request).await,
+        Ok(Invocation::Http(request)) => route(routes, &request).await,
         Ok(Invocation::Direct(_)) => {
             return Err(Diagnostic {
                 error_type: ErrorCode::InvalidRequest.as_str().to_owned(),
@@ -44,18 +59,22 @@ async fn handle(service: &ConsentService, payload: Value) -> Result<Value, Diagn
     Ok(serde_json::to_value(response).expect("a response serialises"))
 }
 
-async fn route(
-    service: &ConsentService,
-    request: &ApiGatewayV2httpRequest,
-) -> ApiGatewayV2httpResponse {
+async fn route(routes: &Routes, request: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
     let (method, path) = edge::route_of(request);
     let query = request.raw_query_string.as_deref().unwrap_or("");
     match (method.as_str(), path.trim_end_matches('/')) {
         ("GET", path) if path.ends_with("/consent/callback") => {
-            let page = service.callback(query).await;
+            let page = routes.consent.callback(query).await;
             edge::html_response(page.status, page.render())
         }
-        ("GET", path) if path.ends_with("/consent/start") => start(service, request).await,
+        ("GET", path) if path.ends_with("/consent/start") => start(&routes.consent, request).await,
+        ("GET", path) if path.ends_with("/signin/callback") => {
+            let page = routes.signin.callback(query).await;
+            edge::html_response(page.status, page.render())
+        }
+        ("GET", path) if path.ends_with("/signin/start") => {
+            signin_start(&routes.signin, request).await
+        }
         _ => edge::error_response(&EdgeError::new(
             ErrorCode::InvalidRequest,
             format!("no route for {method} {path}"),
@@ -88,6 +107,33 @@ async fn start(
         Ok(link) => edge::redirect_response(&link.url, &json!(link)),
         Err(error) => {
             tracing::warn!(code = %error.code(), error = %error, "consent link refused");
+            edge::error_response(&EdgeError::new(error.code(), error.to_string()))
+        }
+    }
+}
+
+async fn signin_start(
+    service: &SignInService,
+    request: &ApiGatewayV2httpRequest,
+) -> ApiGatewayV2httpResponse {
+    let parameters = &request.query_string_parameters;
+    let Some(tenant) = parameters.first("tenant") else {
+        return edge::error_response(&EdgeError::new(
+            ErrorCode::InvalidRequest,
+            "tenant is missing: /signin/start?tenant=<customer tenant id>[&api=m365d|mde|graph]",
+        ));
+    };
+    match service
+        .start(
+            tenant,
+            parameters.first("api"),
+            parameters.first("login_hint"),
+        )
+        .await
+    {
+        Ok(link) => edge::redirect_response(&link.url, &json!(link)),
+        Err(error) => {
+            tracing::warn!(code = %error.code(), error = %error, "sign-in link refused");
             edge::error_response(&EdgeError::new(error.code(), error.to_string()))
         }
     }

@@ -8,6 +8,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use defender_partner::edge::{self, EdgeError, Invocation};
 use defender_partner::minting::TokenService;
 use defender_partner::runtime::Services;
+use defender_partner::signin::StoredSignIns;
 use defender_partner::telemetry;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -18,7 +19,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let services = Services::from_env().await.inspect_err(|error| {
         tracing::error!(error = %error, "mint-token cannot start");
     })?;
-    let service = Arc::new(TokenService::new(&services));
+    let mut service = TokenService::new(&services);
+    // Only the deployment allowed to act for stored sign-ins reads their sealing keys.
+    if services.settings.signin.mint_from_signin {
+        let stored = StoredSignIns::build(&services).await.inspect_err(|error| {
+            tracing::error!(error = %error, "mint-token cannot read the sign-in sealing keys");
+        })?;
+        service = service.with_stored_sign_ins(stored);
+    }
+    let service = Arc::new(service);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let service = service.clone();
         async move { handle(&service, event.payload).await }

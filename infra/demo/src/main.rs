@@ -17,6 +17,7 @@ use defender_partner::consent::ConsentService;
 use defender_partner::fetch::{FetchService, PairResult};
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
+use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
 use secrecy::ExposeSecret;
@@ -25,6 +26,7 @@ const DEMO_REGISTRY: &str = ".local/demo.sqlite";
 const DEMO_SINK: &str = ".local/demo-sink";
 /// Registered on the demo app in the emulator's scenario (loopback: any port).
 const DEMO_REDIRECT_URI: &str = "http://127.0.0.1/consent/callback";
+const DEMO_SIGNIN_REDIRECT_URI: &str = "http://127.0.0.1/signin/callback";
 
 struct SampleTenant {
     id: &'static str,
@@ -103,6 +105,11 @@ async fn main() -> anyhow::Result<()> {
         ),
         (ENV_SQLITE_PATH, registry_path.clone()),
         (ENV_CONSENT_REDIRECT_URI, DEMO_REDIRECT_URI.to_owned()),
+        (
+            "DP_SIGNIN_REDIRECT_URI",
+            DEMO_SIGNIN_REDIRECT_URI.to_owned(),
+        ),
+        ("DP_SIGNIN_KMS_KEY_ID", String::new()),
         (ENV_STATE_KEY_FILE, ".local/demo-state-key".to_owned()),
         (ENV_CREDENTIAL_SECRET_ID, String::new()),
         ("DP_API_BASE_M365D", emulator.base_url().to_owned()),
@@ -157,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
                 api: Some(api.code().to_owned()),
                 endpoint_version: None,
                 user_token: None,
+                user_oid: None,
             };
             match service.mint(&request).await {
                 Ok(token) => {
@@ -189,8 +197,97 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("{minted} tokens minted, {refused} requests refused with a typed error.");
     println!();
+    act_as_signed_in_analyst(&services, &emulator).await?;
+    println!();
     ingest(&services, &emulator, lookup).await?;
     emulator.shutdown().await;
+    Ok(())
+}
+
+/// Delegated access: Contoso's analyst signs in once (authorization code + PKCE through the
+/// emulated sign-in page), the refresh token is kept sealed, and `mint-token` mints a token that
+/// acts as the analyst, used for one Defender call under the analyst's own rights.
+async fn act_as_signed_in_analyst(
+    services: &Services,
+    emulator: &defender_emulator::RunningEmulator,
+) -> anyhow::Result<()> {
+    println!("Acting as a signed-in analyst (delegated access):");
+    let signin = SignInService::build(services).await?;
+    let link = signin
+        .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
+        .await?;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = browser
+        .get(&link.url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut form = hidden_inputs(&page);
+    form.push(("user".into(), demo::CONTOSO_ANALYST_UPN.into()));
+    form.push(("decision".into(), "accept".into()));
+    let answer = browser
+        .post(format!("{}/_emulator/signin/decision", emulator.base_url()))
+        .form(&form)
+        .send()
+        .await?;
+    let location = answer
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .context("the sign-in page did not redirect")?;
+    let query = url::Url::parse(location)?.query().unwrap_or("").to_owned();
+    let result = signin.callback(&query).await;
+    println!(
+        "  1. {} signed in to Contoso: {} (HTTP {}; the refresh token is kept sealed)",
+        demo::CONTOSO_ANALYST_UPN,
+        result.title,
+        result.status
+    );
+    let service =
+        TokenService::new(services).with_stored_sign_ins(StoredSignIns::build(services).await?);
+    let token = service
+        .mint(&MintRequest {
+            tenant: Some(demo::CONTOSO_TENANT_ID.to_owned()),
+            api: Some("m365d".to_owned()),
+            endpoint_version: None,
+            user_token: None,
+            user_oid: Some(demo::CONTOSO_ANALYST_OID.to_owned()),
+        })
+        .await?;
+    println!(
+        "  2. mint-token for user_oid {}: acts as {}, scopes [{}], expires in {} s",
+        demo::CONTOSO_ANALYST_OID,
+        token.user_upn.as_deref().unwrap_or("?"),
+        token.scopes.join(", "),
+        token.expires_in
+    );
+    let incidents = services
+        .http
+        .get(
+            services
+                .settings
+                .endpoints
+                .api_base(DefenderApi::M365d)
+                .join("api/incidents?$top=5")?,
+        )
+        .bearer_auth(token.access_token.expose_secret())
+        .send()
+        .await?;
+    let status = incidents.status();
+    let count = incidents
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|body| body["value"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    println!(
+        "  3. GET /api/incidents as the analyst: HTTP {}, {count} incidents (the analyst's own rights apply)",
+        status.as_u16()
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 pub mod callback;
 pub mod grants;
+pub mod keys;
 pub mod pages;
 pub mod pkce;
 pub mod sealing;

@@ -105,6 +105,28 @@ pub struct SignInParts {
 }
 
 impl SignInService {
+    /// Reads the keys and wires the shared clients; once per cold start.
+    pub async fn build(
+        services: &crate::runtime::Services,
+    ) -> Result<SignInService, CredentialError> {
+        let service_key = crate::consent::keys::load_state_key(
+            &services.settings.consent.state_key,
+            services.aws.as_ref(),
+        )
+        .await?;
+        let sealer = super::keys::load_sealer(services, Some(&service_key)).await?;
+        Ok(SignInService::new(SignInParts {
+            settings: services.settings.clone(),
+            service_key,
+            attempts: services.attempts.clone(),
+            registry: services.registry.clone(),
+            users: services.signed_in.clone(),
+            sealer: Arc::new(sealer),
+            client: TokenClient::new(services.http.clone(), services.settings.endpoints.clone()),
+            credentials: services.credentials.clone(),
+        }))
+    }
+
     pub fn new(parts: SignInParts) -> SignInService {
         let base = hmac::Key::new(hmac::HMAC_SHA256, parts.service_key.expose_secret());
         // Its own state key: a consent `state` is never accepted as a sign-in one, nor back.

@@ -95,6 +95,20 @@ pub struct StoredSignIns {
 }
 
 impl StoredSignIns {
+    /// Reads the sealing keys and wires the shared clients; once per cold start.
+    pub async fn build(
+        services: &crate::runtime::Services,
+    ) -> Result<StoredSignIns, CredentialError> {
+        let sealer = super::keys::load_sealer(services, None).await?;
+        Ok(StoredSignIns::new(
+            services.signed_in.clone(),
+            Arc::new(sealer),
+            TokenClient::new(services.http.clone(), services.settings.endpoints.clone()),
+            services.credentials.clone(),
+            services.settings.token.clone(),
+        ))
+    }
+
     pub fn new(
         users: Arc<dyn SignedInUsers>,
         sealer: Arc<Sealer>,

@@ -106,6 +106,7 @@ impl Fixture {
                 api: Some(api.into()),
                 endpoint_version: None,
                 user_token: None,
+                user_oid: None,
             })
             .await
     }

@@ -1,0 +1,278 @@
+//! Interactive sign-in end to end inside one process: the real `SignInService` sends a user to the
+//! emulator's authorize page, the page's decision comes back as the redirect a browser would
+//! follow, the callback redeems the code and keeps the refresh token sealed; `mint-token`'s service
+//! then mints for that user from the stored sign-in, rotating the token, until it is revoked.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use defender_emulator::{RunningEmulator, Scenario, demo};
+use defender_partner::ErrorCode;
+use defender_partner::config::Settings;
+use defender_partner::minting::{MintError, MintRequest, TokenService};
+use defender_partner::runtime::Services;
+use defender_partner::signin::{SignInService, StoredSignIns};
+use defender_partner::tenant_id::TenantId;
+use defender_partner::tenants::{TenantRecord, TenantStatus};
+use secrecy::ExposeSecret;
+use url::Url;
+
+const REDIRECT_URI: &str = "http://127.0.0.1/signin/callback";
+
+struct Fixture {
+    emulator: RunningEmulator,
+    services: Services,
+    signin: SignInService,
+    folder: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let emulator =
+            defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await
+                .unwrap();
+        let folder = std::env::temp_dir().join(format!("dp-signin-{}", uuid::Uuid::new_v4()));
+        let base_url = emulator.base_url().to_owned();
+        let sqlite = folder.join("store.sqlite").display().to_string();
+        let credential =
+            serde_json::json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET})
+                .to_string();
+        let settings = Settings::from_lookup(|name| match name {
+            "DP_AUTHORITY_HOST" => Some(base_url.clone()),
+            "DP_CREDENTIAL_JSON" => Some(credential.clone()),
+            "DP_SQLITE_PATH" => Some(sqlite.clone()),
+            "DP_STATE_KEY" => Some("a-test-state-key-of-at-least-32-characters".into()),
+            "DP_SIGNIN_REDIRECT_URI" => Some(REDIRECT_URI.into()),
+            "DP_TOKEN_DEADLINE_SECONDS" => Some("10".into()),
+            _ => None,
+        })
+        .unwrap();
+        let services = Services::build(settings).await.unwrap();
+        let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
+        services
+            .registry
+            .insert(&TenantRecord::new(contoso, "Contoso", TenantStatus::Active))
+            .await
+            .unwrap();
+        let signin = SignInService::build(&services).await.unwrap();
+        Fixture {
+            emulator,
+            services,
+            signin,
+            folder,
+        }
+    }
+
+    /// What the browser does: opens the link, the user picks `user` and decides; answers the
+    /// query string Microsoft redirects back with.
+    async fn sign_in(&self, user: &str, decision: &str) -> String {
+        let link = self
+            .signin
+            .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
+            .await
+            .unwrap();
+        let url = Url::parse(&link.url).unwrap();
+        assert!(url.as_str().starts_with(self.emulator.base_url()));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let page = http.get(url.clone()).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the authorize page is shown");
+        let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        form.push(("authority_tenant".into(), demo::CONTOSO_TENANT_ID.into()));
+        form.push(("user".into(), user.into()));
+        form.push(("decision".into(), decision.into()));
+        let answer = http
+            .post(format!(
+                "{}/_emulator/signin/decision",
+                self.emulator.base_url()
+            ))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 302);
+        let location = Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap();
+        assert_eq!(location.path(), "/signin/callback");
+        location.query().unwrap_or("").to_owned()
+    }
+
+    /// A fresh `mint-token` service (a cold start): its token cache is empty.
+    async fn mint_service(&self) -> TokenService {
+        let stored = StoredSignIns::build(&self.services).await.unwrap();
+        TokenService::new(&self.services).with_stored_sign_ins(stored)
+    }
+}
+
+fn request(user_oid: &str) -> MintRequest {
+    MintRequest {
+        tenant: Some(demo::CONTOSO_TENANT_ID.into()),
+        api: Some("m365d".into()),
+        endpoint_version: None,
+        user_token: None,
+        user_oid: Some(user_oid.into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_keeps_a_sealed_refresh_token_that_mints_rotates_and_dies_when_revoked() {
+    let fixture = Fixture::start().await;
+    let query = fixture.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
+    let code = Url::parse(&format!("http://x/?{query}"))
+        .unwrap()
+        .query_pairs()
+        .find(|(key, _)| key == "code")
+        .map(|(_, value)| value.into_owned())
+        .expect("a code");
+
+    let page = fixture.signin.callback(&query).await;
+    let html = page.render();
+    assert_eq!(page.status, 200, "{html}");
+    assert!(html.contains(demo::CONTOSO_ANALYST_UPN), "{html}");
+    assert!(html.contains(demo::CONTOSO_TENANT_ID));
+    assert!(
+        html.contains("Incident.Read"),
+        "granted scopes are listed: {html}"
+    );
+    assert!(!html.contains(&code), "the page never shows the code");
+    assert!(!html.contains("eyJ"), "the page never shows a token");
+
+    // Stored, sealed: the refresh token is not readable in the store.
+    let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
+    let stored = fixture
+        .services
+        .signed_in
+        .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
+        .await
+        .unwrap()
+        .expect("the sign-in is kept");
+    assert_eq!(stored.user_name.as_deref(), Some(demo::CONTOSO_ANALYST_UPN));
+
+    // The same link works once.
+    assert_eq!(fixture.signin.callback(&query).await.status, 409);
+
+    // Minting from the stored sign-in, twice from two cold caches: each redeems and rotates.
+    let handle = fixture.emulator.handle();
+    let minted = fixture
+        .mint_service()
+        .await
+        .mint(&request(demo::CONTOSO_ANALYST_OID))
+        .await
+        .unwrap();
+    assert_eq!(minted.user_oid.as_deref(), Some(demo::CONTOSO_ANALYST_OID));
+    assert_eq!(minted.user_upn.as_deref(), Some(demo::CONTOSO_ANALYST_UPN));
+    assert!(minted.scopes.iter().any(|scope| scope == "Incident.Read"));
+    assert!(!minted.access_token.expose_secret().is_empty());
+    let after_first = handle
+        .refresh_token_counts(demo::CONTOSO_TENANT_ID, demo::CONTOSO_ANALYST_UPN)
+        .unwrap();
+    assert_eq!(
+        (after_first.active, after_first.used),
+        (1, 1),
+        "rotated once"
+    );
+    let rotated = fixture
+        .services
+        .signed_in
+        .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        rotated.version > stored.version,
+        "the rotated token was stored"
+    );
+    fixture
+        .mint_service()
+        .await
+        .mint(&request(demo::CONTOSO_ANALYST_OID))
+        .await
+        .expect("the rotated token works");
+    let after_second = handle
+        .refresh_token_counts(demo::CONTOSO_TENANT_ID, demo::CONTOSO_ANALYST_UPN)
+        .unwrap();
+    assert_eq!((after_second.active, after_second.used), (1, 2));
+
+    // A password reset revokes it: the next mint says sign in again and the sign-in is deleted.
+    handle
+        .revoke_refresh_tokens(demo::CONTOSO_TENANT_ID, demo::CONTOSO_ANALYST_UPN)
+        .unwrap();
+    let error = fixture
+        .mint_service()
+        .await
+        .mint(&request(demo::CONTOSO_ANALYST_OID))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::SignInRequired, "{error}");
+    assert!(
+        fixture
+            .services
+            .signed_in
+            .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Someone who never signed in.
+    let error = fixture
+        .mint_service()
+        .await
+        .mint(&request(demo::CONTOSO_NO_ROLE_OID))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::SignInRequired);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_sign_in_keeps_nothing_and_minting_needs_the_enabled_function() {
+    let fixture = Fixture::start().await;
+    let query = fixture.sign_in(demo::CONTOSO_ANALYST_UPN, "decline").await;
+    let page = fixture.signin.callback(&query).await;
+    assert_eq!(page.status, 200);
+    assert!(page.render().contains("access_denied"));
+    let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
+    assert!(
+        fixture
+            .services
+            .signed_in
+            .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A forged or tampered state is refused before anything is redeemed.
+    assert_eq!(
+        fixture
+            .signin
+            .callback("code=abc&state=v1.xx.yy")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(fixture.signin.callback("code=abc").await.status, 400);
+
+    // The plain mint-token deployment does not act for stored sign-ins.
+    let error = TokenService::new(&fixture.services)
+        .mint(&request(demo::CONTOSO_ANALYST_OID))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, MintError::StoredSignInDisabled));
+    assert_eq!(error.code(), ErrorCode::StoredSignInDisabled);
+
+    // Unregistered tenants get no sign-in link.
+    let error = fixture
+        .signin
+        .start(demo::FABRIKAM_TENANT_ID, None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::TenantNotRegistered);
+}
