@@ -216,30 +216,18 @@ async fn act_as_signed_in_analyst(
     let link = signin
         .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
         .await?;
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let page = browser
-        .get(&link.url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let mut form = hidden_inputs(&page);
-    form.push(("user".into(), demo::CONTOSO_ANALYST_UPN.into()));
-    form.push(("decision".into(), "accept".into()));
-    let answer = browser
-        .post(format!("{}/_emulator/signin/decision", emulator.base_url()))
-        .form(&form)
-        .send()
-        .await?;
-    let location = answer
-        .headers()
-        .get("location")
-        .and_then(|value| value.to_str().ok())
-        .context("the sign-in page did not redirect")?;
-    let query = url::Url::parse(location)?.query().unwrap_or("").to_owned();
+    let location = submit_emulator_page(
+        emulator,
+        &link.url,
+        "/_emulator/signin/decision",
+        &[("user", demo::CONTOSO_ANALYST_UPN), ("decision", "accept")],
+    )
+    .await
+    .context("the sign-in page did not redirect")?;
+    let query = url::Url::parse(&location)?
+        .query()
+        .unwrap_or_default()
+        .to_owned();
     let result = signin.callback(&query).await;
     println!(
         "  1. {} signed in to Contoso: {} (HTTP {}; the refresh token is kept sealed)",
@@ -307,33 +295,17 @@ async fn onboard_woodgrove(
         link.expires_at.format("%H:%M UTC")
     );
     println!("     {}", shorten(&link.url, 110));
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let page = browser
-        .get(&link.url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let mut form = hidden_inputs(&page);
-    form.push(("tenant".into(), demo::WOODGROVE_TENANT_ID.into()));
-    form.push(("decision".into(), "accept".into()));
-    let answer = browser
-        .post(format!(
-            "{}/_emulator/consent/decision",
-            emulator.base_url()
-        ))
-        .form(&form)
-        .send()
-        .await?;
-    let location = answer
-        .headers()
-        .get("location")
-        .and_then(|value| value.to_str().ok())
-        .context("the consent page did not redirect")?
-        .to_owned();
+    let location = submit_emulator_page(
+        emulator,
+        &link.url,
+        "/_emulator/consent/decision",
+        &[
+            ("tenant", demo::WOODGROVE_TENANT_ID),
+            ("decision", "accept"),
+        ],
+    )
+    .await
+    .context("the consent page did not redirect")?;
     println!(
         "  2. the administrator accepts; Microsoft redirects to {}",
         location.split('?').next().unwrap_or_default()
@@ -364,6 +336,43 @@ async fn onboard_woodgrove(
 }
 
 /// The hidden inputs of the consent form, unescaped, as a browser would submit them.
+/// What a browser does on one of the emulator's Microsoft pages: opens `url`, submits the page's
+/// form (its hidden fields plus `fields`) to `decision_path`, and answers the redirect's `Location`.
+async fn submit_emulator_page(
+    emulator: &defender_emulator::RunningEmulator,
+    url: &str,
+    decision_path: &str,
+    fields: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let page = browser
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut form = hidden_inputs(&page);
+    form.extend(
+        fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    let answer = browser
+        .post(format!("{}{decision_path}", emulator.base_url()))
+        .form(&form)
+        .send()
+        .await?;
+    answer
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .context("no redirect")
+}
+
 fn hidden_inputs(html: &str) -> Vec<(String, String)> {
     let attribute = |tag: &str, name: &str| {
         let marker = format!("{name}=\"");
