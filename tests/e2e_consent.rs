@@ -12,15 +12,11 @@
 //! `E2E_CASES=browser,fuzz cargo test -p defender-partner-e2e --test e2e_consent`;
 //! `E2E_FUZZ_SEED=N` replays one fuzz run.
 //!
-//! What `cargo lambda watch` (1.9) does with function URLs, as found when this was written:
-//! `/lambda-url/{function}/{path}` invokes `{function}` with `rawPath` = `/{path}` (the prefix is
-//! stripped), `rawQueryString` = the query exactly as sent, `queryStringParameters` parsed, and
-//! answers with the function's `statusCode`, `headers` and body. It performs no authorization,
-//! so the IAM-protected `/consent/start` is reachable as a plain GET here.
+//! The watch performs no authorization (see `defender_partner_e2e::function_url`), so the
+//! IAM-protected `/consent/start` is reachable as a plain GET here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,10 +33,11 @@ use defender_partner::tenants::{
 use defender_partner_e2e::Cases;
 use defender_partner_e2e::browser::Browser;
 use defender_partner_e2e::emulator::{Emulator, RESOURCE_M365D, ROLE_M365D};
+use defender_partner_e2e::function_url::FunctionUrl;
 use defender_partner_e2e::moto::{self, Moto};
-use defender_partner_e2e::process::{ChildProcess, LogBuffer};
+use defender_partner_e2e::process::LogBuffer;
 use defender_partner_e2e::stack::{credential_json, guid, new_client_secret};
-use defender_partner_e2e::tools::{self, TempDir};
+use defender_partner_e2e::tools::TempDir;
 use reqwest::header::HeaderMap;
 use secrecy::SecretSlice;
 use serde_json::{Value, json};
@@ -52,9 +49,6 @@ const CREDENTIAL_SECRET: &str = "defender-partner/app-credential";
 const STATE_KEY_SECRET: &str = "defender-partner/consent-state-key";
 /// How long a callback keeps retrying the proof of consent (DP_CONSENT_PROOF_SECONDS).
 const PROOF_SECONDS: u64 = 6;
-/// The first request starts the function (`cargo run`), which may wait for the shared target
-/// directory's lock behind other builds.
-const WARM_UP_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The customer tenants: Entra (the emulator) knows them all; none has consented to anything.
 struct Tenants {
@@ -103,7 +97,7 @@ impl Tenants {
 struct World {
     moto: Moto,
     emulator: Emulator,
-    watch: Mutex<ChildProcess>,
+    _function: FunctionUrl,
     logs: LogBuffer,
     /// `http://127.0.0.1:PORT/lambda-url/consent-callback`
     function_url: String,
@@ -167,8 +161,8 @@ impl World {
 
         // The function URL must be known before anything starts: it is the redirect URI the
         // function puts in its links and the one registered on the app.
-        let port = tools::free_port()?;
-        let function_url = format!("http://127.0.0.1:{port}/lambda-url/{FUNCTION}");
+        let reserved = FunctionUrl::reserve(FUNCTION)?;
+        let function_url = reserved.url.clone();
         let redirect_uri = format!("{function_url}/consent/callback");
 
         let scenario = json!({
@@ -229,11 +223,19 @@ impl World {
             .map(|(key, value)| (key.to_owned(), value)),
         );
         let logs = LogBuffer::new();
-        let watch = start_watch(port, &env, logs.clone())?;
+        let function = FunctionUrl::start(
+            PACKAGE,
+            reserved,
+            &env,
+            logs.clone(),
+            "/consent/callback",
+            400,
+        )
+        .await?;
         let world = World {
             moto,
             emulator,
-            watch: Mutex::new(watch),
+            _function: function,
             logs,
             function_url,
             redirect_uri,
@@ -248,76 +250,7 @@ impl World {
             sensitive: Mutex::new(vec![client_secret, state_key]),
             _dir: dir,
         };
-        world.wait_ready(port).await?;
         Ok(world)
-    }
-
-    /// Waits for the watch to listen, then for the function to answer a first request (which
-    /// starts it).
-    async fn wait_ready(&self, port: u16) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            if let Some(status) = self.watch.lock().unwrap().exited() {
-                bail!(
-                    "cargo lambda watch exited ({status}) before it listened; its output:\n{}",
-                    self.logs.tail(80)
-                );
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                bail!(
-                    "cargo lambda watch did not listen on port {port}; its output:\n{}",
-                    self.logs.tail(80)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let mark = self.logs.mark();
-        let first = reqwest::Client::builder()
-            .timeout(WARM_UP_TIMEOUT)
-            .build()?
-            .get(format!("{}/consent/callback", self.function_url))
-            .send();
-        tokio::pin!(first);
-        loop {
-            tokio::select! {
-                answer = &mut first => {
-                    let response = answer.with_context(|| format!(
-                        "the first request to the function URL failed; cargo lambda watch output:\n{}",
-                        self.logs.tail(80)
-                    ))?;
-                    if response.status().as_u16() != 400 {
-                        let status = response.status();
-                        let body = response.text().await.unwrap_or_default();
-                        bail!(
-                            "the first callback without a query answered {status}, not 400: {body}\n\
-                             cargo lambda watch output:\n{}",
-                            self.logs.tail(80)
-                        );
-                    }
-                    break;
-                }
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if self.logs.since(mark).contains("command exited") {
-                        bail!(
-                            "consent-callback exited while starting; cargo lambda watch output:\n{}",
-                            self.logs.tail(80)
-                        );
-                    }
-                }
-            }
-        }
-        eprintln!(
-            "[e2e] consent-callback answers on {} ({:.1}s)",
-            self.function_url,
-            started.elapsed().as_secs_f64()
-        );
-        Ok(())
     }
 
     fn remember_sensitive(&self, value: &str) {
@@ -519,39 +452,6 @@ impl World {
             .cloned()
             .unwrap_or_default()
     }
-}
-
-/// Starts `cargo lambda watch` for consent-callback on `port`, the function's environment set
-/// on the watch process (which passes it on), as the harness's `LambdaWatch` does; the port
-/// is chosen here because the redirect URI in that environment names it.
-fn start_watch(port: u16, env: &[(String, String)], logs: LogBuffer) -> Result<ChildProcess> {
-    let cargo_lambda = tools::require_tool("cargo-lambda")?;
-    tools::build_binary(PACKAGE, FUNCTION)?;
-    let mut command = Command::new(&cargo_lambda);
-    command
-        .args(["lambda", "watch", "--ignore-changes", "--color", "never"])
-        .args(["--invoke-address", "127.0.0.1"])
-        .args(["--invoke-port", &port.to_string()])
-        // The function's log level (a value without commas is passed as given).
-        .args(["--env-var", "RUST_LOG=debug"])
-        .current_dir(tools::workspace_root())
-        .env("PATH", tools::path_with(&tools::tool_dir(&cargo_lambda)))
-        .env("RUST_LOG", "info")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_CONFIG_FILE")
-        .env_remove("AWS_SHARED_CREDENTIALS_FILE");
-    for (key, _) in std::env::vars_os() {
-        if let Some(key) = key.to_str()
-            && (key.starts_with("AWS_ENDPOINT_URL_") || key.starts_with("DP_"))
-        {
-            command.env_remove(key);
-        }
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    ChildProcess::spawn_into(&format!("cargo-lambda-{FUNCTION}"), command, logs)
 }
 
 /// The query of a URL as a map; a repeated key fails the test.

@@ -7,6 +7,8 @@
 //!   grants);
 //! - [`lambda::LambdaWatch`]: `cargo lambda watch` running a function of the workspace, and
 //!   invokes through its HTTP endpoint;
+//! - [`function_url::FunctionUrl`]: the same for a function a browser talks to, over the
+//!   watch's function URL on a port reserved before the function's configuration is written;
 //! - [`stack::Stack`]: the three wired together, with the registry table and the credential
 //!   secret created in moto.
 //!
@@ -20,6 +22,7 @@ pub mod cases;
 pub mod emulator;
 pub mod events;
 pub mod fetch;
+pub mod function_url;
 pub mod jwt;
 pub mod lambda;
 pub mod moto;
