@@ -438,7 +438,13 @@ async fn federated_credential_end_to_end() {
                 "{message}"
             );
             let message = expect_error(denied, "federation_denied");
-            for expected in ["sts:GetWebIdentityToken", demo::FIC_AUDIENCE, "300 s"] {
+            // The role STS named, and the request's audience and duration: what to fix.
+            for expected in [
+                demo::AWS_ROLE_ARN,
+                "sts:GetWebIdentityToken",
+                demo::FIC_AUDIENCE,
+                "300 s",
+            ] {
                 assert!(
                     message.contains(expected),
                     "{expected:?} missing: {message}"

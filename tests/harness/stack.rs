@@ -1,6 +1,7 @@
 //! The local world a function runs in: moto (Secrets Manager + DynamoDB) with the registry
 //! table and the app-credential secret, and the emulator with the partner's app and the
-//! customer tenants of a scenario. Functions are started against it with
+//! customer tenants of a scenario. A secretless stack ([`Stack::start_federated`]) has the
+//! emulator play AWS STS as well, and no secret anywhere. Functions are started against it with
 //! [`Stack::start_function`]; every output goes to one log buffer, and every token and secret
 //! the test sees is remembered so that the test can prove none reached that log.
 
