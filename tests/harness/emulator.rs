@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
+use defender_emulator::demo;
+pub use defender_emulator::{FederatedCredentialConfig, RequiredPermissionConfig, StsCallCounts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -39,6 +41,32 @@ pub struct App {
     pub display_name: String,
     pub disabled: bool,
     pub secrets: Vec<Secret>,
+    /// Where admin consent may redirect (loopback URIs match any port).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+    /// What an admin consent grants.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub required_permissions: Vec<RequiredPermissionConfig>,
+    /// The external issuers whose tokens the app accepts as its credential (the secretless
+    /// `aws_federated` mode: the emulated AWS account's issuer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub federated_credentials: Vec<FederatedCredentialConfig>,
+}
+
+/// The federated credential that trusts the emulated AWS account's tokens for the role every
+/// function runs as (`defender_emulator::demo::AWS_ROLE_ARN`), for Entra's usual audience. The
+/// issuer is written with the placeholder for the emulator's URL, which the emulator resolves
+/// once it knows its port.
+pub fn aws_role_credential() -> FederatedCredentialConfig {
+    FederatedCredentialConfig {
+        issuer: format!(
+            "{}{}",
+            demo::EMULATOR_URL_PLACEHOLDER,
+            demo::AWS_ISSUER_PATH
+        ),
+        subject: demo::AWS_ROLE_ARN.to_owned(),
+        audiences: vec![demo::FIC_AUDIENCE.to_owned()],
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -379,4 +407,192 @@ impl Emulator {
         .await
         .map(drop)
     }
+}
+
+/// The emulated AWS account (STS `GetWebIdentityToken` at the base URL, its OIDC issuer) and
+/// the app's federated credentials: what the secretless `aws_federated` credential meets.
+impl Emulator {
+    /// The issuer URL of the emulated account's web identity tokens: the `iss` the functions'
+    /// AWS tokens carry and the issuer a matching federated credential names.
+    pub fn aws_issuer(&self) -> String {
+        demo::aws_issuer(&self.base_url, demo::AWS_ACCOUNT_ID)
+    }
+
+    /// Replaces an app's federated identity credentials (what editing them in the Entra portal
+    /// does).
+    pub async fn set_federated_credentials(
+        &self,
+        client_id: &str,
+        credentials: &[FederatedCredentialConfig],
+    ) -> Result<()> {
+        self.control(
+            reqwest::Method::PUT,
+            &format!("apps/{client_id}/federated-credentials"),
+            Some(json!({ "federated_credentials": credentials })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The account's switches: `federation_enabled` (false: STS answers
+    /// `OutboundWebIdentityFederationDisabledException`), `role_denied` (true: `AccessDenied`);
+    /// `None` leaves a switch as it is.
+    pub async fn set_aws_switches(
+        &self,
+        federation_enabled: Option<bool>,
+        role_denied: Option<bool>,
+    ) -> Result<()> {
+        let mut settings = serde_json::Map::new();
+        if let Some(enabled) = federation_enabled {
+            settings.insert("federation_enabled".into(), enabled.into());
+        }
+        if let Some(denied) = role_denied {
+            settings.insert("role_denied".into(), denied.into());
+        }
+        self.control(
+            reqwest::Method::PUT,
+            "aws/settings",
+            Some(Value::Object(settings)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The next `count` web identity tokens live `lifetime_seconds`, whatever was asked.
+    pub async fn shorten_next_sts_tokens(&self, count: u32, lifetime_seconds: i64) -> Result<()> {
+        self.control(
+            reqwest::Method::POST,
+            "aws/short-lived-tokens",
+            Some(json!({ "count": count, "lifetime_seconds": lifetime_seconds })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// How many `GetWebIdentityToken` calls arrived (and got a token) since the start or the
+    /// last [`Emulator::reset_sts_calls`].
+    pub async fn sts_calls(&self) -> Result<StsCallCounts> {
+        let answer = self
+            .control(reqwest::Method::GET, "aws/calls", None)
+            .await?;
+        serde_json::from_value(answer).context("parsing GET /_emulator/aws/calls")
+    }
+
+    pub async fn reset_sts_calls(&self) -> Result<()> {
+        self.control(reqwest::Method::DELETE, "aws/calls", None)
+            .await
+            .map(drop)
+    }
+
+    /// A web identity token from the emulated STS for the test itself (a raw Query request
+    /// whose `Authorization` names an access key, as SigV4 does; the emulator does not check
+    /// the signature). It counts as an STS call.
+    pub async fn web_identity_token(&self) -> Result<String> {
+        let response = self
+            .http
+            .post(format!("{}/", self.base_url))
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDE2ETEST/20260101/us-east-1/sts/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date, Signature=0000",
+            )
+            .form(&[
+                ("Action", "GetWebIdentityToken"),
+                ("Version", "2011-06-15"),
+                ("Audience.member.1", demo::FIC_AUDIENCE),
+                ("SigningAlgorithm", "RS256"),
+            ])
+            .send()
+            .await
+            .context("POST GetWebIdentityToken")?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("GetWebIdentityToken answered {status}: {text}");
+        }
+        let start = text
+            .find("<WebIdentityToken>")
+            .context("no <WebIdentityToken> in the STS answer")?
+            + "<WebIdentityToken>".len();
+        let end = text[start..]
+            .find("</WebIdentityToken>")
+            .context("an unterminated <WebIdentityToken>")?
+            + start;
+        Ok(text[start..end].to_owned())
+    }
+
+    /// What a customer's administrator does on the emulator's consent page at `page_url`:
+    /// submits its form (hidden fields as served) for `tenant` with `decision` (`accept` or
+    /// `decline`). Answers where the emulator redirects: the app's redirect URI with
+    /// Microsoft's query parameters.
+    pub async fn decide_consent(
+        &self,
+        page_url: &str,
+        tenant: &str,
+        decision: &str,
+    ) -> Result<url::Url> {
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let page = browser
+            .get(page_url)
+            .send()
+            .await
+            .context("opening the consent page")?
+            .error_for_status()
+            .context("the consent page")?
+            .text()
+            .await?;
+        let mut form = hidden_inputs(&page);
+        form.push(("tenant".to_owned(), tenant.to_owned()));
+        form.push(("decision".to_owned(), decision.to_owned()));
+        let answer = browser
+            .post(format!("{}/_emulator/consent/decision", self.base_url))
+            .form(&form)
+            .send()
+            .await
+            .context("posting the consent decision")?;
+        let location = answer
+            .headers()
+            .get("location")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        match location {
+            Some(location) => url::Url::parse(&location).context("the decision's Location"),
+            None => bail!(
+                "the consent decision answered {} without a redirect: {}",
+                answer.status(),
+                answer.text().await.unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The hidden inputs of an HTML form, unescaped, as a browser submits them.
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let attribute = |tag: &str, name: &str| {
+        let marker = format!("{name}=\"");
+        let start = tag.find(&marker)? + marker.len();
+        let end = tag[start..].find('"')? + start;
+        Some(
+            tag[start..end]
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&#x27;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        )
+    };
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>')?];
+            if !tag.contains("type=\"hidden\"") {
+                return None;
+            }
+            Some((attribute(tag, "name")?, attribute(tag, "value")?))
+        })
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! The local world a function runs in: moto (Secrets Manager + DynamoDB) with the registry
 //! table and the app-credential secret, and the emulator with the partner's app and the
-//! customer tenants of a scenario. Functions are started against it with
+//! customer tenants of a scenario. A secretless stack ([`Stack::start_federated`]) has the
+//! emulator play AWS STS as well, and no secret anywhere. Functions are started against it with
 //! [`Stack::start_function`]; every output goes to one log buffer, and every token and secret
 //! the test sees is remembered so that the test can prove none reached that log.
 
@@ -12,7 +13,10 @@ use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
 use serde_json::{Value, json};
 
-use crate::emulator::{App, Emulator, Scenario, Secret, Tenant};
+use crate::emulator::{
+    App, Emulator, RESOURCE_M365D, ROLE_M365D, RequiredPermissionConfig, Scenario, Secret, Tenant,
+    aws_role_credential,
+};
 use crate::lambda::LambdaWatch;
 use crate::moto::{self, Moto};
 use crate::process::LogBuffer;
@@ -50,12 +54,16 @@ pub struct Stack {
     pub secret_arn: String,
     /// The partner's multi-tenant app.
     pub client_id: String,
-    /// The client secret Entra (the emulator) and Secrets Manager currently agree on.
+    /// The client secret Entra (the emulator) and Secrets Manager currently agree on (empty on
+    /// a secretless stack).
     current_secret: Mutex<String>,
     /// Tokens and secrets seen by the test: none may ever appear in `logs`.
     sensitive: Mutex<Vec<String>>,
     /// Output of every function started on this stack.
     logs: LogBuffer,
+    /// Set on a secretless stack: where the functions' AWS SDK finds STS
+    /// (`AWS_ENDPOINT_URL_STS`, the emulator).
+    sts_endpoint: Option<String>,
 }
 
 impl Stack {
@@ -75,6 +83,9 @@ impl Stack {
                     value: secret.clone(),
                     expires: Some(Utc::now() + chrono::Duration::days(365)),
                 }],
+                redirect_uris: vec![],
+                required_permissions: vec![],
+                federated_credentials: vec![],
             }],
             tenants: spec.tenants,
         };
@@ -84,6 +95,47 @@ impl Stack {
             .await
             .context("starting the emulator")?;
         Stack::assemble(moto, emulator, client_id, secret).await
+    }
+
+    /// The secretless stack (`aws_federated`): the app holds no secret at all, only a federated
+    /// credential trusting the emulated AWS account's tokens for the functions' role
+    /// ([`aws_role_credential`]); the credential secret in Secrets Manager is
+    /// `{"client_id", "credential": "aws_federated"}`; the functions reach STS at the emulator.
+    /// The app may be admin-consented (to M365 Defender) through
+    /// [`defender_emulator::demo::CONSENT_REDIRECT_URI`].
+    pub async fn start_federated(spec: impl FnOnce(&str) -> StackSpec) -> Result<Stack> {
+        let client_id = guid();
+        let spec = spec(&client_id);
+        let scenario = Scenario {
+            token_lifetime_seconds: spec.token_lifetime_seconds,
+            apps: vec![App {
+                client_id: client_id.clone(),
+                display_name: "Contoso SOC (e2e, secretless)".to_owned(),
+                disabled: false,
+                secrets: vec![],
+                redirect_uris: vec![defender_emulator::demo::CONSENT_REDIRECT_URI.to_owned()],
+                required_permissions: vec![RequiredPermissionConfig {
+                    resource: RESOURCE_M365D.to_owned(),
+                    roles: vec![ROLE_M365D.to_owned()],
+                }],
+                federated_credentials: vec![aws_role_credential()],
+            }],
+            tenants: spec.tenants,
+        };
+        let moto = Moto::start().await.context("starting moto")?;
+        let emulator = Emulator::start(&scenario)
+            .await
+            .context("starting the emulator")?;
+        let mut stack = Stack::assemble_with(
+            moto,
+            emulator,
+            client_id.clone(),
+            String::new(),
+            &federated_credential_json(&client_id),
+        )
+        .await?;
+        stack.sts_endpoint = Some(stack.emulator.base_url().to_owned());
+        Ok(stack)
     }
 
     /// Starts moto and the emulator with its built-in demo scenario (`defender_emulator::demo`:
@@ -111,17 +163,30 @@ impl Stack {
         client_id: String,
         secret: String,
     ) -> Result<Stack> {
+        let credential = credential_json(&client_id, &secret);
+        Stack::assemble_with(moto, emulator, client_id, secret, &credential).await
+    }
+
+    /// As [`Stack::assemble`], the credential secret holding `credential` (an empty `secret`:
+    /// the app has none).
+    async fn assemble_with(
+        moto: Moto,
+        emulator: Emulator,
+        client_id: String,
+        secret: String,
+        credential: &str,
+    ) -> Result<Stack> {
         let dynamodb = moto.dynamodb().await;
         let secretsmanager = moto.secretsmanager().await;
 
         let table = format!("defender-partner-e2e-{}", &guid()[..8]);
         moto::create_registry_table(&dynamodb, &table).await?;
-        let secret_arn = moto::create_secret(
-            &secretsmanager,
-            SECRET_NAME,
-            &credential_json(&client_id, &secret),
-        )
-        .await?;
+        let secret_arn = moto::create_secret(&secretsmanager, SECRET_NAME, credential).await?;
+        let sensitive = if secret.is_empty() {
+            vec![]
+        } else {
+            vec![secret.clone()]
+        };
 
         Ok(Stack {
             moto,
@@ -131,9 +196,10 @@ impl Stack {
             table,
             secret_arn,
             client_id,
-            current_secret: Mutex::new(secret.clone()),
-            sensitive: Mutex::new(vec![secret]),
+            current_secret: Mutex::new(secret),
+            sensitive: Mutex::new(sensitive),
             logs: LogBuffer::new(),
+            sts_endpoint: None,
         })
     }
 
@@ -151,6 +217,9 @@ impl Stack {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
+        if let Some(sts) = &self.sts_endpoint {
+            env.push(("AWS_ENDPOINT_URL_STS".to_owned(), sts.clone()));
+        }
         env
     }
 
@@ -268,6 +337,11 @@ impl Stack {
 /// The SecretString of the app credential, as an operator stores it.
 pub fn credential_json(client_id: &str, client_secret: &str) -> String {
     json!({ "client_id": client_id, "client_secret": client_secret }).to_string()
+}
+
+/// The SecretString of a secretless app credential: the client id and nothing to keep secret.
+pub fn federated_credential_json(client_id: &str) -> String {
+    json!({ "client_id": client_id, "credential": "aws_federated" }).to_string()
 }
 
 impl Drop for Stack {

@@ -2,9 +2,15 @@
 //! loopback port, registers sample customer tenants in the embedded SQLite registry, mints a
 //! token for each API through the same service `mint-token` runs, and prints what happened.
 //! Tokens are shown only with `--show-tokens`.
+//!
+//! `--credential aws_federated` runs it all with the secretless credential: the app's credential
+//! is `{"client_id", "credential": "aws_federated"}`, every Entra token request sends an AWS web
+//! identity token (from the emulator's STS, as a Lambda gets one from AWS STS) as the client
+//! assertion, and the demo ends with how many STS calls that took.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use anyhow::Context;
 use defender_emulator::demo;
@@ -14,9 +20,12 @@ use defender_partner::config::{
     ENV_SQLITE_PATH, ENV_STATE_KEY_FILE, ENV_TABLE_NAME, Settings,
 };
 use defender_partner::consent::ConsentService;
+use defender_partner::entra::federated::{FederatedAssertions, StsWebIdentitySource};
+use defender_partner::entra::{AppTokenProvider, TokenClient};
 use defender_partner::fetch::{FetchService, PairResult};
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
+use defender_partner::secrets::{AWS_FEDERATED, CredentialStore, FederatedSettingSource};
 use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
@@ -62,16 +71,64 @@ const SAMPLE_TENANTS: [SampleTenant; 4] = [
     },
 ];
 
+const USAGE: &str =
+    "usage: defender-partner-demo [--show-tokens] [--credential client_secret|aws_federated]";
+
+/// How the demo app proves itself to Entra ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DemoCredential {
+    /// The demo app's client secret (the default).
+    ClientSecret,
+    /// No secret: an AWS web identity token from the emulator's STS as client assertion.
+    AwsFederated,
+}
+
+struct Options {
+    show_tokens: bool,
+    credential: DemoCredential,
+}
+
+/// `None` when the usage was asked for.
+fn options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<Options>> {
+    let mut options = Options {
+        show_tokens: false,
+        credential: DemoCredential::ClientSecret,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let credential = match arg.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--show-tokens" => {
+                options.show_tokens = true;
+                continue;
+            }
+            "--credential" => args.next().unwrap_or_default(),
+            other => match other.strip_prefix("--credential=") {
+                Some(kind) => kind.to_owned(),
+                None => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
+            },
+        };
+        options.credential = match credential.as_str() {
+            "client_secret" => DemoCredential::ClientSecret,
+            AWS_FEDERATED => DemoCredential::AwsFederated,
+            other => anyhow::bail!(
+                "unknown credential {other:?}: use client_secret or {AWS_FEDERATED}\n{USAGE}"
+            ),
+        };
+    }
+    Ok(Some(options))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let show_tokens = std::env::args().skip(1).any(|arg| arg == "--show-tokens");
-    if std::env::args()
-        .skip(1)
-        .any(|arg| arg == "--help" || arg == "-h")
-    {
-        println!("usage: defender-partner-demo [--show-tokens]");
+    let Some(Options {
+        show_tokens,
+        credential,
+    }) = options(std::env::args().skip(1))?
+    else {
+        println!("{USAGE}");
         return Ok(());
-    }
+    };
     defender_partner::telemetry::init_with_default(
         defender_partner::telemetry::LogFormat::Text,
         "warn",
@@ -100,8 +157,15 @@ async fn main() -> anyhow::Result<()> {
         (ENV_AUTHORITY_HOST, emulator.base_url().to_owned()),
         (
             ENV_CREDENTIAL_JSON,
-            serde_json::json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET})
-                .to_string(),
+            match credential {
+                DemoCredential::ClientSecret => serde_json::json!({
+                    "client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET
+                }),
+                DemoCredential::AwsFederated => {
+                    serde_json::json!({"client_id": demo::CLIENT_ID, "credential": AWS_FEDERATED})
+                }
+            }
+            .to_string(),
         ),
         (ENV_SQLITE_PATH, registry_path.clone()),
         (ENV_CONSENT_REDIRECT_URI, DEMO_REDIRECT_URI.to_owned()),
@@ -131,10 +195,20 @@ async fn main() -> anyhow::Result<()> {
         None => std::env::var(name).ok(),
     };
     let settings = Settings::from_lookup(lookup)?;
-    let services = Services::build(settings).await?;
+    let mut services = Services::build(settings).await?;
+    if credential == DemoCredential::AwsFederated {
+        use_emulated_sts(&mut services, emulator.base_url()).await;
+    }
 
     println!("defender-partner demo");
     println!("  Entra ID emulator  {}", emulator.base_url());
+    if credential == DemoCredential::AwsFederated {
+        println!(
+            "  app credential     {AWS_FEDERATED}: no secret; AWS STS (emulated) at {}, issuer {}",
+            emulator.base_url(),
+            emulator.handle().aws_issuer()
+        );
+    }
     println!("  tenant registry    {registry_path} (SQLite)");
     println!();
     println!("Registered customer tenants:");
@@ -200,8 +274,72 @@ async fn main() -> anyhow::Result<()> {
     act_as_signed_in_analyst(&services, &emulator).await?;
     println!();
     ingest(&services, &emulator, lookup).await?;
+    if credential == DemoCredential::AwsFederated {
+        println!();
+        print_federation_summary(&emulator);
+    }
     emulator.shutdown().await;
     Ok(())
+}
+
+/// Points the secretless credential at the emulator's STS. A Lambda's AWS SDK finds STS in its
+/// region (or at `AWS_ENDPOINT_URL_STS`) and signs with the role's credentials; the demo runs
+/// without an AWS account, so it hands the SDK the emulator's URL and placeholder keys (the
+/// emulator reads the access key id, not the signature). The credential store and token
+/// provider are rebuilt around that STS client exactly as `Services::build` wires them.
+async fn use_emulated_sts(services: &mut Services, emulator_url: &str) {
+    let sts = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(emulator_url)
+        .credentials_provider(aws_sdk_sts::config::Credentials::new(
+            "AKIADEMOFUNCTIONROLE",
+            "demo-not-a-secret",
+            None,
+            None,
+            "defender-partner-demo",
+        ))
+        .load()
+        .await;
+    let federation = Arc::new(FederatedAssertions::new(
+        Arc::new(StsWebIdentitySource::from_sdk_config(&sts)),
+        services.settings.federation.token_request(),
+    ));
+    let credentials = Arc::new(
+        CredentialStore::new(
+            Arc::new(FederatedSettingSource::new(demo::CLIENT_ID)),
+            services.settings.credential_cache_ttl,
+        )
+        .with_federation(federation),
+    );
+    services.tokens = Arc::new(AppTokenProvider::new(
+        TokenClient::new(services.http.clone(), services.settings.endpoints.clone()),
+        credentials.clone(),
+        services.settings.token.clone(),
+    ));
+    services.credentials = credentials;
+}
+
+/// What the secretless run cost at AWS: STS calls against the Entra token requests they served.
+fn print_federation_summary(emulator: &defender_emulator::RunningEmulator) {
+    let handle = emulator.handle();
+    let sts = handle.sts_calls();
+    let requests = handle.token_requests();
+    let with_assertion = requests
+        .iter()
+        .filter(|request| request.credential == Some(defender_emulator::CredentialKind::Assertion))
+        .count();
+    let with_secret = requests
+        .iter()
+        .filter(|request| request.credential == Some(defender_emulator::CredentialKind::Secret))
+        .count();
+    println!("Secretless credential ({AWS_FEDERATED}):");
+    println!(
+        "  AWS STS GetWebIdentityToken calls: {} ({} tokens issued)",
+        sts.get_web_identity_token, sts.tokens_issued
+    );
+    println!(
+        "  Entra token requests: {with_assertion} with the AWS token as client assertion, {with_secret} with a client secret"
+    );
 }
 
 /// Delegated access: Contoso's analyst signs in once (authorization code + PKCE through the

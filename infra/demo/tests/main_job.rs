@@ -69,3 +69,42 @@ fn tokens_are_printed_only_when_asked() {
     assert!(stdout.contains("eyJ"), "no token shown with --show-tokens");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_main_job_runs_secretless_on_one_aws_token() {
+    let (output, dir) = run_demo("aws-federated", &["--credential", "aws_federated"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for expected in [
+        "app credential     aws_federated: no secret",
+        "callback answers 200 \"Onboarding complete\"",
+        "5 tokens minted, 7 requests refused with a typed error.",
+        "signed in to Contoso: Signed in",
+        "updates delivered",
+        // One AWS token serves every Entra request of the run, and no secret is ever sent.
+        "AWS STS GetWebIdentityToken calls: 1 (1 tokens issued)",
+        "with the AWS token as client assertion, 0 with a client secret",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("eyJ") && !stderr.contains("eyJ"),
+        "a token (access or AWS) was printed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unknown_credential_is_refused_with_the_usage() {
+    let (output, dir) = run_demo("bad-credential", &["--credential", "password"]);
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("unknown credential \"password\"") && stderr.contains("aws_federated"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
