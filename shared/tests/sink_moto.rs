@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +36,11 @@ impl Drop for Moto {
 }
 
 fn moto_server() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    // The checkout the test runs in (set by cargo at run time), not the one it was compiled in.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let venv = crate_dir.join("../.venv/bin/moto_server");
     let on_path = std::env::var_os("PATH")
         .map(|path| {
             std::env::split_paths(&path)

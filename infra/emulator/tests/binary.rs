@@ -72,8 +72,12 @@ async fn prints_its_url_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn loads_a_scenario_file() {
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/demo.json");
-    run_until_sigterm(&["--scenario", scenario, "--listen", "127.0.0.1:0"]).await;
+    // Where this checkout is now (cargo sets it when it runs the test), not where the test was
+    // compiled: a build cache shared between checkouts may hold a binary built elsewhere.
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let scenario = format!("{crate_dir}/scenarios/demo.json");
+    run_until_sigterm(&["--scenario", &scenario, "--listen", "127.0.0.1:0"]).await;
 }
 
 #[tokio::test]
