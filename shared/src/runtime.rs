@@ -39,6 +39,10 @@ pub enum StartupError {
     Registry(#[from] RegistryError),
     #[error("the HTTP client could not be built: {0}")]
     Http(String),
+    #[error(
+        "the settings name an AWS service (credential secret, DynamoDB table) but no AWS configuration was given"
+    )]
+    AwsMissing,
 }
 
 impl Services {
@@ -46,8 +50,9 @@ impl Services {
         Services::build(Settings::from_env()?).await
     }
 
+    /// Loads the AWS configuration (region, credentials, endpoints) only when the settings name
+    /// an AWS service.
     pub async fn build(settings: Settings) -> Result<Services, StartupError> {
-        let http = http_client(&settings)?;
         let needs_aws = matches!(
             settings.credential,
             CredentialLocation::SecretsManager { .. } | CredentialLocation::AwsFederated { .. }
@@ -62,11 +67,22 @@ impl Services {
         } else {
             None
         };
+        Services::build_with_aws(settings, aws).await
+    }
+
+    /// As [`Services::build`] with the AWS configuration given: the local demo hands in one
+    /// pointed at the emulator's STS, as a Lambda's comes from its role and region.
+    pub async fn build_with_aws(
+        settings: Settings,
+        aws: Option<aws_config::SdkConfig>,
+    ) -> Result<Services, StartupError> {
+        let http = http_client(&settings)?;
+        let missing_aws = || StartupError::AwsMissing;
 
         let source: Arc<dyn CredentialSource> = match &settings.credential {
             CredentialLocation::SecretsManager { secret_id } => {
                 Arc::new(SecretsManagerSource::new(
-                    aws_sdk_secretsmanager::Client::new(aws.as_ref().expect("loaded above")),
+                    aws_sdk_secretsmanager::Client::new(aws.as_ref().ok_or_else(missing_aws)?),
                     secret_id.clone(),
                 ))
             }
@@ -92,7 +108,7 @@ impl Services {
 
         let store: Arc<dyn Store> = match &settings.store {
             StoreLocation::DynamoDb { table } => Arc::new(DynamoRegistry::new(
-                aws_sdk_dynamodb::Client::new(aws.as_ref().expect("loaded above")),
+                aws_sdk_dynamodb::Client::new(aws.as_ref().ok_or_else(missing_aws)?),
                 table.clone(),
             )),
             StoreLocation::Sqlite { path } => Arc::new(SqliteRegistry::open(path)?),
@@ -130,4 +146,36 @@ fn http_client(settings: &Settings) -> Result<reqwest::Client, StartupError> {
         .https_only(false)
         .build()
         .map_err(|error| StartupError::Http(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(table: bool) -> Settings {
+        Settings::from_lookup(|name| match name {
+            "DP_CREDENTIAL_JSON" => Some(
+                r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": "x"}"#
+                    .into(),
+            ),
+            "DP_TABLE_NAME" if table => Some("registry".into()),
+            "DP_SQLITE_PATH" if !table => Some(":memory:".into()),
+            _ => None,
+        })
+        .expect("valid settings")
+    }
+
+    #[tokio::test]
+    async fn a_dynamodb_store_without_aws_configuration_is_a_startup_error_not_a_panic() {
+        let result = Services::build_with_aws(settings(true), None).await;
+        assert!(matches!(result, Err(StartupError::AwsMissing)));
+    }
+
+    #[tokio::test]
+    async fn the_embedded_store_needs_no_aws_configuration() {
+        let services = Services::build_with_aws(settings(false), None)
+            .await
+            .expect("builds");
+        assert!(services.aws.is_none());
+    }
 }

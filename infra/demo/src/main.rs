@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
 use anyhow::Context;
 use defender_emulator::demo;
@@ -20,12 +19,10 @@ use defender_partner::config::{
     ENV_SQLITE_PATH, ENV_STATE_KEY_FILE, ENV_TABLE_NAME, Settings,
 };
 use defender_partner::consent::ConsentService;
-use defender_partner::entra::federated::{FederatedAssertions, StsWebIdentitySource};
-use defender_partner::entra::{AppTokenProvider, TokenClient};
 use defender_partner::fetch::{FetchService, PairResult};
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
-use defender_partner::secrets::{AWS_FEDERATED, CredentialStore, FederatedSettingSource};
+use defender_partner::secrets::AWS_FEDERATED;
 use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
@@ -195,10 +192,13 @@ async fn main() -> anyhow::Result<()> {
         None => std::env::var(name).ok(),
     };
     let settings = Settings::from_lookup(lookup)?;
-    let mut services = Services::build(settings).await?;
-    if credential == DemoCredential::AwsFederated {
-        use_emulated_sts(&mut services, emulator.base_url()).await;
-    }
+    let services = match credential {
+        DemoCredential::ClientSecret => Services::build(settings).await?,
+        DemoCredential::AwsFederated => {
+            let aws = emulated_sts(emulator.base_url()).await;
+            Services::build_with_aws(settings, Some(aws)).await?
+        }
+    };
 
     println!("defender-partner demo");
     println!("  Entra ID emulator  {}", emulator.base_url());
@@ -282,13 +282,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Points the secretless credential at the emulator's STS. A Lambda's AWS SDK finds STS in its
-/// region (or at `AWS_ENDPOINT_URL_STS`) and signs with the role's credentials; the demo runs
-/// without an AWS account, so it hands the SDK the emulator's URL and placeholder keys (the
-/// emulator reads the access key id, not the signature). The credential store and token
-/// provider are rebuilt around that STS client exactly as `Services::build` wires them.
-async fn use_emulated_sts(services: &mut Services, emulator_url: &str) {
-    let sts = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// The AWS configuration of the secretless run: a Lambda's AWS SDK finds STS in its region (or at
+/// `AWS_ENDPOINT_URL_STS`) and signs with the role's credentials; the demo runs without an AWS
+/// account, so the SDK gets the emulator's URL and placeholder keys (the emulator reads the
+/// access key id, not the signature).
+async fn emulated_sts(emulator_url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(emulator_url)
         .credentials_provider(aws_sdk_sts::config::Credentials::new(
@@ -299,24 +298,7 @@ async fn use_emulated_sts(services: &mut Services, emulator_url: &str) {
             "defender-partner-demo",
         ))
         .load()
-        .await;
-    let federation = Arc::new(FederatedAssertions::new(
-        Arc::new(StsWebIdentitySource::from_sdk_config(&sts)),
-        services.settings.federation.token_request(),
-    ));
-    let credentials = Arc::new(
-        CredentialStore::new(
-            Arc::new(FederatedSettingSource::new(demo::CLIENT_ID)),
-            services.settings.credential_cache_ttl,
-        )
-        .with_federation(federation),
-    );
-    services.tokens = Arc::new(AppTokenProvider::new(
-        TokenClient::new(services.http.clone(), services.settings.endpoints.clone()),
-        credentials.clone(),
-        services.settings.token.clone(),
-    ));
-    services.credentials = credentials;
+        .await
 }
 
 /// What the secretless run cost at AWS: STS calls against the Entra token requests they served.
