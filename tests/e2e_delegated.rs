@@ -421,18 +421,18 @@ async fn delegated_access_end_to_end() {
                 f.clear_emulator_logs().await;
                 let analyst =
                     UserToken::for_app(demo::CONTOSO_TENANT_ID, demo::CONTOSO_ANALYST_UPN);
+                let analyst_token = f.user_token(analyst).await;
                 let first = expect_delegated(
-                    f.mint_for_user(demo::CONTOSO_TENANT_ID, "mde", &f.user_token(analyst).await)
+                    f.mint_for_user(demo::CONTOSO_TENANT_ID, "mde", &analyst_token)
                         .await,
                     demo::CONTOSO_TENANT_ID,
                     demo::CONTOSO_ANALYST_OID,
                     demo::CONTOSO_ANALYST_UPN,
                     "Alert.Read",
                 );
-                // The same user with a token of their own: the cached delegated token.
-                let again = UserToken::for_app(demo::CONTOSO_TENANT_ID, demo::CONTOSO_ANALYST_OID);
+                // The same user token again: the cached delegated token.
                 let second = expect_delegated(
-                    f.mint_for_user(demo::CONTOSO_TENANT_ID, "mde", &f.user_token(again).await)
+                    f.mint_for_user(demo::CONTOSO_TENANT_ID, "mde", &analyst_token)
                         .await,
                     demo::CONTOSO_TENANT_ID,
                     demo::CONTOSO_ANALYST_OID,
@@ -441,6 +441,18 @@ async fn delegated_access_end_to_end() {
                 );
                 assert_eq!(first, second, "the second mint must come from the cache");
                 assert_eq!(f.exchanges_for(demo::CONTOSO_ANALYST_OID).await, 1);
+                // Another token of the same user is exchanged (only Entra can tell that it is
+                // genuine), so a forged one naming the analyst never reaches the cached token.
+                let again = UserToken::for_app(demo::CONTOSO_TENANT_ID, demo::CONTOSO_ANALYST_OID);
+                expect_delegated(
+                    f.mint_for_user(demo::CONTOSO_TENANT_ID, "mde", &f.user_token(again).await)
+                        .await,
+                    demo::CONTOSO_TENANT_ID,
+                    demo::CONTOSO_ANALYST_OID,
+                    demo::CONTOSO_ANALYST_UPN,
+                    "Alert.Read",
+                );
+                assert_eq!(f.exchanges_for(demo::CONTOSO_ANALYST_OID).await, 2);
 
                 // Another user of the same tenant and API: an exchange and a token of their own.
                 let helpdesk =
@@ -460,7 +472,11 @@ async fn delegated_access_end_to_end() {
                 assert_ne!(theirs, first, "users never share a delegated token");
                 assert_eq!(f.exchanges_for(demo::CONTOSO_NO_ROLE_OID).await, 1);
                 let requests = f.stack.emulator.token_requests().await.unwrap();
-                assert_eq!(requests.len(), 2, "one exchange per user: {requests:?}");
+                assert_eq!(
+                    requests.len(),
+                    3,
+                    "one exchange per user token: {requests:?}"
+                );
             },
         )
         .await;

@@ -160,7 +160,7 @@ async fn exchanges_a_user_token_and_caches_it_per_user() {
     assert_eq!(fixture.token_requests(), 1);
     assert_eq!(fixture.obo_grants().len(), 1);
 
-    // Second call, even with another token of the same user: from the cache.
+    // The same user token again: from the cache.
     let again = fixture
         .exchange(demo::CONTOSO_TENANT_ID, DefenderApi::M365d, &analyst)
         .await
@@ -180,16 +180,25 @@ async fn exchanges_a_user_token_and_caches_it_per_user() {
         .await
         .unwrap();
     assert_eq!(
-        fixture.token_requests(),
-        1,
-        "no new token request on a cache hit"
+        again.access_token().expose_secret(),
+        token.access_token().expose_secret(),
+        "the same user token is a cache hit"
     );
-    for cached in [&again, &third] {
-        assert_eq!(
-            cached.access_token().expose_secret(),
-            token.access_token().expose_secret()
-        );
-    }
+    // Another token of the same user is exchanged: only Entra can tell that it is genuine.
+    assert_eq!(third.user_oid, demo::CONTOSO_ANALYST_OID);
+    assert_eq!(fixture.token_requests(), 2, "one exchange per user token");
+
+    // A forged token naming the analyst (claims copied, signature not Entra's) never gets the
+    // analyst's cached token: it goes to Entra, which refuses it.
+    let mut parts: Vec<&str> = analyst.expose_secret().split('.').collect();
+    parts[2] = "Zm9yZ2VkLXNpZ25hdHVyZQ";
+    let forged = SecretString::from(parts.join("."));
+    let refused = fixture
+        .exchange(demo::CONTOSO_TENANT_ID, DefenderApi::M365d, &forged)
+        .await
+        .expect_err("a forged user token gets nothing");
+    assert_eq!(refused.code(), ErrorCode::AssertionInvalid, "{refused}");
+    assert_eq!(fixture.token_requests(), 3);
 
     // Another user of the same tenant gets their own token, never the analyst's.
     let helpdesk = fixture.user_token(
@@ -211,7 +220,7 @@ async fn exchanges_a_user_token_and_caches_it_per_user() {
         theirs.access_token().expose_secret(),
         token.access_token().expose_secret()
     );
-    assert_eq!(fixture.token_requests(), 2);
+    assert_eq!(fixture.token_requests(), 4);
 
     // Another API for the same user is another entry, with that API's scopes.
     let graph = fixture
@@ -219,9 +228,9 @@ async fn exchanges_a_user_token_and_caches_it_per_user() {
         .await
         .unwrap();
     assert_eq!(graph.scopes, vec!["SecurityIncident.Read.All"]);
-    assert_eq!(fixture.token_requests(), 3);
+    assert_eq!(fixture.token_requests(), 5);
     let grants = fixture.obo_grants();
-    assert_eq!(grants.len(), 3);
+    assert_eq!(grants.len(), 4, "the forged exchange was refused");
     assert!(
         grants
             .iter()

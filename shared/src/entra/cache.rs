@@ -72,14 +72,52 @@ impl<K: Eq + Hash + Clone> TokenCache<K> {
         }
     }
 
-    fn slot(&self, key: K) -> Slot {
-        self.slots
+    /// Forgets every token whose key `matches` (all of a user's, whatever token they came with).
+    pub async fn invalidate_matching(&self, matches: impl Fn(&K) -> bool) {
+        let slots: Vec<Slot> = self
+            .slots
             .lock()
             .expect("token cache poisoned")
-            .entry(key)
-            .or_default()
-            .clone()
+            .iter()
+            .filter(|(key, _)| matches(key))
+            .map(|(_, slot)| slot.clone())
+            .collect();
+        for slot in slots {
+            *slot.lock().await = None;
+        }
     }
+
+    fn slot(&self, key: K) -> Slot {
+        let mut slots = self.slots.lock().expect("token cache poisoned");
+        if slots.len() >= PRUNE_ABOVE && !slots.contains_key(&key) {
+            prune(&mut slots);
+        }
+        slots.entry(key).or_default().clone()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.lock().expect("token cache poisoned").len()
+    }
+}
+
+/// Keys are per user token for on-behalf-of, so a long-lived instance would otherwise keep one
+/// slot per token it ever saw.
+const PRUNE_ABOVE: usize = 2048;
+
+/// Drops the slots nobody is waiting on whose token is gone or expired.
+fn prune<K>(slots: &mut HashMap<K, Slot>) {
+    slots.retain(|_, slot| {
+        if Arc::strong_count(slot) > 1 {
+            return true;
+        }
+        match slot.try_lock() {
+            Ok(token) => token
+                .as_ref()
+                .is_some_and(|token| token.remaining() > Duration::ZERO),
+            Err(_) => true,
+        }
+    });
 }
 
 #[cfg(test)]
@@ -159,6 +197,58 @@ mod tests {
         cache.invalidate(&"a").await;
         cache.get_or_fetch("a", fetch(3600)).await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn invalidate_matching_forgets_every_matching_key_only() {
+        let cache = TokenCache::new(Duration::from_secs(300));
+        for key in [("alice", 1), ("alice", 2), ("bob", 1)] {
+            cache
+                .get_or_fetch(key, || async { Ok::<_, String>(token(3600)) })
+                .await
+                .unwrap();
+        }
+        cache
+            .invalidate_matching(|(user, _)| *user == "alice")
+            .await;
+        let fetches = AtomicUsize::new(0);
+        for key in [("alice", 1), ("alice", 2), ("bob", 1)] {
+            cache
+                .get_or_fetch(key, || async {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, String>(token(3600))
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 2, "alice's two, not bob's");
+    }
+
+    #[tokio::test]
+    async fn expired_and_empty_slots_are_pruned_once_the_cache_is_large() {
+        let cache = TokenCache::new(Duration::from_secs(300));
+        for index in 0..PRUNE_ABOVE {
+            let lifetime = if index % 2 == 0 { 3600 } else { -10 };
+            cache
+                .get_or_fetch(index, || async { Ok::<_, String>(token(lifetime)) })
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.len(), PRUNE_ABOVE);
+        cache
+            .get_or_fetch(PRUNE_ABOVE, || async { Ok::<_, String>(token(3600)) })
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), PRUNE_ABOVE / 2 + 1, "the expired half is gone");
+        let fetches = AtomicUsize::new(0);
+        cache
+            .get_or_fetch(0, || async {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(token(3600))
+            })
+            .await
+            .unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 0, "live tokens are kept");
     }
 
     #[tokio::test]

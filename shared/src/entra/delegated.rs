@@ -287,11 +287,23 @@ fn check_delegated(
     Ok((claims.user_name().map(str::to_owned), scopes))
 }
 
+/// The user token's digest is part of the key: the user token is only decoded here (Entra checks
+/// its signature when it exchanges it), so a cache hit must need the very token that was
+/// exchanged, or a forged token naming a user would get that user's cached token. MSAL keys its
+/// on-behalf-of cache the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
     tenant: TenantId,
     api: DefenderApi,
     user_oid: String,
+    user_token_digest: [u8; 32],
+}
+
+fn digest_of(user_token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user_token.as_bytes());
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(digest.as_ref());
+    bytes
 }
 
 /// Delegated tokens through the on-behalf-of grant, with the app's credential, retries and a
@@ -340,6 +352,7 @@ impl OboProvider {
             tenant: tenant.clone(),
             api,
             user_oid: user.oid.clone(),
+            user_token_digest: digest_of(user_token.expose_secret()),
         };
         let token = self
             .cache
@@ -361,13 +374,12 @@ impl OboProvider {
         Ok(delegated)
     }
 
-    /// Forgets the user's cached token (an API refused it with 401).
+    /// Forgets the user's cached tokens for `api` (an API refused one with 401).
     pub async fn invalidate(&self, tenant: &TenantId, api: DefenderApi, user_oid: &str) {
+        let user_oid = user_oid.to_ascii_lowercase();
         self.cache
-            .invalidate(&CacheKey {
-                tenant: tenant.clone(),
-                api,
-                user_oid: user_oid.to_ascii_lowercase(),
+            .invalidate_matching(|key| {
+                key.tenant == *tenant && key.api == api && key.user_oid == user_oid
             })
             .await;
     }
