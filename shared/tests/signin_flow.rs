@@ -276,3 +276,110 @@ async fn a_declined_sign_in_keeps_nothing_and_minting_needs_the_enabled_function
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::TenantNotRegistered);
 }
+
+fn request_for(user_oid: &str, api: &str) -> MintRequest {
+    MintRequest {
+        api: Some(api.into()),
+        ..request(user_oid)
+    }
+}
+
+impl Fixture {
+    async fn signed_in_analyst(&self) -> defender_partner::tenants::SignedInUser {
+        let query = self.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
+        assert_eq!(self.signin.callback(&query).await.status, 200);
+        self.stored_analyst().await.expect("the sign-in is kept")
+    }
+
+    async fn stored_analyst(&self) -> Option<defender_partner::tenants::SignedInUser> {
+        let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
+        self.services
+            .signed_in
+            .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mints_for_one_user_never_lose_the_sign_in() {
+    let fixture = Fixture::start().await;
+    let signed_in = fixture.signed_in_analyst().await;
+
+    // One instance, two APIs at once: each redemption spends the token the other would need, so
+    // they take turns, and both rotations are kept.
+    let service = fixture.mint_service().await;
+    let (for_m365d, for_mde) = (
+        request_for(demo::CONTOSO_ANALYST_OID, "m365d"),
+        request_for(demo::CONTOSO_ANALYST_OID, "mde"),
+    );
+    let (m365d, mde) = tokio::join!(service.mint(&for_m365d), service.mint(&for_mde));
+    m365d.expect("an M365 Defender token");
+    mde.expect("a Defender for Endpoint token");
+    let after_one_instance = fixture.stored_analyst().await.expect("still signed in");
+    assert_eq!(after_one_instance.version, signed_in.version + 2);
+
+    // Two instances (two cold services) redeem the same stored token at once: Entra accepts it
+    // once and refuses the other as spent; the refused one waits for the winner's write and
+    // redeems the rotated token instead of deleting the sign-in.
+    let (first, second) = (fixture.mint_service().await, fixture.mint_service().await);
+    let analyst = request(demo::CONTOSO_ANALYST_OID);
+    let (a, b) = tokio::join!(first.mint(&analyst), second.mint(&analyst));
+    a.expect("the first instance's token");
+    b.expect("the second instance's token");
+    let after_two_instances = fixture.stored_analyst().await.expect("still signed in");
+    assert_eq!(after_two_instances.version, after_one_instance.version + 2);
+    let counts = fixture
+        .emulator
+        .handle()
+        .refresh_token_counts(demo::CONTOSO_TENANT_ID, demo::CONTOSO_ANALYST_UPN)
+        .unwrap();
+    assert_eq!(
+        counts.active, 1,
+        "exactly one live refresh token: {counts:?}"
+    );
+    assert_eq!(counts.revoked, 0, "{counts:?}");
+    fixture
+        .mint_service()
+        .await
+        .mint(&request_for(demo::CONTOSO_ANALYST_OID, "graph"))
+        .await
+        .expect("the stored sign-in still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_sign_in_asks_for_a_new_one_and_is_kept() {
+    let fixture = Fixture::start().await;
+    let mut stored = fixture.signed_in_analyst().await;
+    // As if sealed under another key: the envelope no longer opens.
+    let last = stored.sealed_refresh_token.len() - 1;
+    stored.sealed_refresh_token[last] ^= 0x55;
+    fixture
+        .services
+        .signed_in
+        .save_sign_in(&stored)
+        .await
+        .unwrap();
+
+    let error = fixture
+        .mint_service()
+        .await
+        .mint(&request(demo::CONTOSO_ANALYST_OID))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::SignInRequired, "{error}");
+    assert!(error.to_string().contains("is kept"), "{error}");
+    assert!(
+        fixture.stored_analyst().await.is_some(),
+        "a key problem never deletes a sign-in"
+    );
+
+    // The user's next sign-in replaces it, and minting works again.
+    fixture.signed_in_analyst().await;
+    fixture
+        .mint_service()
+        .await
+        .mint(&request(demo::CONTOSO_ANALYST_OID))
+        .await
+        .expect("minting works after a new sign-in");
+}

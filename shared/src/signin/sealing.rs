@@ -255,9 +255,14 @@ where
                 .take(200)
                 .collect::<String>();
             match code.as_str() {
-                "InvalidCiphertextException" | "IncorrectKeyException" => {
+                "InvalidCiphertextException" => {
                     SealError::Unreadable("KMS refused the wrapped data key")
                 }
+                // Sealed under another key than the one configured: a deployment problem, not
+                // the user's; the sign-in is kept for when the key is put right.
+                "IncorrectKeyException" => SealError::KeysRefused(format!(
+                    "{code}: the sign-in was sealed with another KMS key than DP_SIGNIN_KMS_KEY_ID"
+                )),
                 "KMSInternalException" | "DependencyTimeoutException" | "ThrottlingException" => {
                     SealError::KeysUnavailable(format!("{code}: {message}"))
                 }

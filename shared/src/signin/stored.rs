@@ -3,6 +3,7 @@
 //! API share one redemption (the token cache); a token another instance rotated meanwhile is
 //! re-read instead of being taken for revoked; a revoked one is deleted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -24,6 +25,11 @@ use crate::tenants::{RegistryError, SignedInUser, SignedInUsers};
 /// Rounds of re-reading a sign-in that another instance rotated while we redeemed it.
 const ROTATION_ROUNDS: usize = 3;
 
+/// How long a refused refresh token waits before its sign-in is deleted: another instance that
+/// redeemed the same token a moment earlier is still sealing and writing the rotated one, and
+/// the version it writes is what shows the refusal meant "already rotated", not "revoked".
+const ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoredSignInError {
     #[error(
@@ -34,6 +40,14 @@ pub enum StoredSignInError {
         "the stored sign-in of user {user} in tenant {tenant} is no longer accepted by Entra ID (revoked, password changed, or unused too long) and was deleted: the user must sign in again"
     )]
     SignInRevoked { tenant: String, user: String },
+    #[error(
+        "the stored sign-in of user {user} in tenant {tenant} cannot be opened with this deployment's key ({reason}); it is kept, and the user's next sign-in replaces it"
+    )]
+    Unreadable {
+        tenant: String,
+        user: String,
+        reason: &'static str,
+    },
     #[error("the stored sign-in cannot be opened: {0}")]
     Seal(#[from] SealError),
     #[error(transparent)]
@@ -53,9 +67,9 @@ impl From<EntraError> for StoredSignInError {
 impl StoredSignInError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            StoredSignInError::NotSignedIn { .. } | StoredSignInError::SignInRevoked { .. } => {
-                ErrorCode::SignInRequired
-            }
+            StoredSignInError::NotSignedIn { .. }
+            | StoredSignInError::SignInRevoked { .. }
+            | StoredSignInError::Unreadable { .. } => ErrorCode::SignInRequired,
             StoredSignInError::Seal(error) => error.code(),
             StoredSignInError::Registry(error) => error.code(),
             StoredSignInError::Credential(error) => error.code(),
@@ -85,12 +99,16 @@ struct CacheKey {
     user_oid: String,
 }
 
+/// Held while one of a user's refresh tokens is redeemed and its successor stored.
+type RedemptionLock = Arc<tokio::sync::Mutex<()>>;
+
 pub struct StoredSignIns {
     users: Arc<dyn SignedInUsers>,
     sealer: Arc<Sealer>,
     client: TokenClient,
     credentials: Arc<CredentialStore>,
     cache: TokenCache<CacheKey>,
+    redemptions: std::sync::Mutex<HashMap<(TenantId, String), RedemptionLock>>,
     settings: TokenSettings,
 }
 
@@ -122,6 +140,7 @@ impl StoredSignIns {
             client,
             credentials,
             cache: TokenCache::new(settings.refresh_ahead),
+            redemptions: std::sync::Mutex::new(HashMap::new()),
             settings,
         }
     }
@@ -143,7 +162,13 @@ impl StoredSignIns {
         let token = self
             .cache
             .get_or_fetch(key, || async {
-                let token = self.redeem(tenant, api, &user_oid).await?;
+                let token = {
+                    // One redemption per user at a time in this instance, whatever the API:
+                    // each one spends the refresh token the next would need.
+                    let user_lock = self.redemption_lock(tenant, &user_oid);
+                    let _redeeming = user_lock.lock().await;
+                    self.redeem(tenant, api, &user_oid).await?
+                };
                 verify_delegated(Arc::new(token.clone()), tenant, api, &user_oid, required)?;
                 Ok::<_, StoredSignInError>(token)
             })
@@ -151,6 +176,15 @@ impl StoredSignIns {
         let delegated = verify_delegated(token, tenant, api, &user_oid, required)?;
         tracing::info!(tenant = %tenant, api = %api, user_oid = %user_oid, expires_at = %delegated.expires_at(), "delegated token from a stored sign-in");
         Ok(delegated)
+    }
+
+    fn redemption_lock(&self, tenant: &TenantId, user_oid: &str) -> RedemptionLock {
+        self.redemptions
+            .lock()
+            .expect("redemption locks poisoned")
+            .entry((tenant.clone(), user_oid.to_owned()))
+            .or_default()
+            .clone()
     }
 
     async fn redeem(
@@ -186,13 +220,13 @@ impl StoredSignIns {
             {
                 Ok(token) => token,
                 Err(SealError::Unreadable(reason)) => {
-                    tracing::warn!(tenant = %tenant, user_oid, reason, "stored sign-in unreadable; deleting it");
-                    self.users
-                        .forget_sign_in(tenant, user_oid, stored.version)
-                        .await?;
-                    return Err(StoredSignInError::SignInRevoked {
+                    // Not deleted: a wrong key is a deployment mistake that would otherwise
+                    // erase every user's sign-in on first use.
+                    tracing::warn!(tenant = %tenant, user_oid, reason, "stored sign-in unreadable; kept");
+                    return Err(StoredSignInError::Unreadable {
                         tenant: tenant.to_string(),
                         user: user_oid.to_owned(),
+                        reason,
                     });
                 }
                 Err(error) => return Err(error.into()),
@@ -204,7 +238,8 @@ impl StoredSignIns {
                 }
                 Err(error) if is_dead_refresh_token(&error) => {
                     // Dead for us, or already rotated by another instance: only the stored
-                    // version tells which.
+                    // version tells which, once that instance has had time to write it.
+                    tokio::time::sleep(ROTATION_GRACE).await;
                     if self
                         .users
                         .forget_sign_in(tenant, user_oid, stored.version)
@@ -249,6 +284,33 @@ impl StoredSignIns {
         .await
     }
 
+    /// After a lost rotation race: the sign-in was deleted meanwhile (an instance took our
+    /// spent token for revoked), so the token just issued, the only live one, is stored again;
+    /// a sign-in made meanwhile is newer than ours and stays.
+    async fn restore_if_deleted(
+        &self,
+        stored: &SignedInUser,
+        sealed: Vec<u8>,
+    ) -> Result<(), String> {
+        match self
+            .users
+            .signed_in_user(&stored.tenant_id, &stored.user_oid)
+            .await
+        {
+            Ok(Some(_)) => Err("a newer sign-in was stored meanwhile; it is kept".into()),
+            Ok(None) => {
+                let mut restored = stored.clone();
+                restored.sealed_refresh_token = sealed;
+                self.users
+                    .save_sign_in(&restored)
+                    .await
+                    .map(|_| tracing::warn!(tenant = %stored.tenant_id, user_oid = %stored.user_oid, "stored sign-in deleted during rotation; restored with the rotated token"))
+                    .map_err(|error| error.to_string())
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
     /// Stores the rotated refresh token. Losing the race to a newer sign-in keeps the newer one.
     async fn keep_rotated(
         &self,
@@ -260,12 +322,11 @@ impl StoredSignIns {
             return;
         };
         let outcome = match self.sealer.seal(rotated, context).await {
-            Ok(sealed) => self
-                .users
-                .rotate_refresh_token(stored, &sealed)
-                .await
-                .map(|_| ())
-                .map_err(|error| error.to_string()),
+            Ok(sealed) => match self.users.rotate_refresh_token(stored, &sealed).await {
+                Ok(_) => Ok(()),
+                Err(RegistryError::Conflict(_)) => self.restore_if_deleted(stored, sealed).await,
+                Err(error) => Err(error.to_string()),
+            },
             Err(error) => Err(error.to_string()),
         };
         match outcome {

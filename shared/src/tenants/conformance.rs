@@ -482,11 +482,29 @@ async fn sign_ins_rotate_conditionally_and_are_forgotten<R: SignedInUsers>(store
             .unwrap()
     );
 
-    // Users are kept apart.
-    store
+    // Made again after a delete, a sign-in never repeats a version: an instance still holding
+    // the deleted one's version can neither rotate nor delete the new one.
+    let remade = store
         .save_sign_in(&sign_in(&tenant, oid, b"a"))
         .await
         .unwrap();
+    assert!(
+        remade > current.version,
+        "{remade} after {}",
+        current.version
+    );
+    assert!(
+        !store
+            .forget_sign_in(&tenant, oid, current.version)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store.rotate_refresh_token(&current, b"stale").await,
+        Err(RegistryError::Conflict(_))
+    ));
+
+    // Users are kept apart.
     let other = "aaaaaaaa-0000-4000-8000-00000000000b";
     assert!(
         store

@@ -9,8 +9,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::dynamo::{TENANT_PREFIX, is_condition_failure, unavailable};
 use super::record::{format_time, parse_time, stored_now};
+use super::signed_in::{SIGN_IN_RETENTION_DAYS, first_version};
 use super::{DynamoRegistry, RegistryError, SignedInUser, SignedInUsers};
 use crate::tenant_id::TenantId;
+use chrono::Utc;
 
 const SIGNIN_PREFIX: &str = "SIGNIN#";
 
@@ -89,8 +91,8 @@ impl SignedInUsers for DynamoRegistry {
     }
 
     async fn save_sign_in(&self, user: &SignedInUser) -> Result<u64, RegistryError> {
-        let set =
-            "SET scopes = :scopes, refresh_token = :token, signed_in_at = :now, updated_at = :now";
+        let set = "SET scopes = :scopes, refresh_token = :token, signed_in_at = :now, updated_at = :now, \
+                   expires_at = :expires, version = if_not_exists(version, :first) + :one";
         let mut request = self
             .client
             .update_item()
@@ -106,12 +108,14 @@ impl SignedInUsers for DynamoRegistry {
             )
             .expression_attribute_values(":now", AttributeValue::S(format_time(&stored_now())))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":first", AttributeValue::N(first_version().to_string()))
+            .expression_attribute_values(":expires", removal_time())
             .return_values(ReturnValue::UpdatedNew);
         request = match &user.user_name {
             Some(name) => request
-                .update_expression(format!("{set}, user_name = :name ADD version :one"))
+                .update_expression(format!("{set}, user_name = :name"))
                 .expression_attribute_values(":name", AttributeValue::S(name.clone())),
-            None => request.update_expression(format!("{set} REMOVE user_name ADD version :one")),
+            None => request.update_expression(format!("{set} REMOVE user_name")),
         };
         let answer = request.send().await.map_err(unavailable)?;
         answer
@@ -132,7 +136,10 @@ impl SignedInUsers for DynamoRegistry {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&user.tenant_id, &user.user_oid)))
-            .update_expression("SET refresh_token = :token, updated_at = :now, version = :next")
+            .update_expression(
+                "SET refresh_token = :token, updated_at = :now, expires_at = :expires, version = :next",
+            )
+            .expression_attribute_values(":expires", removal_time())
             .condition_expression("version = :expected")
             .expression_attribute_values(":token", AttributeValue::B(Blob::new(sealed.to_vec())))
             .expression_attribute_values(":now", AttributeValue::S(format_time(&stored_now())))
@@ -171,4 +178,11 @@ impl SignedInUsers for DynamoRegistry {
             Err(error) => Err(unavailable(error)),
         }
     }
+}
+
+/// The table's TTL attribute (epoch seconds): an unused sign-in goes when Entra's refresh token
+/// would have expired anyway.
+fn removal_time() -> AttributeValue {
+    let at = Utc::now() + chrono::Duration::days(SIGN_IN_RETENTION_DAYS);
+    AttributeValue::N(at.timestamp().to_string())
 }

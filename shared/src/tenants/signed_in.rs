@@ -41,6 +41,17 @@ impl std::fmt::Debug for SignedInUser {
     }
 }
 
+/// The version a sign-in starts at: the time in microseconds, so a sign-in deleted and made
+/// again never repeats a version an instance may still hold (its conditional delete or rotation
+/// then fails instead of touching the new sign-in).
+pub(crate) fn first_version() -> u64 {
+    u64::try_from(Utc::now().timestamp_micros()).unwrap_or(1)
+}
+
+/// A sign-in unused this long is removed by the table's TTL: Entra ID's refresh tokens expire
+/// after 90 days of inactivity, and every use rotates the token and pushes this back.
+pub const SIGN_IN_RETENTION_DAYS: i64 = 90;
+
 #[async_trait]
 pub trait SignedInUsers: Send + Sync {
     async fn signed_in_user(

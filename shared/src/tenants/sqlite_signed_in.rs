@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::record::{format_time, parse_time, stored_now};
+use super::signed_in::first_version;
 use super::sqlite::unavailable;
 use super::{RegistryError, SignedInUser, SignedInUsers, SqliteRegistry};
 use crate::tenant_id::TenantId;
@@ -87,7 +88,7 @@ impl SignedInUsers for SqliteRegistry {
             let version: i64 = connection
                 .query_row(
                     "INSERT INTO signed_in_users (tenant_id, user_oid, user_name, scopes, refresh_token, signed_in_at, updated_at, version)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
                      ON CONFLICT(tenant_id, user_oid) DO UPDATE SET
                          user_name = excluded.user_name, scopes = excluded.scopes,
                          refresh_token = excluded.refresh_token, signed_in_at = excluded.signed_in_at,
@@ -100,6 +101,7 @@ impl SignedInUsers for SqliteRegistry {
                         serde_json::to_string(&user.scopes).expect("strings serialise"),
                         user.sealed_refresh_token,
                         format_time(&stored_now()),
+                        first_version() as i64,
                     ],
                     |row| row.get(0),
                 )
