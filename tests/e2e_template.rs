@@ -204,8 +204,9 @@ impl Template {
             .collect()
     }
 
-    /// The SAM function resources, by the binary they run.
-    fn functions(&self) -> BTreeMap<String, String> {
+    /// The SAM function resources as (binary, resource): a binary may be deployed more than
+    /// once (mint-token is also mint-user-token, with other rights).
+    fn deployments(&self) -> Vec<(String, String)> {
         self.resources_of("AWS::Serverless::Function")
             .into_iter()
             .map(|name| {
@@ -216,10 +217,16 @@ impl Template {
             .collect()
     }
 
+    /// The function named after `binary` (`${AWS::StackName}-{binary}`).
     fn function(&self, binary: &str) -> String {
-        self.functions()
-            .remove(binary)
-            .unwrap_or_else(|| panic!("no function runs the {binary} binary"))
+        let expected = format!("!Sub ${{AWS::StackName}}-{binary}");
+        self.deployments()
+            .into_iter()
+            .find(|(runs, name)| {
+                runs == binary && value(self.resource(name), "FunctionName") == Some(&expected)
+            })
+            .map(|(_, name)| name)
+            .unwrap_or_else(|| panic!("no function named after the {binary} binary"))
     }
 
     /// What the function would see in Lambda: intrinsic functions replaced by realistic values,
@@ -230,8 +237,19 @@ impl Template {
         parameters: &HashMap<String, String>,
         conditions: bool,
     ) -> HashMap<String, String> {
+        self.deployment_environment(&self.function(binary), binary, parameters, conditions)
+    }
+
+    /// As [`Template::lambda_environment`], for the function resource `resource`.
+    fn deployment_environment(
+        &self,
+        resource: &str,
+        binary: &str,
+        parameters: &HashMap<String, String>,
+        conditions: bool,
+    ) -> HashMap<String, String> {
         let mut env: HashMap<String, String> = self
-            .environment(&self.function(binary))
+            .environment(resource)
             .into_iter()
             .filter_map(|(key, written)| {
                 self.resolve(&written, parameters, conditions)
@@ -340,16 +358,16 @@ fn every_setting_in_the_template_is_one_the_code_reads() {
     .map(read)
     .join("\n");
     let template = Template::load();
-    for binary in FUNCTIONS {
-        let environment = template.environment(&template.function(binary));
+    for (binary, resource) in template.deployments() {
+        let environment = template.environment(&resource);
         assert!(
             environment.len() >= 4,
-            "{binary}: too few variables found: {environment:?}"
+            "{resource}: too few variables found: {environment:?}"
         );
         for (name, _) in environment {
             assert!(
                 name == "RUST_LOG" || code.contains(&format!("\"{name}\"")),
-                "template.yaml sets {name} on {binary}, which the settings code never reads"
+                "template.yaml sets {name} on {resource} ({binary}), which the settings code never reads"
             );
         }
     }
@@ -361,15 +379,16 @@ fn every_allowed_parameter_value_makes_a_valid_configuration() {
     let clouds = value(&template.parameters["Cloud"], "AllowedValues").expect("listed");
     assert_eq!(list(clouds), ["public", "gcc", "gcc-high", "dod"]);
     let mut tried = 0;
-    for binary in FUNCTIONS {
+    for (binary, function) in template.deployments() {
+        let binary = binary.as_str();
         // The defaults, with the conditional variables set and unset.
         for conditions in [true, false] {
-            let env = template.lambda_environment(binary, &HashMap::new(), conditions);
+            let env =
+                template.deployment_environment(&function, binary, &HashMap::new(), conditions);
             check_configuration(binary, &env)
-                .unwrap_or_else(|error| panic!("{binary} with the defaults: {error}"));
+                .unwrap_or_else(|error| panic!("{function} with the defaults: {error}"));
         }
         // Then each value of each parameter the function's variables come from.
-        let function = template.function(binary);
         for (variable, written) in template.environment(&function) {
             let Some(parameter) = written.strip_prefix("!Ref ") else {
                 continue;
@@ -379,9 +398,9 @@ fn every_allowed_parameter_value_makes_a_valid_configuration() {
             }
             for candidate in template.parameter_values(parameter) {
                 let chosen = HashMap::from([(parameter.to_owned(), candidate.clone())]);
-                let env = template.lambda_environment(binary, &chosen, true);
+                let env = template.deployment_environment(&function, binary, &chosen, true);
                 check_configuration(binary, &env).unwrap_or_else(|error| {
-                    panic!("{binary} with {parameter}={candidate:?} ({variable}): {error}")
+                    panic!("{function} with {parameter}={candidate:?} ({variable}): {error}")
                 });
                 tried += 1;
             }
@@ -474,13 +493,16 @@ fn the_consent_and_sign_in_callbacks_are_the_only_open_routes() {
 #[test]
 fn every_function_is_built_from_its_workspace_crate() {
     let template = Template::load();
-    let functions = template.functions();
-    assert_eq!(functions.keys().map(String::as_str).collect::<Vec<_>>(), {
-        let mut sorted = FUNCTIONS.to_vec();
-        sorted.sort();
-        sorted
-    });
-    for (binary, name) in functions {
+    let deployments = template.deployments();
+    let binaries: BTreeSet<&str> = deployments
+        .iter()
+        .map(|(binary, _)| binary.as_str())
+        .collect();
+    assert_eq!(binaries, FUNCTIONS.into_iter().collect::<BTreeSet<_>>());
+    for binary in FUNCTIONS {
+        template.function(binary);
+    }
+    for (binary, name) in deployments {
         let block = template.resource(&name);
         assert_eq!(
             value(block, "BuildMethod"),
@@ -645,12 +667,12 @@ fn every_aws_call_of_the_code_is_granted_and_on_the_resources_named() {
     let template = Template::load();
     let calls = aws_calls_in_the_code();
     assert!(calls.len() >= 8, "too few AWS calls found: {calls:?}");
-    let policies: BTreeMap<String, String> = FUNCTIONS
-        .iter()
-        .map(|binary| {
-            let function = template.function(binary);
+    let policies: BTreeMap<String, String> = template
+        .deployments()
+        .into_iter()
+        .map(|(_, function)| {
             let policy = nested(template.resource(&function), "Policies").join("\n");
-            (binary.to_string(), policy)
+            (function, policy)
         })
         .collect();
     for call in &calls {
@@ -663,9 +685,8 @@ fn every_aws_call_of_the_code_is_granted_and_on_the_resources_named() {
     }
     // Each resource a function is told about (a secret, the table, the bucket, the queue, the
     // bus) is one its policy names.
-    for binary in FUNCTIONS {
-        let policy = &policies[binary];
-        for (variable, written) in template.environment(&template.function(binary)) {
+    for (function, policy) in &policies {
+        for (variable, written) in template.environment(function) {
             let resources: Vec<&str> = written
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
                 .filter(|word| template.resources.contains_key(*word))
@@ -680,7 +701,7 @@ fn every_aws_call_of_the_code_is_granted_and_on_the_resources_named() {
                     ]
                     .iter()
                     .any(|form| policy.contains(form.as_str())),
-                    "{binary} is given {resource} in {variable} but its policy never names it"
+                    "{function} is given {resource} in {variable} but its policy never names it"
                 );
             }
         }
@@ -737,4 +758,53 @@ fn the_readme_lists_every_parameter_and_output() {
             "README.md does not mention the output {name}"
         );
     }
+}
+
+#[test]
+fn only_mint_user_token_may_open_stored_sign_ins() {
+    let template = Template::load();
+    let policy_of = |function: &str| nested(template.resource(function), "Policies").join("\n");
+    let user_tokens = "MintUserTokenFunction";
+    assert_eq!(
+        value(template.resource(user_tokens), "Binary"),
+        Some("mint-token")
+    );
+    assert_eq!(
+        value(template.resource(user_tokens), "Condition"),
+        Some("MintsFromSignIns")
+    );
+    let env: HashMap<String, String> = template.environment(user_tokens).into_iter().collect();
+    assert_eq!(env["DP_MINT_FROM_SIGNIN"], "\"true\"");
+    let opener = policy_of(user_tokens);
+    assert!(opener.contains("kms:Decrypt"), "{opener}");
+    assert!(opener.contains("dynamodb:DeleteItem"), "{opener}");
+
+    let mint_token = template.function("mint-token");
+    let env: HashMap<String, String> = template.environment(&mint_token).into_iter().collect();
+    assert_eq!(env["DP_MINT_FROM_SIGNIN"], "\"false\"");
+    for function in template
+        .deployments()
+        .into_iter()
+        .map(|(_, function)| function)
+        .filter(|function| function != user_tokens)
+    {
+        let policy = policy_of(&function);
+        assert!(
+            !policy.contains("kms:Decrypt"),
+            "{function} may open sealed refresh tokens"
+        );
+        assert!(
+            !policy.contains("dynamodb:DeleteItem"),
+            "{function} may delete registry items"
+        );
+    }
+    // Refresh tokens are kept only when something may use them.
+    let consent: HashMap<String, String> = template
+        .environment(&template.function("consent-callback"))
+        .into_iter()
+        .collect();
+    assert_eq!(
+        consent["DP_SIGNIN_KEEP_REFRESH_TOKENS"],
+        "!If [MintsFromSignIns, \"true\", \"false\"]"
+    );
 }

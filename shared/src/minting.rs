@@ -86,7 +86,7 @@ pub enum MintError {
     #[error(transparent)]
     Delegated(#[from] OboError),
     #[error(
-        "this function does not mint from stored sign-ins: invoke the function deployed for that (MintUserTokenFunction), which only the callers the template allows may invoke"
+        "this function does not mint from stored sign-ins: invoke mint-user-token (the MintUserTokenFunctionArn output, deployed with StoredSignInMinting=enabled), which only the callers IAM allows may invoke"
     )]
     StoredSignInDisabled,
     #[error(transparent)]
