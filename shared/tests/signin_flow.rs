@@ -33,6 +33,11 @@ impl Drop for Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(|_| {}).await
+    }
+
+    /// As [`Fixture::start`], with the settings adjusted first.
+    async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Fixture {
         let emulator =
             defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
                 .await
@@ -43,7 +48,7 @@ impl Fixture {
         let credential =
             serde_json::json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET})
                 .to_string();
-        let settings = Settings::from_lookup(|name| match name {
+        let mut settings = Settings::from_lookup(|name| match name {
             "DP_AUTHORITY_HOST" => Some(base_url.clone()),
             "DP_CREDENTIAL_JSON" => Some(credential.clone()),
             "DP_SQLITE_PATH" => Some(sqlite.clone()),
@@ -53,6 +58,7 @@ impl Fixture {
             _ => None,
         })
         .unwrap();
+        adjust(&mut settings);
         let services = Services::build(settings).await.unwrap();
         let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
         services
@@ -72,6 +78,12 @@ impl Fixture {
     /// What the browser does: opens the link, the user picks `user` and decides; answers the
     /// query string Microsoft redirects back with.
     async fn sign_in(&self, user: &str, decision: &str) -> String {
+        self.sign_in_as(demo::CONTOSO_TENANT_ID, user, decision)
+            .await
+    }
+
+    /// As [`Fixture::sign_in`] for a Contoso link, the user signing in at `authority_tenant`.
+    async fn sign_in_as(&self, authority_tenant: &str, user: &str, decision: &str) -> String {
         let link = self
             .signin
             .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
@@ -86,7 +98,7 @@ impl Fixture {
         let page = http.get(url.clone()).send().await.unwrap();
         assert_eq!(page.status(), 200, "the authorize page is shown");
         let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        form.push(("authority_tenant".into(), demo::CONTOSO_TENANT_ID.into()));
+        form.push(("authority_tenant".into(), authority_tenant.into()));
         form.push(("user".into(), user.into()));
         form.push(("decision".into(), decision.into()));
         let answer = http
@@ -382,4 +394,109 @@ async fn an_unreadable_sign_in_asks_for_a_new_one_and_is_kept() {
         .mint(&request(demo::CONTOSO_ANALYST_OID))
         .await
         .expect("minting works after a new sign-in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_link_keeps_nothing() {
+    let fixture = Fixture::start_with(|settings| {
+        settings.signin.state_ttl = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let query = fixture.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let page = fixture.signin.callback(&query).await;
+    assert_eq!(page.status, 410, "{}", page.render());
+    assert!(page.render().contains("This sign-in link has expired"));
+    assert!(fixture.stored_analyst().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_state_is_never_a_sign_in_state() {
+    use defender_partner::consent::state::{ConsentState, StateSigner};
+    use secrecy::SecretSlice;
+    let fixture = Fixture::start().await;
+    let query = fixture.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    let payload = params["state"].split('.').nth(1).expect("a signed state");
+    let claims: ConsentState = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    // The same claims signed with the consent key (the one the consent flow uses).
+    let consent_signed = StateSigner::new(&SecretSlice::from(
+        b"a-test-state-key-of-at-least-32-characters".to_vec(),
+    ))
+    .sign(&claims);
+    let forged_query = format!("code={}&state={consent_signed}", params["code"]);
+    let page = fixture.signin.callback(&forged_query).await;
+    assert_eq!(page.status, 400, "{}", page.render());
+    assert!(fixture.stored_analyst().await.is_none());
+    // The genuine one still works: the refusal spent nothing.
+    assert_eq!(fixture.signin.callback(&query).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_to_another_tenant_keeps_nothing() {
+    let fixture = Fixture::start().await;
+    // Fabrikam's users may sign in to the app too; but the link was for Contoso.
+    fixture
+        .emulator
+        .handle()
+        .set_delegated_grant(
+            demo::FABRIKAM_TENANT_ID,
+            &defender_emulator::DelegatedGrantConfig {
+                client_id: demo::CLIENT_ID.into(),
+                resource: "https://api.security.microsoft.com".into(),
+                scopes: vec!["Incident.Read".into()],
+                user: None,
+            },
+        )
+        .unwrap();
+    let query = fixture
+        .sign_in_as(
+            demo::FABRIKAM_TENANT_ID,
+            demo::FABRIKAM_ANALYST_UPN,
+            "accept",
+        )
+        .await;
+    let page = fixture.signin.callback(&query).await;
+    let html = page.render();
+    // The code is redeemed at the tenant of the link, which refuses a code of another tenant;
+    // the `tid` check after redemption is a second line of defence that neither Entra nor the
+    // emulator ever reaches.
+    assert_eq!(page.status, 403, "{html}");
+    assert!(
+        html.contains("Signed in to another tenant") || html.contains("did not accept"),
+        "{html}"
+    );
+    let fabrikam = TenantId::parse(demo::FABRIKAM_TENANT_ID).unwrap();
+    assert!(
+        fixture
+            .services
+            .signed_in
+            .signed_in_user(&fabrikam, demo::FABRIKAM_ANALYST_OID)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_stored_sign_ins_a_sign_in_keeps_nothing() {
+    // The template's setting when StoredSignInMinting is disabled.
+    let fixture = Fixture::start_with(|settings| {
+        settings.signin.keep_refresh_tokens = false;
+    })
+    .await;
+    let query = fixture.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
+    let page = fixture.signin.callback(&query).await;
+    let html = page.render();
+    assert_eq!(page.status, 200, "{html}");
+    assert!(html.contains(demo::CONTOSO_ANALYST_UPN), "{html}");
+    assert!(html.contains("Nothing was kept"), "{html}");
+    assert!(fixture.stored_analyst().await.is_none());
 }
