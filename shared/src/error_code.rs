@@ -111,6 +111,19 @@ impl ErrorCode {
         }
     }
 
+    /// A passing condition (throttling, an outage) rather than a verdict: a still-valid cached
+    /// token may be handed out instead.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Throttled
+                | ErrorCode::MicrosoftUnavailable
+                | ErrorCode::RegistryUnavailable
+                | ErrorCode::KeyServiceUnavailable
+                | ErrorCode::CredentialUnavailable
+        )
+    }
+
     /// The HTTP status this code maps to on an API route.
     pub fn http_status(self) -> u16 {
         match self {

@@ -207,6 +207,11 @@ impl TokenService {
         }
 
         if let Some(user_oid) = &request.user_oid {
+            if TenantId::parse(user_oid).is_err() {
+                return Err(MintError::InvalidRequest(
+                    "user_oid must be the user's object id (a GUID, the token's oid claim)".into(),
+                ));
+            }
             if request.user_token.is_some() {
                 return Err(MintError::InvalidRequest(
                     "send either user_token (on-behalf-of) or user_oid (stored sign-in), not both"

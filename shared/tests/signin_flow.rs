@@ -272,6 +272,22 @@ async fn a_declined_sign_in_keeps_nothing_and_minting_needs_the_enabled_function
     );
     assert_eq!(fixture.signin.callback("code=abc").await.status, 400);
 
+    // A user_oid is an object id, nothing else.
+    for bad in [
+        "",
+        "analyst@contoso.onmicrosoft.com",
+        "../../etc",
+        "aaaaaaaa-0000",
+    ] {
+        let error = fixture
+            .mint_service()
+            .await
+            .mint(&request(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidRequest, "{bad:?}: {error}");
+    }
+
     // The plain mint-token deployment does not act for stored sign-ins.
     let error = TokenService::new(&fixture.services)
         .mint(&request(demo::CONTOSO_ANALYST_OID))

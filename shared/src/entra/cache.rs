@@ -36,6 +36,22 @@ impl<K: Eq + Hash + Clone> TokenCache<K> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AccessToken, E>>,
     {
+        self.get_or_fetch_keeping(key, fetch, |_| true).await
+    }
+
+    /// As [`TokenCache::get_or_fetch`], handing out the old token only on the errors
+    /// `keep_old_on` accepts: a revoked sign-in must not be served on for its last minutes.
+    pub async fn get_or_fetch_keeping<E, F, Fut>(
+        &self,
+        key: K,
+        fetch: F,
+        keep_old_on: impl FnOnce(&E) -> bool,
+    ) -> Result<Arc<AccessToken>, E>
+    where
+        E: std::fmt::Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<AccessToken, E>>,
+    {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
         if let Some(token) = cached.as_ref()
@@ -50,7 +66,9 @@ impl<K: Eq + Hash + Clone> TokenCache<K> {
                 Ok(fresh)
             }
             Err(error) => match cached.as_ref() {
-                Some(token) if token.remaining() > MINIMUM_USEFUL_LIFETIME => {
+                Some(token)
+                    if token.remaining() > MINIMUM_USEFUL_LIFETIME && keep_old_on(&error) =>
+                {
                     tracing::warn!(error = %error, "token refresh failed; the cached token is still valid");
                     Ok(token.clone())
                 }
@@ -276,5 +294,23 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error, "throttled");
+    }
+
+    #[tokio::test]
+    async fn a_verdict_is_never_papered_over_with_the_old_token() {
+        let cache = TokenCache::new(Duration::from_secs(300));
+        cache
+            .get_or_fetch("a", || async { Ok::<_, String>(token(200)) })
+            .await
+            .unwrap();
+        let error = cache
+            .get_or_fetch_keeping(
+                "a",
+                || async { Err::<AccessToken, _>("revoked".to_owned()) },
+                |error| error != "revoked",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error, "revoked");
     }
 }

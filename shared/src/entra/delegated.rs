@@ -356,11 +356,16 @@ impl OboProvider {
         };
         let token = self
             .cache
-            .get_or_fetch(key, || async {
-                let token = self.fetch(tenant, api, user_token).await?;
-                check_delegated(&token, tenant, api, &user.oid, required)?;
-                Ok::<_, OboError>(token)
-            })
+            .get_or_fetch_keeping(
+                key,
+                || async {
+                    let token = self.fetch(tenant, api, user_token).await?;
+                    check_delegated(&token, tenant, api, &user.oid, required)?;
+                    Ok::<_, OboError>(token)
+                },
+                // Consent withdrawn or MFA now required: the user's answer, not an outage.
+                |error: &OboError| error.code().is_transient(),
+            )
             .await?;
         // A cached token was verified when fetched, but the requirement may differ per caller.
         let delegated = verify_delegated(token, tenant, api, &user.oid, required)?;

@@ -161,17 +161,22 @@ impl StoredSignIns {
         };
         let token = self
             .cache
-            .get_or_fetch(key, || async {
-                let token = {
-                    // One redemption per user at a time in this instance, whatever the API:
-                    // each one spends the refresh token the next would need.
-                    let user_lock = self.redemption_lock(tenant, &user_oid);
-                    let _redeeming = user_lock.lock().await;
-                    self.redeem(tenant, api, &user_oid).await?
-                };
-                verify_delegated(Arc::new(token.clone()), tenant, api, &user_oid, required)?;
-                Ok::<_, StoredSignInError>(token)
-            })
+            .get_or_fetch_keeping(
+                key,
+                || async {
+                    let token = {
+                        // One redemption per user at a time in this instance, whatever the
+                        // API: each one spends the refresh token the next would need.
+                        let user_lock = self.redemption_lock(tenant, &user_oid);
+                        let _redeeming = user_lock.lock().await;
+                        self.redeem(tenant, api, &user_oid).await?
+                    };
+                    verify_delegated(Arc::new(token.clone()), tenant, api, &user_oid, required)?;
+                    Ok::<_, StoredSignInError>(token)
+                },
+                // A revoked sign-in is answered as revoked at once, not served on from the cache.
+                |error: &StoredSignInError| error.code().is_transient(),
+            )
             .await?;
         let delegated = verify_delegated(token, tenant, api, &user_oid, required)?;
         tracing::info!(tenant = %tenant, api = %api, user_oid = %user_oid, expires_at = %delegated.expires_at(), "delegated token from a stored sign-in");
