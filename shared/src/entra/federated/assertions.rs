@@ -30,6 +30,27 @@ pub struct FederatedAssertion {
     expires_at: DateTime<Utc>,
     refresh_at: Instant,
     valid_until: Instant,
+    /// How close to its expiry the token is still handed out when STS fails.
+    fallback_margin: Duration,
+}
+
+impl FederatedAssertion {
+    /// Both clocks are asked: the monotonic one may stand still while a Lambda sandbox is
+    /// frozen between invocations, the wall clock does not.
+    fn is_fresh(&self) -> bool {
+        Instant::now() < self.refresh_at && Utc::now() < self.wall_refresh_at()
+    }
+
+    fn is_still_usable(&self) -> bool {
+        let margin = self.fallback_margin;
+        Instant::now() + margin < self.valid_until
+            && Utc::now() + chrono::Duration::from_std(margin).unwrap_or_default() < self.expires_at
+    }
+
+    fn wall_refresh_at(&self) -> DateTime<Utc> {
+        let margin = self.valid_until.saturating_duration_since(self.refresh_at);
+        self.expires_at - chrono::Duration::from_std(margin).unwrap_or_default()
+    }
 }
 
 impl FederatedAssertion {
@@ -95,7 +116,7 @@ impl FederatedAssertions {
     pub async fn current(&self) -> Result<Arc<FederatedAssertion>, FederationError> {
         let mut current = self.current.lock().await;
         if let Some(cached) = current.as_ref()
-            && Instant::now() < cached.refresh_at
+            && cached.is_fresh()
         {
             return Ok(cached.clone());
         }
@@ -105,7 +126,7 @@ impl FederatedAssertions {
                 Ok(fresh)
             }
             Err(error) => match current.as_ref() {
-                Some(cached) if Instant::now() < cached.valid_until => {
+                Some(cached) if cached.is_still_usable() => {
                     tracing::warn!(code = %error.code(), error = %error, "STS refresh failed; using the cached AWS token");
                     Ok(cached.clone())
                 }
@@ -154,6 +175,8 @@ impl FederatedAssertions {
             expires_at: token.expires_at,
             refresh_at: now + (lifetime - refresh_margin(lifetime)),
             valid_until: now + lifetime,
+            // Entra must still find it valid when the request reaches it.
+            fallback_margin: refresh_margin(lifetime) / 2,
         }))
     }
 }
@@ -270,6 +293,22 @@ pub(crate) mod tests {
             context.audience.as_deref(),
             Some("api://AzureADTokenExchange")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_monotonic_clock_does_not_keep_an_expiring_token() {
+        // Tokio's clock is paused, as a frozen sandbox's monotonic clock may stand still; the
+        // wall clock moves on past the refresh point of a 2 s token (margin 1 s).
+        let sts = CountingSts::new(Duration::from_secs(2));
+        let assertions = FederatedAssertions::new(sts.clone(), request());
+        assertions.current().await.unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        assertions.current().await.unwrap();
+        assert_eq!(sts.calls(), 2, "the wall clock said it was time");
+        // And STS failing then: the old token is too close to its expiry to be handed out.
+        *sts.failure.lock().unwrap() = Some(FederationError::Malformed("down".into()));
+        std::thread::sleep(Duration::from_millis(1800));
+        assert!(assertions.current().await.is_err());
     }
 
     #[tokio::test(start_paused = true)]

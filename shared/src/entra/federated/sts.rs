@@ -25,7 +25,7 @@ impl StsWebIdentitySource {
     }
 
     pub fn from_sdk_config(config: &aws_config::SdkConfig) -> StsWebIdentitySource {
-        StsWebIdentitySource::new(aws_sdk_sts::Client::new(config))
+        StsWebIdentitySource::new(sts_client(config))
     }
 
     /// Loads the AWS configuration from the environment on first use: a process that never
@@ -40,10 +40,25 @@ impl StsWebIdentitySource {
         self.client
             .get_or_init(|| async {
                 let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                aws_sdk_sts::Client::new(&config)
+                sts_client(&config)
             })
             .await
     }
+}
+
+/// Every token request of the fleet waits on this call while the AWS token is renewed, so a
+/// hung STS connection must fail fast rather than hold them all for the SDK's default.
+const STS_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn sts_client(config: &aws_config::SdkConfig) -> aws_sdk_sts::Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(STS_OPERATION_TIMEOUT)
+        .build();
+    aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(config)
+            .timeout_config(timeouts)
+            .build(),
+    )
 }
 
 #[async_trait]
