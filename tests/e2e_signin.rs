@@ -326,8 +326,8 @@ impl World {
             .dynamodb
             .get_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(format!("TENANT#{tenant}")))
-            .key("sk", AttributeValue::S(format!("SIGNIN#{user_oid}")))
+            .key("pk", AttributeValue::S(format!("SIGNIN#{tenant}")))
+            .key("sk", AttributeValue::S(format!("USER#{user_oid}")))
             .consistent_read(true)
             .send()
             .await

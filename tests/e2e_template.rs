@@ -778,6 +778,16 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
     let opener = policy_of(user_tokens);
     assert!(opener.contains("kms:Decrypt"), "{opener}");
     assert!(opener.contains("dynamodb:DeleteItem"), "{opener}");
+    // Its writes are confined to the sign-in partitions, the prefix the store uses.
+    assert!(
+        opener.contains("dynamodb:LeadingKeys") && opener.contains("\"SIGNIN#*\""),
+        "{opener}"
+    );
+    assert!(
+        read("shared/src/tenants/dynamo_signed_in.rs")
+            .contains("const SIGNIN_PREFIX: &str = \"SIGNIN#\";"),
+        "the sign-in partition prefix changed in the code but not in template.yaml"
+    );
 
     let mint_token = template.function("mint-token");
     let env: HashMap<String, String> = template.environment(&mint_token).into_iter().collect();

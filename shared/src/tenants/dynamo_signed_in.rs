@@ -1,5 +1,7 @@
-//! Signed-in users in DynamoDB: `pk = TENANT#{tenant}`, `sk = SIGNIN#{user oid}`, the sealed
-//! refresh token as a binary attribute. No `kind`: these items never show in listings.
+//! Signed-in users in DynamoDB: `pk = SIGNIN#{tenant}`, `sk = USER#{user oid}`, the sealed
+//! refresh token as a binary attribute. No `kind`: these items never show in listings. A
+//! partition key of their own lets IAM (`dynamodb:LeadingKeys` = `SIGNIN#*`) confine the function
+//! that rotates and deletes sign-ins to them, away from tenant records and checkpoints.
 
 use std::collections::HashMap;
 
@@ -7,24 +9,26 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use super::dynamo::{TENANT_PREFIX, is_condition_failure, unavailable};
+use super::dynamo::{is_condition_failure, unavailable};
 use super::record::{format_time, parse_time, stored_now};
 use super::signed_in::{SIGN_IN_RETENTION_DAYS, first_version};
 use super::{DynamoRegistry, RegistryError, SignedInUser, SignedInUsers};
 use crate::tenant_id::TenantId;
 use chrono::Utc;
 
+/// The partition of a tenant's sign-ins (the IAM condition in template.yaml names it).
 const SIGNIN_PREFIX: &str = "SIGNIN#";
+const USER_PREFIX: &str = "USER#";
 
 fn key(tenant: &TenantId, user_oid: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
             "pk".to_owned(),
-            AttributeValue::S(format!("{TENANT_PREFIX}{tenant}")),
+            AttributeValue::S(format!("{SIGNIN_PREFIX}{tenant}")),
         ),
         (
             "sk".to_owned(),
-            AttributeValue::S(format!("{SIGNIN_PREFIX}{}", user_oid.to_ascii_lowercase())),
+            AttributeValue::S(format!("{USER_PREFIX}{}", user_oid.to_ascii_lowercase())),
         ),
     ])
 }
@@ -38,13 +42,13 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<SignedInUser, Reg
             .ok_or_else(|| corrupt(format!("{name} is missing")))
     };
     let tenant = text("pk")?
-        .strip_prefix(TENANT_PREFIX)
-        .map(str::to_owned)
-        .ok_or_else(|| corrupt("pk is not a tenant key".into()))?;
-    let user_oid = text("sk")?
         .strip_prefix(SIGNIN_PREFIX)
         .map(str::to_owned)
-        .ok_or_else(|| corrupt("sk is not a sign-in key".into()))?;
+        .ok_or_else(|| corrupt("pk is not a sign-in partition".into()))?;
+    let user_oid = text("sk")?
+        .strip_prefix(USER_PREFIX)
+        .map(str::to_owned)
+        .ok_or_else(|| corrupt("sk is not a user key".into()))?;
     Ok(SignedInUser {
         tenant_id: TenantId::parse(&tenant).map_err(|error| corrupt(error.to_string()))?,
         user_oid,
