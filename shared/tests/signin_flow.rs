@@ -516,3 +516,34 @@ async fn without_stored_sign_ins_a_sign_in_keeps_nothing() {
     assert!(html.contains("Nothing was kept"), "{html}");
     assert!(fixture.stored_analyst().await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_when_the_granted_permissions_are_not_enough() {
+    let fixture = Fixture::start().await;
+    // Contoso's administrator consented to a permission of the API that reads no incidents.
+    fixture
+        .emulator
+        .handle()
+        .set_delegated_grant(
+            demo::CONTOSO_TENANT_ID,
+            &defender_emulator::DelegatedGrantConfig {
+                client_id: demo::CLIENT_ID.into(),
+                resource: "https://api.security.microsoft.com".into(),
+                scopes: vec!["Machine.Read".into()],
+                user: None,
+            },
+        )
+        .unwrap();
+    let query = fixture.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
+    let page = fixture.signin.callback(&query).await;
+    let html = page.render();
+    assert_eq!(page.status, 200, "{html}");
+    assert!(html.contains("id=\"scopes-missing\""), "{html}");
+    assert!(html.contains("Incident.Read"), "{html}");
+
+    // A full grant shows no such notice.
+    let fixture = Fixture::start().await;
+    let query = fixture.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
+    let html = fixture.signin.callback(&query).await.render();
+    assert!(!html.contains("scopes-missing"), "{html}");
+}

@@ -5,11 +5,19 @@ use crate::consent::Page;
 use crate::consent::pages::escape;
 use crate::tenant_id::TenantId;
 
+/// What the granted permissions lack for the API the sign-in was for: its name and the missing
+/// permission groups (alternatives joined by `|`).
+pub struct MissingScopes<'a> {
+    pub api_name: &'a str,
+    pub missing: Vec<String>,
+}
+
 pub fn signed_in(
     tenant: &TenantId,
     user_name: Option<&str>,
     scopes: &[String],
     kept: bool,
+    lacking: Option<MissingScopes<'_>>,
 ) -> Page {
     let who = user_name.map_or_else(
         || "you".to_owned(),
@@ -29,11 +37,18 @@ pub fn signed_in(
     } else {
         "<p>Nothing was kept: your security partner's automation cannot act as you without a new sign-in.</p>"
     };
+    let lacking = lacking.map_or_else(String::new, |lacking| {
+        format!(
+            "<p id=\"scopes-missing\">These permissions are not enough for {}: it also needs {}. Ask your administrator to grant them, then sign in again; until then your security partner's automation cannot read it as you.</p>",
+            escape(lacking.api_name),
+            escape(&lacking.missing.join(" and "))
+        )
+    });
     Page::new(
         200,
         "Signed in",
         format!(
-            "<p id=\"who\">Signed in as {who} to tenant <strong id=\"tenant\">{}</strong>.</p>{granted}{kept}<p>You can close this window.</p>",
+            "<p id=\"who\">Signed in as {who} to tenant <strong id=\"tenant\">{}</strong>.</p>{granted}{lacking}{kept}<p>You can close this window.</p>",
             escape(tenant.as_str())
         ),
     )

@@ -395,9 +395,20 @@ impl SignInService {
             }
             _ => false,
         };
-        tracing::info!(support_ref, tenant = %tenant, api = %api, user_oid = %user_oid, scopes = ?scopes, kept, "user signed in");
+        // Said at once rather than at the first mint (`scopes_missing`): the user is here and can
+        // ask an administrator now. The sign-in is still kept; its refresh token may serve the
+        // other APIs.
+        let lacking = self
+            .settings
+            .required_scopes(api)
+            .missing(&scopes)
+            .map(|missing| pages::MissingScopes {
+                api_name: api.display_name(),
+                missing,
+            });
+        tracing::info!(support_ref, tenant = %tenant, api = %api, user_oid = %user_oid, scopes = ?scopes, kept, scopes_missing = lacking.is_some(), "user signed in");
         (
-            pages::signed_in(tenant, user_name.as_deref(), &scopes, kept),
+            pages::signed_in(tenant, user_name.as_deref(), &scopes, kept, lacking),
             AttemptStatus::Completed,
             Some(format!("user {user_oid}")),
         )
