@@ -547,3 +547,46 @@ async fn the_page_says_when_the_granted_permissions_are_not_enough() {
     let html = fixture.signin.callback(&query).await.render();
     assert!(!html.contains("scopes-missing"), "{html}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entra_outage_keeps_the_sign_in() {
+    let fixture = Fixture::start_with(|settings| {
+        settings.token.deadline = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let before = fixture.signed_in_analyst().await;
+    fixture
+        .emulator
+        .handle()
+        .push_fault(defender_emulator::Fault {
+            matches: defender_emulator::FaultMatch::Token,
+            tenant: None,
+            status: Some(503),
+            retry_after: None,
+            count: 1000,
+            delay_ms: None,
+            error: None,
+            error_code: None,
+        })
+        .unwrap();
+    let error = fixture
+        .mint_service()
+        .await
+        .mint(&request(demo::CONTOSO_ANALYST_OID))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::MicrosoftUnavailable, "{error}");
+    let kept = fixture
+        .stored_analyst()
+        .await
+        .expect("an outage deletes nothing");
+    assert_eq!(kept.version, before.version, "and rotates nothing");
+
+    fixture.emulator.handle().clear_faults();
+    fixture
+        .mint_service()
+        .await
+        .mint(&request(demo::CONTOSO_ANALYST_OID))
+        .await
+        .expect("the same sign-in works once Entra is back");
+}
