@@ -3,50 +3,31 @@
 //! and how long issuing a link takes. The success path needs a token from Entra, so it is timed
 //! against the loopback emulator and reported apart. Run with `scripts/bench-consent`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use defender_emulator::{Scenario, demo};
-use defender_partner::config::Settings;
+use defender_emulator::demo;
 use defender_partner::consent::ConsentService;
-use defender_partner::runtime::Services;
-use serde_json::json;
+use defender_partner_bench::{DemoWorld, build_kind, print_latencies};
 
 const ROUNDS: usize = 500;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let emulator =
-        defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await?;
-    let dir = std::env::temp_dir().join(format!("dp-consent-bench-{}", uuid::Uuid::new_v4()));
-    let variables = [
-        ("DP_AUTHORITY_HOST", emulator.base_url().to_owned()),
-        (
-            "DP_CREDENTIAL_JSON",
-            json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET}).to_string(),
-        ),
-        (
-            "DP_SQLITE_PATH",
-            dir.join("registry.sqlite").display().to_string(),
-        ),
-        (
-            "DP_STATE_KEY_FILE",
-            dir.join("state-key").display().to_string(),
-        ),
-        (
-            "DP_CONSENT_REDIRECT_URI",
-            demo::CONSENT_REDIRECT_URI_IP.to_owned(),
-        ),
-    ];
-    let lookup = |name: &str| {
-        variables
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.clone())
-    };
-    let services = Services::build(Settings::from_lookup(lookup)?).await?;
-    let consent = ConsentService::build(&services).await?;
+    let world = DemoWorld::start("consent-bench", |folder| {
+        vec![
+            (
+                "DP_STATE_KEY_FILE",
+                folder.join("state-key").display().to_string(),
+            ),
+            (
+                "DP_CONSENT_REDIRECT_URI",
+                demo::CONSENT_REDIRECT_URI_IP.to_owned(),
+            ),
+        ]
+    })
+    .await?;
+    let services = &world.services;
+    let consent = ConsentService::build(services).await?;
 
     let mut issue = Vec::with_capacity(ROUNDS);
     let mut forged = Vec::with_capacity(ROUNDS);
@@ -106,26 +87,19 @@ async fn main() -> anyhow::Result<()> {
             assert_eq!(page.status, 200, "{}", page.title);
         }
     }
-    println!("consent-bench: {ROUNDS} rounds, embedded SQLite store, 2026 build (release)");
-    println!("{:<44} {:>9} {:>9} {:>9}", "path", "median", "p90", "max");
-    report("issue a link (sign state, store nonce)", &mut issue);
-    report("callback: forged state refused", &mut forged);
-    report("callback: decline recorded", &mut declined);
-    report("callback: replay refused", &mut replayed);
-    report("callback: consent proven (loopback Entra)", &mut success);
-    emulator.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(())
-}
-
-fn report(name: &str, samples: &mut [Duration]) {
-    samples.sort();
-    let at = |fraction: f64| samples[((samples.len() - 1) as f64 * fraction) as usize];
-    let micros = |duration: Duration| format!("{:.0} µs", duration.as_secs_f64() * 1e6);
-    println!(
-        "{name:<44} {:>9} {:>9} {:>9}",
-        micros(at(0.5)),
-        micros(at(0.9)),
-        micros(samples[samples.len() - 1])
+    print_latencies(
+        &format!(
+            "consent-bench: {ROUNDS} rounds, embedded SQLite store, {} build",
+            build_kind()
+        ),
+        &mut [
+            ("issue a link (sign state, store nonce)", issue),
+            ("callback: forged state refused", forged),
+            ("callback: decline recorded", declined),
+            ("callback: replay refused", replayed),
+            ("callback: consent proven (loopback Entra)", success),
+        ],
     );
+    world.shutdown().await;
+    Ok(())
 }

@@ -4,18 +4,15 @@
 //! sealing, first write). Embedded store (SQLite) and the embedded key; KMS adds one
 //! `Decrypt` and one `GenerateDataKey` round trip per miss in AWS. Run with `scripts/bench-signin`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use defender_emulator::{Scenario, demo};
+use defender_emulator::demo;
 use defender_partner::api::DefenderApi;
-use defender_partner::config::Settings;
-use defender_partner::runtime::Services;
 use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
-use serde_json::json;
+use defender_partner_bench::{DemoWorld, build_kind, print_latencies};
 use url::Url;
 
 const ROUNDS: usize = 300;
@@ -24,33 +21,17 @@ const REDIRECT_URI: &str = "http://127.0.0.1/signin/callback";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let emulator =
-        defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await?;
-    let dir = std::env::temp_dir().join(format!("dp-signin-bench-{}", uuid::Uuid::new_v4()));
-    let variables = [
-        ("DP_AUTHORITY_HOST", emulator.base_url().to_owned()),
-        (
-            "DP_CREDENTIAL_JSON",
-            json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET}).to_string(),
-        ),
-        (
-            "DP_SQLITE_PATH",
-            dir.join("registry.sqlite").display().to_string(),
-        ),
-        (
-            "DP_STATE_KEY",
-            "a-bench-state-key-of-at-least-32-characters".to_owned(),
-        ),
-        ("DP_SIGNIN_REDIRECT_URI", REDIRECT_URI.to_owned()),
-    ];
-    let lookup = |name: &str| {
-        variables
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.clone())
-    };
-    let services = Services::build(Settings::from_lookup(lookup)?).await?;
+    let world = DemoWorld::start("signin-bench", |_| {
+        vec![
+            (
+                "DP_STATE_KEY",
+                "a-bench-state-key-of-at-least-32-characters".to_owned(),
+            ),
+            ("DP_SIGNIN_REDIRECT_URI", REDIRECT_URI.to_owned()),
+        ]
+    })
+    .await?;
+    let (emulator, services) = (&world.emulator, &world.services);
     let tenant = TenantId::parse(demo::CONTOSO_TENANT_ID)?;
     services
         .registry
@@ -60,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
             TenantStatus::Active,
         ))
         .await?;
-    let signin = SignInService::build(&services).await?;
+    let signin = SignInService::build(services).await?;
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -81,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let mut hits = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         // A fresh service is a cold start: its token cache is empty, so the next call redeems.
-        let stored = StoredSignIns::build(&services).await?;
+        let stored = StoredSignIns::build(services).await?;
         let started = Instant::now();
         stored
             .token(
@@ -104,37 +85,24 @@ async fn main() -> anyhow::Result<()> {
         hits.push(started.elapsed());
     }
 
-    println!(
-        "signin-bench: {SIGN_INS} sign-ins, {ROUNDS} mint rounds, {} build",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+    print_latencies(
+        &format!(
+            "signin-bench: {SIGN_INS} sign-ins, {ROUNDS} mint rounds, {} build",
+            build_kind()
+        ),
+        &mut [
+            (
+                "sign-in callback (check state, redeem code + PKCE, seal, store)",
+                callbacks,
+            ),
+            (
+                "stored sign-in, cache miss (open, redeem, rotate, reseal)",
+                misses,
+            ),
+            ("stored sign-in, cache hit", hits),
+        ],
     );
-    println!("{:<62} {:>9} {:>9} {:>9}", "path", "median", "p90", "max");
-    for (name, samples) in [
-        (
-            "sign-in callback (check state, redeem code + PKCE, seal, store)",
-            &mut callbacks,
-        ),
-        (
-            "stored sign-in, cache miss (open, redeem, rotate, reseal)",
-            &mut misses,
-        ),
-        ("stored sign-in, cache hit", &mut hits),
-    ] {
-        samples.sort();
-        let at = |fraction: f64| samples[((samples.len() - 1) as f64 * fraction) as usize];
-        println!(
-            "{name:<62} {:>9} {:>9} {:>9}",
-            micros(at(0.5)),
-            micros(at(0.9)),
-            micros(samples[samples.len() - 1])
-        );
-    }
-    emulator.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    world.shutdown().await;
     Ok(())
 }
 
@@ -166,8 +134,4 @@ async fn authorize(
         .and_then(|value| value.to_str().ok())
         .context("the emulator's decision did not redirect")?;
     Ok(Url::parse(location)?.query().unwrap_or("").to_owned())
-}
-
-fn micros(duration: Duration) -> String {
-    format!("{:.0} µs", duration.as_secs_f64() * 1e6)
 }
