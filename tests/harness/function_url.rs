@@ -13,20 +13,17 @@
 //! so IAM-protected routes are reachable as plain GETs here. The same watch also serves direct
 //! invokes (`POST /2015-03-31/functions/{function}/invocations`).
 
-use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::lambda;
 use crate::process::{ChildProcess, LogBuffer};
 use crate::tools;
 
 /// The first request starts the function (`cargo run`), which may wait for the shared target
 /// directory's lock behind other builds.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(900);
-/// How long the watch may take to listen (it reads the workspace metadata first).
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a function will answer, chosen before it starts.
 #[derive(Debug, Clone)]
@@ -40,7 +37,7 @@ pub struct ReservedUrl {
 /// A running `cargo lambda watch` serving one function over its function URL; stopped
 /// (function included) when dropped.
 pub struct FunctionUrl {
-    process: Mutex<ChildProcess>,
+    _process: ChildProcess,
     reserved: ReservedUrl,
     logs: LogBuffer,
 }
@@ -68,9 +65,22 @@ impl FunctionUrl {
         probe_path: &str,
         probe_status: u16,
     ) -> Result<FunctionUrl> {
-        let process = spawn_watch(package, &reserved, env, logs.clone())?;
+        let cargo_lambda = tools::require_tool("cargo-lambda")?;
+        tools::build_binary(package, &reserved.function)?;
+        // The function logs at debug unless told otherwise.
+        let mut env = env.to_vec();
+        if !env.iter().any(|(key, _)| key == "RUST_LOG") {
+            env.push(("RUST_LOG".to_owned(), "debug".to_owned()));
+        }
+        let command = lambda::watch_command(&cargo_lambda, reserved.port, &env);
+        let mut process = ChildProcess::spawn_into(
+            &format!("cargo-lambda-{}", reserved.function),
+            command,
+            logs.clone(),
+        )?;
+        lambda::wait_until_listening(&mut process, reserved.port, &logs).await?;
         let function = FunctionUrl {
-            process: Mutex::new(process),
+            _process: process,
             reserved,
             logs,
         };
@@ -99,30 +109,10 @@ impl FunctionUrl {
         &self.logs
     }
 
+    /// The first request starts the function; a function that dies while starting is reported
+    /// from the log (the request would hang).
     async fn wait_ready(&self, probe_path: &str, probe_status: u16) -> Result<()> {
         let started = Instant::now();
-        let port = self.reserved.port;
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            if let Some(status) = self.process.lock().unwrap().exited() {
-                bail!(
-                    "cargo lambda watch exited ({status}) before it listened; its output:\n{}",
-                    self.logs.tail(80)
-                );
-            }
-            if started.elapsed() > LISTEN_TIMEOUT {
-                bail!(
-                    "cargo lambda watch did not listen on port {port}; its output:\n{}",
-                    self.logs.tail(80)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let mark = self.logs.mark();
         let first = reqwest::Client::builder()
             .timeout(WARM_UP_TIMEOUT)
@@ -168,43 +158,4 @@ impl FunctionUrl {
         );
         Ok(())
     }
-}
-
-fn spawn_watch(
-    package: &str,
-    reserved: &ReservedUrl,
-    env: &[(String, String)],
-    logs: LogBuffer,
-) -> Result<ChildProcess> {
-    let cargo_lambda = tools::require_tool("cargo-lambda")?;
-    tools::build_binary(package, &reserved.function)?;
-    let mut command = Command::new(&cargo_lambda);
-    command
-        .args(["lambda", "watch", "--ignore-changes", "--color", "never"])
-        .args(["--invoke-address", "127.0.0.1"])
-        .args(["--invoke-port", &reserved.port.to_string()])
-        // The function's log level (a value without commas is passed as given).
-        .args(["--env-var", "RUST_LOG=debug"])
-        .current_dir(tools::workspace_root())
-        .env("PATH", tools::path_with(&tools::tool_dir(&cargo_lambda)))
-        .env("RUST_LOG", "info")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_CONFIG_FILE")
-        .env_remove("AWS_SHARED_CREDENTIALS_FILE");
-    for (key, _) in std::env::vars_os() {
-        if let Some(key) = key.to_str()
-            && (key.starts_with("AWS_ENDPOINT_URL_") || key.starts_with("DP_"))
-        {
-            command.env_remove(key);
-        }
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    ChildProcess::spawn_into(
-        &format!("cargo-lambda-{}", reserved.function),
-        command,
-        logs,
-    )
 }

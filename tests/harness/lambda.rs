@@ -19,6 +19,7 @@
 //!   the function: never pass a secret that way.
 
 use std::fmt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -86,67 +87,21 @@ impl LambdaWatch {
         tools::build_binary(package, bin)?;
         let port = tools::free_port()?;
 
-        let mut command = Command::new(&cargo_lambda);
-        command
-            .args(["lambda", "watch", "--ignore-changes", "--color", "never"])
-            .args(["--invoke-address", "127.0.0.1"])
-            .args(["--invoke-port", &port.to_string()])
-            .current_dir(tools::workspace_root())
-            .env("PATH", tools::path_with(&tools::tool_dir(&cargo_lambda)))
-            // cargo-lambda's own log level; the function's RUST_LOG goes through --env-var.
-            .env("RUST_LOG", "info")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_CONFIG_FILE")
-            .env_remove("AWS_SHARED_CREDENTIALS_FILE");
-        for (key, _) in std::env::vars_os() {
-            if let Some(key) = key.to_str()
-                && (key.starts_with("AWS_ENDPOINT_URL_") || key.starts_with("DP_"))
-            {
-                command.env_remove(key);
-            }
-        }
-        for (key, value) in env {
-            if key == "RUST_LOG" && !value.contains(',') {
-                command.arg("--env-var").arg(format!("RUST_LOG={value}"));
-            } else {
-                command.env(key, value);
-            }
-        }
-        let process = ChildProcess::spawn_into(&format!("cargo-lambda-{bin}"), command, logs)?;
+        let command = watch_command(&cargo_lambda, port, env);
+        let mut process =
+            ChildProcess::spawn_into(&format!("cargo-lambda-{bin}"), command, logs.clone())?;
+        wait_until_listening(&mut process, port, &logs).await?;
         let mut watch = LambdaWatch {
             process,
             invoke_url: format!("http://127.0.0.1:{port}/2015-03-31/functions/{bin}/invocations"),
             http: reqwest::Client::builder().timeout(INVOKE_TIMEOUT).build()?,
         };
-        watch.wait_ready(port, warm_up).await?;
+        watch.wait_ready(warm_up).await?;
         Ok(watch)
     }
 
-    async fn wait_ready(&mut self, port: u16, warm_up: &Value) -> Result<()> {
+    async fn wait_ready(&mut self, warm_up: &Value) -> Result<()> {
         let started = Instant::now();
-        // cargo-lambda first reads the workspace metadata, then listens.
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            if let Some(status) = self.process.exited() {
-                bail!(
-                    "cargo lambda watch exited ({status}) before it listened on port {port}; its output:\n{}",
-                    self.logs().tail(80)
-                );
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                bail!(
-                    "cargo lambda watch did not listen on port {port} within {READY_TIMEOUT:?}; its output:\n{}",
-                    self.logs().tail(80)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let ready_http = reqwest::Client::builder().timeout(READY_TIMEOUT).build()?;
         let mark = self.logs().mark();
         // The first invoke starts the function; watch the log for a function that dies while
@@ -245,5 +200,69 @@ impl LambdaWatch {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+}
+
+/// `cargo lambda watch` on `port` for the functions of the workspace, with `env` as the
+/// functions' environment: nothing of the caller's AWS profile or endpoints leaks in, and a
+/// plain `RUST_LOG` goes through `--env-var` (cargo-lambda's own log level stays `info`).
+pub(crate) fn watch_command(cargo_lambda: &Path, port: u16, env: &[(String, String)]) -> Command {
+    let mut command = Command::new(cargo_lambda);
+    command
+        .args(["lambda", "watch", "--ignore-changes", "--color", "never"])
+        .args(["--invoke-address", "127.0.0.1"])
+        .args(["--invoke-port", &port.to_string()])
+        .current_dir(tools::workspace_root())
+        .env("PATH", tools::path_with(&tools::tool_dir(cargo_lambda)))
+        .env("RUST_LOG", "info")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_CONFIG_FILE")
+        .env_remove("AWS_SHARED_CREDENTIALS_FILE");
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str()
+            && (key.starts_with("AWS_ENDPOINT_URL_") || key.starts_with("DP_"))
+        {
+            command.env_remove(key);
+        }
+    }
+    for (key, value) in env {
+        if key == "RUST_LOG" && !value.contains(',') {
+            command.arg("--env-var").arg(format!("RUST_LOG={value}"));
+        } else {
+            command.env(key, value);
+        }
+    }
+    command
+}
+
+/// Waits until the watch listens on `port` (it first reads the workspace metadata); fails with
+/// its output if it exits first or takes longer than [`READY_TIMEOUT`].
+pub(crate) async fn wait_until_listening(
+    process: &mut ChildProcess,
+    port: u16,
+    logs: &LogBuffer,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(status) = process.exited() {
+            bail!(
+                "cargo lambda watch exited ({status}) before it listened on port {port}; its output:\n{}",
+                logs.tail(80)
+            );
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            bail!(
+                "cargo lambda watch did not listen on port {port} within {READY_TIMEOUT:?}; its output:\n{}",
+                logs.tail(80)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
