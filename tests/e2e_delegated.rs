@@ -12,6 +12,7 @@ use std::time::Instant;
 use defender_emulator::{UserTokenRequest, demo};
 use defender_partner::tenants::TenantStatus;
 use defender_partner_e2e::emulator::{ROLE_GRAPH, ROLE_M365D, ROLE_MDE};
+use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
 use serde_json::{Value, json};
@@ -505,19 +506,10 @@ async fn delegated_access_end_to_end() {
                 "too few tokens were seen for this check to mean anything: {}",
                 sensitive.len()
             );
-            let mut leaks = Vec::new();
-            for (name, logs) in [("function", &function_logs), ("emulator", &emulator_logs)] {
-                for (index, value) in sensitive.iter().enumerate() {
-                    if let Some(position) = logs.find(value.as_str()) {
-                        let line = logs[..position].lines().count();
-                        leaks.push(format!(
-                            "sensitive value #{index} ({} chars) on {name} log line {line}",
-                            value.len()
-                        ));
-                    }
-                }
-            }
-            assert!(leaks.is_empty(), "secrets reached the logs: {leaks:?}");
+            assert_no_leaks(
+                &[("function", &function_logs), ("emulator", &emulator_logs)],
+                &sensitive,
+            );
         })
         .await;
 

@@ -23,6 +23,7 @@ use defender_partner_e2e::emulator::{
     aws_role_credential,
 };
 use defender_partner_e2e::fetch::{DataApis, FetchAws, jwt_like, scheduled_event};
+use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::moto;
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
@@ -727,16 +728,7 @@ async fn federated_credential_end_to_end() {
                 sensitive.len() > 10,
                 "too few tokens were seen for this check to mean anything"
             );
-            let leaks: Vec<usize> = sensitive
-                .iter()
-                .enumerate()
-                .filter(|(_, value)| logs.contains(value.as_str()))
-                .map(|(index, _)| index)
-                .collect();
-            assert!(
-                leaks.is_empty(),
-                "sensitive values #{leaks:?} reached the logs"
-            );
+            assert_no_leaks(&[("function", &logs)], &sensitive);
         })
         .await;
 

@@ -15,6 +15,7 @@ use defender_partner_e2e::emulator::{
     Fault, Grant, RESOURCE_GRAPH, RESOURCE_M365D, RESOURCE_MDE, ROLE_GRAPH, ROLE_M365D, ROLE_MDE,
     Secret, Tenant,
 };
+use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
 use serde_json::{Value, json};
@@ -755,17 +756,7 @@ async fn mint_token_end_to_end() {
                 sensitive.len() > 3,
                 "too few tokens and secrets were seen for this check to mean anything"
             );
-            let mut leaks = Vec::new();
-            for (index, value) in sensitive.iter().enumerate() {
-                if let Some(position) = logs.find(value.as_str()) {
-                    let line = logs[..position].lines().count();
-                    leaks.push(format!(
-                        "sensitive value #{index} ({} chars) on log line {line}",
-                        value.len()
-                    ));
-                }
-            }
-            assert!(leaks.is_empty(), "secrets reached the logs: {leaks:?}");
+            assert_no_leaks(&[("function", &logs)], &sensitive);
         })
         .await;
 

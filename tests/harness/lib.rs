@@ -25,6 +25,7 @@ pub mod fetch;
 pub mod function_url;
 pub mod jwt;
 pub mod lambda;
+pub mod leaks;
 pub mod moto;
 pub mod process;
 pub mod stack;
