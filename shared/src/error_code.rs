@@ -57,6 +57,9 @@ pub enum ErrorCode {
     FederatedSubjectCaseMismatch,
     ClientAssertionExpired,
     FederatedAssertionRefused,
+    IdTokenInvalid,
+    TenantMismatch,
+    AdminRoleMissing,
 }
 
 impl ErrorCode {
@@ -108,6 +111,9 @@ impl ErrorCode {
             ErrorCode::FederatedSubjectCaseMismatch => "federated_subject_case_mismatch",
             ErrorCode::ClientAssertionExpired => "client_assertion_expired",
             ErrorCode::FederatedAssertionRefused => "federated_assertion_refused",
+            ErrorCode::IdTokenInvalid => "id_token_invalid",
+            ErrorCode::TenantMismatch => "tenant_mismatch",
+            ErrorCode::AdminRoleMissing => "admin_role_missing",
         }
     }
 
@@ -146,6 +152,8 @@ impl ErrorCode {
             | ErrorCode::AssertionExpired
             | ErrorCode::SignInRequired => 401,
             ErrorCode::StoredSignInDisabled => 403,
+            ErrorCode::IdTokenInvalid => 401,
+            ErrorCode::TenantMismatch | ErrorCode::AdminRoleMissing => 403,
             ErrorCode::UserMismatch => 502,
             ErrorCode::Throttled => 429,
             ErrorCode::TokenTenantMismatch => 502,
@@ -202,6 +210,9 @@ mod tests {
             ErrorCode::DeviceCodeInvalid,
             ErrorCode::FederatedSubjectCaseMismatch,
             ErrorCode::ClientAssertionExpired,
+            ErrorCode::IdTokenInvalid,
+            ErrorCode::TenantMismatch,
+            ErrorCode::AdminRoleMissing,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

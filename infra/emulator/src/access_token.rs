@@ -185,7 +185,37 @@ pub(crate) fn issue_id_token(
     );
     claims.insert("tid".into(), json!(tid));
     claims.insert("ver".into(), json!("2.0"));
+    // Entra's `wids` (directory role template ids), as an app that asks for directory roles in
+    // its tokens receives them: every member holds the default user role.
+    let mut wids = vec![json!(DEFAULT_USER_ROLE)];
+    wids.extend(
+        order
+            .user
+            .portal_roles
+            .iter()
+            .filter_map(|name| directory_role_id(name))
+            .map(|id| json!(id)),
+    );
+    claims.insert("wids".into(), Value::Array(wids));
     key.sign(&Value::Object(claims))
+}
+
+/// The template id of Entra's default "User" role, present in every member's `wids`.
+const DEFAULT_USER_ROLE: &str = "b79fbf4d-3ef9-4689-8143-76b194e85509";
+
+/// The role template ids of the directory roles the scenario's `portal_roles` name.
+fn directory_role_id(name: &str) -> Option<&'static str> {
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "global administrator" => "62e90394-69f5-4237-9190-012177145e10",
+        "privileged role administrator" => "e8611ab8-c189-46e8-94e1-60213ab1f814",
+        "cloud application administrator" => "158c047a-c907-4556-b7ef-446551a6b5f7",
+        "application administrator" => "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
+        "security administrator" => "194ae4cb-b126-40b2-bd5b-6091b380977d",
+        "security operator" => "5f2222b1-57c3-48ba-8ad5-d4759f1fde6f",
+        "security reader" => "5d6b6bb7-de71-4623-b4af-96380a352509",
+        "global reader" => "f2ef992c-3afb-46b9-b7cf-a126ee74c451",
+        _ => return None,
+    })
 }
 
 /// Entra's `sub` of a user token: pairwise per user and app.

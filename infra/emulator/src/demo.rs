@@ -41,6 +41,16 @@ pub const CONTOSO_MFA_USER_UPN: &str = "secops@contoso.onmicrosoft.com";
 pub const CONTOSO_NO_ROLE_OID: &str = "aaaaaaaa-0000-4000-8000-000000000003";
 pub const CONTOSO_NO_ROLE_UPN: &str = "helpdesk@contoso.onmicrosoft.com";
 /// Fabrikam's analyst: Fabrikam has given no delegated consent (AADSTS65001 for `.default`).
+/// Each demo tenant's Global Administrator (the administrator who consents in the demo and the
+/// onboarding tests), `admin@{tenant domain}`.
+pub const CONTOSO_ADMIN_UPN: &str = "admin@contoso.onmicrosoft.com";
+pub const FABRIKAM_ADMIN_UPN: &str = "admin@fabrikam.onmicrosoft.com";
+pub const NORTHWIND_ADMIN_UPN: &str = "admin@northwind.onmicrosoft.com";
+pub const WOODGROVE_ADMIN_UPN: &str = "admin@woodgrove.onmicrosoft.com";
+pub const WOODGROVE_ADMIN_OID: &str = "dddddddd-0000-4000-8000-0000000000ad";
+/// A Woodgrove user without an administrator role.
+pub const WOODGROVE_ANALYST_UPN: &str = "analyst@woodgrove.onmicrosoft.com";
+
 pub const FABRIKAM_ANALYST_OID: &str = "bbbbbbbb-0000-4000-8000-000000000001";
 pub const FABRIKAM_ANALYST_UPN: &str = "analyst@fabrikam.onmicrosoft.com";
 
@@ -120,7 +130,15 @@ mod tests {
                 (CONTOSO_ANALYST_OID, CONTOSO_ANALYST_UPN),
                 (CONTOSO_MFA_USER_OID, CONTOSO_MFA_USER_UPN),
                 (CONTOSO_NO_ROLE_OID, CONTOSO_NO_ROLE_UPN),
-                (FABRIKAM_ANALYST_OID, FABRIKAM_ANALYST_UPN)
+                ("aaaaaaaa-0000-4000-8000-0000000000ad", CONTOSO_ADMIN_UPN),
+                (FABRIKAM_ANALYST_OID, FABRIKAM_ANALYST_UPN),
+                ("bbbbbbbb-0000-4000-8000-0000000000ad", FABRIKAM_ADMIN_UPN),
+                ("cccccccc-0000-4000-8000-0000000000ad", NORTHWIND_ADMIN_UPN),
+                (WOODGROVE_ADMIN_OID, WOODGROVE_ADMIN_UPN),
+                (
+                    "dddddddd-0000-4000-8000-000000000001",
+                    WOODGROVE_ANALYST_UPN
+                )
             ]
         );
     }

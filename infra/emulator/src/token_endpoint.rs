@@ -204,8 +204,26 @@ fn mint(
         ),
         Some(_) => return Err(EntraError::unsupported_grant_type()),
     };
+    let code_tenant = match (&lookup, &delegated) {
+        (TenantLookup::MultiTenant, Some(crate::delegated::grants::Grant::AuthorizationCode))
+            if !segment.eq_ignore_ascii_case("consumers") =>
+        {
+            form.code
+                .as_deref()
+                .and_then(|code| shared.delegated().code_tenant(code))
+        }
+        _ => None,
+    };
     let tenant = match lookup {
         TenantLookup::Found(tenant) => tenant,
+        // A code asked for at `organizations`/`common` is redeemed in the user's own tenant.
+        TenantLookup::MultiTenant if code_tenant.is_some() => {
+            let id = code_tenant.unwrap_or_default();
+            match directory.lookup_tenant(&id) {
+                TenantLookup::Found(tenant) => tenant,
+                _ => return Err(EntraError::tenant_not_found(&id)),
+            }
+        }
         TenantLookup::MultiTenant => return Err(EntraError::multi_tenant_endpoint()),
         TenantLookup::Unknown => return Err(EntraError::tenant_not_found(segment)),
         TenantLookup::Malformed => return Err(EntraError::malformed_tenant(segment)),

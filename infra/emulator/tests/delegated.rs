@@ -12,7 +12,8 @@ use common::*;
 use defender_emulator::RunningEmulator;
 use defender_emulator::demo::{
     CONTOSO_ANALYST_OID, CONTOSO_ANALYST_UPN, CONTOSO_MFA_USER_UPN, CONTOSO_NO_ROLE_UPN,
-    FABRIKAM_ANALYST_UPN, SIGNIN_REDIRECT_URI,
+    CONTOSO_TENANT_ID, FABRIKAM_ANALYST_UPN, SIGNIN_REDIRECT_URI, WOODGROVE_ADMIN_OID,
+    WOODGROVE_ADMIN_UPN, WOODGROVE_ANALYST_UPN, WOODGROVE_TENANT_ID,
 };
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
@@ -221,7 +222,7 @@ async fn the_sign_in_page_lists_the_tenants_users_with_stable_ids() {
         r#"<form method="post" action="/_emulator/signin/decision">"#,
         r#"<select id="user" name="user">"#,
         &format!(
-            r#"<option value="{CONTOSO_ANALYST_UPN}" data-oid="{CONTOSO_ANALYST_OID}" selected>"#
+            r#"<option value="{CONTOSO_ANALYST_UPN}" data-oid="{CONTOSO_ANALYST_OID}" data-tenant="{CONTOSO_TENANT_ID}" selected>"#
         ),
         CONTOSO_MFA_USER_UPN,
         "MFA required",
@@ -247,10 +248,77 @@ async fn the_sign_in_page_lists_the_tenants_users_with_stable_ids() {
             .contains(&format!(r#"value="{CONTOSO_NO_ROLE_UPN}" data-oid"#))
     );
     assert!(
-        page.text.contains("000000000003\" selected>"),
+        page.text.contains(&format!(
+            "000000000003\" data-tenant=\"{CONTOSO_TENANT_ID}\" selected>"
+        )),
         "{}",
         page.text
     );
+}
+
+#[tokio::test]
+async fn an_identity_sign_in_at_organizations_names_the_users_own_tenant() {
+    // What onboarding does after an admin consent: `openid profile` only, at `organizations`,
+    // redeemed there too; the ID token carries the nonce, the user's tenant and `wids`.
+    let emulator = start_demo().await;
+    let page = get(&authorize_url(
+        &emulator,
+        "organizations",
+        &link_params("openid profile"),
+    ))
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains(WOODGROVE_ADMIN_UPN) && page.text.contains(CONTOSO_ANALYST_UPN));
+    let consumers = get(&authorize_url(
+        &emulator,
+        "consumers",
+        &link_params("openid"),
+    ))
+    .await;
+    assert_eq!(consumers.status, StatusCode::BAD_REQUEST);
+    for (user, admin) in [(WOODGROVE_ADMIN_UPN, true), (WOODGROVE_ANALYST_UPN, false)] {
+        let query = decide(
+            &emulator,
+            "organizations",
+            "openid profile",
+            user,
+            "accept",
+            false,
+        )
+        .await;
+        let answer = post_form(
+            &token_url(&emulator, "organizations"),
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", CLIENT_ID),
+                ("client_secret", SECRET),
+                ("code", &query["code"]),
+                ("redirect_uri", CALLBACK),
+                ("code_verifier", VERIFIER),
+                ("scope", "openid profile"),
+            ],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let id = claims(answer.body["id_token"].as_str().unwrap());
+        assert_eq!(id["tid"], WOODGROVE_TENANT_ID);
+        assert_eq!(
+            id["iss"],
+            format!("{}/{WOODGROVE_TENANT_ID}/v2.0", emulator.base_url())
+        );
+        assert_eq!(id["nonce"], "n-1");
+        assert_eq!(id["aud"], CLIENT_ID);
+        let wids = id["wids"].as_array().unwrap();
+        assert_eq!(
+            wids.contains(&json!("62e90394-69f5-4237-9190-012177145e10")),
+            admin,
+            "{user}: {wids:?}"
+        );
+        if admin {
+            assert_eq!(id["oid"], WOODGROVE_ADMIN_OID);
+        }
+        assert_eq!(answer.body["scope"], "openid profile");
+    }
 }
 
 #[tokio::test]

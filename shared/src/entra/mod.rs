@@ -7,7 +7,8 @@
 //! credential's client assertion, `federated` gets the AWS token that replaces any secret in the
 //! secretless mode, `discovery` resolves a verified domain to its tenant id.
 //! `delegated` exchanges a user's token for a Defender token acting as that user (on-behalf-of);
-//! `device_code` signs a user in from a command line without a browser.
+//! `device_code` signs a user in from a command line without a browser. `id_token` verifies the
+//! OpenID Connect ID tokens that tell who signed in, and where.
 
 pub mod assertion;
 pub mod cache;
@@ -18,6 +19,7 @@ pub mod device_code;
 pub mod discovery;
 pub mod errors;
 pub mod federated;
+pub mod id_token;
 pub mod provider;
 pub mod retry;
 pub mod roles;

@@ -41,7 +41,8 @@ const LINK_FIELDS: [&str; 9] = [
 
 /// A link that may be shown.
 struct ValidLink {
-    tenant_id: String,
+    /// `None` for `organizations` / `common`: the tenant is the one of the user who signs in.
+    tenant_id: Option<String>,
     client_id: String,
     app_name: String,
     redirect_uri: String,
@@ -132,15 +133,17 @@ fn validate(
     segment: &str,
     values: &HashMap<String, String>,
 ) -> Result<ValidLink, Refusal> {
-    let tenant = match directory.lookup_tenant(segment) {
-        TenantLookup::Found(tenant) => tenant,
-        TenantLookup::MultiTenant => {
+    let tenant_id = match directory.lookup_tenant(segment) {
+        TenantLookup::Found(tenant) => Some(tenant.id.clone()),
+        // `organizations`/`common`: any work account signs in, in its own tenant.
+        TenantLookup::MultiTenant if segment.eq_ignore_ascii_case("consumers") => {
             return Err(ConsentError::new(
                 90130,
-                "The emulator's sign-in page needs a tenant-specific authority: use /{tenant id or domain}/oauth2/v2.0/authorize.",
+                "The emulator has no personal Microsoft accounts: use a tenant, organizations or common.",
             )
             .into());
         }
+        TenantLookup::MultiTenant => None,
         TenantLookup::Unknown => {
             return Err(ConsentError::new(
                 90002,
@@ -240,7 +243,7 @@ fn validate(
         )));
     }
     Ok(ValidLink {
-        tenant_id: tenant.id.clone(),
+        tenant_id,
         client_id: app.client_id.clone(),
         app_name: if app.display_name.is_empty() {
             app.client_id.clone()
@@ -268,9 +271,15 @@ pub(crate) async fn page(
         Err(refusal) => return refusal.into_response(),
     };
     values.insert("authority_tenant".to_owned(), tenant.clone());
-    let Some(tenant) = directory.tenants().iter().find(|t| t.id == link.tenant_id) else {
+    // A tenant's own authority lists its users; `organizations` lists every tenant's.
+    let tenants: Vec<&crate::directory::Tenant> = directory
+        .tenants()
+        .iter()
+        .filter(|t| link.tenant_id.as_ref().is_none_or(|id| *id == t.id))
+        .collect();
+    if tenants.is_empty() {
         return ConsentError::new(90002, "Tenant not found.").into_response();
-    };
+    }
     let hint = values
         .get("login_hint")
         .map(|hint| hint.to_ascii_lowercase());
@@ -285,7 +294,7 @@ pub(crate) async fn page(
          <code id=\"client-id\">{}</code> · Tenant: <code id=\"tenant-id\">{}</code></span></p>\n",
         escape(&link.app_name),
         escape(&link.client_id),
-        escape(&tenant.id)
+        escape(link.tenant_id.as_deref().unwrap_or("organizations"))
     ));
     html.push_str("<p>This app would like to, on your behalf:</p>\n<ul id=\"scopes\">\n");
     let mut names: Vec<String> = link.request.scopes.clone();
@@ -313,7 +322,10 @@ pub(crate) async fn page(
         }
     }
     html.push_str("<label for=\"user\">Sign in as</label>\n<select id=\"user\" name=\"user\">\n");
-    for (index, user) in tenant.users.iter().enumerate() {
+    let users = tenants
+        .iter()
+        .flat_map(|tenant| tenant.users.iter().map(move |user| (tenant, user)));
+    for (index, (tenant, user)) in users.enumerate() {
         let selected = match &hint {
             Some(hint) => user.upn.eq_ignore_ascii_case(hint),
             None => index == 0,
@@ -327,9 +339,10 @@ pub(crate) async fn page(
             label.push_str(" · MFA required");
         }
         html.push_str(&format!(
-            "<option value=\"{}\" data-oid=\"{}\"{}>{}</option>\n",
+            "<option value=\"{}\" data-oid=\"{}\" data-tenant=\"{}\"{}>{}</option>\n",
             escape(&user.upn),
             escape(&user.oid),
+            escape(&tenant.id),
             if selected { " selected" } else { "" },
             escape(&label)
         ));
@@ -371,27 +384,29 @@ fn decision(shared: &Shared, body: &[u8]) -> Result<Response, Refusal> {
         .ok_or_else(|| missing("authority_tenant"))?;
     let (link, user_oid, mfa_error) = {
         let directory = shared.directory();
-        let link = validate(&directory, &segment, &values)?;
-        let tenant = directory
+        let mut link = validate(&directory, &segment, &values)?;
+        let name = values.get("user").ok_or_else(|| missing("user"))?;
+        let (tenant, user) = directory
             .tenants()
             .iter()
-            .find(|t| t.id == link.tenant_id)
-            .ok_or_else(|| ConsentError::new(90002, "Tenant not found."))?;
-        let name = values.get("user").ok_or_else(|| missing("user"))?;
-        let user = tenant.user(name).ok_or_else(|| {
-            ConsentError::new(
-                50034,
-                format!(
-                    "The user account {name} does not exist in the '{}' directory.",
-                    tenant.id
-                ),
-            )
-        })?;
+            .filter(|t| link.tenant_id.as_ref().is_none_or(|id| *id == t.id))
+            .find_map(|tenant| tenant.user(name).map(|user| (tenant, user)))
+            .ok_or_else(|| {
+                ConsentError::new(
+                    50034,
+                    format!(
+                        "The user account {name} does not exist in the '{}' directory.",
+                        link.tenant_id.as_deref().unwrap_or(&segment)
+                    ),
+                )
+            })?;
+        link.tenant_id = Some(tenant.id.clone());
         let mfa = values.get("mfa").is_some_and(|v| v == "true");
         let mfa_error = mfa_check(tenant, user, &amr(mfa), &link.request.named).err();
         (link, user.oid.clone(), mfa_error)
     };
     let state = link.state.as_deref();
+    let tenant_id = link.tenant_id.clone().unwrap_or_default();
     match values.get("decision").map(String::as_str) {
         Some("accept") => {}
         Some("decline") => {
@@ -428,7 +443,7 @@ fn decision(shared: &Shared, body: &[u8]) -> Result<Response, Refusal> {
     let granted = {
         let mut directory = shared.directory_mut();
         let tenant = directory
-            .tenant_mut(&link.tenant_id)
+            .tenant_mut(&tenant_id)
             .map_err(|_| ConsentError::new(90002, "Tenant not found."))?;
         if let Target::Api(resource) = link.request.target
             && !link.request.scopes.is_empty()
@@ -437,7 +452,7 @@ fn decision(shared: &Shared, body: &[u8]) -> Result<Response, Refusal> {
         }
         link.request.granted(tenant, &link.client_id, &user_oid)
     };
-    if granted.is_empty() {
+    if granted.is_empty() && !link.request.identity_only {
         let error = EntraError::new(
             StatusCode::BAD_REQUEST,
             "consent_required",
@@ -464,7 +479,7 @@ fn decision(shared: &Shared, body: &[u8]) -> Result<Response, Refusal> {
         code.clone(),
         CodeRecord {
             sign_in: SignIn {
-                tenant_id: link.tenant_id.clone(),
+                tenant_id: tenant_id.clone(),
                 client_id: link.client_id.clone(),
                 user_oid: user_oid.clone(),
                 scope: link.scope.clone(),
@@ -478,7 +493,7 @@ fn decision(shared: &Shared, body: &[u8]) -> Result<Response, Refusal> {
             redeemed: false,
         },
     );
-    tracing::info!(tenant = %link.tenant_id, client_id = %link.client_id, user = %user_oid, "signed in");
+    tracing::info!(tenant = %tenant_id, client_id = %link.client_id, user = %user_oid, "signed in");
     let session_state = Uuid::new_v4().to_string();
     let mut params: Vec<(&str, &str)> = vec![("code", &code)];
     if let Some(state) = state {

@@ -149,6 +149,15 @@ impl DelegatedState {
         inner.log.push_back(record);
     }
 
+    /// The tenant an authorization code was issued in: `organizations` and `common` redeem a
+    /// code there, as Entra does.
+    pub(crate) fn code_tenant(&self, code: &str) -> Option<String> {
+        self.lock()
+            .codes
+            .get(code)
+            .map(|record| record.sign_in.tenant_id.clone())
+    }
+
     pub(crate) fn issued(&self) -> Vec<DelegatedTokenRecord> {
         self.lock().log.iter().cloned().collect()
     }

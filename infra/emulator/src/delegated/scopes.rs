@@ -28,6 +28,9 @@ pub(crate) struct ScopeRequest {
     pub default: bool,
     /// OpenID scopes asked, lower-case.
     pub oidc: Vec<String>,
+    /// Only OpenID scopes were asked (a sign-in for the ID token): Entra then answers an access
+    /// token for Microsoft Graph carrying those scopes, and no consent to an API is needed.
+    pub identity_only: bool,
 }
 
 impl ScopeRequest {
@@ -38,6 +41,14 @@ impl ScopeRequest {
     /// The scopes granted for this request: the consented ones for an API (empty: consent
     /// missing), the asked ones for the app's own API.
     pub(crate) fn granted(&self, tenant: &Tenant, client_id: &str, user_oid: &str) -> Vec<String> {
+        if self.identity_only {
+            return self
+                .oidc
+                .iter()
+                .filter(|scope| *scope != "offline_access")
+                .cloned()
+                .collect();
+        }
         match self.target {
             Target::Api(resource) => tenant.delegated_scopes(client_id, resource, user_oid),
             Target::OwnApp if self.scopes.is_empty() => vec!["access_as_user".to_owned()],
@@ -47,6 +58,9 @@ impl ScopeRequest {
 
     /// The answer's `scope`: each granted scope under the resource name, then OpenID scopes.
     pub(crate) fn answer_scope(&self, granted: &[String]) -> String {
+        if self.identity_only {
+            return self.oidc.join(" ");
+        }
         let mut items: Vec<String> = granted
             .iter()
             .map(|scope| format!("{}/{scope}", self.named))
@@ -125,6 +139,16 @@ pub(crate) fn parse_scope(scope: &str, client_id: &str) -> Result<ScopeRequest, 
         }
     }
     let Some((named, target)) = found else {
+        if oidc.iter().any(|scope| scope == "openid") {
+            return Ok(ScopeRequest {
+                named: resources::GRAPH.uris[0].to_owned(),
+                target: Target::Api(&resources::GRAPH),
+                scopes,
+                default,
+                oidc,
+                identity_only: true,
+            });
+        }
         return Err(EntraError::invalid_scope(scope));
     };
     Ok(ScopeRequest {
@@ -133,6 +157,7 @@ pub(crate) fn parse_scope(scope: &str, client_id: &str) -> Result<ScopeRequest, 
         scopes,
         default,
         oidc,
+        identity_only: false,
     })
 }
 
@@ -160,7 +185,10 @@ mod tests {
         let bare = parse_scope("SecurityIncident.Read.All", APP).unwrap();
         assert_eq!(bare.target, Target::Api(&resources::GRAPH));
         let code = |scope: &str| parse_scope(scope, APP).unwrap_err().code;
-        assert_eq!(code("openid"), 70011);
+        assert_eq!(code("offline_access"), 70011);
+        let identity = parse_scope("openid profile", APP).unwrap();
+        assert!(identity.identity_only);
+        assert_eq!(identity.answer_scope(&[]), "openid profile");
         assert_eq!(code("https://example.com/x"), 500011);
         assert_eq!(
             code("https://graph.microsoft.com/.default https://api.security.microsoft.com/x"),
