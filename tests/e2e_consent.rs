@@ -5,10 +5,11 @@
 //! consent played by the Entra emulator (its consent page, its decision form, its redirect).
 //!
 //! One stack serves every case; each case onboards tenants of its own. The cases follow the
-//! customer's administrator through every outcome (accept, decline, replay, forgeries, expiry,
-//! the legacy link), check the page's security headers, throw a few thousand malformed
-//! callbacks at the function, and finally do it all in a real headless Chromium (installed by
-//! `scripts/browser`; the test fails without it). Run a subset with
+//! customer's administrator through every outcome (accept, then the administrator's sign-in that
+//! proves the tenant; decline, replay, forgeries, a forwarded link used for another tenant,
+//! squatting, a tenant-bound link, expiry, the legacy link), check the page's security headers,
+//! throw a few thousand malformed callbacks at the function, and finally do it all in a real
+//! headless Chromium (installed by `scripts/browser`; the test fails without it). Run a subset with
 //! `E2E_CASES=browser,fuzz cargo test -p defender-partner-e2e --test e2e_consent`;
 //! `E2E_FUZZ_SEED=N` replays one fuzz run.
 //!
@@ -27,8 +28,8 @@ use chrono::Utc;
 use defender_partner::consent::state::{ConsentState, StateSigner};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{
-    AttemptStatus, ConsentAttempt, ConsentAttempts, DynamoRegistry, TenantRecord, TenantRegistry,
-    TenantStatus, stored_now,
+    AttemptStatus, ConsentAttempt, ConsentAttempts, DynamoRegistry, Ownership, TenantRecord,
+    TenantRegistry, TenantStatus, stored_now,
 };
 use defender_partner_e2e::Cases;
 use defender_partner_e2e::browser::Browser;
@@ -62,6 +63,13 @@ struct Tenants {
     propagation: String,
     browser_accept: String,
     browser_decline: String,
+    /// Consented the app earlier (not through us), not in the registry: a hijack's target.
+    consented_elsewhere: String,
+    /// Not consented yet: a squatter's target, later onboarded by its own administrator.
+    squatted: String,
+    bound: String,
+    /// Claimed for a customer by an older release (unverified), then really onboarded.
+    claimed: String,
 }
 
 impl Tenants {
@@ -76,6 +84,10 @@ impl Tenants {
             propagation: guid(),
             browser_accept: guid(),
             browser_decline: guid(),
+            consented_elsewhere: guid(),
+            squatted: guid(),
+            bound: guid(),
+            claimed: guid(),
         }
     }
 
@@ -90,8 +102,22 @@ impl Tenants {
             ("propagation", &self.propagation),
             ("browser accept", &self.browser_accept),
             ("browser decline", &self.browser_decline),
+            ("consented elsewhere", &self.consented_elsewhere),
+            ("squatted", &self.squatted),
+            ("bound", &self.bound),
+            ("claimed", &self.claimed),
         ]
     }
+}
+
+/// The Global Administrator of a test tenant (every tenant has one, and one plain user).
+fn admin_of(tenant: &str) -> String {
+    format!("admin@t{}.example", &tenant[..8])
+}
+
+/// A user of the tenant without any directory role.
+fn user_of(tenant: &str) -> String {
+    format!("user@t{}.example", &tenant[..8])
 }
 
 /// moto + emulator + `cargo lambda watch` running consent-callback, and what the cases share.
@@ -184,7 +210,18 @@ impl World {
                 "id": id,
                 "display_name": format!("Customer {label}"),
                 "domains": [],
-                "grants": [],
+                "users": [
+                    { "oid": guid(), "upn": admin_of(id), "display_name": format!("Admin of {label}"),
+                      "portal_roles": ["Global Administrator"] },
+                    { "oid": guid(), "upn": user_of(id), "display_name": format!("User of {label}"),
+                      "portal_roles": [] },
+                ],
+                // One tenant consented the app earlier, outside this partner's onboarding.
+                "grants": if *id == tenants.consented_elsewhere {
+                    json!([{ "client_id": client_id, "resource": RESOURCE_M365D, "roles": [ROLE_M365D] }])
+                } else {
+                    json!([])
+                },
             })).collect::<Vec<_>>(),
         });
         let text = serde_json::to_string_pretty(&scenario)?;
@@ -278,17 +315,40 @@ impl World {
     }
 
     fn start_url(&self, customer_ref: &str, link: Option<&str>) -> String {
+        self.start_url_for(customer_ref, link, None)
+    }
+
+    fn start_url_for(
+        &self,
+        customer_ref: &str,
+        link: Option<&str>,
+        tenant: Option<&str>,
+    ) -> String {
         let mut url = Url::parse(&format!("{}/consent/start", self.function_url)).unwrap();
         url.query_pairs_mut().append_pair("customer", customer_ref);
         if let Some(link) = link {
             url.query_pairs_mut().append_pair("link", link);
+        }
+        if let Some(tenant) = tenant {
+            url.query_pairs_mut().append_pair("tenant", tenant);
         }
         url.to_string()
     }
 
     /// `GET /consent/start`: asserts the 302 and its JSON body, and returns the link.
     async fn start_link(&self, customer_ref: &str, link: Option<&str>) -> Started {
-        let answer = self.get(&self.start_url(customer_ref, link)).await;
+        self.start_link_for(customer_ref, link, None).await
+    }
+
+    async fn start_link_for(
+        &self,
+        customer_ref: &str,
+        link: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Started {
+        let answer = self
+            .get(&self.start_url_for(customer_ref, link, tenant))
+            .await;
         assert_eq!(
             answer.status, 302,
             "/consent/start answers a redirect: {answer:?}"
@@ -411,8 +471,75 @@ impl World {
                 customer_ref: customer_ref.to_owned(),
                 link: "v2".into(),
                 expires: (Utc::now() + expires_in).timestamp(),
+                tenant: None,
             },
         )
+    }
+
+    /// The consent callback answered with the next step: a 302 to Microsoft's sign-in, asking
+    /// for identity only, with PKCE and a nonce, at `authority`. Returns the sign-in URL.
+    fn sign_in_link(&self, answer: &Answer, authority: &str) -> Url {
+        assert_eq!(
+            answer.status, 302,
+            "the consent continues to a sign-in: {answer:?}"
+        );
+        assert_eq!(answer.header("referrer-policy"), "no-referrer");
+        assert_eq!(answer.header("cache-control"), "no-store");
+        let location = Url::parse(answer.header("location")).expect("an absolute Location");
+        assert!(
+            location.as_str().starts_with(&format!(
+                "{}/{authority}/oauth2/v2.0/authorize?",
+                self.emulator.base_url()
+            )),
+            "the sign-in is at {authority}: {location}"
+        );
+        let params = query_map(&location);
+        assert_eq!(
+            params.get("scope").map(String::as_str),
+            Some("openid profile")
+        );
+        assert_eq!(params.get("redirect_uri"), Some(&self.redirect_uri));
+        assert_eq!(
+            params.get("code_challenge_method").map(String::as_str),
+            Some("S256")
+        );
+        assert!(
+            params.get("nonce").is_some_and(|nonce| nonce.len() >= 32),
+            "{params:?}"
+        );
+        location
+    }
+
+    /// Signs in on the emulator's page as `user` at `sign_in`; returns our callback with the code.
+    async fn sign_in_as(&self, sign_in: &Url, user: &str) -> Url {
+        let location = defender_emulator::browser::submit_page(
+            sign_in.as_str(),
+            &[("user", user), ("decision", "accept")],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("signing in as {user}: {error:#}"));
+        let location = Url::parse(&location).expect("an absolute Location");
+        assert!(
+            location
+                .as_str()
+                .starts_with(&format!("{}?", self.redirect_uri)),
+            "the sign-in returns to our callback: {location}"
+        );
+        let params = query_map(&location);
+        if let Some(code) = params.get("code") {
+            self.remember_sensitive(code);
+        }
+        location
+    }
+
+    /// The rest of an accepted consent: the callback sends the administrator to sign in at
+    /// `tenant`, `user` signs in, and the callback answers. Returns that answer and the URL of
+    /// the sign-in's callback.
+    async fn complete(&self, callback: &Url, tenant: &str, user: &str) -> (Answer, Url) {
+        let first = self.get(callback.as_str()).await;
+        let sign_in = self.sign_in_link(&first, tenant);
+        let back = self.sign_in_as(&sign_in, user).await;
+        (self.get(back.as_str()).await, back)
     }
 
     /// The callback URL with these query parameters.
@@ -620,6 +747,16 @@ async fn consent_callback_end_to_end() {
             another_customers_link(world.clone()),
         )
         .await;
+    cases.run("squatting", squatting(world.clone())).await;
+    cases
+        .run(
+            "unproven_claim_replaced",
+            unproven_claim_replaced(world.clone()),
+        )
+        .await;
+    cases
+        .run("tenant_bound_link", tenant_bound_link(world.clone()))
+        .await;
     cases
         .run("expired_state", expired_state(world.clone()))
         .await;
@@ -760,10 +897,12 @@ async fn v2_accept_then_replay(world: Arc<World>) {
     );
     assert!(!params.contains_key("error"));
 
-    let answer = world.get(callback.as_str()).await;
+    // The consent alone records nothing: the administrator signs in first.
+    let (answer, signed_in) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
     assert_page(&answer, 200, "Onboarding complete");
     assert!(answer.body.contains(&tenant), "{}", answer.body);
     assert!(answer.body.contains("CRM-V2-ACCEPT"), "{}", answer.body);
+    assert_no_echo(&answer, signed_in.as_str());
     assert!(
         answer.body.contains(&format!("<li>{ROLE_M365D}</li>")),
         "{}",
@@ -776,8 +915,16 @@ async fn v2_accept_then_replay(world: Arc<World>) {
     assert_eq!(record.roles, vec![ROLE_M365D.to_owned()], "{record:?}");
     assert_eq!(record.customer_ref.as_deref(), Some("CRM-V2-ACCEPT"));
     assert_eq!(record.status_reason, None);
+    assert_eq!(record.ownership, Ownership::AdminSignIn);
     let attempt = world.attempt(&started.nonce).await;
     assert_eq!(attempt.status, AttemptStatus::Completed, "{attempt:?}");
+    assert!(
+        attempt
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("administrator ")),
+        "{attempt:?}"
+    );
     assert_eq!(
         attempt.tenant_id.as_ref().map(TenantId::as_str),
         Some(tenant.as_str())
@@ -795,10 +942,12 @@ async fn v2_accept_then_replay(world: Arc<World>) {
         "{decisions:?}"
     );
 
-    // Replay: refused, nothing changes.
+    // Replay of either redirect: refused, nothing changes.
     let again = world.get(callback.as_str()).await;
     assert_page(&again, 409, "This link was already used");
     assert_no_echo(&again, callback.as_str());
+    let again = world.get(signed_in.as_str()).await;
+    assert_page(&again, 409, "This link was already used");
     assert_eq!(
         world.tenant(&tenant).await,
         Some(record),
@@ -874,6 +1023,7 @@ async fn forged_or_missing_state(world: Arc<World>) {
         customer_ref: started.customer_ref.clone(),
         link: "v2".into(),
         expires: Utc::now().timestamp() + 600,
+        tenant: None,
     });
     let answer = world.get(&with_state(&callback, Some(&other_key))).await;
     assert_page(&answer, 400, "This link is not valid");
@@ -895,59 +1045,83 @@ async fn forged_or_missing_state(world: Arc<World>) {
     );
 
     // The genuine callback still works.
-    let answer = world.get(callback.as_str()).await;
+    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
     assert_page(&answer, 200, "Onboarding complete");
     let record = world.tenant(&tenant).await.expect("recorded");
     assert_eq!(record.status, TenantStatus::Active);
 }
 
-/// Case 3b: a valid fresh state with a `tenant` that never consented: the proof fails, the
-/// administrator sees "not yet confirmed" (202), the tenant is pending, never active; a
-/// malformed tenant is refused.
+/// Case 3b (attack 1, a forwarded link): a valid state of customer X's link delivered with
+/// `tenant=` another organisation's id, one that consented the app earlier but is not in the
+/// registry. The callback only sends the browser to sign in *at that tenant*; the attacker is
+/// not its administrator, so whatever they do, nothing is recorded: signing in at their own
+/// tenant (the code does not redeem there), or as a plain user of the target (no admin role).
 async fn forged_tenant(world: Arc<World>) {
-    let tenant = world.tenants.never_consented.clone();
-    let started = world.start_link("CRM-FORGED-TENANT", None).await;
-    let url = world.callback_url(&[
-        ("tenant", &tenant),
+    let victim = world.tenants.consented_elsewhere.clone();
+    let attacker_tenant = world.tenants.never_consented.clone();
+    let started = world.start_link("CRM-EVIL", None).await;
+    let forged = world.callback_url(&[
+        ("tenant", &victim),
         ("scope", "https://api.security.microsoft.com/.default"),
         ("state", &started.state),
         ("admin_consent", "True"),
     ]);
-    let answer = world.get(&url).await;
-    assert_page(&answer, 202, "Consent received, not yet confirmed");
-    assert!(answer.body.contains(&tenant), "{}", answer.body);
-    assert_no_echo(&answer, &url);
-    let record = world.tenant(&tenant).await.expect("recorded as pending");
-    assert_eq!(record.status, TenantStatus::Pending, "{record:?}");
-    assert!(record.roles.is_empty(), "{record:?}");
-    assert!(
-        record
-            .status_reason
-            .as_deref()
-            .is_some_and(|reason| !reason.is_empty()),
-        "{record:?}"
-    );
-    let attempt = world.attempt(&started.nonce).await;
-    assert_eq!(attempt.status, AttemptStatus::Unproven, "{attempt:?}");
+    let answer = world.get(&forged).await;
+    let sign_in = world.sign_in_link(&answer, &victim);
     assert_eq!(
-        attempt.tenant_id.as_ref().map(TenantId::as_str),
-        Some(tenant.as_str())
+        world.tenant(&victim).await,
+        None,
+        "a consent alone records nothing"
+    );
+    assert_eq!(
+        world.attempt(&started.nonce).await.status,
+        AttemptStatus::Issued
     );
 
-    // The emulator was asked for tokens for that tenant and refused them all.
-    let requests = world
-        .emulator
-        .token_requests_for(&tenant)
-        .await
-        .expect("the emulator's request log");
-    assert!(!requests.is_empty(), "the proof asked Entra for a token");
-    assert!(
-        requests.iter().all(|request| request.status != 200),
-        "{requests:?}"
+    // The attacker moves the sign-in to their own tenant and signs in there as its admin.
+    let elsewhere = Url::parse(&sign_in.as_str().replace(
+        &format!("/{victim}/oauth2"),
+        &format!("/{attacker_tenant}/oauth2"),
+    ))
+    .unwrap();
+    let back = world
+        .sign_in_as(&elsewhere, &admin_of(&attacker_tenant))
+        .await;
+    let answer = world.get(back.as_str()).await;
+    assert_page(&answer, 400, "Sign-in was not completed");
+    assert_no_echo(&answer, back.as_str());
+
+    // Or signs in at the victim as a plain user of it (an employee, a guest).
+    let back = world.sign_in_as(&sign_in, &user_of(&victim)).await;
+    let answer = world.get(back.as_str()).await;
+    assert_page(&answer, 403, "An administrator must complete this step");
+
+    // Or at `organizations` with their own admin account: a sign-in at another tenant.
+    let anywhere = Url::parse(
+        &sign_in
+            .as_str()
+            .replace(&format!("/{victim}/oauth2"), "/organizations/oauth2"),
+    )
+    .unwrap();
+    let back = world
+        .sign_in_as(&anywhere, &admin_of(&attacker_tenant))
+        .await;
+    let answer = world.get(back.as_str()).await;
+    assert_page(&answer, 400, "Sign-in was not completed");
+
+    assert_eq!(
+        world.tenant(&victim).await,
+        None,
+        "the victim is never recorded"
+    );
+    assert_eq!(world.tenant(&attacker_tenant).await, None);
+    assert_eq!(
+        world.attempt(&started.nonce).await.status,
+        AttemptStatus::Issued,
+        "an unproven callback spends nothing"
     );
 
-    // A malformed tenant with a valid state.
-    let started = world.start_link("CRM-MALFORMED-TENANT", None).await;
+    // A malformed tenant with a valid state: refused, nothing spent.
     let url = world.callback_url(&[
         ("tenant", "not-a-tenant"),
         ("state", &started.state),
@@ -955,16 +1129,111 @@ async fn forged_tenant(world: Arc<World>) {
     ]);
     let answer = world.get(&url).await;
     assert_page(&answer, 400, "This link is not valid");
-    let attempt = world.attempt(&started.nonce).await;
-    assert_eq!(attempt.status, AttemptStatus::Declined, "{attempt:?}");
     assert_eq!(
-        world.tenant(&tenant).await.map(|r| r.status),
-        Some(TenantStatus::Pending)
+        world.attempt(&started.nonce).await.status,
+        AttemptStatus::Issued
     );
 }
 
-/// A valid link issued for one customer, sent back with a tenant already onboarded for another
-/// customer (which has really consented): refused with 409, the record keeps its owner.
+/// Attack 2 (squatting): customer X's link delivered with a tenant that has not consented yet
+/// records nothing (no pending claim); when that tenant's real administrator consents through
+/// their own link, the tenant becomes active for *their* customer.
+async fn squatting(world: Arc<World>) {
+    let tenant = world.tenants.squatted.clone();
+    let evil = world.start_link("CRM-SQUATTER", None).await;
+    let forged = world.callback_url(&[
+        ("tenant", &tenant),
+        ("state", &evil.state),
+        ("admin_consent", "True"),
+    ]);
+    let answer = world.get(&forged).await;
+    world.sign_in_link(&answer, &tenant);
+    assert_eq!(
+        world.tenant(&tenant).await,
+        None,
+        "no claim for the squatter"
+    );
+
+    let (_, callback) = world
+        .consent("CRM-SQUATTED-OWNER", None, &tenant, "accept")
+        .await;
+    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    assert_page(&answer, 200, "Onboarding complete");
+    let record = world.tenant(&tenant).await.expect("recorded");
+    assert_eq!(record.status, TenantStatus::Active);
+    assert_eq!(record.customer_ref.as_deref(), Some("CRM-SQUATTED-OWNER"));
+    assert_eq!(record.ownership, Ownership::AdminSignIn);
+}
+
+/// An unproven claim left by an older release (ownership `unverified`, pending for the
+/// squatter) is replaced by the tenant administrator's proven consent.
+async fn unproven_claim_replaced(world: Arc<World>) {
+    let tenant = world.tenants.claimed.clone();
+    let mut claim = TenantRecord::new(
+        TenantId::parse(&tenant).unwrap(),
+        "CRM-OLD-SQUATTER",
+        TenantStatus::Pending,
+    );
+    claim.customer_ref = Some("CRM-OLD-SQUATTER".into());
+    claim.ownership = Ownership::Unverified;
+    world.registry.insert(&claim).await.unwrap();
+    let (_, callback) = world
+        .consent("CRM-REAL-OWNER", None, &tenant, "accept")
+        .await;
+    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    assert_page(&answer, 200, "Onboarding complete");
+    let record = world.tenant(&tenant).await.expect("recorded");
+    assert_eq!(record.customer_ref.as_deref(), Some("CRM-REAL-OWNER"));
+    assert_eq!(record.ownership, Ownership::AdminSignIn);
+    assert_eq!(record.status, TenantStatus::Active);
+}
+
+/// A link bound to a tenant (`/consent/start?tenant=`): Microsoft's page is that tenant's, and
+/// the callback refuses any other tenant, before any sign-in.
+async fn tenant_bound_link(world: Arc<World>) {
+    let tenant = world.tenants.bound.clone();
+    let started = world.start_link_for("CRM-BOUND", None, Some(&tenant)).await;
+    assert!(
+        started.location.as_str().starts_with(&format!(
+            "{}/{tenant}/v2.0/adminconsent?",
+            world.emulator.base_url()
+        )),
+        "{}",
+        started.location
+    );
+    let other = world.tenants.consented_elsewhere.clone();
+    let url = world.callback_url(&[
+        ("tenant", &other),
+        ("state", &started.state),
+        ("admin_consent", "True"),
+    ]);
+    let answer = world.get(&url).await;
+    assert_page(&answer, 403, "This link is for another organisation");
+    assert_eq!(
+        world.attempt(&started.nonce).await.status,
+        AttemptStatus::Issued
+    );
+    assert_eq!(world.tenant(&other).await, None);
+
+    // A bad tenant at /consent/start is refused.
+    let answer = world
+        .get(&world.start_url_for("CRM-BOUND", None, Some("not-a-tenant")))
+        .await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+
+    // The genuine administrator completes it.
+    let form = world.consent_page(&started.location).await;
+    let callback = world.decide(&form, &tenant, "accept").await;
+    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    assert_page(&answer, 200, "Onboarding complete");
+    assert_eq!(
+        world.tenant(&tenant).await.map(|record| record.status),
+        Some(TenantStatus::Active)
+    );
+}
+
+/// A valid link issued for one customer, used by the real administrator of a tenant already
+/// onboarded (proven) for another customer: refused with 409, the record keeps its owner.
 async fn another_customers_link(world: Arc<World>) {
     let tenant = world.tenants.v2_accept.clone();
     let before = world
@@ -973,15 +1242,16 @@ async fn another_customers_link(world: Arc<World>) {
         .expect("onboarded by v2_accept_then_replay");
     assert_eq!(before.customer_ref.as_deref(), Some("CRM-V2-ACCEPT"));
     let started = world.start_link("CRM-OTHER-CUSTOMER", None).await;
-    let url = world.callback_url(&[
+    let url = Url::parse(&world.callback_url(&[
         ("tenant", &tenant),
         ("scope", "https://api.security.microsoft.com/.default"),
         ("state", &started.state),
         ("admin_consent", "True"),
-    ]);
-    let answer = world.get(&url).await;
+    ]))
+    .unwrap();
+    let (answer, back) = world.complete(&url, &tenant, &admin_of(&tenant)).await;
     assert_page(&answer, 409, "This tenant is already connected");
-    assert_no_echo(&answer, &url);
+    assert_no_echo(&answer, back.as_str());
     assert_eq!(
         world.tenant(&tenant).await,
         Some(before),
@@ -1061,7 +1331,8 @@ async fn expired_state(world: Arc<World>) {
     assert_eq!(world.tenant(&tenant).await, None, "nothing recorded");
 }
 
-/// Case 5: the legacy link returns no tenant: 202 asking for the tenant id; nothing recorded.
+/// Case 5: the legacy link returns no tenant: the administrator signs in at `organizations`,
+/// and the ID token's `tid` is the tenant recorded; the legacy `code` is never redeemed.
 async fn legacy_link(world: Arc<World>) {
     let tenant = world.tenants.legacy.clone();
     let started = world.start_link("CRM-LEGACY", Some("legacy")).await;
@@ -1086,19 +1357,21 @@ async fn legacy_link(world: Arc<World>) {
     let code = params.get("code").expect("a code").clone();
     world.remember_sensitive(&code);
 
-    let answer = world.get(callback.as_str()).await;
-    assert_page(&answer, 202, "Consent received: one more step");
-    assert!(answer.body.contains("CRM-LEGACY"), "{}", answer.body);
-    assert!(answer.body.contains("tenant ID"), "{}", answer.body);
+    let (answer, back) = world
+        .complete(&callback, "organizations", &admin_of(&tenant))
+        .await;
+    assert_page(&answer, 200, "Onboarding complete");
+    assert!(answer.body.contains(&tenant), "{}", answer.body);
     assert_no_echo(&answer, callback.as_str());
-    assert_eq!(
-        world.tenant(&tenant).await,
-        None,
-        "the legacy link records no tenant"
-    );
+    assert_no_echo(&answer, back.as_str());
+    let record = world
+        .tenant(&tenant)
+        .await
+        .expect("the tenant the admin proved");
+    assert_eq!(record.status, TenantStatus::Active);
+    assert_eq!(record.ownership, Ownership::AdminSignIn);
     let attempt = world.attempt(&started.nonce).await;
-    assert_eq!(attempt.status, AttemptStatus::Unproven, "{attempt:?}");
-    assert_eq!(attempt.tenant_id, None);
+    assert_eq!(attempt.status, AttemptStatus::Completed, "{attempt:?}");
     assert_eq!(attempt.link, "legacy");
 
     let again = world.get(callback.as_str()).await;
@@ -1119,7 +1392,7 @@ async fn adminconsent_link(world: Arc<World>) {
         "{}",
         started.location
     );
-    let answer = world.get(callback.as_str()).await;
+    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
     assert_page(&answer, 200, "Onboarding complete");
     let record = world.tenant(&tenant).await.expect("recorded");
     assert_eq!(record.status, TenantStatus::Active);
@@ -1138,9 +1411,12 @@ async fn propagation(world: Arc<World>) {
     let (_, callback) = world
         .consent("CRM-PROPAGATION", None, &tenant, "accept")
         .await;
+    let first = world.get(callback.as_str()).await;
+    let sign_in = world.sign_in_link(&first, &tenant);
+    let back = world.sign_in_as(&sign_in, &admin_of(&tenant)).await;
     let caller = {
         let world = world.clone();
-        let url = callback.to_string();
+        let url = back.to_string();
         tokio::spawn(async move { world.get(&url).await })
     };
     let waited = Instant::now();
@@ -1482,6 +1758,13 @@ async fn browser_flow(world: &World, browser: &Browser) -> Result<Url> {
     browser.wait_for("#accept").await?;
     browser.select("#tenant", tenant).await?;
     browser.click("#accept").await?;
+    // Our callback sends the administrator on to sign in at that tenant.
+    browser
+        .wait_for_url_prefix(&format!("{emulator}/{tenant}/oauth2/v2.0/authorize?"))
+        .await?;
+    browser.wait_for("#user").await?;
+    browser.select("#user", &admin_of(tenant)).await?;
+    browser.click("#accept").await?;
     let callback = browser.wait_for_url_prefix(&world.redirect_uri).await?;
     let h1 = browser.text_of("h1").await?;
     let main = browser.text_of("main").await?;
@@ -1493,11 +1776,19 @@ async fn browser_flow(world: &World, browser: &Browser) -> Result<Url> {
         .get("state")
         .cloned()
         .unwrap_or_default();
-    if state.len() < 8 || source.contains(&state) {
-        bail!("the callback carries a state and the page does not show it: {source}");
+    let code = query_map(&callback)
+        .get("code")
+        .cloned()
+        .unwrap_or_default();
+    world.remember_sensitive(&code);
+    if state.len() < 8 || source.contains(&state) || code.len() < 8 || source.contains(&code) {
+        bail!("the callback carries a state and a code and the page shows neither: {source}");
     }
     let record = world.tenant(tenant).await.context("tenant B is recorded")?;
-    if record.status != TenantStatus::Active || record.roles != vec![ROLE_M365D.to_owned()] {
+    if record.status != TenantStatus::Active
+        || record.roles != vec![ROLE_M365D.to_owned()]
+        || record.ownership != Ownership::AdminSignIn
+    {
         bail!("tenant B after Accept: {record:?}");
     }
 

@@ -563,10 +563,24 @@ async fn federated_credential_end_to_end() {
                 .decide_consent(&link, &f.t.consent, "accept")
                 .await
                 .expect("the administrator accepts");
-            let page = consent
+            let next = consent
                 .invoke(&http_get(
                     "/consent/callback",
                     callback.query().unwrap_or(""),
+                ))
+                .await
+                .expect("/consent/callback answers");
+            assert_eq!(next["statusCode"], 302, "{next}");
+            let signed_in = f
+                .stack
+                .emulator
+                .admin_sign_in(header(&next, "location"), &f.t.consent)
+                .await
+                .expect("the administrator signs in");
+            let page = consent
+                .invoke(&http_get(
+                    "/consent/callback",
+                    signed_in.query().unwrap_or(""),
                 ))
                 .await
                 .expect("/consent/callback answers");

@@ -150,6 +150,15 @@ pub fn redirect_response(location: &str, body: &Value) -> ApiGatewayV2httpRespon
     response
 }
 
+/// A 302 for a person's browser: no body worth reading, never cached, no referrer.
+pub fn browser_redirect(location: &str) -> ApiGatewayV2httpResponse {
+    let mut response = html_response(302, String::new());
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers.insert("location", value);
+    }
+    response
+}
+
 /// The route a request is for: its method and its path without any stage prefix, matched on the
 /// last segments so that API Gateway stages and Lambda function URLs route alike.
 pub fn route_of(request: &ApiGatewayV2httpRequest) -> (String, String) {

@@ -76,12 +76,41 @@ pub struct Secret {
     pub expires: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A tenant of the scenario. Each has a Global Administrator, [`Tenant::admin_upn`], who can
+/// complete an onboarding (the sign-in that proves the tenant after an admin consent).
+#[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: String,
     pub display_name: String,
     pub domains: Vec<String>,
     pub grants: Vec<Grant>,
+}
+
+impl Tenant {
+    /// The tenant's Global Administrator.
+    pub fn admin_upn(id: &str) -> String {
+        format!("admin@t{}.example", &id[..8])
+    }
+}
+
+impl Serialize for Tenant {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The administrator's object id: the tenant's own id with a recognisable first group.
+        let admin_oid = format!("adadadad{}", &self.id[8..]);
+        json!({
+            "id": self.id,
+            "display_name": self.display_name,
+            "domains": self.domains,
+            "grants": self.grants,
+            "users": [{
+                "oid": admin_oid,
+                "upn": Tenant::admin_upn(&self.id),
+                "display_name": "Tenant administrator",
+                "portal_roles": ["Global Administrator"],
+            }],
+        })
+        .serialize(serializer)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -519,6 +548,18 @@ impl Emulator {
             .context("an unterminated <WebIdentityToken>")?
             + start;
         Ok(text[start..end].to_owned())
+    }
+
+    /// The sign-in that follows an accepted consent: `consent_answer_location` is where the
+    /// consent callback sent the browser (Microsoft's sign-in); the tenant's administrator signs
+    /// in. Answers where the emulator redirects: the callback with the sign-in's code.
+    pub async fn admin_sign_in(&self, sign_in_url: &str, tenant: &str) -> Result<url::Url> {
+        let location = defender_emulator::browser::submit_page(
+            sign_in_url,
+            &[("user", &Tenant::admin_upn(tenant)), ("decision", "accept")],
+        )
+        .await?;
+        Ok(url::Url::parse(&location)?)
     }
 
     /// What a customer's administrator does on the emulator's consent page at `page_url`:

@@ -1,7 +1,9 @@
 //! `consent-callback`: onboards a customer tenant.
-//! `GET /consent/start?customer=REF[&link=v2|adminconsent|legacy]` (IAM-protected) redirects to
-//! Microsoft's admin-consent page with a signed single-use `state`;
-//! `GET /consent/callback` (public: the app's redirect URI) proves the consent and answers a page.
+//! `GET /consent/start?customer=REF[&tenant=ID][&link=v2|adminconsent|legacy]` (IAM-protected)
+//! redirects to Microsoft's admin-consent page with a signed single-use `state`;
+//! `GET /consent/callback` (public: the app's redirect URI) receives the consent, sends the
+//! administrator through a sign-in that proves the tenant, then proves the consent and answers a
+//! page. Every answer comes before the invocation's deadline.
 //! `GET /signin/start?tenant=ID[&api=m365d|mde|graph][&login_hint=UPN]` (public: opened in the
 //! user's browser) sends a user to Microsoft's sign-in with a signed single-use `state` and PKCE;
 //! `GET /signin/callback` redeems the code and answers who signed in, never a token.
@@ -10,7 +12,8 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use defender_partner::ErrorCode;
-use defender_partner::consent::{ConsentService, LinkKind};
+use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind, Page};
+use defender_partner::deadline;
 use defender_partner::edge::{self, EdgeError, Invocation};
 use defender_partner::runtime::Services;
 use defender_partner::signin::SignInService;
@@ -35,7 +38,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let services = Arc::new(Routes { consent, signin });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let services = services.clone();
-        async move { handle(&services, event.payload).await }
+        async move {
+            deadline::answer_before(
+                event.context.deadline,
+                handle(&services, event.payload),
+                out_of_time,
+            )
+            .await
+        }
     }))
     .await
 }
@@ -43,6 +53,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 struct Routes {
     consent: ConsentService,
     signin: SignInService,
+}
+
+/// What a browser sees when the work could not finish in time: nothing was spent that cannot
+/// be retried (the consent's nonce is spent only once the tenant is proven).
+fn out_of_time() -> Result<Value, Diagnostic> {
+    let page = Page::error("timeout");
+    Ok(
+        serde_json::to_value(edge::html_response(page.status, page.render()))
+            .expect("a response serialises"),
+    )
 }
 
 async fn handle(routes: &Routes, payload: Value) -> Result<Value, Diagnostic> {
@@ -64,8 +84,10 @@ async fn route(routes: &Routes, request: &ApiGatewayV2httpRequest) -> ApiGateway
     let query = request.raw_query_string.as_deref().unwrap_or("");
     match (method.as_str(), path.trim_end_matches('/')) {
         ("GET", path) if path.ends_with("/consent/callback") => {
-            let page = routes.consent.callback(query).await;
-            edge::html_response(page.status, page.render())
+            match routes.consent.callback(query).await {
+                CallbackAnswer::Page(page) => edge::html_response(page.status, page.render()),
+                CallbackAnswer::Redirect(location) => edge::browser_redirect(&location),
+            }
         }
         ("GET", path) if path.ends_with("/consent/start") => start(&routes.consent, request).await,
         ("GET", path) if path.ends_with("/signin/callback") => {
@@ -103,7 +125,10 @@ async fn start(
             "customer is missing: /consent/start?customer=<your reference for the customer>",
         ));
     };
-    match service.start(customer, link).await {
+    match service
+        .start(customer, link, parameters.first("tenant"))
+        .await
+    {
         Ok(link) => edge::redirect_response(&link.url, &json!(link)),
         Err(error) => {
             tracing::warn!(code = %error.code(), error = %error, "consent link refused");

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use defender_partner::edge::{self, EdgeError, Invocation};
-use defender_partner::minting::TokenService;
+use defender_partner::minting::{MintedToken, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::signin::StoredSignIns;
 use defender_partner::telemetry;
+use defender_partner::{ErrorCode, deadline};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -30,25 +31,55 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let service = Arc::new(service);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let service = service.clone();
-        async move { handle(&service, event.payload).await }
+        async move { handle(&service, event.payload, event.context.deadline).await }
     }))
     .await
 }
 
-async fn handle(service: &TokenService, payload: Value) -> Result<Value, Diagnostic> {
+/// Mints within the invocation: token requests, `Retry-After` waits and retries end before the
+/// invocation's deadline, which then answers `microsoft_unavailable` (retry later) instead of
+/// Lambda's timeout.
+async fn mint_in_time(
+    service: &TokenService,
+    request: Value,
+    deadline_ms: u64,
+) -> Result<MintedToken, EdgeError> {
+    deadline::answer_before(
+        deadline_ms,
+        async {
+            service
+                .mint_json(request)
+                .await
+                .map_err(|error| EdgeError::from(&error))
+        },
+        || {
+            Err(EdgeError::new(
+                ErrorCode::MicrosoftUnavailable,
+                "no token could be minted before this invocation's deadline; retry",
+            ))
+        },
+    )
+    .await
+}
+
+async fn handle(
+    service: &TokenService,
+    payload: Value,
+    deadline_ms: u64,
+) -> Result<Value, Diagnostic> {
     match Invocation::classify(payload).map_err(diagnostic)? {
-        Invocation::Direct(request) => match service.mint_json(request).await {
+        Invocation::Direct(request) => match mint_in_time(service, request, deadline_ms).await {
             Ok(token) => Ok(serde_json::to_value(token).expect("a token serialises")),
-            Err(error) => Err(diagnostic(logged(EdgeError::from(&error)))),
+            Err(error) => Err(diagnostic(logged(error))),
         },
         Invocation::Http(request) => {
             let response: ApiGatewayV2httpResponse = match edge::json_body(&request) {
-                Ok(body) => match service.mint_json(body).await {
+                Ok(body) => match mint_in_time(service, body, deadline_ms).await {
                     Ok(token) => edge::json_response(
                         200,
                         &serde_json::to_value(token).expect("a token serialises"),
                     ),
-                    Err(error) => edge::error_response(&logged(EdgeError::from(&error))),
+                    Err(error) => edge::error_response(&logged(error)),
                 },
                 Err(error) => edge::error_response(&logged(error)),
             };

@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
-use defender_emulator::demo;
+use defender_emulator::{browser, demo};
 use defender_partner::api::DefenderApi;
 use defender_partner::config::{
     ENV_AUTHORITY_HOST, ENV_CONSENT_REDIRECT_URI, ENV_CREDENTIAL_JSON, ENV_CREDENTIAL_SECRET_ID,
     ENV_SQLITE_PATH, ENV_STATE_KEY_FILE, ENV_TABLE_NAME, Settings,
 };
-use defender_partner::consent::ConsentService;
+use defender_partner::consent::{CallbackAnswer, ConsentService};
 use defender_partner::fetch::{FetchService, PairResult};
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
@@ -225,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!();
-    onboard_woodgrove(&services, &emulator).await?;
+    onboard_woodgrove(&services).await?;
     println!();
     println!("Tokens minted:");
     let service = TokenService::new(&services);
@@ -271,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("{minted} tokens minted, {refused} requests refused with a typed error.");
     println!();
-    act_as_signed_in_analyst(&services, &emulator).await?;
+    act_as_signed_in_analyst(&services).await?;
     println!();
     ingest(&services, &emulator, lookup).await?;
     if credential == DemoCredential::AwsFederated {
@@ -327,28 +327,19 @@ fn print_federation_summary(emulator: &defender_emulator::RunningEmulator) {
 /// Delegated access: Contoso's analyst signs in once (authorization code + PKCE through the
 /// emulated sign-in page), the refresh token is kept sealed, and `mint-token` mints a token that
 /// acts as the analyst, used for one Defender call under the analyst's own rights.
-async fn act_as_signed_in_analyst(
-    services: &Services,
-    emulator: &defender_emulator::RunningEmulator,
-) -> anyhow::Result<()> {
+async fn act_as_signed_in_analyst(services: &Services) -> anyhow::Result<()> {
     println!("Acting as a signed-in analyst (delegated access):");
     let signin = SignInService::build(services).await?;
     let link = signin
         .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
         .await?;
-    let location = submit_emulator_page(
-        emulator,
+    let location = browser::submit_page(
         &link.url,
-        "/_emulator/signin/decision",
         &[("user", demo::CONTOSO_ANALYST_UPN), ("decision", "accept")],
     )
     .await
     .context("the sign-in page did not redirect")?;
-    let query = url::Url::parse(&location)?
-        .query()
-        .unwrap_or_default()
-        .to_owned();
-    let result = signin.callback(&query).await;
+    let result = signin.callback(&browser::query_of(&location)?).await;
     println!(
         "  1. {} signed in to Contoso: {} (HTTP {}; the refresh token is kept sealed)",
         demo::CONTOSO_ANALYST_UPN,
@@ -400,25 +391,21 @@ async fn act_as_signed_in_analyst(
 }
 
 /// A customer onboards: the partner creates a consent link, the customer's administrator accepts
-/// on Microsoft's (emulated) consent page, Microsoft redirects to our callback, which proves the
-/// consent and records the tenant. A browser does the clicking in the end-to-end test; here the
-/// form is submitted as a browser would.
-async fn onboard_woodgrove(
-    services: &Services,
-    emulator: &defender_emulator::RunningEmulator,
-) -> anyhow::Result<()> {
+/// on Microsoft's (emulated) consent page, Microsoft redirects to our callback, which sends the
+/// administrator through a sign-in that proves their tenant (the ID token's `tid`), then proves
+/// the consent and records the tenant. A browser does the clicking in the end-to-end test; here
+/// the forms are submitted as a browser would.
+async fn onboard_woodgrove(services: &Services) -> anyhow::Result<()> {
     println!("Onboarding a new customer (Woodgrove) through admin consent:");
     let consent = ConsentService::build(services).await?;
-    let link = consent.start("DEMO-WOODGROVE", None).await?;
+    let link = consent.start("DEMO-WOODGROVE", None, None).await?;
     println!(
         "  1. consent link for the administrator (single use, until {}):",
         link.expires_at.format("%H:%M UTC")
     );
     println!("     {}", shorten(&link.url, 110));
-    let location = submit_emulator_page(
-        emulator,
+    let location = browser::submit_page(
         &link.url,
-        "/_emulator/consent/decision",
         &[
             ("tenant", demo::WOODGROVE_TENANT_ID),
             ("decision", "accept"),
@@ -430,94 +417,49 @@ async fn onboard_woodgrove(
         "  2. the administrator accepts; Microsoft redirects to {}",
         location.split('?').next().unwrap_or_default()
     );
-    let query = url::Url::parse(&location)?
-        .query()
-        .unwrap_or_default()
-        .to_owned();
+    let CallbackAnswer::Redirect(sign_in) = consent.callback(&browser::query_of(&location)?).await
+    else {
+        anyhow::bail!("the callback did not continue to the administrator's sign-in");
+    };
+    println!(
+        "  3. the callback sends the administrator to sign in: {}",
+        shorten(&sign_in, 90)
+    );
+    let location = browser::submit_page(
+        &sign_in,
+        &[("user", demo::WOODGROVE_ADMIN_UPN), ("decision", "accept")],
+    )
+    .await
+    .context("the sign-in page did not redirect")?;
+    let query = browser::query_of(&location)?;
     let first = consent.callback(&query).await;
-    println!("  3. callback answers {} \"{}\"", first.status, first.title);
+    let page = first.page().context("the callback answered no page")?;
+    println!(
+        "  4. {} signs in; the ID token proves tenant {}: callback answers {} \"{}\"",
+        demo::WOODGROVE_ADMIN_UPN,
+        demo::WOODGROVE_TENANT_ID,
+        page.status,
+        page.title
+    );
     let record = services
         .registry
         .get(&TenantId::parse(demo::WOODGROVE_TENANT_ID)?)
         .await?
         .context("the tenant was not recorded")?;
     println!(
-        "     registry: {} {} roles [{}]",
+        "     registry: {} {} ownership {} roles [{}]",
         record.tenant_id,
         record.status,
+        record.ownership,
         record.roles.join(", ")
     );
     let replay = consent.callback(&query).await;
+    let replay = replay.page().context("the replay answered no page")?;
     println!(
-        "  4. the same callback replayed answers {} \"{}\"",
+        "  5. the same callback replayed answers {} \"{}\"",
         replay.status, replay.title
     );
     Ok(())
-}
-
-/// The hidden inputs of the consent form, unescaped, as a browser would submit them.
-/// What a browser does on one of the emulator's Microsoft pages: opens `url`, submits the page's
-/// form (its hidden fields plus `fields`) to `decision_path`, and answers the redirect's `Location`.
-async fn submit_emulator_page(
-    emulator: &defender_emulator::RunningEmulator,
-    url: &str,
-    decision_path: &str,
-    fields: &[(&str, &str)],
-) -> anyhow::Result<String> {
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let page = browser
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let mut form = hidden_inputs(&page);
-    form.extend(
-        fields
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
-    );
-    let answer = browser
-        .post(format!("{}{decision_path}", emulator.base_url()))
-        .form(&form)
-        .send()
-        .await?;
-    answer
-        .headers()
-        .get("location")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-        .context("no redirect")
-}
-
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
-    let attribute = |tag: &str, name: &str| {
-        let marker = format!("{name}=\"");
-        let start = tag.find(&marker)? + marker.len();
-        let end = tag[start..].find('"')? + start;
-        Some(unescape(&tag[start..end]))
-    };
-    html.split("<input")
-        .skip(1)
-        .filter_map(|rest| {
-            let tag = &rest[..rest.find('>')?];
-            tag.contains("type=\"hidden\"")
-                .then(|| Some((attribute(tag, "name")?, attribute(tag, "value")?)))
-                .flatten()
-        })
-        .collect()
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
 }
 
 fn shorten(text: &str, limit: usize) -> String {

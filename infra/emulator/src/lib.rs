@@ -11,6 +11,7 @@
 mod access_token;
 mod assertion;
 mod aws;
+pub mod browser;
 mod certificates;
 mod consent;
 mod control;

@@ -38,6 +38,9 @@ enum Command {
         /// v2 (default), adminconsent or legacy.
         #[arg(long)]
         link: Option<LinkKind>,
+        /// The customer's tenant id, when you know it: the link then works for that tenant only.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// What to register on the Entra app for the secretless (aws_federated) credential.
     Federation(federation::FederationArgs),
@@ -63,9 +66,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TenantsCommand {
-    /// List every tenant with status and roles.
+    /// List every tenant with status, ownership proof and roles; tenants whose ownership is
+    /// unverified wait for your decision (verify --customer, or offboard).
     List,
-    /// Prove a tenant's consent now and record the result (adds a legacy-link tenant given --customer).
+    /// Prove a tenant's consent now and record the result. With --customer you confirm that the
+    /// tenant belongs to that customer (your decision: it records ownership `operator`).
     Verify {
         tenant: String,
         #[arg(long)]
@@ -94,9 +99,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let services = Services::from_env().await?;
     match cli.command {
-        Command::ConsentLink { customer, link } => {
+        Command::ConsentLink {
+            customer,
+            link,
+            tenant,
+        } => {
             let consent = ConsentService::build(&services).await?;
-            let link = consent.start(&customer, link).await?;
+            let link = consent.start(&customer, link, tenant.as_deref()).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&link)?);
             } else {
@@ -115,6 +124,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&tenants)?);
             } else {
                 print_tenants(&tenants);
+                let undecided = tenants
+                    .iter()
+                    .filter(|tenant| !tenant.ownership.is_proven())
+                    .count();
+                if undecided > 0 {
+                    println!(
+                        "\n{undecided} tenant(s) with ownership `unverified` were recorded without proof that they belong to their customer: confirm with `dp-operator tenants verify <tenant> --customer <ref>` or end with `tenants offboard <tenant>`."
+                    );
+                }
             }
         }
         Command::Tenants {
@@ -165,14 +183,15 @@ fn print_tenants(tenants: &[TenantRecord]) {
         return;
     }
     println!(
-        "{:<36}  {:<10}  {:<20}  {:<20}  roles",
-        "tenant", "status", "customer", "updated"
+        "{:<36}  {:<10}  {:<13}  {:<20}  {:<20}  roles",
+        "tenant", "status", "ownership", "customer", "updated"
     );
     for tenant in tenants {
         println!(
-            "{:<36}  {:<10}  {:<20}  {:<20}  {}",
+            "{:<36}  {:<10}  {:<13}  {:<20}  {:<20}  {}",
             tenant.tenant_id,
             tenant.status,
+            tenant.ownership,
             tenant.customer_ref.as_deref().unwrap_or("-"),
             tenant.updated_at.format("%Y-%m-%d %H:%M:%S"),
             tenant.roles.join(", ")

@@ -1,14 +1,20 @@
-//! Microsoft's redirect back to us after admin consent, parsed. Every value comes from the
-//! browser, so every value is bounded, and nothing here trusts the `tenant` it reads: the service
-//! proves it by minting a token.
+//! Microsoft's redirects back to us during onboarding, parsed: the admin-consent answer, and
+//! the answer to the administrator's sign-in that follows it. Every value comes from the
+//! browser, so every value is bounded, and nothing here trusts the `tenant` it reads: the
+//! administrator's ID token proves the tenant.
 
 use std::collections::HashMap;
 
+use secrecy::SecretString;
+
 /// What the query string says happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum CallbackOutcome {
     /// Consent given. `tenant` is what the URL claims (absent on the legacy link).
     Granted { tenant: Option<String> },
+    /// An authorization code without `admin_consent`: the answer to the administrator's
+    /// sign-in.
+    Code(SecretString),
     /// Declined or failed: Microsoft's `error` (a short code) and its description.
     Declined {
         error: String,
@@ -16,7 +22,7 @@ pub enum CallbackOutcome {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Callback {
     pub state: Option<String>,
     pub outcome: CallbackOutcome,
@@ -34,8 +40,9 @@ pub enum CallbackError {
     Incomplete,
 }
 
-const MAX_QUERY: usize = 8 * 1024;
-const MAX_VALUE: usize = 2 * 1024;
+const MAX_QUERY: usize = 16 * 1024;
+/// Entra's authorization codes run to about 1–2 KB.
+const MAX_VALUE: usize = 8 * 1024;
 const KNOWN: [&str; 9] = [
     "state",
     "tenant",
@@ -92,7 +99,13 @@ pub fn parse_callback(raw_query: &str) -> Result<Callback, CallbackError> {
             outcome: CallbackOutcome::Granted { tenant },
         });
     }
-    Err(CallbackError::Incomplete)
+    match code {
+        Some(code) if !consented && tenant.is_none() => Ok(Callback {
+            state,
+            outcome: CallbackOutcome::Code(SecretString::from(code)),
+        }),
+        _ => Err(CallbackError::Incomplete),
+    }
 }
 
 /// Microsoft's error codes are short snake_case words; anything else is reduced to that shape.
@@ -124,16 +137,26 @@ mod tests {
     fn parses_both_success_shapes() {
         let v2 = parse_callback("tenant=72f988bf-86f1-41af-91ab-2d7cd011db47&scope=https%3A%2F%2Fapi.security.microsoft.com%2F.default&state=abc&admin_consent=True").unwrap();
         assert_eq!(v2.state.as_deref(), Some("abc"));
-        assert_eq!(
+        assert!(matches!(
             v2.outcome,
-            CallbackOutcome::Granted {
-                tenant: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into())
-            }
-        );
+            CallbackOutcome::Granted { tenant: Some(ref t) } if t == "72f988bf-86f1-41af-91ab-2d7cd011db47"
+        ));
         let legacy =
             parse_callback("code=0.AXYA-secret-code&session_state=s&state=abc&admin_consent=True")
                 .unwrap();
-        assert_eq!(legacy.outcome, CallbackOutcome::Granted { tenant: None });
+        assert!(matches!(
+            legacy.outcome,
+            CallbackOutcome::Granted { tenant: None }
+        ));
+        let sign_in = parse_callback("code=0.AXYA-code&state=abc&session_state=s").unwrap();
+        let CallbackOutcome::Code(code) = sign_in.outcome else {
+            panic!("a code")
+        };
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&code), "0.AXYA-code");
+        assert_eq!(
+            parse_callback("code=c&tenant=x&state=abc").unwrap_err(),
+            CallbackError::Incomplete
+        );
     }
 
     #[test]
@@ -142,13 +165,11 @@ mod tests {
             "error=access_denied&error_subcode=cancel&error_description=AADSTS65004%3A+User+declined&state=abc&admin_consent=True",
         )
         .unwrap();
-        assert_eq!(
+        assert!(matches!(
             declined.outcome,
-            CallbackOutcome::Declined {
-                error: "access_denied".into(),
-                description: Some("AADSTS65004: User declined".into())
-            }
-        );
+            CallbackOutcome::Declined { ref error, ref description }
+                if error == "access_denied" && description.as_deref() == Some("AADSTS65004: User declined")
+        ));
         let hostile = parse_callback("error=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state=x").unwrap();
         let CallbackOutcome::Declined { error, .. } = hostile.outcome else {
             panic!()
@@ -158,29 +179,28 @@ mod tests {
 
     #[test]
     fn refuses_incomplete_repeated_and_oversized_queries() {
-        assert_eq!(parse_callback(""), Err(CallbackError::Incomplete));
-        assert_eq!(parse_callback("state=abc"), Err(CallbackError::Incomplete));
+        let refused = |query: &str| parse_callback(query).unwrap_err();
+        assert_eq!(refused(""), CallbackError::Incomplete);
+        assert_eq!(refused("state=abc"), CallbackError::Incomplete);
         assert_eq!(
-            parse_callback("tenant=x&state=abc&admin_consent=False"),
-            Err(CallbackError::Incomplete)
+            refused("tenant=x&state=abc&admin_consent=False"),
+            CallbackError::Incomplete
         );
         assert_eq!(
-            parse_callback("admin_consent=True&state=abc"),
-            Err(CallbackError::Incomplete)
+            refused("admin_consent=True&state=abc"),
+            CallbackError::Incomplete
         );
         assert_eq!(
-            parse_callback("tenant=a&tenant=b&admin_consent=True&state=s"),
-            Err(CallbackError::Repeated("tenant"))
+            refused("tenant=a&tenant=b&admin_consent=True&state=s"),
+            CallbackError::Repeated("tenant")
         );
         assert_eq!(
-            parse_callback(&"a".repeat(9000)),
-            Err(CallbackError::TooLong)
+            refused("code=a&code=b&state=s"),
+            CallbackError::Repeated("code")
         );
-        let long = format!("state={}", "x".repeat(3000));
-        assert_eq!(
-            parse_callback(&long),
-            Err(CallbackError::ValueTooLong("state"))
-        );
+        assert_eq!(refused(&"a".repeat(17000)), CallbackError::TooLong);
+        let long = format!("state={}", "x".repeat(9000));
+        assert_eq!(refused(&long), CallbackError::ValueTooLong("state"));
     }
 
     #[test]

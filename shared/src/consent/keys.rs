@@ -10,6 +10,13 @@ use secrecy::{ExposeSecret, SecretSlice};
 use crate::config::StateKeyLocation;
 use crate::secrets::{CredentialError, CredentialSource, SecretsManagerSource};
 
+/// A key for one purpose, derived from the service key: a value made with one (a `state`, a
+/// PKCE verifier, a nonce) is never accepted for another.
+pub fn derive_key(service_key: &SecretSlice<u8>, purpose: &[u8]) -> SecretSlice<u8> {
+    let base = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, service_key.expose_secret());
+    SecretSlice::from(aws_lc_rs::hmac::sign(&base, purpose).as_ref().to_vec())
+}
+
 pub async fn load_state_key(
     location: &StateKeyLocation,
     aws: Option<&aws_config::SdkConfig>,

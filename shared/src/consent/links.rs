@@ -7,6 +7,7 @@ use url::Url;
 
 use crate::api::DefenderApi;
 use crate::cloud::CloudEndpoints;
+use crate::tenant_id::TenantId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkKind {
@@ -48,7 +49,9 @@ impl FromStr for LinkKind {
     }
 }
 
-/// Builds the consent URL. `apis` name the resources a v2 link asks for.
+/// Builds the consent URL. `apis` name the resources a v2 link asks for; `tenant`, when the
+/// partner knows the customer's tenant, binds the link to it (Microsoft then shows the consent
+/// for that tenant only).
 pub fn consent_url(
     kind: LinkKind,
     endpoints: &CloudEndpoints,
@@ -56,12 +59,14 @@ pub fn consent_url(
     redirect_uri: &Url,
     state: &str,
     apis: &[DefenderApi],
+    tenant: Option<&TenantId>,
 ) -> Url {
-    let (tenant, path) = match kind {
+    let (any_tenant, path) = match kind {
         LinkKind::V2 => ("organizations", "v2.0/adminconsent"),
         LinkKind::AdminConsent => ("common", "adminconsent"),
         LinkKind::Legacy => ("common", "oauth2/authorize"),
     };
+    let tenant = tenant.map_or(any_tenant, TenantId::as_str);
     let mut url =
         Url::parse(&endpoints.authority_url(tenant, path)).expect("authority URLs are valid");
     {
@@ -114,8 +119,23 @@ mod tests {
             &redirect,
             "st",
             &[DefenderApi::M365d, DefenderApi::Graph],
+            None,
         );
         assert_eq!(v2.path(), "/organizations/v2.0/adminconsent");
+        let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
+        let bound = consent_url(
+            LinkKind::V2,
+            &endpoints,
+            "app",
+            &redirect,
+            "st",
+            &[DefenderApi::Graph],
+            Some(&tenant),
+        );
+        assert_eq!(
+            bound.path(),
+            "/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0/adminconsent"
+        );
         assert!(
             params(&v2).contains(&(
                 "scope".into(),
@@ -131,13 +151,22 @@ mod tests {
             &redirect,
             "st",
             &[DefenderApi::M365d],
+            None,
         );
         assert_eq!(
             admin.as_str().split('?').next().unwrap(),
             "https://login.microsoftonline.com/common/adminconsent"
         );
         assert!(!params(&admin).iter().any(|(k, _)| k == "scope"));
-        let legacy = consent_url(LinkKind::Legacy, &endpoints, "app", &redirect, "st", &[]);
+        let legacy = consent_url(
+            LinkKind::Legacy,
+            &endpoints,
+            "app",
+            &redirect,
+            "st",
+            &[],
+            None,
+        );
         assert_eq!(legacy.path(), "/common/oauth2/authorize");
         assert!(params(&legacy).contains(&("prompt".into(), "consent".into())));
         assert!(params(&legacy).contains(&("response_type".into(), "code".into())));

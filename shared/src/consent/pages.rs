@@ -69,13 +69,52 @@ impl Page {
         }
     }
 
-    pub fn legacy_without_tenant(customer_ref: &str) -> Page {
+    /// The administrator's sign-in proved the tenant, but Microsoft did not confirm the app's
+    /// permissions before the function had to answer: the fetch cycle finishes it.
+    pub fn almost_done(tenant: &TenantId, support_ref: &str) -> Page {
         Page {
             status: 202,
-            title: "Consent received: one more step",
+            title: "Almost done",
             body: format!(
-                "<p>Microsoft reported that you consented, but this kind of link does not say which tenant you consented for, and your security partner does not guess.</p><p>Please send your security partner your <strong>tenant ID</strong> (Microsoft Entra admin center, Overview) and reference <code>{}</code>. They will confirm the consent with Microsoft and finish the onboarding; you do not need to consent again.</p>",
-                escape(customer_ref)
+                "<p>You signed in as an administrator of tenant <strong>{}</strong> and your consent was received. Microsoft has not confirmed the permissions yet; your security partner will finish the onboarding automatically within the next minutes.</p><p>Nothing more is needed from you. If the connection is not confirmed within an hour, contact your security partner and quote support reference <code>{}</code>.</p>",
+                escape(tenant.as_str()),
+                escape(support_ref)
+            ),
+        }
+    }
+
+    /// The link was bound to one tenant, or the administrator signed in to another one than
+    /// Microsoft's redirect named.
+    pub fn wrong_tenant(support_ref: &str) -> Page {
+        Page {
+            status: 403,
+            title: "This link is for another organisation",
+            body: format!(
+                "<p>This onboarding link was issued for a different Microsoft Entra tenant than the one you consented for or signed in to. Nothing was recorded.</p><p>Sign in with an administrator account of the organisation the link was issued for, or ask your security partner for a new link (support reference <code>{}</code>).</p>",
+                escape(support_ref)
+            ),
+        }
+    }
+
+    /// The person who signed in holds no role able to grant admin consent.
+    pub fn not_an_administrator() -> Page {
+        Page {
+            status: 403,
+            title: "An administrator must complete this step",
+            body: "<p>The account you signed in with does not hold an administrator role that can grant consent for your organisation (Global, Privileged Role, Cloud Application or Application Administrator). Nothing was recorded.</p><p>Please ask such an administrator to open the link your security partner sent.</p>".into(),
+        }
+    }
+
+    /// The administrator's sign-in after the consent did not complete or did not prove who
+    /// they are.
+    pub fn sign_in_not_completed(reason: &str, support_ref: &str) -> Page {
+        Page {
+            status: 400,
+            title: "Sign-in was not completed",
+            body: format!(
+                "<p>To finish onboarding, the administrator who consented signs in once so that your security partner knows which organisation consented ({}). Nothing was recorded.</p><p>Open the link your security partner sent again, or contact them with support reference <code>{}</code>.</p>",
+                escape(reason),
+                escape(support_ref)
             ),
         }
     }
@@ -162,7 +201,7 @@ mod tests {
         let html = page.render();
         assert!(!html.contains("<img"));
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
-        let page = Page::legacy_without_tenant("\"><script>");
+        let page = Page::sign_in_not_completed("\"><script>", "r");
         assert!(!page.render().contains("<script>"));
     }
 
@@ -173,6 +212,9 @@ mod tests {
         assert_eq!(Page::replayed().status, 409);
         assert_eq!(Page::registered_elsewhere("r").status, 409);
         assert_eq!(Page::error("r").status, 503);
+        assert_eq!(Page::wrong_tenant("r").status, 403);
+        assert_eq!(Page::not_an_administrator().status, 403);
+        assert_eq!(Page::sign_in_not_completed("x", "r").status, 400);
         let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
         assert_eq!(Page::success(&tenant, "c", &[]).status, 200);
         assert!(

@@ -12,7 +12,9 @@ use crate::config::Settings;
 use crate::entra::provider::verify;
 use crate::entra::{AppTokenError, AppTokenProvider};
 use crate::tenant_id::TenantId;
-use crate::tenants::{RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now};
+use crate::tenants::{
+    Ownership, RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
+};
 
 /// Why a tenant could not be proven consented.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,9 +41,23 @@ pub async fn prove_consent(
     window: Duration,
 ) -> Result<Vec<String>, ProofFailure> {
     let started = Instant::now();
+    // Never past the invocation's deadline: what is not proven by then is left to the fetch
+    // cycle's re-verification.
+    let window = crate::deadline::bounded(window);
     let mut pause = Duration::from_millis(500);
     loop {
-        match prove_once(tokens, settings, tenant, apis).await {
+        let attempt = prove_once(tokens, settings, tenant, apis);
+        let outcome = match crate::deadline::invocation_deadline() {
+            Some(deadline) => tokio::time::timeout_at(deadline, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(AppTokenError::Entra(
+                        crate::entra::EntraError::DeadlineExceeded(started.elapsed()),
+                    ))
+                }),
+            None => attempt.await,
+        };
+        match outcome {
             Ok(roles) => return Ok(roles),
             Err(error) if may_be_propagating(&error) && started.elapsed() + pause < window => {
                 tracing::info!(tenant = %tenant, code = %error.code(), wait_ms = pause.as_millis() as u64, "consent not visible yet; retrying the proof");
@@ -99,6 +115,9 @@ const RECORD_ATTEMPTS: usize = 8;
 /// the callback, the operator's re-verification and the fetch cycle (for pending tenants). The
 /// record is re-read after the proof and written only if nobody changed it since (a conditional
 /// write, retried): an offboarding during the proof is never overwritten by a stale copy.
+/// `ownership`, when given, is how the caller proved the tenant belongs to `customer_ref` (an
+/// administrator's sign-in, the operator's word); `None` keeps what the record says.
+#[allow(clippy::too_many_arguments)]
 pub async fn prove_and_record(
     registry: &dyn TenantRegistry,
     tokens: &AppTokenProvider,
@@ -107,7 +126,15 @@ pub async fn prove_and_record(
     customer_ref: &str,
     window: Duration,
     promotion: Promotion,
+    ownership: Option<Ownership>,
 ) -> Result<TenantRecord, RegistryError> {
+    if promotion == Promotion::PendingOnly
+        && let Some(record) = registry.get(tenant).await?
+        && (record.status != TenantStatus::Pending || !record.ownership.is_proven())
+    {
+        // Not the cycle's to finish: no token requests for it.
+        return Ok(record);
+    }
     let proof = prove_consent(tokens, settings, tenant, &settings.consent.apis, window).await;
     match &proof {
         Ok(roles) => {
@@ -120,8 +147,14 @@ pub async fn prove_and_record(
     for _ in 0..RECORD_ATTEMPTS {
         let existing = registry.get(tenant).await?;
         let is_new = existing.is_none();
-        let Some(record) = outcome(existing.clone(), &proof, tenant, customer_ref, promotion)
-        else {
+        let Some(record) = outcome(
+            existing.clone(),
+            &proof,
+            tenant,
+            customer_ref,
+            promotion,
+            ownership,
+        ) else {
             let unchanged = existing.expect("only an existing record is left unchanged");
             tracing::info!(tenant = %tenant, status = unchanged.status.as_str(), "tenant changed while its consent was proven; left as it is");
             return Ok(unchanged);
@@ -150,10 +183,21 @@ fn outcome(
     tenant: &TenantId,
     customer_ref: &str,
     promotion: Promotion,
+    ownership: Option<Ownership>,
 ) -> Option<TenantRecord> {
-    let mut record = existing
-        .unwrap_or_else(|| TenantRecord::new(tenant.clone(), customer_ref, TenantStatus::Pending));
-    if promotion == Promotion::PendingOnly && record.status != TenantStatus::Pending {
+    let mut record = existing.unwrap_or_else(|| {
+        let mut fresh = TenantRecord::new(tenant.clone(), customer_ref, TenantStatus::Pending);
+        fresh.ownership = Ownership::Unverified;
+        fresh
+    });
+    if let Some(ownership) = ownership {
+        record.ownership = ownership;
+    }
+    // The fetch cycle finishes only what a proven administrator (or the operator) started: a
+    // claim nobody proved waits for the operator's decision, whatever Entra says.
+    if promotion == Promotion::PendingOnly
+        && (record.status != TenantStatus::Pending || !record.ownership.is_proven())
+    {
         return None;
     }
     record.customer_ref = Some(customer_ref.to_owned());
@@ -201,7 +245,16 @@ mod tests {
 
     #[test]
     fn a_proof_activates_a_new_tenant_with_its_roles() {
-        let record = outcome(None, &proven(), &tenant(), "CRM-1", Promotion::Any).unwrap();
+        let record = outcome(
+            None,
+            &proven(),
+            &tenant(),
+            "CRM-1",
+            Promotion::Any,
+            Some(Ownership::AdminSignIn),
+        )
+        .unwrap();
+        assert_eq!(record.ownership, Ownership::AdminSignIn);
         assert_eq!(record.status, TenantStatus::Active);
         assert_eq!(record.roles, ["Incident.Read.All"]);
         assert_eq!(record.version, 0);
@@ -215,6 +268,7 @@ mod tests {
             &tenant(),
             "CRM-1",
             Promotion::PendingOnly,
+            None,
         )
         .unwrap();
         assert_eq!(record.version, 4, "replace() checks this version");
@@ -235,13 +289,43 @@ mod tests {
                         &proof,
                         &tenant(),
                         "CRM-1",
-                        Promotion::PendingOnly
+                        Promotion::PendingOnly,
+                        None
                     )
                     .is_none(),
                     "{status:?}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_fetch_cycle_never_activates_an_unproven_claim() {
+        let mut claim = stored(TenantStatus::Pending);
+        claim.ownership = Ownership::Unverified;
+        assert!(
+            outcome(
+                Some(claim.clone()),
+                &proven(),
+                &tenant(),
+                "CRM-1",
+                Promotion::PendingOnly,
+                None
+            )
+            .is_none()
+        );
+        // The operator's decision (or a proven administrator) may.
+        let decided = outcome(
+            Some(claim),
+            &proven(),
+            &tenant(),
+            "CRM-1",
+            Promotion::Any,
+            Some(Ownership::Operator),
+        )
+        .unwrap();
+        assert_eq!(decided.status, TenantStatus::Active);
+        assert_eq!(decided.ownership, Ownership::Operator);
     }
 
     #[test]
@@ -252,6 +336,7 @@ mod tests {
             &tenant(),
             "CRM-1",
             Promotion::Any,
+            None,
         )
         .unwrap();
         assert_eq!(record.status, TenantStatus::Active);
@@ -261,6 +346,7 @@ mod tests {
             &tenant(),
             "CRM-1",
             Promotion::Any,
+            None,
         )
         .unwrap();
         assert_eq!(unproven.status, TenantStatus::Pending);
@@ -275,6 +361,7 @@ mod tests {
             &tenant(),
             "CRM-1",
             Promotion::Any,
+            None,
         )
         .unwrap();
         assert_eq!(record.status, TenantStatus::Active);

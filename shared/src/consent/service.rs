@@ -7,21 +7,23 @@ use chrono::Utc;
 use url::Url;
 use uuid::Uuid;
 
+use super::admin_sign_in::{AdminSignIn, AdminSignInError};
 use super::callback::{CallbackOutcome, parse_callback};
-use super::keys::load_state_key;
+use super::keys::{derive_key, load_state_key};
 use super::links::{LinkKind, consent_url};
 use super::pages::Page;
 use super::proof::{Promotion, ProofFailure, prove_and_record};
 use super::state::{ConsentState, StateError, StateSigner};
 use crate::ErrorCode;
 use crate::config::{ENV_CONSENT_REDIRECT_URI, Settings};
-use crate::entra::AppTokenProvider;
+use crate::entra::id_token::{IdTokenError, IdTokenVerifier};
+use crate::entra::{AppTokenProvider, TokenClient};
 use crate::runtime::Services;
 use crate::secrets::{CredentialError, CredentialStore};
 use crate::tenant_id::TenantId;
 use crate::tenants::{
-    AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, RegistryError, TenantRecord,
-    TenantRegistry, TenantStatus, stored_now,
+    AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, Ownership, RegistryError,
+    TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum ConsentError {
     RedirectUriMissing,
     #[error("tenant {0} is not registered")]
     NotRegistered(String),
+    #[error(transparent)]
+    InvalidTenant(#[from] crate::tenant_id::TenantIdError),
     #[error(transparent)]
     Credential(#[from] CredentialError),
     #[error(transparent)]
@@ -53,6 +57,7 @@ impl ConsentError {
             ConsentError::InvalidCustomerRef(_) => ErrorCode::InvalidRequest,
             ConsentError::RedirectUriMissing => ErrorCode::ConfigInvalid,
             ConsentError::NotRegistered(_) => ErrorCode::TenantNotRegistered,
+            ConsentError::InvalidTenant(_) => ErrorCode::InvalidTenantId,
             ConsentError::Credential(error) => error.code(),
             ConsentError::Registry(error) => error.code(),
             ConsentError::NotProven { failure, .. } => failure.code,
@@ -66,12 +71,45 @@ pub struct ConsentLink {
     pub url: String,
     pub customer_ref: String,
     pub link: String,
+    /// The tenant the link is bound to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     pub expires_at: chrono::DateTime<Utc>,
+}
+
+/// What the callback answers: a page for the administrator, or the browser's next stop.
+#[derive(Debug)]
+pub enum CallbackAnswer {
+    Page(Page),
+    /// A 302 to Microsoft's sign-in.
+    Redirect(String),
+}
+
+impl From<Page> for CallbackAnswer {
+    fn from(page: Page) -> Self {
+        CallbackAnswer::Page(page)
+    }
+}
+
+impl CallbackAnswer {
+    /// The page, if this answer is one (tests, the demo).
+    pub fn page(&self) -> Option<&Page> {
+        match self {
+            CallbackAnswer::Page(page) => Some(page),
+            CallbackAnswer::Redirect(_) => None,
+        }
+    }
 }
 
 pub struct ConsentService {
     settings: Settings,
+    /// Signs the consent link's `state`.
     signer: StateSigner,
+    /// Signs the `state` of the administrator's sign-in that follows the consent.
+    proof_signer: StateSigner,
+    admin_sign_in: AdminSignIn,
+    id_tokens: IdTokenVerifier,
+    client: TokenClient,
     attempts: Arc<dyn ConsentAttempts>,
     registry: Arc<dyn TenantRegistry>,
     tokens: Arc<AppTokenProvider>,
@@ -86,6 +124,16 @@ impl ConsentService {
         Ok(ConsentService {
             settings: services.settings.clone(),
             signer: StateSigner::new(&key),
+            proof_signer: StateSigner::new(&derive_key(
+                &key,
+                b"defender-partner consent sign-in state key v1",
+            )),
+            admin_sign_in: AdminSignIn::new(&key),
+            id_tokens: IdTokenVerifier::new(
+                services.http.clone(),
+                services.settings.endpoints.clone(),
+            ),
+            client: TokenClient::new(services.http.clone(), services.settings.endpoints.clone()),
             attempts: services.attempts.clone(),
             registry: services.registry.clone(),
             tokens: services.tokens.clone(),
@@ -101,13 +149,20 @@ impl ConsentService {
             .ok_or(ConsentError::RedirectUriMissing)
     }
 
-    /// A new single-use consent link for `customer_ref`.
+    /// A new single-use consent link for `customer_ref`; with `tenant`, bound to that tenant
+    /// (Microsoft shows the consent for it, and the callback accepts no other).
     pub async fn start(
         &self,
         customer_ref: &str,
         link: Option<LinkKind>,
+        tenant: Option<&str>,
     ) -> Result<ConsentLink, ConsentError> {
         let customer_ref = valid_customer_ref(customer_ref)?;
+        let tenant = tenant
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(TenantId::parse)
+            .transpose()?;
         let redirect_uri = self.redirect_uri()?.clone();
         let link = link.unwrap_or(self.settings.consent.link);
         let credential = self.credentials.current().await?;
@@ -120,7 +175,7 @@ impl ConsentService {
             customer_ref: customer_ref.clone(),
             link: link.as_str().to_owned(),
             status: AttemptStatus::Issued,
-            tenant_id: None,
+            tenant_id: tenant.clone(),
             detail: None,
             created_at: now,
             expires_at,
@@ -132,6 +187,7 @@ impl ConsentService {
             customer_ref: customer_ref.clone(),
             link: link.as_str().to_owned(),
             expires: expires_at.timestamp(),
+            tenant: tenant.as_ref().map(TenantId::to_string),
         });
         let url = consent_url(
             link,
@@ -140,58 +196,113 @@ impl ConsentService {
             &redirect_uri,
             &state,
             &self.settings.consent.apis,
+            tenant.as_ref(),
         );
-        tracing::info!(customer_ref = %customer_ref, link = %link, expires_at = %expires_at, "consent link issued");
+        tracing::info!(customer_ref = %customer_ref, link = %link, tenant = tenant.as_ref().map(TenantId::as_str).unwrap_or("any"), expires_at = %expires_at, "consent link issued");
         Ok(ConsentLink {
             url: url.to_string(),
             customer_ref,
             link: link.as_str().to_owned(),
+            tenant_id: tenant.map(|tenant| tenant.to_string()),
             expires_at,
         })
     }
 
-    /// Handles Microsoft's redirect. Always answers a page; never fails.
-    pub async fn callback(&self, raw_query: &str) -> Page {
+    /// Handles Microsoft's redirects (the consent's, then the administrator's sign-in's).
+    /// Always answers: a page, or the browser's next step; never fails.
+    pub async fn callback(&self, raw_query: &str) -> CallbackAnswer {
         let support_ref = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let page = self.handle_callback(raw_query, &support_ref).await;
-        tracing::info!(support_ref = %support_ref, status = page.status, outcome = page.title, "consent callback answered");
-        page
+        let answer = self.handle_callback(raw_query, &support_ref).await;
+        match &answer {
+            CallbackAnswer::Page(page) => {
+                tracing::info!(support_ref = %support_ref, status = page.status, outcome = page.title, "consent callback answered")
+            }
+            CallbackAnswer::Redirect(_) => {
+                tracing::info!(support_ref = %support_ref, status = 302, outcome = "administrator sign-in", "consent callback answered")
+            }
+        }
+        answer
     }
 
-    async fn handle_callback(&self, raw_query: &str, support_ref: &str) -> Page {
+    async fn handle_callback(&self, raw_query: &str, support_ref: &str) -> CallbackAnswer {
         let callback = match parse_callback(raw_query) {
             Ok(callback) => callback,
             Err(error) => {
                 tracing::warn!(support_ref, error = %error, "malformed consent callback");
-                return Page::invalid();
+                return Page::invalid().into();
             }
         };
-        let state = match self.signer.verify(callback.state.as_deref(), Utc::now()) {
-            Ok(state) => state,
-            Err(StateError::Expired) => return Page::expired(),
+        let now = Utc::now();
+        // Which step this is follows from the key that signed the state: each step's state is
+        // signed with its own key, so one is never taken for the other.
+        match self.signer.verify(callback.state.as_deref(), now) {
+            Ok(state) => {
+                return self
+                    .consent_answered(state, callback.outcome, support_ref)
+                    .await;
+            }
+            Err(StateError::Expired) => return Page::expired().into(),
+            Err(StateError::BadSignature) => {}
             Err(error) => {
                 tracing::warn!(support_ref, error = %error, "consent callback with a state we did not issue");
-                return Page::invalid();
+                return Page::invalid().into();
             }
-        };
-        let attempt = match self.attempts.consume(&state.nonce, Utc::now()).await {
-            Ok(attempt) => attempt,
-            Err(ConsumeError::AlreadyUsed) => {
+        }
+        match self.proof_signer.verify(callback.state.as_deref(), now) {
+            Ok(state) => self
+                .sign_in_answered(state, callback.outcome, support_ref)
+                .await
+                .into(),
+            Err(StateError::Expired) => Page::expired().into(),
+            Err(error) => {
+                tracing::warn!(support_ref, error = %error, "consent callback with a state we did not issue");
+                Page::invalid().into()
+            }
+        }
+    }
+
+    /// The attempt behind a state, if it may still be used (read only: nothing is spent here).
+    async fn usable_attempt(
+        &self,
+        state: &ConsentState,
+        support_ref: &str,
+    ) -> Result<ConsentAttempt, Page> {
+        match self.attempts.attempt(&state.nonce).await {
+            Ok(Some(attempt)) if attempt.status != AttemptStatus::Issued => {
                 tracing::warn!(support_ref, customer_ref = %state.customer_ref, "consent callback replayed");
-                return Page::replayed();
+                Err(Page::replayed())
             }
-            Err(ConsumeError::Expired) => return Page::expired(),
-            Err(ConsumeError::Unknown) => {
+            Ok(Some(attempt)) if attempt.expires_at <= Utc::now() => Err(Page::expired()),
+            Ok(Some(attempt)) => Ok(attempt),
+            Ok(None) => {
                 tracing::warn!(support_ref, "consent callback for a nonce never issued");
-                return Page::invalid();
+                Err(Page::invalid())
             }
-            Err(ConsumeError::Store(error)) => {
+            Err(error) => {
                 tracing::error!(support_ref, error = %error, "consent attempt could not be read");
-                return Page::error(support_ref);
+                Err(Page::error(support_ref))
             }
+        }
+    }
+
+    /// Step 1: Microsoft's answer to the consent. A refusal ends the attempt; a consent sends
+    /// the browser on to the administrator's sign-in. Nothing is recorded for a tenant here.
+    async fn consent_answered(
+        &self,
+        state: ConsentState,
+        outcome: CallbackOutcome,
+        support_ref: &str,
+    ) -> CallbackAnswer {
+        let bound = match state.tenant.as_deref().map(TenantId::parse).transpose() {
+            Ok(bound) => bound,
+            Err(_) => return Page::invalid().into(),
         };
-        match callback.outcome {
+        let claimed = match outcome {
             CallbackOutcome::Declined { error, description } => {
+                let attempt = match self.spend(&state, support_ref).await {
+                    Ok(attempt) => attempt,
+                    Err(page) => return page.into(),
+                };
                 tracing::info!(support_ref, customer_ref = %attempt.customer_ref, error = %error, "consent declined");
                 self.finish(
                     &attempt,
@@ -201,89 +312,241 @@ impl ConsentService {
                     support_ref,
                 )
                 .await;
-                Page::declined(&error, description.as_deref())
+                return Page::declined(&error, description.as_deref()).into();
             }
-            CallbackOutcome::Granted { tenant: None } => {
+            // A code answers a sign-in, which this state never started.
+            CallbackOutcome::Code(_) => return Page::invalid().into(),
+            CallbackOutcome::Granted { tenant } => tenant,
+        };
+        let claimed = match claimed.as_deref().map(TenantId::parse).transpose() {
+            Ok(claimed) => claimed,
+            Err(_) => {
+                tracing::warn!(support_ref, "consent callback with a malformed tenant");
+                return Page::invalid().into();
+            }
+        };
+        if let (Some(bound), Some(claimed)) = (&bound, &claimed)
+            && bound != claimed
+        {
+            tracing::warn!(support_ref, customer_ref = %state.customer_ref, bound = %bound, claimed = %claimed, "consent callback for another tenant than the link's");
+            return Page::wrong_tenant(support_ref).into();
+        }
+        let attempt = match self.usable_attempt(&state, support_ref).await {
+            Ok(attempt) => attempt,
+            Err(page) => return page.into(),
+        };
+        let (Ok(redirect_uri), Ok(credential)) =
+            (self.redirect_uri(), self.credentials.current().await)
+        else {
+            tracing::error!(support_ref, "redirect URI or app credential unavailable");
+            return Page::error(support_ref).into();
+        };
+        // The tenant to prove: the link's, else the one the redirect names (a forged one only
+        // sends the forger to sign in where they cannot), else the administrator's own.
+        let expected = bound.or(claimed);
+        let authority = expected
+            .as_ref()
+            .map_or("organizations", TenantId::as_str)
+            .to_owned();
+        let proof_state = self.proof_signer.sign(&ConsentState {
+            nonce: attempt.nonce.clone(),
+            customer_ref: attempt.customer_ref.clone(),
+            link: attempt.link.clone(),
+            expires: state.expires,
+            tenant: expected.map(|tenant| tenant.to_string()),
+        });
+        let url = self.admin_sign_in.authorize_url(
+            &self.settings.endpoints,
+            &authority,
+            &credential.client_id,
+            redirect_uri,
+            &proof_state,
+            &attempt.nonce,
+        );
+        tracing::info!(support_ref, customer_ref = %attempt.customer_ref, authority = %authority, "consent given; the administrator signs in to prove the tenant");
+        CallbackAnswer::Redirect(url.to_string())
+    }
+
+    /// Spends the attempt's single-use nonce.
+    async fn spend(&self, state: &ConsentState, support_ref: &str) -> Result<ConsentAttempt, Page> {
+        match self.attempts.consume(&state.nonce, Utc::now()).await {
+            Ok(attempt) => Ok(attempt),
+            Err(ConsumeError::AlreadyUsed) => {
+                tracing::warn!(support_ref, customer_ref = %state.customer_ref, "consent callback replayed");
+                Err(Page::replayed())
+            }
+            Err(ConsumeError::Expired) => Err(Page::expired()),
+            Err(ConsumeError::Unknown) => {
+                tracing::warn!(support_ref, "consent callback for a nonce never issued");
+                Err(Page::invalid())
+            }
+            Err(ConsumeError::Store(error)) => {
+                tracing::error!(support_ref, error = %error, "consent attempt could not be read");
+                Err(Page::error(support_ref))
+            }
+        }
+    }
+
+    /// Step 2: the administrator's sign-in. Its verified ID token names the tenant; only then
+    /// is the nonce spent and the tenant recorded.
+    async fn sign_in_answered(
+        &self,
+        state: ConsentState,
+        outcome: CallbackOutcome,
+        support_ref: &str,
+    ) -> Page {
+        let expected = match state.tenant.as_deref().map(TenantId::parse).transpose() {
+            Ok(expected) => expected,
+            Err(_) => return Page::invalid(),
+        };
+        let code = match outcome {
+            CallbackOutcome::Code(code) => code,
+            CallbackOutcome::Declined { error, .. } => {
+                let attempt = match self.spend(&state, support_ref).await {
+                    Ok(attempt) => attempt,
+                    Err(page) => return page,
+                };
+                tracing::info!(support_ref, customer_ref = %attempt.customer_ref, error = %error, "administrator sign-in not completed");
                 self.finish(
                     &attempt,
-                    AttemptStatus::Unproven,
+                    AttemptStatus::Declined,
                     None,
-                    Some("the legacy link returns no tenant id: confirm with the operator command"),
+                    Some(&error),
                     support_ref,
                 )
                 .await;
-                Page::legacy_without_tenant(&attempt.customer_ref)
+                return Page::sign_in_not_completed(&error, support_ref);
             }
-            CallbackOutcome::Granted {
-                tenant: Some(claimed),
-            } => {
-                let Ok(tenant) = TenantId::parse(&claimed) else {
-                    tracing::warn!(support_ref, "consent callback with a malformed tenant");
-                    self.finish(
-                        &attempt,
-                        AttemptStatus::Declined,
-                        None,
-                        Some("malformed tenant in callback"),
-                        support_ref,
-                    )
-                    .await;
-                    return Page::invalid();
-                };
-                // A tenant onboarded for one customer is never moved to another by a link issued
-                // for someone else: that is the operator's decision (`tenants verify --customer`).
-                match self.registry.get(&tenant).await {
-                    Ok(Some(existing))
-                        if existing
-                            .customer_ref
-                            .as_deref()
-                            .is_some_and(|owner| owner != attempt.customer_ref) =>
-                    {
-                        tracing::warn!(support_ref, tenant = %tenant, customer_ref = %attempt.customer_ref, "consent callback for a tenant registered to another customer");
-                        self.finish(
-                            &attempt,
-                            AttemptStatus::Declined,
-                            Some(&tenant),
-                            Some("tenant already registered to another customer reference"),
-                            support_ref,
-                        )
-                        .await;
-                        return Page::registered_elsewhere(support_ref);
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::error!(support_ref, error = %error, "registry unavailable");
-                        return Page::error(support_ref);
-                    }
-                }
-                match self.prove_and_record(&tenant, &attempt.customer_ref).await {
-                    Ok(record) if record.status == TenantStatus::Active => {
-                        self.finish(
-                            &attempt,
-                            AttemptStatus::Completed,
-                            Some(&tenant),
-                            None,
-                            support_ref,
-                        )
-                        .await;
-                        Page::success(&tenant, &attempt.customer_ref, &record.roles)
-                    }
-                    Ok(record) => {
-                        let reason = record.status_reason.clone().unwrap_or_default();
-                        self.finish(
-                            &attempt,
-                            AttemptStatus::Unproven,
-                            Some(&tenant),
-                            Some(&reason),
-                            support_ref,
-                        )
-                        .await;
-                        Page::pending(&tenant, support_ref)
-                    }
-                    Err(error) => {
-                        tracing::error!(support_ref, tenant = %tenant, error = %error, "consent could not be recorded");
-                        Page::error(support_ref)
-                    }
-                }
+            CallbackOutcome::Granted { .. } => return Page::invalid(),
+        };
+        if let Err(page) = self.usable_attempt(&state, support_ref).await {
+            return page;
+        }
+        let (Ok(redirect_uri), Ok(credential)) =
+            (self.redirect_uri(), self.credentials.current().await)
+        else {
+            tracing::error!(support_ref, "redirect URI or app credential unavailable");
+            return Page::error(support_ref);
+        };
+        let authority = expected.as_ref().map_or("organizations", TenantId::as_str);
+        let identity = match self
+            .admin_sign_in
+            .prove(
+                &self.client,
+                &self.id_tokens,
+                authority,
+                &code,
+                redirect_uri,
+                &credential,
+                &state.nonce,
+                expected.as_ref(),
+            )
+            .await
+        {
+            Ok(identity) => identity,
+            Err(error) => return self.sign_in_refused(&state, &error, support_ref).await,
+        };
+        let tenant = identity.tenant.clone();
+        // Proven: now the nonce is spent (a concurrent replay loses here).
+        let attempt = match self.spend(&state, support_ref).await {
+            Ok(attempt) => attempt,
+            Err(page) => return page,
+        };
+        tracing::info!(support_ref, tenant = %tenant, customer_ref = %attempt.customer_ref, admin_oid = %identity.oid, "administrator proved the tenant");
+        let proven_by = format!("administrator {}", identity.oid);
+        match self.registry.get(&tenant).await {
+            Ok(Some(existing))
+                if existing.ownership.is_proven()
+                    && existing
+                        .customer_ref
+                        .as_deref()
+                        .is_some_and(|owner| owner != attempt.customer_ref) =>
+            {
+                tracing::warn!(support_ref, tenant = %tenant, customer_ref = %attempt.customer_ref, "consent for a tenant registered to another customer");
+                self.finish(
+                    &attempt,
+                    AttemptStatus::Declined,
+                    Some(&tenant),
+                    Some("tenant already registered to another customer reference"),
+                    support_ref,
+                )
+                .await;
+                return Page::registered_elsewhere(support_ref);
+            }
+            Ok(Some(existing)) if !existing.ownership.is_proven() => {
+                tracing::warn!(support_ref, tenant = %tenant, previous_customer_ref = existing.customer_ref.as_deref().unwrap_or(""), customer_ref = %attempt.customer_ref, "an unproven claim on the tenant is replaced by its administrator's consent");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(support_ref, error = %error, "registry unavailable");
+                self.finish(
+                    &attempt,
+                    AttemptStatus::Unproven,
+                    Some(&tenant),
+                    Some("registry unavailable"),
+                    support_ref,
+                )
+                .await;
+                return Page::error(support_ref);
+            }
+        }
+        match self
+            .prove_and_record(&tenant, &attempt.customer_ref, Some(Ownership::AdminSignIn))
+            .await
+        {
+            Ok(record) if record.status == TenantStatus::Active => {
+                self.finish(
+                    &attempt,
+                    AttemptStatus::Completed,
+                    Some(&tenant),
+                    Some(&proven_by),
+                    support_ref,
+                )
+                .await;
+                Page::success(&tenant, &attempt.customer_ref, &record.roles)
+            }
+            Ok(record) => {
+                let reason = record.status_reason.clone().unwrap_or_default();
+                self.finish(
+                    &attempt,
+                    AttemptStatus::Unproven,
+                    Some(&tenant),
+                    Some(&format!("{proven_by}; {reason}")),
+                    support_ref,
+                )
+                .await;
+                Page::almost_done(&tenant, support_ref)
+            }
+            Err(error) => {
+                tracing::error!(support_ref, tenant = %tenant, error = %error, "consent could not be recorded");
+                Page::error(support_ref)
+            }
+        }
+    }
+
+    /// The sign-in did not prove the tenant: nothing is recorded and the link stays usable
+    /// for the right administrator, except when Microsoft refused the code (it is spent).
+    async fn sign_in_refused(
+        &self,
+        state: &ConsentState,
+        error: &AdminSignInError,
+        support_ref: &str,
+    ) -> Page {
+        tracing::warn!(support_ref, customer_ref = %state.customer_ref, error = %error, "administrator sign-in did not prove the tenant");
+        match error {
+            AdminSignInError::IdToken(IdTokenError::WrongTenant { .. }) => {
+                Page::wrong_tenant(support_ref)
+            }
+            AdminSignInError::IdToken(IdTokenError::NotAnAdministrator) => {
+                Page::not_an_administrator()
+            }
+            AdminSignInError::IdToken(IdTokenError::KeysUnavailable(_)) => Page::error(support_ref),
+            AdminSignInError::Redeem(entra) if entra.is_retryable() => Page::error(support_ref),
+            AdminSignInError::Redeem(entra) => {
+                Page::sign_in_not_completed(entra.code().as_str(), support_ref)
+            }
+            AdminSignInError::IdToken(id_token) => {
+                Page::sign_in_not_completed(id_token.code().as_str(), support_ref)
             }
         }
     }
@@ -310,6 +573,7 @@ impl ConsentService {
         &self,
         tenant: &TenantId,
         customer_ref: &str,
+        ownership: Option<Ownership>,
     ) -> Result<TenantRecord, RegistryError> {
         prove_and_record(
             self.registry.as_ref(),
@@ -319,6 +583,7 @@ impl ConsentService {
             customer_ref,
             self.settings.consent.proof_window,
             Promotion::Any,
+            ownership,
         )
         .await
     }
@@ -331,15 +596,21 @@ impl ConsentService {
         customer_ref: Option<&str>,
     ) -> Result<TenantRecord, ConsentError> {
         let existing = self.registry.get(tenant).await?;
-        let customer_ref = match (&existing, customer_ref) {
-            (_, Some(given)) => valid_customer_ref(given)?,
-            (Some(record), None) => record
-                .customer_ref
-                .clone()
-                .unwrap_or_else(|| record.display_name.clone()),
+        // Naming the customer is the operator's decision on whom the tenant belongs to.
+        let (customer_ref, ownership) = match (&existing, customer_ref) {
+            (_, Some(given)) => (valid_customer_ref(given)?, Some(Ownership::Operator)),
+            (Some(record), None) => (
+                record
+                    .customer_ref
+                    .clone()
+                    .unwrap_or_else(|| record.display_name.clone()),
+                None,
+            ),
             (None, None) => return Err(ConsentError::NotRegistered(tenant.to_string())),
         };
-        Ok(self.prove_and_record(tenant, &customer_ref).await?)
+        Ok(self
+            .prove_and_record(tenant, &customer_ref, ownership)
+            .await?)
     }
 
     /// Ends the relationship: no more tokens for this tenant.

@@ -27,6 +27,10 @@ pub struct ConsentState {
     /// Expiry, seconds since the epoch.
     #[serde(rename = "e")]
     pub expires: i64,
+    /// The tenant this state is bound to: the one a tenant-bound link was issued for, or (in
+    /// the administrator's sign-in after a consent) the one the administrator must prove.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl ConsentState {
@@ -116,6 +120,7 @@ mod tests {
             customer_ref: "CRM-1".into(),
             link: "v2".into(),
             expires: Utc::now().timestamp() + expires_in,
+            tenant: None,
         }
     }
 
@@ -132,6 +137,21 @@ mod tests {
         assert_eq!(
             signer.verify(Some(&signed), Utc::now()).unwrap(),
             state(600)
+        );
+    }
+
+    #[test]
+    fn a_bound_tenant_is_signed_too() {
+        let signer = signer(b"0123456789abcdef0123456789abcdef");
+        let mut bound = state(600);
+        bound.tenant = Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into());
+        let signed = signer.sign(&bound);
+        assert_eq!(signer.verify(Some(&signed), Utc::now()).unwrap(), bound);
+        // A state of an older release (no tenant) still reads.
+        let unbound = signer.sign(&state(600));
+        assert_eq!(
+            signer.verify(Some(&unbound), Utc::now()).unwrap().tenant,
+            None
         );
     }
 

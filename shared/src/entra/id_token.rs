@@ -148,8 +148,8 @@ pub fn validate(
     validation.validate_nbf = false;
     // The issuer depends on the tenant the token names: checked below, against its own `tid`.
     validation.iss = None;
-    let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map_err(
-        |error| {
+    let data =
+        jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map_err(|error| {
             use jsonwebtoken::errors::ErrorKind;
             match error.kind() {
                 ErrorKind::InvalidSignature => IdTokenError::BadSignature,
@@ -161,8 +161,7 @@ pub fn validate(
                 // jsonwebtoken's other messages describe the shape, never the content.
                 other => IdTokenError::Malformed(format!("{other:?}")),
             }
-        },
-    )?;
+        })?;
     let skew = CLOCK_SKEW.as_secs() as i64;
     let time = |name: &str| data.claims.get(name).and_then(serde_json::Value::as_i64);
     match time("exp") {
@@ -231,7 +230,10 @@ fn key_id_of(token: &str) -> Result<(String, String), IdTokenError> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| IdTokenError::Malformed("unreadable header".into()))?;
     if header.alg != Algorithm::RS256 {
-        return Err(IdTokenError::UnsupportedAlgorithm(format!("{:?}", header.alg)));
+        return Err(IdTokenError::UnsupportedAlgorithm(format!(
+            "{:?}",
+            header.alg
+        )));
     }
     let kid = header.kid.ok_or(IdTokenError::NoKeyId)?;
     // The tenant named by the unverified payload only chooses which keys to read, from our own
@@ -292,9 +294,7 @@ impl IdTokenVerifier {
     }
 
     async fn key(&self, tenant: &str, kid: &str) -> Result<Jwk, IdTokenError> {
-        let url = self
-            .endpoints
-            .authority_url(tenant, "discovery/v2.0/keys");
+        let url = self.endpoints.authority_url(tenant, "discovery/v2.0/keys");
         let (cached, refresh_allowed) = {
             let sets = self.sets.lock().expect("key cache poisoned");
             match sets.get(&url) {
@@ -362,7 +362,9 @@ impl IdTokenVerifier {
             .filter_map(|jwk| jwk.common.key_id.clone().map(|kid| (kid, jwk)))
             .collect();
         if keys.is_empty() {
-            return Err(unavailable("the key endpoint published no usable key".into()));
+            return Err(unavailable(
+                "the key endpoint published no usable key".into(),
+            ));
         }
         Ok(keys)
     }
@@ -565,7 +567,8 @@ mod tests {
         assert_eq!(refused.code(), ErrorCode::TenantMismatch);
         // Without an expectation the token's own tenant is the answer.
         let token = sign(&keys, &other);
-        let identity = validate(&token, &keys.verifying, &endpoints(), &expected(None), NOW).unwrap();
+        let identity =
+            validate(&token, &keys.verifying, &endpoints(), &expected(None), NOW).unwrap();
         assert_eq!(identity.tenant.as_str(), OTHER);
     }
 
@@ -588,9 +591,15 @@ mod tests {
         let keys = keys();
         let mut no_oid = claims();
         no_oid.as_object_mut().unwrap().remove("oid");
-        assert!(matches!(check(&keys, &no_oid), Err(IdTokenError::Malformed(_))));
+        assert!(matches!(
+            check(&keys, &no_oid),
+            Err(IdTokenError::Malformed(_))
+        ));
         let mut bad_tid = claims();
         bad_tid["tid"] = json!("common");
-        assert!(matches!(check(&keys, &bad_tid), Err(IdTokenError::Malformed(_))));
+        assert!(matches!(
+            check(&keys, &bad_tid),
+            Err(IdTokenError::Malformed(_))
+        ));
     }
 }

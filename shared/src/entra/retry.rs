@@ -17,6 +17,8 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, EntraError>>,
 {
+    // Never past the invocation's own deadline either, when there is one.
+    let deadline = crate::deadline::bounded(deadline);
     let started = Instant::now();
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))

@@ -98,6 +98,7 @@ impl Reverifier {
             customer_ref,
             Duration::ZERO,
             crate::consent::proof::Promotion::PendingOnly,
+            None,
         )
         .await
     }

@@ -16,6 +16,22 @@ pub struct UserTokens {
     pub refresh_token: Option<SecretString>,
     /// The answer's `scope`: what was granted.
     pub scope: String,
+    /// The OpenID Connect ID token (`openid` asked): who signed in, once verified.
+    pub id_token: Option<SecretString>,
+}
+
+impl UserTokens {
+    /// The delegated permissions granted, by name (`Incident.Read`), from the answer's `scope`
+    /// (`{resource}/{name}` items and OpenID scopes).
+    pub fn granted_scopes(&self) -> Vec<String> {
+        const OPENID: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+        self.scope
+            .split_whitespace()
+            .map(|item| item.rsplit('/').next().unwrap_or(item))
+            .filter(|name| !name.is_empty() && !OPENID.iter().any(|o| o.eq_ignore_ascii_case(name)))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -24,6 +40,8 @@ struct Extra {
     refresh_token: Option<SecretString>,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    id_token: Option<SecretString>,
 }
 
 /// The `scope` of a user grant for `resource`: its delegated permissions (`.default`, what was
@@ -85,6 +103,7 @@ fn parse(body: &[u8]) -> Result<UserTokens, EntraError> {
             .refresh_token
             .filter(|token| !token.expose_secret().trim().is_empty()),
         scope: extra.scope.unwrap_or_default(),
+        id_token: extra.id_token,
     })
 }
 

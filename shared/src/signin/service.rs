@@ -21,7 +21,7 @@ use crate::api::DefenderApi;
 use crate::config::{ENV_SIGNIN_REDIRECT_URI, Settings};
 use crate::consent::Page;
 use crate::consent::state::{ConsentState, StateError, StateSigner};
-use crate::entra::delegated::UserClaims;
+use crate::entra::id_token::{Expected, IdTokenError, IdTokenVerifier};
 use crate::entra::{EntraError, TokenClient};
 use crate::secrets::{CredentialError, CredentialStore};
 use crate::tenant_id::{TenantId, TenantIdError};
@@ -83,6 +83,8 @@ pub struct SignInService {
     settings: Settings,
     signer: StateSigner,
     pkce: PkceDeriver,
+    nonce_key: hmac::Key,
+    id_tokens: IdTokenVerifier,
     attempts: Arc<dyn ConsentAttempts>,
     registry: Arc<dyn TenantRegistry>,
     users: Arc<dyn SignedInUsers>,
@@ -101,6 +103,8 @@ pub struct SignInParts {
     pub users: Arc<dyn SignedInUsers>,
     pub sealer: Arc<Sealer>,
     pub client: TokenClient,
+    /// For reading the issuers' signing keys (ID tokens).
+    pub http: reqwest::Client,
     pub credentials: Arc<CredentialStore>,
 }
 
@@ -123,6 +127,7 @@ impl SignInService {
             users: services.signed_in.clone(),
             sealer: Arc::new(sealer),
             client: TokenClient::new(services.http.clone(), services.settings.endpoints.clone()),
+            http: services.http.clone(),
             credentials: services.credentials.clone(),
         }))
     }
@@ -134,6 +139,11 @@ impl SignInService {
         SignInService {
             signer: StateSigner::new(&SecretSlice::from(state_key.as_ref().to_vec())),
             pkce: PkceDeriver::new(&parts.service_key),
+            nonce_key: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                hmac::sign(&base, b"defender-partner sign-in oidc nonce key v1").as_ref(),
+            ),
+            id_tokens: IdTokenVerifier::new(parts.http.clone(), parts.settings.endpoints.clone()),
             settings: parts.settings,
             attempts: parts.attempts,
             registry: parts.registry,
@@ -142,6 +152,13 @@ impl SignInService {
             client: parts.client,
             credentials: parts.credentials,
         }
+    }
+
+    /// The OIDC `nonce` of the sign-in attempt `attempt_nonce`: derived, so nothing is stored.
+    fn oidc_nonce(&self, attempt_nonce: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(hmac::sign(&self.nonce_key, attempt_nonce.as_bytes()).as_ref())
     }
 
     fn redirect_uri(&self) -> Result<&Url, SignInError> {
@@ -200,6 +217,7 @@ impl SignInService {
             customer_ref: attempt.customer_ref.clone(),
             link: attempt.link.clone(),
             expires: expires_at.timestamp(),
+            tenant: Some(tenant.to_string()),
         });
         let mut url = Url::parse(
             &self
@@ -217,6 +235,7 @@ impl SignInService {
                 .append_pair("response_mode", "query")
                 .append_pair("scope", &user_scope(self.settings.endpoints.resource(api)))
                 .append_pair("state", &state)
+                .append_pair("nonce", &self.oidc_nonce(&attempt.nonce))
                 .append_pair("code_challenge", &self.pkce.challenge(&attempt.nonce))
                 .append_pair("code_challenge_method", "S256");
             if let Some(hint) = login_hint.filter(|hint| hint.len() <= 256) {
@@ -339,28 +358,41 @@ impl SignInService {
             Ok(tokens) => tokens,
             Err(error) => return self.refusal(&error, tenant, support_ref),
         };
-        let claims = match UserClaims::decode(tokens.access.token.expose_secret()) {
-            Ok(claims) => claims,
-            Err(_) => return failed("unreadable access token"),
+        // Who signed in, and where, comes from the verified ID token only.
+        let Some(id_token) = tokens.id_token.as_ref() else {
+            return failed("no ID token in Microsoft's answer");
         };
-        if !claims.tid.eq_ignore_ascii_case(tenant.as_str()) {
-            tracing::warn!(support_ref, tenant = %tenant, "user signed in to another tenant than asked");
-            return (
-                pages::wrong_tenant(tenant),
-                AttemptStatus::Declined,
-                Some("signed in to another tenant".into()),
-            );
-        }
-        let Some(user_oid) = claims
-            .oid
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .filter(|oid| !oid.is_empty())
-        else {
-            return failed("access token without oid");
+        let nonce = self.oidc_nonce(nonce);
+        let identity = match self
+            .id_tokens
+            .verify(
+                id_token.expose_secret(),
+                &Expected {
+                    client_id: &credential.client_id,
+                    nonce: &nonce,
+                    tenant: Some(tenant),
+                    consent_admin: false,
+                },
+            )
+            .await
+        {
+            Ok(identity) => identity,
+            Err(IdTokenError::WrongTenant { .. }) => {
+                tracing::warn!(support_ref, tenant = %tenant, "user signed in to another tenant than asked");
+                return (
+                    pages::wrong_tenant(tenant),
+                    AttemptStatus::Declined,
+                    Some("signed in to another tenant".into()),
+                );
+            }
+            Err(error) => {
+                tracing::warn!(support_ref, tenant = %tenant, code = %error.code(), error = %error, "sign-in ID token refused");
+                return failed(error.code().as_str());
+            }
         };
-        let scopes = claims.scopes();
-        let user_name = claims.user_name().map(str::to_owned);
+        let user_oid = identity.oid.clone();
+        let scopes = tokens.granted_scopes();
+        let user_name = identity.username.clone().or(identity.name.clone());
         let kept = match (
             &tokens.refresh_token,
             self.settings.signin.keep_refresh_tokens,

@@ -80,6 +80,7 @@ async fn insert_then_get_round_trips<R: TenantRegistry>(registry: &R) {
     record.customer_ref = Some("CRM-42".into());
     record.roles = vec!["Incident.Read.All".into(), "Alert.Read.All".into()];
     record.status_reason = Some("waiting for consent".into());
+    record.ownership = super::Ownership::AdminSignIn;
     registry.insert(&record).await.unwrap();
     let stored = registry
         .get(&record.tenant_id)
@@ -91,6 +92,7 @@ async fn insert_then_get_round_trips<R: TenantRegistry>(registry: &R) {
     assert_eq!(stored.roles, record.roles);
     assert_eq!(stored.status, TenantStatus::Pending);
     assert_eq!(stored.status_reason, record.status_reason);
+    assert_eq!(stored.ownership, super::Ownership::AdminSignIn);
     assert_eq!(stored.version, 0);
     assert_eq!(
         stored.created_at.timestamp_micros(),

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::attempts::classify_failed_consume;
-use super::record::{format_time, parse_time, stored_now};
+use super::record::{Ownership, format_time, parse_time, stored_now};
 use super::{
     AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
     RegistryError, TenantRecord, TenantRegistry,
@@ -100,6 +100,10 @@ fn item(record: &TenantRecord, version: u64) -> HashMap<String, AttributeValue> 
         put("status_reason", AttributeValue::S(reason.clone()));
     }
     put(
+        "ownership",
+        AttributeValue::S(record.ownership.as_str().to_owned()),
+    );
+    put(
         "created_at",
         AttributeValue::S(format_time(&record.created_at)),
     );
@@ -149,6 +153,7 @@ fn record(item: &HashMap<String, AttributeValue>) -> Result<TenantRecord, Regist
         status: text("status")?.parse().map_err(corrupt)?,
         roles,
         status_reason: optional("status_reason"),
+        ownership: Ownership::from_stored(optional("ownership").as_deref()).map_err(corrupt)?,
         created_at: parse_time(&text("created_at")?).map_err(corrupt)?,
         updated_at: parse_time(&text("updated_at")?).map_err(corrupt)?,
         version,

@@ -15,7 +15,7 @@ mod sqlite_signed_in;
 pub use attempts::{AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
 pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
 pub use dynamo::{DynamoRegistry, KIND_INDEX};
-pub use record::{TenantRecord, TenantStatus, stored_now};
+pub use record::{Ownership, TenantRecord, TenantStatus, stored_now};
 pub use signed_in::{SignedInUser, SignedInUsers};
 pub use sqlite::SqliteRegistry;
 

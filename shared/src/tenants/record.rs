@@ -50,6 +50,53 @@ impl std::fmt::Display for TenantStatus {
     }
 }
 
+/// How the partner knows that the tenant belongs to the customer it is recorded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ownership {
+    /// Not proven: recorded by an onboarding path that no longer counts as proof (a callback
+    /// before administrators signed in, which trusted the redirect's `tenant`). Never activated
+    /// by the fetch cycle; an operator decides (`dp-operator tenants verify --customer …`
+    /// or `tenants offboard`), and a proven administrator's consent replaces it.
+    #[default]
+    Unverified,
+    /// An administrator of the tenant signed in (a verified ID token) through this customer's
+    /// consent link.
+    AdminSignIn,
+    /// The partner's operator recorded or confirmed it.
+    Operator,
+}
+
+impl Ownership {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ownership::Unverified => "unverified",
+            Ownership::AdminSignIn => "admin_sign_in",
+            Ownership::Operator => "operator",
+        }
+    }
+
+    /// A stored value; an absent one (older records) is `Unverified`.
+    pub fn from_stored(text: Option<&str>) -> Result<Ownership, String> {
+        match text {
+            None | Some("unverified") => Ok(Ownership::Unverified),
+            Some("admin_sign_in") => Ok(Ownership::AdminSignIn),
+            Some("operator") => Ok(Ownership::Operator),
+            Some(other) => Err(format!("unknown ownership {other:?}")),
+        }
+    }
+
+    pub fn is_proven(self) -> bool {
+        self != Ownership::Unverified
+    }
+}
+
+impl std::fmt::Display for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantRecord {
     pub tenant_id: TenantId,
@@ -61,6 +108,9 @@ pub struct TenantRecord {
     pub roles: Vec<String>,
     /// Why the status is what it is (e.g. the error of a failed consent proof).
     pub status_reason: Option<String>,
+    /// How the tenant's link to `customer_ref` was proven.
+    #[serde(default)]
+    pub ownership: Ownership,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Optimistic-concurrency counter, maintained by the registry.
@@ -68,7 +118,7 @@ pub struct TenantRecord {
 }
 
 impl TenantRecord {
-    /// A new record, stamped now.
+    /// A new record, stamped now, registered by the partner itself (`Ownership::Operator`).
     pub fn new(tenant_id: TenantId, display_name: impl Into<String>, status: TenantStatus) -> Self {
         let now = stored_now();
         TenantRecord {
@@ -78,6 +128,7 @@ impl TenantRecord {
             status,
             roles: Vec::new(),
             status_reason: None,
+            ownership: Ownership::Operator,
             created_at: now,
             updated_at: now,
             version: 0,

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::classify_failed_consume;
-use super::record::{format_time, parse_time, stored_now};
+use super::record::{Ownership, format_time, parse_time, stored_now};
 use super::{
     AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
     RegistryError, TenantRecord, TenantRegistry,
@@ -63,7 +63,10 @@ CREATE TABLE IF NOT EXISTS ledger (
 const ATTEMPT_COLUMNS: &str =
     "nonce, customer_ref, link, status, tenant_id, detail, created_at, expires_at, updated_at";
 
-const COLUMNS: &str = "tenant_id, display_name, customer_ref, status, roles, status_reason, created_at, updated_at, version";
+const COLUMNS: &str = "tenant_id, display_name, customer_ref, status, roles, status_reason, created_at, updated_at, version, ownership";
+
+/// Columns added after the first release, added to an older file when it is opened.
+const ADDED_COLUMNS: [(&str, &str); 1] = [("tenants", "ownership TEXT")];
 
 impl SqliteRegistry {
     /// Opens (creating if needed) the registry file and its folder.
@@ -94,6 +97,7 @@ impl SqliteRegistry {
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         connection.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_missing_columns(&connection)?;
         connection
             .execute_batch(CHECKPOINT_SCHEMA)
             .map_err(unavailable)?;
@@ -121,6 +125,28 @@ impl SqliteRegistry {
     }
 }
 
+/// Brings a file written by an older release up to the current columns; a row from before a
+/// column existed reads as that column's default.
+fn add_missing_columns(connection: &Connection) -> Result<(), RegistryError> {
+    for (table, column) in ADDED_COLUMNS {
+        let name = column.split_whitespace().next().unwrap_or(column);
+        let present: bool = connection
+            .query_row(
+                &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                params![name],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(unavailable)?
+            > 0;
+        if !present {
+            connection
+                .execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn unavailable(error: rusqlite::Error) -> RegistryError {
     RegistryError::Unavailable(format!("sqlite: {error}"))
 }
@@ -135,6 +161,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TenantRecord, St
     let display_name: String = row.get(1)?;
     let customer_ref: Option<String> = row.get(2)?;
     let status_reason: Option<String> = row.get(5)?;
+    let ownership: Option<String> = row.get(9)?;
     Ok((|| {
         Ok(TenantRecord {
             tenant_id: TenantId::parse(&tenant_id).map_err(|error| error.to_string())?,
@@ -143,6 +170,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TenantRecord, St
             status: status.parse()?,
             roles: serde_json::from_str(&roles).map_err(|error| error.to_string())?,
             status_reason,
+            ownership: Ownership::from_stored(ownership.as_deref())?,
             created_at: parse_time(&created_at)?,
             updated_at: parse_time(&updated_at)?,
             version: u64::try_from(version).map_err(|error| error.to_string())?,
@@ -223,7 +251,7 @@ impl TenantRegistry for SqliteRegistry {
             let inserted = connection
                 .execute(
                     &format!(
-                        "INSERT INTO tenants ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                        "INSERT INTO tenants ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                          ON CONFLICT(tenant_id) DO NOTHING"
                     ),
                     params![
@@ -236,6 +264,7 @@ impl TenantRegistry for SqliteRegistry {
                         format_time(&record.created_at),
                         format_time(&record.updated_at),
                         record.version as i64,
+                        record.ownership.as_str(),
                     ],
                 )
                 .map_err(unavailable)?;
@@ -253,7 +282,8 @@ impl TenantRegistry for SqliteRegistry {
             let updated = connection
                 .execute(
                     "UPDATE tenants SET display_name = ?2, customer_ref = ?3, status = ?4, roles = ?5,
-                        status_reason = ?6, created_at = ?7, updated_at = ?8, version = ?9 + 1
+                        status_reason = ?6, created_at = ?7, updated_at = ?8, version = ?9 + 1,
+                        ownership = ?10
                      WHERE tenant_id = ?1 AND version = ?9",
                     params![
                         record.tenant_id.as_str(),
@@ -265,6 +295,7 @@ impl TenantRegistry for SqliteRegistry {
                         format_time(&record.created_at),
                         format_time(&record.updated_at),
                         record.version as i64,
+                        record.ownership.as_str(),
                     ],
                 )
                 .map_err(unavailable)?;

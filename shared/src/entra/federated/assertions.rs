@@ -149,12 +149,14 @@ impl FederatedAssertions {
 
     async fn fetch(&self) -> Result<Arc<FederatedAssertion>, FederationError> {
         let token = self.source.web_identity_token(&self.request).await?;
-        let lifetime = (token.expires_at - Utc::now())
+        let now = Utc::now();
+        let lifetime = (token.expires_at - now)
             .to_std()
             .ok()
             .filter(|lifetime| !lifetime.is_zero())
-            .ok_or_else(|| {
-                FederationError::Malformed("the token STS returned has already expired".into())
+            .ok_or_else(|| FederationError::ArrivedExpired {
+                expires_at: token.expires_at.to_rfc3339(),
+                now: now.to_rfc3339(),
             })?;
         let identity = {
             use secrecy::ExposeSecret;
@@ -336,6 +338,15 @@ pub(crate) mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         let error = assertions.current().await.unwrap_err();
         assert_eq!(error.code(), ErrorCode::CredentialUnavailable);
+    }
+
+    #[tokio::test]
+    async fn a_token_that_arrives_expired_is_a_clock_problem_not_an_outage() {
+        let sts = CountingSts::new(Duration::ZERO);
+        let assertions = FederatedAssertions::new(sts.clone(), request());
+        let error = assertions.current().await.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::ClientAssertionExpired);
+        assert!(error.to_string().contains("clock"), "{error}");
     }
 
     #[tokio::test]

@@ -30,6 +30,10 @@ pub enum FederationError {
     Unavailable(String),
     #[error("AWS STS answered something that is not a web identity token: {0}")]
     Malformed(String),
+    #[error(
+        "the AWS token STS issued had already expired when it arrived (expiry {expires_at}, this machine's clock {now}): check the function's clock and DP_FEDERATION_DURATION_SECONDS (60-3600 s)"
+    )]
+    ArrivedExpired { expires_at: String, now: String },
 }
 
 impl FederationError {
@@ -41,6 +45,7 @@ impl FederationError {
             FederationError::Unavailable(_) | FederationError::Malformed(_) => {
                 ErrorCode::CredentialUnavailable
             }
+            FederationError::ArrivedExpired { .. } => ErrorCode::ClientAssertionExpired,
         }
     }
 
