@@ -256,6 +256,9 @@ impl World {
                 ("DP_CONSENT_REDIRECT_URI", redirect_uri.clone()),
                 ("DP_CONSENT_APIS", "m365d".to_owned()),
                 ("DP_CONSENT_PROOF_SECONDS", PROOF_SECONDS.to_string()),
+                // Every level, so that `logs_hold_no_secret` proves that no event payload (a
+                // state, a code: the runtime logs raw events at TRACE) reaches the logs.
+                ("RUST_LOG", "trace".to_owned()),
             ]
             .into_iter()
             .map(|(key, value)| (key.to_owned(), value)),
@@ -368,6 +371,7 @@ impl World {
         assert_eq!(params.get("client_id"), Some(&self.client_id));
         assert_eq!(params.get("redirect_uri"), Some(&self.redirect_uri));
         let state = params.get("state").expect("a state").clone();
+        self.remember_sensitive(&state);
         let nonce = nonce_of(&state);
         Started {
             customer_ref: customer_ref.to_owned(),
@@ -1826,7 +1830,8 @@ async fn browser_flow(world: &World, browser: &Browser) -> Result<Url> {
     Ok(callback)
 }
 
-/// Neither the app's client secret, the state-signing key nor a legacy `code` reached any log.
+/// Neither the app's client secret, the state-signing key, a consent or sign-in `state`, a
+/// nonce, a PKCE challenge nor a `code` reached any log, the function running at TRACE.
 async fn logs_hold_no_secret(world: Arc<World>) {
     let logs = world.logs.text();
     assert!(

@@ -1,0 +1,184 @@
+//! The consent callback and minting within an invocation's deadline, against the in-process
+//! emulator with Entra throttling the token endpoint (`Retry-After: 19`): the callback answers
+//! before the deadline, the tenant is recorded `pending` with the tenant its administrator
+//! proved, and the fetch cycle's re-verification completes it once Entra answers again.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use defender_emulator::{Fault, FaultMatch, Scenario, browser, demo};
+use defender_partner::ErrorCode;
+use defender_partner::config::Settings;
+use defender_partner::consent::proof::{Promotion, prove_and_record};
+use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind};
+use defender_partner::deadline;
+use defender_partner::minting::{MintRequest, TokenService};
+use defender_partner::runtime::Services;
+use defender_partner::tenant_id::TenantId;
+use defender_partner::tenants::{Ownership, TenantStatus};
+use serde_json::json;
+use tokio::time::Instant;
+
+fn throttled_for(tenant: &str, retry_after: u64) -> Fault {
+    Fault {
+        matches: FaultMatch::Token,
+        tenant: Some(tenant.to_owned()),
+        status: Some(429),
+        retry_after: Some(retry_after),
+        count: 1000,
+        delay_ms: None,
+        error: None,
+        error_code: None,
+    }
+}
+
+#[tokio::test]
+async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
+    let emulator =
+        defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .unwrap();
+    let dir = std::env::temp_dir().join(format!("dp-consent-deadline-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let credential = json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET});
+    let variables = [
+        ("DP_AUTHORITY_HOST", emulator.base_url().to_owned()),
+        ("DP_CREDENTIAL_JSON", credential.to_string()),
+        (
+            "DP_SQLITE_PATH",
+            dir.join("registry.sqlite").display().to_string(),
+        ),
+        ("DP_STATE_KEY", "k".repeat(40)),
+        (
+            "DP_CONSENT_REDIRECT_URI",
+            demo::CONSENT_REDIRECT_URI_IP.to_owned(),
+        ),
+        ("DP_CONSENT_PROOF_SECONDS", "20".to_owned()),
+        ("DP_TOKEN_DEADLINE_SECONDS", "20".to_owned()),
+    ];
+    let settings = Settings::from_lookup(|name| {
+        variables
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
+    })
+    .unwrap();
+    let services = Services::build(settings).await.unwrap();
+    let consent = ConsentService::build(&services).await.unwrap();
+    let woodgrove = TenantId::parse(demo::WOODGROVE_TENANT_ID).unwrap();
+
+    // The administrator consents (the legacy link: the sign-in is redeemed at `organizations`,
+    // which Entra does not throttle here) and signs in.
+    let link = consent
+        .start("CRM-SLOW", Some(LinkKind::Legacy), None)
+        .await
+        .unwrap();
+    let location = browser::submit_page(
+        &link.url,
+        &[
+            ("tenant", demo::WOODGROVE_TENANT_ID),
+            ("decision", "accept"),
+        ],
+    )
+    .await
+    .unwrap();
+    let CallbackAnswer::Redirect(sign_in) = consent
+        .callback(&browser::query_of(&location).unwrap())
+        .await
+    else {
+        panic!("the consent continues to the administrator's sign-in");
+    };
+    let location = browser::submit_page(
+        &sign_in,
+        &[("user", demo::WOODGROVE_ADMIN_UPN), ("decision", "accept")],
+    )
+    .await
+    .unwrap();
+
+    // Entra now throttles every token request for Woodgrove with a wait longer than the
+    // invocation has left.
+    emulator
+        .handle()
+        .push_fault(throttled_for(demo::WOODGROVE_TENANT_ID, 19))
+        .unwrap();
+    let budget = Duration::from_secs(4);
+    let started = Instant::now();
+    let answer = deadline::within(
+        started + budget,
+        consent.callback(&browser::query_of(&location).unwrap()),
+    )
+    .await;
+    let took = started.elapsed();
+    let page = answer.page().expect("a page");
+    assert_eq!(page.status, 202, "{}", page.title);
+    assert_eq!(page.title, "Almost done");
+    assert!(
+        took < budget + Duration::from_millis(500),
+        "the callback answered after {took:?}, past its {budget:?} deadline"
+    );
+    let record = services
+        .registry
+        .get(&woodgrove)
+        .await
+        .unwrap()
+        .expect("the proven tenant is recorded");
+    assert_eq!(record.status, TenantStatus::Pending, "{record:?}");
+    assert_eq!(record.ownership, Ownership::AdminSignIn);
+    assert_eq!(record.customer_ref.as_deref(), Some("CRM-SLOW"));
+    assert!(
+        record
+            .status_reason
+            .as_deref()
+            .is_some_and(|reason| reason.starts_with("throttled")),
+        "{record:?}"
+    );
+
+    // mint-token under the same throttling answers at once with the wait, not after it.
+    let minting = TokenService::new(&services);
+    let request = MintRequest {
+        tenant: Some(demo::CONTOSO_TENANT_ID.to_owned()),
+        api: Some("m365d".to_owned()),
+        endpoint_version: None,
+        user_token: None,
+        user_oid: None,
+    };
+    emulator
+        .handle()
+        .push_fault(throttled_for(demo::CONTOSO_TENANT_ID, 19))
+        .unwrap();
+    services
+        .registry
+        .upsert(&defender_partner::tenants::TenantRecord::new(
+            TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap(),
+            "Contoso",
+            TenantStatus::Active,
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = deadline::within(started + Duration::from_secs(3), minting.mint(&request))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Throttled);
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(19)));
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Entra answers again: the fetch cycle's re-verification completes the onboarding.
+    emulator.handle().clear_faults();
+    let record = prove_and_record(
+        services.registry.as_ref(),
+        &services.tokens,
+        &services.settings,
+        &woodgrove,
+        "CRM-SLOW",
+        Duration::ZERO,
+        Promotion::PendingOnly,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(record.status, TenantStatus::Active, "{record:?}");
+    assert_eq!(record.ownership, Ownership::AdminSignIn);
+    emulator.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
