@@ -25,6 +25,11 @@ pub struct DataConfig {
     /// their incidents' `alerts`.
     #[serde(default)]
     pub mde_alerts: u32,
+    /// Alerts of every other product (Identity, Office 365, Cloud Apps, XDR, Entra ID
+    /// Protection, app governance, DLP, Defender for Cloud, Sentinel), listed only by Graph
+    /// `alerts_v2` and in their incidents' `alerts` (M365 Defender, Graph `$expand`).
+    #[serde(default)]
+    pub graph_alerts: u32,
     /// Changes every generated value (names, severities, ids of alerts, ...).
     #[serde(default)]
     pub seed: u64,
@@ -78,6 +83,7 @@ impl Default for DataConfig {
         DataConfig {
             incidents: 0,
             mde_alerts: 0,
+            graph_alerts: 0,
             seed: 0,
             start: None,
             spacing_seconds: default_spacing(),
@@ -90,8 +96,13 @@ impl Default for DataConfig {
 
 impl DataConfig {
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
-        if self.incidents > MAX_RECORDS || self.mde_alerts > MAX_RECORDS {
-            bail!("data: at most {MAX_RECORDS} incidents and {MAX_RECORDS} mde_alerts");
+        if self.incidents > MAX_RECORDS
+            || self.mde_alerts > MAX_RECORDS
+            || self.graph_alerts > MAX_RECORDS
+        {
+            bail!(
+                "data: at most {MAX_RECORDS} incidents, {MAX_RECORDS} mde_alerts and {MAX_RECORDS} graph_alerts"
+            );
         }
         if !(1..=86_400).contains(&self.spacing_seconds) {
             bail!("data: spacing_seconds must be 1 to 86400");

@@ -244,7 +244,11 @@ pub(crate) fn incidents_page(data: &TenantData, query: &Query, context: &Context
 
 pub(crate) fn alerts_page(data: &TenantData, query: &Query, context: &Context<'_>) -> Page {
     let scan = || match query.incident_id {
-        None => data.scan_spaces(&[Space::Mde, Space::Extra], query.window, query.order),
+        None => data.scan_spaces(
+            &[Space::Mde, Space::Extra, Space::Graph],
+            query.window,
+            query.order,
+        ),
         Some(id) => {
             let alerts = id
                 .and_then(|id| data.incident_index(id))
@@ -507,16 +511,23 @@ fn alert(data: &TenantData, alert: &AlertFacts, context: &Context<'_>) -> Value 
     let incident_url = alert
         .incident_id
         .map(|id| format!("https://security.microsoft.com/incident2/{id}/overview?tid={tenant}"));
+    // Evolvable enum members after `unknownFutureValue` need the Prefer header.
+    let hidden = alert.kind.service.evolvable() && !context.unknown_enum_members;
+    let (service_source, detection_source) = if hidden {
+        ("unknownFutureValue", "unknownFutureValue")
+    } else {
+        (alert.kind.service.graph(), alert.kind.graph_detection)
+    };
     json!({
-        "id": alert.id,
+        "id": alert.graph_id,
         "providerAlertId": alert.provider_id,
         "incidentId": alert.incident_id.map(|id| id.to_string()),
         "status": camel(alert.status),
         "severity": graph_enum(alert.severity),
         "classification": alert.classification.map(graph_enum),
         "determination": alert.determination.map(graph_enum),
-        "serviceSource": alert.kind.service.graph(),
-        "detectionSource": alert.kind.graph_detection,
+        "serviceSource": service_source,
+        "detectionSource": detection_source,
         "productName": alert.kind.service.product(),
         "detectorId": alert.detector_id,
         "tenantId": tenant,
@@ -526,7 +537,7 @@ fn alert(data: &TenantData, alert: &AlertFacts, context: &Context<'_>) -> Value 
         "category": alert.kind.category,
         "categories": [alert.kind.category],
         "assignedTo": alert.assigned_to.as_ref().map(|(upn, _)| upn),
-        "alertWebUrl": format!("https://security.microsoft.com/alerts/{}?tid={tenant}", alert.id),
+        "alertWebUrl": format!("https://security.microsoft.com/alerts/{}?tid={tenant}", alert.graph_id),
         "incidentWebUrl": incident_url,
         "actorDisplayName": null,
         "threatDisplayName": alert.kind.threat_name,

@@ -144,6 +144,8 @@ pub(crate) struct Context<'a> {
     pub base_url: &'a str,
     pub tenant_id: &'a str,
     pub settings: DefenderSettings,
+    /// `Prefer: include-unknown-enum-members` was sent (Graph evolvable enums).
+    pub unknown_enum_members: bool,
 }
 
 /// The routes of the data APIs, with the fault queue and the call counters in front.
@@ -271,6 +273,7 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
         base_url: &shared.base_url,
         tenant_id: &caller.tenant_id,
         settings,
+        unknown_enum_members: prefers_unknown_enum_members(headers),
     };
     let tenant = shared.defender.tenant(&caller.tenant_id);
     let result = {
@@ -290,6 +293,19 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
         Ok(body) => errors::page_response(api, &body, headers),
         Err(error) => error.render(headers),
     }
+}
+
+/// Whether a `Prefer` header asks for `include-unknown-enum-members`.
+fn prefers_unknown_enum_members(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| {
+            item.trim()
+                .eq_ignore_ascii_case("include-unknown-enum-members")
+        })
 }
 
 /// Portal (Entra / Defender) roles that may read incidents and alerts.
