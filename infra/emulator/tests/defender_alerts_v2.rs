@@ -182,3 +182,170 @@ async fn top_is_clamped_at_1000() {
     assert_graph_error(&incidents, 400, "");
     emulator.shutdown().await;
 }
+
+fn odata_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn utc(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    time(value).with_timezone(&chrono::Utc)
+}
+
+/// Reads every alert whose last update is in `[lo, hi)` with `$top=1000` pages and no
+/// nextLink: a full page splits the window in two.
+async fn read_by_windows(
+    emulator: &defender_emulator::RunningEmulator,
+    token: &str,
+    lo: chrono::DateTime<chrono::Utc>,
+    hi: chrono::DateTime<chrono::Utc>,
+) -> (Vec<Value>, usize) {
+    let mut pending = vec![(lo, hi)];
+    let mut records = Vec::new();
+    let mut calls = 0;
+    while let Some((lo, hi)) = pending.pop() {
+        let query = format!(
+            "{ALERTS}?$top=1000&$filter=lastUpdateDateTime ge {} and lastUpdateDateTime lt {}",
+            odata_time(lo),
+            odata_time(hi)
+        )
+        .replace(' ', "%20");
+        let page = api(emulator, Some(token), &query).await;
+        calls += 1;
+        assert_eq!(page.status, 200, "{}", page.text);
+        assert!(page.body.get("@odata.nextLink").is_none(), "{}", page.text);
+        let found = values(&page);
+        if found.len() == 1000 {
+            let middle = lo + (hi - lo) / 2;
+            assert!(middle > lo && middle < hi, "a window that cannot be split");
+            pending.push((lo, middle));
+            pending.push((middle, hi));
+        } else {
+            records.extend(found.iter().cloned());
+        }
+    }
+    (records, calls)
+}
+
+#[tokio::test]
+async fn ten_thousand_alerts_without_next_links_page_by_time_window() {
+    let mut config = with_graph_alerts(2_000, 6_000, 4_000);
+    config.omit_alerts_v2_next_link = true;
+    let emulator = start_with_data(config).await;
+    let token = contoso_token(&emulator, GRAPH).await;
+    let started = std::time::Instant::now();
+
+    let first = api(&emulator, Some(&token), &format!("{ALERTS}?$count=true")).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let total = first.body["@odata.count"].as_u64().unwrap() as usize;
+    assert!(total > 10_000, "{total}");
+    assert_eq!(values(&first).len(), 1000, "a full page…");
+    assert!(
+        first.body.get("@odata.nextLink").is_none(),
+        "…and no nextLink although {total} records exist"
+    );
+    let newest = utc(&values(&first)[0]["lastUpdateDateTime"]);
+    let oldest_page = api(
+        &emulator,
+        Some(&token),
+        &format!("{ALERTS}?$orderby=lastUpdateDateTime%20asc&$top=1"),
+    )
+    .await;
+    let oldest = utc(&values(&oldest_page)[0]["lastUpdateDateTime"]);
+
+    // Windows of about 800 records each (the data are spread evenly in time); a full page
+    // would split its window.
+    let end = newest + chrono::Duration::milliseconds(1);
+    let parts = (total / 800 + 1) as i32;
+    let mut records = Vec::new();
+    let mut calls = 0;
+    for part in 0..parts {
+        let lo = oldest + (end - oldest) * part / parts;
+        let hi = oldest + (end - oldest) * (part + 1) / parts;
+        let (found, used) = read_by_windows(&emulator, &token, lo, hi).await;
+        records.extend(found);
+        calls += used;
+    }
+    let ids: HashSet<&str> = records.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), records.len(), "no record twice");
+    assert_eq!(records.len(), total, "every record once");
+    let calls_counted = emulator.handle().data_api_calls(CONTOSO).graph_alerts;
+    assert_eq!(calls_counted.requests as usize, calls + 2);
+    assert_eq!(calls_counted.ok, calls_counted.requests);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The mode is a switch: off again, the nextLink is back.
+    let handle = emulator.handle();
+    let mut modes = handle.data_modes(CONTOSO).unwrap();
+    assert!(modes.omit_alerts_v2_next_link);
+    modes.omit_alerts_v2_next_link = false;
+    handle.set_data_modes(CONTOSO, modes).unwrap();
+    let linked = api(&emulator, Some(&token), ALERTS).await;
+    assert!(linked.body["@odata.nextLink"].is_string());
+    // Incidents are never affected.
+    let over_http = client()
+        .put(format!(
+            "{}/_emulator/tenants/contoso.com/data/modes",
+            emulator.base_url()
+        ))
+        .json(&serde_json::json!({"omit_alerts_v2_next_link": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over_http.status(), 204);
+    let incidents = api(&emulator, Some(&token), "/v1.0/security/incidents").await;
+    assert!(incidents.body["@odata.nextLink"].is_string());
+    let alerts = api(&emulator, Some(&token), ALERTS).await;
+    assert!(alerts.body.get("@odata.nextLink").is_none());
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn alerts_move_while_a_client_pages() {
+    let mut config = with_graph_alerts(60, 100, 100);
+    config.touch_while_paging = Some(defender_emulator::TouchWhilePaging {
+        every_pages: 1,
+        count: 3,
+    });
+    let emulator = start_with_data(config).await;
+    let token = contoso_token(&emulator, GRAPH).await;
+    let read_all = || async {
+        let page = api(&emulator, Some(&token), &format!("{ALERTS}?$top=1000")).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        values(&page)
+            .iter()
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap().to_owned(),
+                    utc(&a["lastUpdateDateTime"]),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Serving a page touches 3 incidents and all their alerts.
+    let before: HashMap<String, chrono::DateTime<chrono::Utc>> =
+        read_all().await.into_iter().collect();
+    let after = read_all().await;
+    assert_eq!(before.len(), after.len());
+    let moved: Vec<&(String, chrono::DateTime<chrono::Utc>)> =
+        after.iter().filter(|(id, at)| before[id] < *at).collect();
+    assert!(!moved.is_empty(), "some alerts' lastUpdateDateTime moved");
+    // They are now the newest, at the head of the list.
+    for (position, (id, _)) in after.iter().take(moved.len()).enumerate() {
+        assert!(moved.iter().any(|(m, _)| m == id), "{position}: {id}");
+    }
+
+    // Graph-only alerts can be touched directly too, and become the newest.
+    let touched = emulator.handle().touch_graph_alerts(CONTOSO, 2).unwrap();
+    let newest = api(&emulator, Some(&token), &format!("{ALERTS}?$top=2")).await;
+    let newest_ids: HashSet<&str> = values(&newest)
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    let touched_ids: HashSet<&str> = touched.iter().map(String::as_str).collect();
+    assert_eq!(newest_ids, touched_ids);
+    emulator.shutdown().await;
+}

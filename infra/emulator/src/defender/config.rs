@@ -49,6 +49,14 @@ pub struct DataConfig {
     /// Change data while clients page through it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touch_while_paging: Option<TouchWhilePaging>,
+    /// Graph `alerts_v2` never sends `@odata.nextLink`, even when more records remain (users
+    /// and Elastic report this from real Graph): a full page is the only sign of more.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub omit_alerts_v2_next_link: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// After every `every_pages`-th page served for the tenant (any data API), `count` random
@@ -68,6 +76,9 @@ pub struct DataModes {
     pub expand_alerts_fails_above: Option<u32>,
     #[serde(default)]
     pub touch_while_paging: Option<TouchWhilePaging>,
+    /// Graph `alerts_v2` omits `@odata.nextLink` even when more records remain.
+    #[serde(default)]
+    pub omit_alerts_v2_next_link: bool,
 }
 
 fn default_spacing() -> u32 {
@@ -90,6 +101,7 @@ impl Default for DataConfig {
             first_incident_id: default_first_incident_id(),
             expand_alerts_fails_above: None,
             touch_while_paging: None,
+            omit_alerts_v2_next_link: false,
         }
     }
 }
@@ -121,12 +133,14 @@ impl DataConfig {
         DataModes {
             expand_alerts_fails_above: self.expand_alerts_fails_above,
             touch_while_paging: self.touch_while_paging,
+            omit_alerts_v2_next_link: self.omit_alerts_v2_next_link,
         }
     }
 
     pub(crate) fn set_modes(&mut self, modes: DataModes) {
         self.expand_alerts_fails_above = modes.expand_alerts_fails_above;
         self.touch_while_paging = modes.touch_while_paging;
+        self.omit_alerts_v2_next_link = modes.omit_alerts_v2_next_link;
     }
 }
 

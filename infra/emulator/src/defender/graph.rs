@@ -159,6 +159,8 @@ fn offset(query: &Query) -> Result<u64, ApiError> {
 struct Listing {
     path: &'static str,
     metadata: &'static str,
+    /// Never send `@odata.nextLink` (the `omit_alerts_v2_next_link` mode).
+    omit_next_link: bool,
 }
 
 /// Cuts the page, adds `@odata.nextLink` (and `@odata.count`).
@@ -170,7 +172,11 @@ fn envelope(
     context: &Context<'_>,
     render: impl Fn(Rec) -> Value,
 ) -> Page {
-    let Listing { path, metadata } = listing;
+    let Listing {
+        path,
+        metadata,
+        omit_next_link,
+    } = listing;
     let (scan, count_scan) = scans;
     let offset = offset(query)?;
     let total = count_scan.map(|scan| count(scan, keep));
@@ -185,7 +191,7 @@ fn envelope(
     if let Some(total) = total {
         body["@odata.count"] = json!(total);
     }
-    if more && !records.is_empty() {
+    if more && !records.is_empty() && !omit_next_link {
         let mut options: Vec<(String, String)> = query
             .options
             .iter()
@@ -225,6 +231,7 @@ pub(crate) fn incidents_page(data: &TenantData, query: &Query, context: &Context
         Listing {
             path: "/v1.0/security/incidents",
             metadata,
+            omit_next_link: false,
         },
         (
             data.scan(Space::Incidents, query.window, query.order),
@@ -266,6 +273,7 @@ pub(crate) fn alerts_page(data: &TenantData, query: &Query, context: &Context<'_
         Listing {
             path: "/v1.0/security/alerts_v2",
             metadata: "security/alerts_v2",
+            omit_next_link: data.config.omit_alerts_v2_next_link,
         },
         (scan(), query.count.then(scan)),
         keep,
