@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use common::*;
 use defender_common::*;
-use defender_emulator::DataConfig;
+use defender_emulator::{DEFAULT_PARTIAL_WARNING, DataConfig, Fault, FaultMatch};
 use serde_json::Value;
 
 const ALERTS: &str = "/v1.0/security/alerts_v2";
@@ -347,5 +347,111 @@ async fn alerts_move_while_a_client_pages() {
         .collect();
     let touched_ids: HashSet<&str> = touched.iter().map(String::as_str).collect();
     assert_eq!(newest_ids, touched_ids);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_partial_content_carries_a_warning() {
+    let emulator = start_with_data(with_graph_alerts(30, 40, 40)).await;
+    let token = contoso_token(&emulator, GRAPH).await;
+    let handle = emulator.handle();
+    handle
+        .push_fault(
+            Fault::partial(
+                FaultMatch::GraphAlerts,
+                "Microsoft/MicrosoftDefenderForIdentity/503/1200",
+                1,
+            )
+            .for_tenant("contoso.com"),
+        )
+        .unwrap();
+    // The incidents list is not matched by a graph_alerts fault.
+    let incidents = api(&emulator, Some(&token), "/v1.0/security/incidents?$top=10").await;
+    assert_eq!(incidents.status, 200);
+    let partial = api(&emulator, Some(&token), &format!("{ALERTS}?$top=20")).await;
+    assert_eq!(partial.status.as_u16(), 206, "{}", partial.text);
+    assert_eq!(
+        partial.headers["warning"],
+        "199 - \"Microsoft/MicrosoftDefenderForIdentity/503/1200\""
+    );
+    assert_eq!(values(&partial).len(), 10, "half of the page");
+    assert!(partial.headers.contains_key("request-id"));
+    let full = api(&emulator, Some(&token), &format!("{ALERTS}?$top=20")).await;
+    assert_eq!(full.status, 200);
+    assert!(full.headers.get("warning").is_none());
+    assert_eq!(values(&full).len(), 20);
+    assert_eq!(values(&partial)[..], values(&full)[..10]);
+
+    // Over HTTP, on both Graph lists, with the default warning.
+    let posted = client()
+        .post(format!("{}/_emulator/faults", emulator.base_url()))
+        .json(&serde_json::json!({"match": "graph", "status": 206, "count": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    for path in ["/v1.0/security/incidents", ALERTS] {
+        let page = api(&emulator, Some(&token), path).await;
+        assert_eq!(page.status.as_u16(), 206, "{path}");
+        assert_eq!(
+            page.headers["warning"],
+            format!("199 - \"{DEFAULT_PARTIAL_WARNING}\"")
+        );
+    }
+    let calls = handle.data_api_calls(CONTOSO);
+    assert_eq!((calls.graph_alerts.requests, calls.graph_alerts.ok), (3, 3));
+    // A 206 needs a data route.
+    assert!(
+        handle
+            .push_fault(Fault::status(FaultMatch::Token, 206, 1))
+            .is_err()
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_throttling_has_graphs_body_and_retry_after() {
+    let emulator = start_with_data(with_graph_alerts(10, 10, 10)).await;
+    let token = contoso_token(&emulator, GRAPH).await;
+    let handle = emulator.handle();
+    handle
+        .push_fault(Fault::throttle(FaultMatch::GraphAlerts, 17, 2).for_tenant(CONTOSO))
+        .unwrap();
+    for _ in 0..2 {
+        let throttled = api(&emulator, Some(&token), ALERTS).await;
+        assert_graph_error(&throttled, 429, "TooManyRequests");
+        assert_eq!(throttled.headers["retry-after"], "17");
+        let inner = &throttled.body["error"]["innerError"];
+        assert_eq!(inner["code"], "429");
+        assert!(inner["date"].is_string() && inner["request-id"].is_string());
+    }
+    assert_eq!(api(&emulator, Some(&token), ALERTS).await.status, 200);
+    let calls = handle.data_api_calls(CONTOSO).graph_alerts;
+    assert_eq!((calls.requests, calls.throttled, calls.ok), (3, 2, 1));
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn graph_allows_150_calls_a_minute_per_app_and_tenant() {
+    let emulator = start_with_data(with_graph_alerts(5, 5, 5)).await;
+    let token = contoso_token(&emulator, GRAPH).await;
+    // Incidents and alerts share Graph's security budget.
+    for n in 0..150 {
+        let path = if n % 2 == 0 {
+            ALERTS
+        } else {
+            "/v1.0/security/incidents"
+        };
+        let page = api(&emulator, Some(&token), path).await;
+        assert_eq!(page.status, 200, "call {n}: {}", page.text);
+    }
+    let over = api(&emulator, Some(&token), ALERTS).await;
+    assert_graph_error(&over, 429, "TooManyRequests");
+    let wait: u64 = over.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
     emulator.shutdown().await;
 }

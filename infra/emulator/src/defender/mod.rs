@@ -118,6 +118,35 @@ impl Endpoint {
     }
 }
 
+/// The list endpoint of a path, for the fault middleware.
+pub(crate) fn endpoint_of_path(path: &str) -> Option<Endpoint> {
+    Endpoint::of_path(path)
+}
+
+/// A served page turned into `206 Partial Content`: half of `value` (rounded down) and
+/// `Warning: 199 - "{warning}"`; any other answer (an error) is passed on as it is.
+pub(crate) async fn partial_response(response: Response, warning: &str) -> Response {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal(Api::Graph).render(&HeaderMap::new());
+    };
+    let mut page: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let Some(records) = page.get_mut("value").and_then(Value::as_array_mut) {
+        let keep = records.len() / 2;
+        records.truncate(keep);
+    }
+    parts.status = StatusCode::PARTIAL_CONTENT;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!("199 - \"{warning}\"")) {
+        parts.headers.insert(axum::http::header::WARNING, value);
+    }
+    let bytes = serde_json::to_vec(&page).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
 /// The API whose path this is, for the fault middleware.
 pub(crate) fn api_of_path(path: &str) -> Option<Api> {
     Endpoint::of_path(path).map(Endpoint::api)
