@@ -35,7 +35,7 @@ pub use aws::{ShortLivedTokens, StsCallCounts, StsFailure};
 pub use consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
-    RateLimitMode, TouchWhilePaging,
+    RateLimitMode, Retirement, TouchWhilePaging,
 };
 pub use delegated::{
     DelegatedTokenRecord, DeviceDecision, DeviceVerdict, MintedUserToken, RefreshTokenCounts,

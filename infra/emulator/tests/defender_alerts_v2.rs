@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use common::*;
 use defender_common::*;
-use defender_emulator::{DEFAULT_PARTIAL_WARNING, DataConfig, Fault, FaultMatch};
+use defender_emulator::{DEFAULT_PARTIAL_WARNING, DataConfig, Fault, FaultMatch, Retirement};
 use serde_json::Value;
 
 const ALERTS: &str = "/v1.0/security/alerts_v2";
@@ -454,4 +454,94 @@ async fn graph_allows_150_calls_a_minute_per_app_and_tenant() {
         .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
     emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn retired_legacy_apis_answer_gone_and_graph_keeps_working() {
+    let emulator = start_with_data(with_graph_alerts(20, 20, 20)).await;
+    let handle = emulator.handle();
+    let m365d = contoso_token(&emulator, M365D).await;
+    let mde = contoso_token(&emulator, MDE).await;
+    let graph = contoso_token(&emulator, GRAPH).await;
+    assert_eq!(
+        api(&emulator, Some(&m365d), "/api/incidents").await.status,
+        200
+    );
+
+    handle.set_retirement(Retirement::Gone);
+    for (token, path) in [(&m365d, "/api/incidents"), (&mde, "/api/alerts")] {
+        let gone = api(&emulator, Some(token), path).await;
+        assert_defender_error(&gone, 410, "Gone");
+        let message = gone.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("retired"), "{message}");
+        assert!(message.contains("MC1220762"), "{message}");
+        assert!(
+            message.contains("Microsoft Graph security API"),
+            "{message}"
+        );
+        // Without a token too, and for updates.
+        assert_eq!(api(&emulator, None, path).await.status.as_u16(), 410);
+        let patched = client()
+            .patch(format!("{}{path}/1", emulator.base_url()))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"status": "Resolved"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patched.status().as_u16(), 410);
+    }
+    for path in ["/v1.0/security/incidents", ALERTS] {
+        assert_eq!(
+            api(&emulator, Some(&graph), path).await.status,
+            200,
+            "{path}"
+        );
+    }
+    let calls = handle.data_api_calls(CONTOSO);
+    assert_eq!(
+        calls.m365d_incidents.failed, 1,
+        "the token-less call names no tenant"
+    );
+
+    // The second shape: 404 (or 400) whose message names the retirement.
+    handle.set_retirement(Retirement::NotFound);
+    let not_found = api(&emulator, Some(&mde), "/api/alerts").await;
+    assert_defender_error(&not_found, 404, "NotFound");
+    assert!(not_found.text.contains("retired"));
+    let switched = client()
+        .put(format!("{}/_emulator/settings", emulator.base_url()))
+        .json(&serde_json::json!({"retirement": "bad_request"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 204);
+    let bad = api(&emulator, Some(&m365d), "/api/incidents").await;
+    assert_defender_error(&bad, 400, "BadRequest");
+    assert!(bad.text.contains("MC1220762"));
+    handle.set_retirement(Retirement::Off);
+    assert_eq!(
+        api(&emulator, Some(&m365d), "/api/incidents").await.status,
+        200
+    );
+    emulator.shutdown().await;
+
+    // In the scenario.
+    let mut scenario = scenario(data(3, 3));
+    scenario.retirement = Retirement::Gone;
+    let json = serde_json::to_string(&scenario).unwrap();
+    assert!(json.contains(r#""retirement":"gone""#));
+    let retired = start_with(defender_emulator::Scenario::from_json(&json).unwrap()).await;
+    let token = contoso_token(&retired, M365D).await;
+    assert_eq!(
+        api(&retired, Some(&token), "/api/incidents")
+            .await
+            .status
+            .as_u16(),
+        410
+    );
+    assert_eq!(
+        retired.handle().defender_settings().retirement,
+        Retirement::Gone
+    );
+    retired.shutdown().await;
 }

@@ -164,6 +164,23 @@ pub enum RateLimitMode {
     Off,
 }
 
+/// How the legacy APIs (M365 Defender `/api/incidents`, Defender for Endpoint `/api/alerts`)
+/// answer: as today, or as after their retirement on 2027-02-01 (MC1220762, reference §10).
+/// Graph is never retired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retirement {
+    /// The legacy APIs work.
+    #[default]
+    Off,
+    /// Every call of a legacy route answers 410 Gone, code `Gone`.
+    Gone,
+    /// Every call answers 404, code `NotFound`, the message naming the retirement.
+    NotFound,
+    /// Every call answers 400, code `BadRequest`, the message naming the retirement.
+    BadRequest,
+}
+
 /// Run-wide behaviour of the data APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +197,9 @@ pub struct DefenderSettings {
     /// Graph cuts every page at this many records whatever `$top` asks (server-driven paging),
     /// and links the rest with `@odata.nextLink`: a short page that is not the last.
     pub graph_page_cut: Option<u32>,
+    /// The legacy APIs answer as retired (Graph keeps working).
+    #[serde(default)]
+    pub retirement: Retirement,
 }
 
 impl Default for DefenderSettings {
@@ -190,6 +210,7 @@ impl Default for DefenderSettings {
             m365d_next_link: false,
             m365d_retry_after_in_body_only: false,
             graph_page_cut: None,
+            retirement: Retirement::Off,
         }
     }
 }
@@ -221,6 +242,8 @@ pub struct DefenderSettingsPatch {
     /// `Some(0)` turns the cut off; `Some(n)` cuts pages at `n` records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_page_cut: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retirement: Option<Retirement>,
 }
 
 impl DefenderSettingsPatch {
@@ -239,6 +262,9 @@ impl DefenderSettingsPatch {
         }
         if let Some(value) = self.graph_page_cut {
             settings.graph_page_cut = (value > 0).then_some(value);
+        }
+        if let Some(value) = self.retirement {
+            settings.retirement = value;
         }
     }
 }

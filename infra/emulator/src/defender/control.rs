@@ -13,7 +13,7 @@ use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::config::{DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch};
+use super::config::{DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, Retirement};
 use super::data::{Rec, Space};
 use super::store::{DataApiCalls, lock};
 use super::{facts, time};
@@ -256,6 +256,13 @@ impl EmulatorHandle {
         let id = self.tenant_id(tenant)?;
         self.shared.defender.set_modes(&id, modes);
         Ok(())
+    }
+
+    /// Turns the retirement of the legacy APIs (`/api/incidents`, `/api/alerts`) on or off.
+    pub fn set_retirement(&self, retirement: Retirement) {
+        let mut settings = self.defender_settings();
+        settings.retirement = retirement;
+        self.shared.defender.set_settings(settings);
     }
 
     pub fn defender_settings(&self) -> DefenderSettings {

@@ -29,12 +29,13 @@ use axum::Router;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
 use serde_json::Value;
 
 pub use config::{
-    DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, RateLimitMode, TouchWhilePaging,
+    DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, RateLimitMode, Retirement,
+    TouchWhilePaging,
 };
 pub(crate) use control::router as control_router;
 pub(crate) use store::DataStore;
@@ -180,8 +181,13 @@ pub(crate) struct Context<'a> {
 /// The routes of the data APIs, with the fault queue and the call counters in front.
 pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
-        .route("/api/incidents", get(m365d_incidents))
-        .route("/api/alerts", get(mde_alerts))
+        .route(
+            "/api/incidents",
+            get(m365d_incidents).fallback(legacy_other_method),
+        )
+        .route("/api/alerts", get(mde_alerts).fallback(legacy_other_method))
+        .route("/api/incidents/{*rest}", any(legacy_record))
+        .route("/api/alerts/{*rest}", any(legacy_record))
         .route("/v1.0/security/incidents", get(graph_incidents))
         .route("/v1.0/security/alerts_v2", get(graph_alerts))
         .layer(middleware::from_fn_with_state(
@@ -245,8 +251,51 @@ async fn graph_alerts(
     serve(&shared, Endpoint::GraphAlerts, &headers, query.as_deref())
 }
 
+/// The retired answer of a legacy route, when the retirement switch is on.
+fn retired(shared: &Shared, api: Api, headers: &HeaderMap) -> Option<Response> {
+    let retirement = shared.defender.settings().retirement;
+    ApiError::retired(api, retirement).map(|error| {
+        tracing::info!(?api, ?retirement, "legacy API retired");
+        error.render(headers)
+    })
+}
+
+fn legacy_api(uri: &axum::http::Uri) -> Api {
+    if uri.path().starts_with("/api/alerts") {
+        Api::Mde
+    } else {
+        Api::M365d
+    }
+}
+
+/// `PATCH /api/incidents` and other methods of the list routes.
+async fn legacy_other_method(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let api = legacy_api(request.uri());
+    retired(&shared, api, request.headers())
+        .unwrap_or_else(|| StatusCode::METHOD_NOT_ALLOWED.into_response())
+}
+
+/// `GET`/`PATCH /api/incidents/{id}`, `/api/alerts/{id}`: not emulated, but retired too.
+async fn legacy_record(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let api = legacy_api(request.uri());
+    retired(&shared, api, request.headers()).unwrap_or_else(|| {
+        ApiError::new(
+            api,
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "The emulator serves the lists only.",
+        )
+        .render(request.headers())
+    })
+}
+
 fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&str>) -> Response {
     let api = endpoint.api();
+    if api != Api::Graph
+        && let Some(answer) = retired(shared, api, headers)
+    {
+        return answer;
+    }
     let Some(key) = shared.defender.decoding_key(|| auth::decoding_key(shared)) else {
         return ApiError::internal(api).render(headers);
     };
