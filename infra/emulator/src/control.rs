@@ -213,6 +213,7 @@ struct Settings {
     m365d_next_link: Option<bool>,
     m365d_retry_after_in_body_only: Option<bool>,
     graph_page_cut: Option<u32>,
+    retirement: Option<crate::defender::Retirement>,
     // The delegated flows' lifetimes (see `crate::scenario::DelegatedSettings`).
     authorization_code_lifetime_seconds: Option<u64>,
     refresh_token_lifetime_seconds: Option<u64>,
@@ -232,6 +233,7 @@ async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
             m365d_next_link: settings.m365d_next_link,
             m365d_retry_after_in_body_only: settings.m365d_retry_after_in_body_only,
             graph_page_cut: settings.graph_page_cut,
+            retirement: settings.retirement,
         })?;
         let mut delegated = handle.delegated_settings();
         for (slot, value) in [

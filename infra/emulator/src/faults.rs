@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::defender::Endpoint as DataEndpoint;
 use crate::errors::EntraError;
 use crate::request_log::Endpoint;
 use crate::state::Shared;
@@ -30,7 +31,31 @@ pub enum FaultMatch {
     /// The Defender and Graph data APIs only (`/api/...`, `/v1.0/security/...`); `tenant`
     /// then matches the `tid` of the request's bearer token.
     Data,
+    /// Both Graph security lists (`/v1.0/security/incidents`, `/v1.0/security/alerts_v2`).
+    Graph,
+    /// `GET /v1.0/security/incidents` only.
+    #[serde(rename = "graph_incidents")]
+    GraphIncidents,
+    /// `GET /v1.0/security/alerts_v2` only.
+    #[serde(rename = "graph_alerts")]
+    GraphAlerts,
+    /// `GET /api/incidents` (M365 Defender) only.
+    #[serde(rename = "m365d_incidents")]
+    M365dIncidents,
+    /// `GET /api/alerts` (Defender for Endpoint) only.
+    #[serde(rename = "mde_alerts")]
+    MdeAlerts,
 }
+
+impl FaultMatch {
+    /// Matches data API routes only.
+    fn data_only(self) -> bool {
+        !matches!(self, FaultMatch::Token | FaultMatch::Any)
+    }
+}
+
+/// The `Warning` of an injected 206 when the fault's `error` does not name one.
+pub const DEFAULT_PARTIAL_WARNING: &str = "Microsoft/MicrosoftDefenderForIdentity/503/1200";
 
 /// One queued fault, as posted to `/_emulator/faults`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +66,9 @@ pub struct Fault {
     /// Only requests for this tenant (GUID or any of its domains, as in the URL); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// Status to answer (400-599). Absent: the request is only delayed, then served.
+    /// Status to answer (400-599). Absent: the request is only delayed, then served. 206 (data
+    /// API matches only): the request is served, then answered `206 Partial Content` with half
+    /// of the page's records and a `Warning: 199 - "{error}"` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Seconds, sent as `Retry-After`.
@@ -53,7 +80,9 @@ pub struct Fault {
     /// Wait this long before answering, e.g. to make concurrent callers overlap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
-    /// Override of the `error` field of the answer.
+    /// Override of the `error` field of the answer (data APIs: the error `code`). With status
+    /// 206: the `{vendor}/{provider}/{status}/{latency}` of the `Warning` header
+    /// ([`DEFAULT_PARTIAL_WARNING`] when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Override of the AADSTS code of the answer.
@@ -66,6 +95,29 @@ fn one() -> u32 {
 }
 
 impl Fault {
+    /// `count` requests of a data API route answered `206 Partial Content` with half of the
+    /// page and `Warning: 199 - "{warning}"` (e.g. `Microsoft/MicrosoftDefenderForIdentity/503/1200`).
+    pub fn partial(matches: FaultMatch, warning: &str, count: u32) -> Fault {
+        Fault {
+            error: Some(warning.to_owned()),
+            ..Fault::status(matches, 206, count)
+        }
+    }
+
+    /// `count` requests answered 429 with `Retry-After: {retry_after}`.
+    pub fn throttle(matches: FaultMatch, retry_after: u64, count: u32) -> Fault {
+        Fault {
+            retry_after: Some(retry_after),
+            ..Fault::status(matches, 429, count)
+        }
+    }
+
+    /// Only requests for this tenant (GUID or domain).
+    pub fn for_tenant(mut self, tenant: &str) -> Fault {
+        self.tenant = Some(tenant.to_owned());
+        self
+    }
+
     /// `count` requests answered `status`.
     pub fn status(matches: FaultMatch, status: u16, count: u32) -> Fault {
         Fault {
@@ -85,6 +137,21 @@ impl Fault {
             return Err("count must be at least 1".to_owned());
         }
         match self.status {
+            Some(206) if self.matches.data_only() => {
+                let warning = self.error.as_deref().unwrap_or(DEFAULT_PARTIAL_WARNING);
+                if warning.is_empty()
+                    || warning.len() > 200
+                    || !warning.chars().all(|c| c.is_ascii_graphic() && c != '"')
+                {
+                    return Err(
+                        "a 206 fault's error must be printable ASCII without quotes or spaces, e.g. Microsoft/MicrosoftDefenderForIdentity/503/1200".to_owned(),
+                    );
+                }
+                Ok(())
+            }
+            Some(206) => Err(
+                "status 206 needs a data API match (data, graph, graph_incidents, graph_alerts, m365d_incidents, mde_alerts)".to_owned(),
+            ),
             Some(status) if !(400..=599).contains(&status) => {
                 Err(format!("status {status} is not an error status (400-599)"))
             }
@@ -134,6 +201,18 @@ impl FaultQueue {
                 FaultMatch::Any => true,
                 FaultMatch::Token => route.token_endpoint.is_some(),
                 FaultMatch::Data => route.data_api.is_some(),
+                FaultMatch::Graph => matches!(
+                    route.data_endpoint,
+                    Some(DataEndpoint::GraphIncidents | DataEndpoint::GraphAlerts)
+                ),
+                FaultMatch::GraphIncidents => {
+                    route.data_endpoint == Some(DataEndpoint::GraphIncidents)
+                }
+                FaultMatch::GraphAlerts => route.data_endpoint == Some(DataEndpoint::GraphAlerts),
+                FaultMatch::M365dIncidents => {
+                    route.data_endpoint == Some(DataEndpoint::M365dIncidents)
+                }
+                FaultMatch::MdeAlerts => route.data_endpoint == Some(DataEndpoint::MdeAlerts),
             };
             kind_matches && fault.tenant.as_deref().is_none_or(&same_tenant)
         })?;
@@ -152,6 +231,7 @@ struct Route {
     tenant: String,
     token_endpoint: Option<Endpoint>,
     data_api: Option<crate::defender::Api>,
+    data_endpoint: Option<DataEndpoint>,
 }
 
 impl Route {
@@ -168,6 +248,7 @@ impl Route {
             tenant,
             token_endpoint,
             data_api: crate::defender::api_of_path(path),
+            data_endpoint: crate::defender::endpoint_of_path(path),
         }
     }
 }
@@ -204,6 +285,15 @@ pub(crate) async fn inject(
     let Some(status) = fault.status.and_then(|s| StatusCode::from_u16(s).ok()) else {
         return next.run(request).await;
     };
+    if status == StatusCode::PARTIAL_CONTENT {
+        let warning = fault
+            .error
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PARTIAL_WARNING.to_owned());
+        tracing::info!(path = request.uri().path(), %warning, "injected partial content");
+        let response = next.run(request).await;
+        return crate::defender::partial_response(response, &warning).await;
+    }
     tracing::info!(
         path = request.uri().path(),
         status = status.as_u16(),
@@ -297,6 +387,30 @@ mod tests {
         assert!(fault.validate().is_ok());
         fault.count = 0;
         assert!(fault.validate().is_err());
+    }
+
+    #[test]
+    fn route_matches_pick_one_endpoint() {
+        let mut queue = FaultQueue::default();
+        queue.push(Fault::status(FaultMatch::GraphAlerts, 503, 1));
+        let incidents = Route::of(&Method::GET, "/v1.0/security/incidents");
+        let alerts = Route::of(&Method::GET, "/v1.0/security/alerts_v2");
+        assert!(queue.take(&incidents, |_| true).is_none());
+        assert!(queue.take(&token_route("a.com"), |_| true).is_none());
+        assert!(queue.take(&alerts, |_| true).is_some());
+        queue.push(Fault::status(FaultMatch::Graph, 503, 2));
+        assert!(queue.take(&incidents, |_| true).is_some());
+        assert!(queue.take(&alerts, |_| true).is_some());
+        let fault: Fault =
+            serde_json::from_str(r#"{"match":"graph_incidents","status":206}"#).unwrap();
+        assert_eq!(fault.matches, FaultMatch::GraphIncidents);
+        assert!(fault.validate().is_ok());
+        assert!(Fault::status(FaultMatch::Token, 206, 1).validate().is_err());
+        assert!(
+            Fault::partial(FaultMatch::Data, "has \"quotes\"", 1)
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub struct Scenario {
     /// The emulated AWS account: STS `GetWebIdentityToken` and its OIDC issuer.
     #[serde(default)]
     pub aws: AwsConfig,
+    /// The legacy Defender APIs answer as after their retirement (2027-02-01): `off`
+    /// (default), `gone` (410), `not_found` (404), `bad_request` (400).
+    #[serde(default, skip_serializing_if = "is_not_retired")]
+    pub retirement: crate::defender::Retirement,
+}
+
+fn is_not_retired(retirement: &crate::defender::Retirement) -> bool {
+    *retirement == crate::defender::Retirement::Off
 }
 
 /// Lifetimes and polling interval of the delegated flows. 0 makes a code or refresh token

@@ -25,6 +25,11 @@ pub struct DataConfig {
     /// their incidents' `alerts`.
     #[serde(default)]
     pub mde_alerts: u32,
+    /// Alerts of every other product (Identity, Office 365, Cloud Apps, XDR, Entra ID
+    /// Protection, app governance, DLP, Defender for Cloud, Sentinel), listed only by Graph
+    /// `alerts_v2` and in their incidents' `alerts` (M365 Defender, Graph `$expand`).
+    #[serde(default)]
+    pub graph_alerts: u32,
     /// Changes every generated value (names, severities, ids of alerts, ...).
     #[serde(default)]
     pub seed: u64,
@@ -44,6 +49,14 @@ pub struct DataConfig {
     /// Change data while clients page through it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touch_while_paging: Option<TouchWhilePaging>,
+    /// Graph `alerts_v2` never sends `@odata.nextLink`, even when more records remain (users
+    /// and Elastic report this from real Graph): a full page is the only sign of more.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub omit_alerts_v2_next_link: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// After every `every_pages`-th page served for the tenant (any data API), `count` random
@@ -63,6 +76,9 @@ pub struct DataModes {
     pub expand_alerts_fails_above: Option<u32>,
     #[serde(default)]
     pub touch_while_paging: Option<TouchWhilePaging>,
+    /// Graph `alerts_v2` omits `@odata.nextLink` even when more records remain.
+    #[serde(default)]
+    pub omit_alerts_v2_next_link: bool,
 }
 
 fn default_spacing() -> u32 {
@@ -78,20 +94,27 @@ impl Default for DataConfig {
         DataConfig {
             incidents: 0,
             mde_alerts: 0,
+            graph_alerts: 0,
             seed: 0,
             start: None,
             spacing_seconds: default_spacing(),
             first_incident_id: default_first_incident_id(),
             expand_alerts_fails_above: None,
             touch_while_paging: None,
+            omit_alerts_v2_next_link: false,
         }
     }
 }
 
 impl DataConfig {
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
-        if self.incidents > MAX_RECORDS || self.mde_alerts > MAX_RECORDS {
-            bail!("data: at most {MAX_RECORDS} incidents and {MAX_RECORDS} mde_alerts");
+        if self.incidents > MAX_RECORDS
+            || self.mde_alerts > MAX_RECORDS
+            || self.graph_alerts > MAX_RECORDS
+        {
+            bail!(
+                "data: at most {MAX_RECORDS} incidents, {MAX_RECORDS} mde_alerts and {MAX_RECORDS} graph_alerts"
+            );
         }
         if !(1..=86_400).contains(&self.spacing_seconds) {
             bail!("data: spacing_seconds must be 1 to 86400");
@@ -110,12 +133,14 @@ impl DataConfig {
         DataModes {
             expand_alerts_fails_above: self.expand_alerts_fails_above,
             touch_while_paging: self.touch_while_paging,
+            omit_alerts_v2_next_link: self.omit_alerts_v2_next_link,
         }
     }
 
     pub(crate) fn set_modes(&mut self, modes: DataModes) {
         self.expand_alerts_fails_above = modes.expand_alerts_fails_above;
         self.touch_while_paging = modes.touch_while_paging;
+        self.omit_alerts_v2_next_link = modes.omit_alerts_v2_next_link;
     }
 }
 
@@ -139,6 +164,23 @@ pub enum RateLimitMode {
     Off,
 }
 
+/// How the legacy APIs (M365 Defender `/api/incidents`, Defender for Endpoint `/api/alerts`)
+/// answer: as today, or as after their retirement on 2027-02-01 (MC1220762, reference §10).
+/// Graph is never retired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retirement {
+    /// The legacy APIs work.
+    #[default]
+    Off,
+    /// Every call of a legacy route answers 410 Gone, code `Gone`.
+    Gone,
+    /// Every call answers 404, code `NotFound`, the message naming the retirement.
+    NotFound,
+    /// Every call answers 400, code `BadRequest`, the message naming the retirement.
+    BadRequest,
+}
+
 /// Run-wide behaviour of the data APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +197,9 @@ pub struct DefenderSettings {
     /// Graph cuts every page at this many records whatever `$top` asks (server-driven paging),
     /// and links the rest with `@odata.nextLink`: a short page that is not the last.
     pub graph_page_cut: Option<u32>,
+    /// The legacy APIs answer as retired (Graph keeps working).
+    #[serde(default)]
+    pub retirement: Retirement,
 }
 
 impl Default for DefenderSettings {
@@ -165,6 +210,7 @@ impl Default for DefenderSettings {
             m365d_next_link: false,
             m365d_retry_after_in_body_only: false,
             graph_page_cut: None,
+            retirement: Retirement::Off,
         }
     }
 }
@@ -196,6 +242,8 @@ pub struct DefenderSettingsPatch {
     /// `Some(0)` turns the cut off; `Some(n)` cuts pages at `n` records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_page_cut: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retirement: Option<Retirement>,
 }
 
 impl DefenderSettingsPatch {
@@ -214,6 +262,9 @@ impl DefenderSettingsPatch {
         }
         if let Some(value) = self.graph_page_cut {
             settings.graph_page_cut = (value > 0).then_some(value);
+        }
+        if let Some(value) = self.retirement {
+            settings.retirement = value;
         }
     }
 }

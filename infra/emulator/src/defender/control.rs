@@ -13,8 +13,8 @@ use axum::routing::{delete, get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::config::{DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch};
-use super::data::Rec;
+use super::config::{DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, Retirement};
+use super::data::{Rec, Space};
 use super::store::{DataApiCalls, lock};
 use super::{facts, time};
 use crate::directory::TenantLookup;
@@ -28,7 +28,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             "/_emulator/tenants/{tenant}/data",
             put(set_data).get(get_data),
         )
-        .route("/_emulator/tenants/{tenant}/data/modes", put(set_modes))
+        .route(
+            "/_emulator/tenants/{tenant}/data/modes",
+            put(set_modes).get(get_modes),
+        )
         .route("/_emulator/data/calls", get(calls).delete(clear_calls))
         .route("/_emulator/data/rate-limits", delete(reset_rate_limits))
         .route(
@@ -44,6 +47,7 @@ enum TouchTarget {
     #[default]
     Incidents,
     MdeAlerts,
+    GraphAlerts,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +95,9 @@ async fn touch(
             TouchTarget::MdeAlerts => handle
                 .touch_mde_alerts(&tenant, touch.count)
                 .map(|ids| json!({ "touched": ids })),
+            TouchTarget::GraphAlerts => handle
+                .touch_graph_alerts(&tenant, touch.count)
+                .map(|ids| json!({ "touched": ids })),
         }
     }))
 }
@@ -117,6 +124,10 @@ async fn set_modes(
     body: Bytes,
 ) -> Response {
     done(parse::<DataModes>(&body).and_then(|modes| handle(shared).set_data_modes(&tenant, modes)))
+}
+
+async fn get_modes(State(shared): State<Arc<Shared>>, Path(tenant): Path<String>) -> Response {
+    answer(handle(shared).data_modes(&tenant).map(|modes| json!(modes)))
 }
 
 #[derive(Deserialize)]
@@ -192,6 +203,31 @@ impl EmulatorHandle {
             .collect())
     }
 
+    /// Gives `count` random Graph-only alerts of the tenant (`graph_alerts`, and their
+    /// incidents) a last-update time of now. Returns their Graph `alerts_v2` ids.
+    pub fn touch_graph_alerts(
+        &self,
+        tenant: &str,
+        count: u32,
+    ) -> Result<Vec<String>, ControlError> {
+        let id = self.tenant_id(tenant)?;
+        let data = self.shared.defender.tenant(&id);
+        let mut data = lock(&data);
+        let touched = data.touch_alerts(Space::Graph, count, time::now());
+        Ok(touched
+            .into_iter()
+            .map(|index| facts::alert(&data, Rec::Graph(index)).graph_id)
+            .collect())
+    }
+
+    /// The tenant's current failure modes.
+    pub fn data_modes(&self, tenant: &str) -> Result<DataModes, ControlError> {
+        let id = self.tenant_id(tenant)?;
+        let data = self.shared.defender.tenant(&id);
+        let data = lock(&data);
+        Ok(data.config.modes())
+    }
+
     /// Replaces the tenant's generated data; earlier touches are forgotten.
     pub fn set_tenant_data(&self, tenant: &str, data: DataConfig) -> Result<(), ControlError> {
         data.validate().map_err(ControlError::invalid)?;
@@ -213,13 +249,20 @@ impl EmulatorHandle {
         Ok((data.config.clone(), data.touched_count()))
     }
 
-    /// Sets the tenant's failure modes (`expand_alerts_fails_above`, `touch_while_paging`),
-    /// keeping its records.
+    /// Sets the tenant's failure modes (`expand_alerts_fails_above`, `touch_while_paging`,
+    /// `omit_alerts_v2_next_link`; all replaced), keeping its records.
     pub fn set_data_modes(&self, tenant: &str, modes: DataModes) -> Result<(), ControlError> {
         modes.validate().map_err(ControlError::invalid)?;
         let id = self.tenant_id(tenant)?;
         self.shared.defender.set_modes(&id, modes);
         Ok(())
+    }
+
+    /// Turns the retirement of the legacy APIs (`/api/incidents`, `/api/alerts`) on or off.
+    pub fn set_retirement(&self, retirement: Retirement) {
+        let mut settings = self.defender_settings();
+        settings.retirement = retirement;
+        self.shared.defender.set_settings(settings);
     }
 
     pub fn defender_settings(&self) -> DefenderSettings {

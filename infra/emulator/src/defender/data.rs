@@ -6,7 +6,9 @@
 //! - Defender for Endpoint alert `j` in `0..mde_alerts`, in contiguous blocks per incident
 //!   (alert `j` belongs to incident `j * incidents / mde_alerts`);
 //! - the "extra" (non-MDE: Office 365, Identity, Cloud Apps) alert of incident `i`, which exists
-//!   for some incidents and always when the incident has no MDE alert.
+//!   for some incidents and always when the incident has no MDE alert;
+//! - Graph-only alert `j` in `0..graph_alerts` (every product but Defender for Endpoint), in
+//!   contiguous blocks per incident like the MDE alerts.
 //!
 //! Incident `i` lives in the time slot `[start + i * spacing, start + (i + 1) * spacing)`: it is
 //! created in the first half and last updated in the second, and so are its alerts. Creation and
@@ -30,6 +32,7 @@ pub(crate) enum Rec {
     Incident(u32),
     Mde(u32),
     Extra(u32),
+    Graph(u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +40,7 @@ pub(crate) enum Space {
     Incidents,
     Mde,
     Extra,
+    Graph,
 }
 
 impl Rec {
@@ -45,6 +49,7 @@ impl Rec {
             Space::Incidents => Rec::Incident(index),
             Space::Mde => Rec::Mde(index),
             Space::Extra => Rec::Extra(index),
+            Space::Graph => Rec::Graph(index),
         }
     }
 
@@ -53,12 +58,13 @@ impl Rec {
             Rec::Incident(_) => Space::Incidents,
             Rec::Mde(_) => Space::Mde,
             Rec::Extra(_) => Space::Extra,
+            Rec::Graph(_) => Space::Graph,
         }
     }
 
     fn index(self) -> u32 {
         match self {
-            Rec::Incident(i) | Rec::Mde(i) | Rec::Extra(i) => i,
+            Rec::Incident(i) | Rec::Mde(i) | Rec::Extra(i) | Rec::Graph(i) => i,
         }
     }
 }
@@ -85,6 +91,9 @@ pub(crate) mod stream {
     pub const PRIORITY: u64 = 21;
     pub const ACTIVITY: u64 = 22;
     pub const GUID: u64 = 23;
+    pub const GRAPH_CREATED: u64 = 24;
+    pub const GRAPH_UPDATED: u64 = 25;
+    pub const GRAPH_JITTER: u64 = 26;
 }
 
 fn splitmix(mut z: u64) -> u64 {
@@ -198,6 +207,7 @@ pub(crate) struct TenantData {
     incidents: Overrides,
     mde: Overrides,
     extra: Overrides,
+    graph: Overrides,
     /// Successful list pages served for this tenant (any data API).
     pub pages_served: u64,
     touch_rounds: u64,
@@ -218,7 +228,7 @@ impl TenantData {
                 let slots = if config.incidents > 0 {
                     config.incidents
                 } else {
-                    config.mde_alerts
+                    config.mde_alerts.max(config.graph_alerts)
                 };
                 now.div_euclid(TICKS_PER_SECOND) * TICKS_PER_SECOND - i64::from(slots) * spacing
             }
@@ -238,6 +248,7 @@ impl TenantData {
             incidents: Overrides::default(),
             mde: Overrides::default(),
             extra: Overrides::default(),
+            graph: Overrides::default(),
             pages_served: 0,
             touch_rounds: 0,
         }
@@ -252,7 +263,7 @@ impl TenantData {
     }
 
     pub(crate) fn touched_count(&self) -> usize {
-        self.incidents.len() + self.mde.len() + self.extra.len()
+        self.incidents.len() + self.mde.len() + self.extra.len() + self.graph.len()
     }
 
     pub(crate) fn incident_id(&self, index: u32) -> u64 {
@@ -271,6 +282,7 @@ impl TenantData {
         match space {
             Space::Incidents | Space::Extra => self.config.incidents,
             Space::Mde => self.config.mde_alerts,
+            Space::Graph => self.config.graph_alerts,
         }
     }
 
@@ -279,6 +291,7 @@ impl TenantData {
             Space::Incidents => &self.incidents,
             Space::Mde => &self.mde,
             Space::Extra => &self.extra,
+            Space::Graph => &self.graph,
         }
     }
 
@@ -287,6 +300,7 @@ impl TenantData {
             Space::Incidents => &mut self.incidents,
             Space::Mde => &mut self.mde,
             Space::Extra => &mut self.extra,
+            Space::Graph => &mut self.graph,
         }
     }
 
@@ -305,31 +319,59 @@ impl TenantData {
         (self.hash(stream, u64::from(index)) % self.half_units as u64) as i64
     }
 
-    /// Incident `i`'s MDE alerts: `block_start(i)..block_start(i + 1)`.
-    fn block_start(&self, incident: u32) -> u32 {
-        let (n, m) = (
-            u64::from(self.config.incidents),
-            u64::from(self.config.mde_alerts),
-        );
+    /// Incident `i`'s alerts of a blocked space (MDE or Graph-only):
+    /// `block_start(i)..block_start(i + 1)`.
+    fn block_start(&self, space: Space, incident: u32) -> u32 {
+        let (n, m) = (u64::from(self.config.incidents), u64::from(self.len(space)));
         ((u64::from(incident) * m).div_ceil(n)) as u32
     }
 
-    pub(crate) fn mde_block(&self, incident: u32) -> std::ops::Range<u32> {
+    fn block(&self, space: Space, incident: u32) -> std::ops::Range<u32> {
         if self.config.incidents == 0 {
             return 0..0;
         }
-        self.block_start(incident)..self.block_start(incident + 1)
+        self.block_start(space, incident)..self.block_start(space, incident + 1)
     }
 
-    /// The incident (by index, before redirection) whose block holds MDE alert `j`.
-    fn block_of(&self, alert: u32) -> Option<u32> {
-        if self.config.incidents == 0 || self.config.mde_alerts == 0 {
+    pub(crate) fn mde_block(&self, incident: u32) -> std::ops::Range<u32> {
+        self.block(Space::Mde, incident)
+    }
+
+    /// The incident (by index, before redirection) whose block holds alert `j` of a blocked
+    /// space.
+    fn block_of(&self, space: Space, alert: u32) -> Option<u32> {
+        let m = self.len(space);
+        if self.config.incidents == 0 || m == 0 {
             return None;
         }
-        Some(
-            (u64::from(alert) * u64::from(self.config.incidents)
-                / u64::from(self.config.mde_alerts)) as u32,
-        )
+        Some((u64::from(alert) * u64::from(self.config.incidents) / u64::from(m)) as u32)
+    }
+
+    /// Creation time of alert `j` of a blocked space: inside its incident's slot, before the
+    /// incident's own creation, never before the previous alert of the space.
+    fn blocked_created(&self, space: Space, j: u32, streams: (u64, u64)) -> i64 {
+        let (unlinked, jitter_stream) = streams;
+        match self.block_of(space, j) {
+            Some(i) => {
+                let block = self.block(space, i);
+                let count = i64::from(block.end - block.start);
+                let position = i64::from(j - block.start);
+                let span = units_to_ticks(self.created_offset(stream::CREATED, i));
+                // Event-like precision, still never before the previous alert.
+                let step = span / count;
+                let jitter = if step > 0 {
+                    (self.hash(jitter_stream, u64::from(j)) % step as u64) as i64
+                } else {
+                    0
+                };
+                self.at(self.slot(i)) + step * position + jitter
+            }
+            None => {
+                let jitter =
+                    (self.hash(jitter_stream, u64::from(j)) % units_to_ticks(1) as u64) as i64;
+                self.at(self.slot(j) + self.created_offset(unlinked, j)) + jitter
+            }
+        }
     }
 
     pub(crate) fn created(&self, rec: Rec) -> i64 {
@@ -338,27 +380,14 @@ impl TenantData {
             Rec::Extra(i) => {
                 self.at(self.slot(i)) + units_to_ticks(self.created_offset(stream::CREATED, i)) / 2
             }
-            Rec::Mde(j) => match self.block_of(j) {
-                Some(i) => {
-                    let block = self.mde_block(i);
-                    let count = i64::from(block.end - block.start);
-                    let position = i64::from(j - block.start);
-                    let span = units_to_ticks(self.created_offset(stream::CREATED, i));
-                    // Event-like precision, still never before the previous alert.
-                    let step = span / count;
-                    let jitter = if step > 0 {
-                        (self.hash(stream::JITTER, u64::from(j)) % step as u64) as i64
-                    } else {
-                        0
-                    };
-                    self.at(self.slot(i)) + step * position + jitter
-                }
-                None => {
-                    let jitter =
-                        (self.hash(stream::JITTER, u64::from(j)) % units_to_ticks(1) as u64) as i64;
-                    self.at(self.slot(j) + self.created_offset(stream::MDE_CREATED, j)) + jitter
-                }
-            },
+            Rec::Mde(j) => {
+                self.blocked_created(Space::Mde, j, (stream::MDE_CREATED, stream::JITTER))
+            }
+            Rec::Graph(j) => self.blocked_created(
+                Space::Graph,
+                j,
+                (stream::GRAPH_CREATED, stream::GRAPH_JITTER),
+            ),
         }
     }
 
@@ -371,7 +400,7 @@ impl TenantData {
             Rec::Extra(i) => {
                 self.at(self.slot(i) + half + self.created_offset(stream::UPDATED, i) / 2)
             }
-            Rec::Mde(j) => match self.block_of(j) {
+            Rec::Mde(j) => match self.block_of(Space::Mde, j) {
                 Some(i) => {
                     let block = self.mde_block(i);
                     let count = i64::from(block.end - block.start);
@@ -380,6 +409,19 @@ impl TenantData {
                     self.at(self.slot(i) + half + offset * (position + 1) / (count + 1))
                 }
                 None => self.at(self.slot(j) + half + self.created_offset(stream::MDE_UPDATED, j)),
+            },
+            // Between the MDE alerts' times (odd fractions), so that the two spaces rarely tie.
+            Rec::Graph(j) => match self.block_of(Space::Graph, j) {
+                Some(i) => {
+                    let block = self.block(Space::Graph, i);
+                    let count = i64::from(block.end - block.start);
+                    let position = i64::from(j - block.start);
+                    let offset = self.created_offset(stream::UPDATED, i);
+                    self.at(self.slot(i) + half + offset * (2 * position + 1) / (2 * count + 1))
+                }
+                None => {
+                    self.at(self.slot(j) + half + self.created_offset(stream::GRAPH_UPDATED, j))
+                }
             },
         }
     }
@@ -399,6 +441,7 @@ impl TenantData {
             }
             Rec::Incident(i) => i < self.config.incidents,
             Rec::Mde(j) => j < self.config.mde_alerts,
+            Rec::Graph(j) => j < self.config.graph_alerts,
         }
     }
 
@@ -423,7 +466,8 @@ impl TenantData {
     /// The (owning) incident of an alert; none for MDE alerts of a tenant without incidents.
     pub(crate) fn incident_of(&self, alert: Rec) -> Option<u32> {
         match alert {
-            Rec::Mde(j) => self.block_of(j).map(|i| self.owner(i)),
+            Rec::Mde(j) => self.block_of(Space::Mde, j).map(|i| self.owner(i)),
+            Rec::Graph(j) => self.block_of(Space::Graph, j).map(|i| self.owner(i)),
             Rec::Extra(i) => Some(self.owner(i)),
             Rec::Incident(i) => Some(i),
         }
@@ -442,6 +486,7 @@ impl TenantData {
         sources.push(incident);
         for source in sources {
             alerts.extend(self.mde_block(source).map(Rec::Mde));
+            alerts.extend(self.block(Space::Graph, source).map(Rec::Graph));
             if self.exists(Rec::Extra(source)) {
                 alerts.push(Rec::Extra(source));
             }
@@ -545,7 +590,7 @@ impl TenantData {
     /// The newest last-update time of any record.
     fn latest(&self) -> i64 {
         let mut latest = i64::MIN;
-        for space in [Space::Incidents, Space::Mde, Space::Extra] {
+        for space in [Space::Incidents, Space::Mde, Space::Extra, Space::Graph] {
             let n = self.len(space);
             if n > 0 {
                 latest = latest.max(self.base_updated(Rec::of(space, n - 1)));
@@ -606,12 +651,18 @@ impl TenantData {
     /// Gives `count` random Defender for Endpoint alerts, and their incidents, a last-update
     /// time of now. Returns the alerts' indices.
     pub(crate) fn touch_mde_alerts(&mut self, count: u32, now: i64) -> Vec<u32> {
-        let chosen = self.draw(self.config.mde_alerts, count);
+        self.touch_alerts(Space::Mde, count, now)
+    }
+
+    /// Gives `count` random alerts of a space (MDE or Graph-only), and their incidents, a
+    /// last-update time of now. Returns the alerts' indices.
+    pub(crate) fn touch_alerts(&mut self, space: Space, count: u32, now: i64) -> Vec<u32> {
+        let chosen = self.draw(self.len(space), count);
         let at = self.touch_times(now);
         for (k, alert) in chosen.iter().enumerate() {
             let ticks = at(k as u32);
-            self.mde.set(*alert, ticks);
-            if let Some(incident) = self.incident_of(Rec::Mde(*alert)) {
+            self.overrides_mut(space).set(*alert, ticks);
+            if let Some(incident) = self.incident_of(Rec::of(space, *alert)) {
                 self.incidents.set(incident, ticks);
             }
         }
@@ -630,8 +681,10 @@ impl TenantData {
         {
             if self.config.incidents > 0 {
                 self.touch_incidents(mode.count, now);
-            } else {
+            } else if self.config.mde_alerts > 0 {
                 self.touch_mde_alerts(mode.count, now);
+            } else {
+                self.touch_alerts(Space::Graph, mode.count, now);
             }
         }
     }
@@ -703,9 +756,14 @@ mod tests {
     use super::*;
 
     fn tenant(incidents: u32, mde_alerts: u32) -> TenantData {
+        tenant_with(incidents, mde_alerts, 0)
+    }
+
+    fn tenant_with(incidents: u32, mde_alerts: u32, graph_alerts: u32) -> TenantData {
         let config = DataConfig {
             incidents,
             mde_alerts,
+            graph_alerts,
             seed: 7,
             start: Some("2026-01-01T00:00:00Z".parse().unwrap()),
             ..DataConfig::default()
@@ -724,8 +782,8 @@ mod tests {
 
     #[test]
     fn times_grow_with_the_index_and_updates_follow_creation() {
-        let data = tenant(500, 1300);
-        for space in [Space::Incidents, Space::Mde, Space::Extra] {
+        let data = tenant_with(500, 1300, 2100);
+        for space in [Space::Incidents, Space::Mde, Space::Extra, Space::Graph] {
             let n = data.len(space);
             for i in 1..n {
                 let (a, b) = (Rec::of(space, i - 1), Rec::of(space, i));
@@ -748,7 +806,7 @@ mod tests {
 
     #[test]
     fn every_alert_belongs_to_exactly_one_listed_incident() {
-        let data = tenant(200, 450);
+        let data = tenant_with(200, 450, 700);
         let mut seen = HashSet::new();
         let mut redirected = 0;
         for i in 0..200 {
@@ -766,6 +824,10 @@ mod tests {
         assert_eq!(
             seen.iter().filter(|r| matches!(r, Rec::Mde(_))).count(),
             450
+        );
+        assert_eq!(
+            seen.iter().filter(|r| matches!(r, Rec::Graph(_))).count(),
+            700
         );
     }
 

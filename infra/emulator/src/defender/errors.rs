@@ -206,6 +206,33 @@ impl ApiError {
         }
     }
 
+    /// The answer of a retired legacy API (MC1220762), or None when it is not retired.
+    pub(crate) fn retired(api: Api, retirement: super::Retirement) -> Option<Self> {
+        let name = match api {
+            Api::M365d => {
+                "The Microsoft Defender XDR incidents API (api.security.microsoft.com/api/incidents)"
+            }
+            Api::Mde => {
+                "The Microsoft Defender for Endpoint API (api.securitycenter.microsoft.com/api/alerts)"
+            }
+            Api::Graph => return None,
+        };
+        let replacement = match api {
+            Api::M365d => "GET https://graph.microsoft.com/v1.0/security/incidents",
+            _ => "GET https://graph.microsoft.com/v1.0/security/alerts_v2",
+        };
+        let message = format!(
+            "This API has been retired. {name} was retired on 2027-02-01 (Microsoft 365 message center MC1220762); use the Microsoft Graph security API instead ({replacement})."
+        );
+        let (status, code) = match retirement {
+            super::Retirement::Off => return None,
+            super::Retirement::Gone => (StatusCode::GONE, "Gone"),
+            super::Retirement::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+            super::Retirement::BadRequest => (StatusCode::BAD_REQUEST, "BadRequest"),
+        };
+        Some(ApiError::new(api, status, code, message))
+    }
+
     /// A 500 (M365 Defender and MDE send an empty message).
     pub(crate) fn internal(api: Api) -> Self {
         match api {

@@ -16,6 +16,15 @@ pub(crate) enum Service {
     Office,
     Identity,
     CloudApps,
+    /// Microsoft 365 Defender's own correlation alerts.
+    Xdr,
+    AadIdentityProtection,
+    AppGovernance,
+    DataLossPrevention,
+    /// After `unknownFutureValue` in Graph's evolvable enum.
+    DefenderForCloud,
+    /// After `unknownFutureValue` in Graph's evolvable enum.
+    Sentinel,
 }
 
 impl Service {
@@ -26,6 +35,12 @@ impl Service {
             Service::Office => "MicrosoftDefenderForOffice365",
             Service::Identity => "MicrosoftDefenderForIdentity",
             Service::CloudApps => "MicrosoftCloudAppSecurity",
+            Service::Xdr => "Microsoft365Defender",
+            Service::AadIdentityProtection => "AzureAdIdentityProtection",
+            Service::AppGovernance => "MicrosoftAppGovernance",
+            Service::DataLossPrevention => "DataLossPrevention",
+            Service::DefenderForCloud => "MicrosoftDefenderForCloud",
+            Service::Sentinel => "MicrosoftSentinel",
         }
     }
 
@@ -36,7 +51,20 @@ impl Service {
             Service::Office => "microsoftDefenderForOffice365",
             Service::Identity => "microsoftDefenderForIdentity",
             Service::CloudApps => "microsoftDefenderForCloudApps",
+            Service::Xdr => "microsoft365Defender",
+            Service::AadIdentityProtection => "azureAdIdentityProtection",
+            Service::AppGovernance => "microsoftAppGovernance",
+            Service::DataLossPrevention => "dataLossPrevention",
+            Service::DefenderForCloud => "microsoftDefenderForCloud",
+            Service::Sentinel => "microsoftSentinel",
         }
+    }
+
+    /// Graph's `serviceSource` (and the kind's `detectionSource`) come after
+    /// `unknownFutureValue`: without `Prefer: include-unknown-enum-members` Graph sends
+    /// `unknownFutureValue` instead.
+    pub(crate) fn evolvable(self) -> bool {
+        matches!(self, Service::DefenderForCloud | Service::Sentinel)
     }
 
     pub(crate) fn product(self) -> &'static str {
@@ -45,6 +73,12 @@ impl Service {
             Service::Office => "Microsoft Defender for Office 365",
             Service::Identity => "Microsoft Defender for Identity",
             Service::CloudApps => "Microsoft Defender for Cloud Apps",
+            Service::Xdr => "Microsoft Defender XDR",
+            Service::AadIdentityProtection => "Microsoft Entra ID Protection",
+            Service::AppGovernance => "App governance",
+            Service::DataLossPrevention => "Microsoft Data Loss Prevention",
+            Service::DefenderForCloud => "Microsoft Defender for Cloud",
+            Service::Sentinel => "Microsoft Sentinel",
         }
     }
 
@@ -55,6 +89,12 @@ impl Service {
             Service::Office => "fa",
             Service::Identity => "aa",
             Service::CloudApps => "ca",
+            Service::Xdr => "ra",
+            Service::AadIdentityProtection => "ad",
+            Service::AppGovernance => "ma",
+            Service::DataLossPrevention => "dl",
+            Service::DefenderForCloud => "dc",
+            Service::Sentinel => "sn",
         }
     }
 }
@@ -239,6 +279,107 @@ pub(crate) const OTHER_KINDS: [AlertKind; 3] = [
     },
 ];
 
+/// Alerts of the products that only Graph `alerts_v2` (and the incidents' `alerts`) list, besides
+/// [`OTHER_KINDS`]: the `graph_alerts` records cycle through all nine non-endpoint kinds.
+pub(crate) const MORE_KINDS: [AlertKind; 6] = [
+    AlertKind {
+        title: "Multi-stage attack involving credential theft and lateral movement",
+        description: "Microsoft Defender XDR correlated sign-ins and endpoint activity into one attack story.",
+        category: "LateralMovement",
+        mitre: &["T1021", "T1078"],
+        service: Service::Xdr,
+        detection: "Microsoft365Defender",
+        graph_detection: "microsoft365Defender",
+        threat_family: None,
+        threat_name: None,
+        artifact: Artifact::SignIn,
+        recommended_actions: "Review the attack story in the incident.",
+    },
+    AlertKind {
+        title: "Unfamiliar sign-in properties",
+        description: "A sign-in with properties not seen recently for this user (IP address, ASN, location).",
+        category: "InitialAccess",
+        mitre: &["T1078.004"],
+        service: Service::AadIdentityProtection,
+        detection: "AzureAdIdentityProtection",
+        graph_detection: "azureAdIdentityProtection",
+        threat_family: None,
+        threat_name: None,
+        artifact: Artifact::SignIn,
+        recommended_actions: "Confirm the sign-in with the user or reset their password.",
+    },
+    AlertKind {
+        title: "App with suspicious OAuth scope made graph calls to read email",
+        description: "An OAuth app with high-privilege mail scopes read many messages through Microsoft Graph.",
+        category: "Collection",
+        mitre: &["T1114.002"],
+        service: Service::AppGovernance,
+        detection: "AppGovernanceDetection",
+        graph_detection: "appGovernanceDetection",
+        threat_family: None,
+        threat_name: None,
+        artifact: Artifact::Network {
+            url: "https://graph.microsoft.com/v1.0/me/messages",
+        },
+        recommended_actions: "Disable the app and revoke its consent.",
+    },
+    AlertKind {
+        title: "DLP policy match for document containing credit card numbers",
+        description: "A file with sensitive information was shared outside the organization.",
+        category: "Exfiltration",
+        mitre: &["T1567"],
+        service: Service::DataLossPrevention,
+        detection: "MicrosoftDataLossPrevention",
+        graph_detection: "microsoftDataLossPrevention",
+        threat_family: None,
+        threat_name: None,
+        artifact: Artifact::File {
+            file: "customers-q3.xlsx",
+            folder: "OneDrive - Finance",
+        },
+        recommended_actions: "Review the shared file and the policy tip.",
+    },
+    AlertKind {
+        title: "Suspicious process executed on a virtual machine",
+        description: "Microsoft Defender for Servers saw a process commonly used by attackers on an Azure VM.",
+        category: "Execution",
+        mitre: &["T1059"],
+        service: Service::DefenderForCloud,
+        detection: "MicrosoftDefenderForServers",
+        graph_detection: "microsoftDefenderForServers",
+        threat_family: None,
+        threat_name: None,
+        artifact: Artifact::Network {
+            url: "https://portal.azure.com/#blade/Microsoft_Azure_Security/AlertBlade",
+        },
+        recommended_actions: "Investigate the VM in Microsoft Defender for Cloud.",
+    },
+    AlertKind {
+        title: "Rare administrative activity in the subscription (scheduled analytics rule)",
+        description: "A Microsoft Sentinel scheduled analytics rule matched administrative operations rarely made by this user.",
+        category: "Persistence",
+        mitre: &["T1098"],
+        service: Service::Sentinel,
+        detection: "ScheduledAlerts",
+        graph_detection: "scheduledAlerts",
+        threat_family: None,
+        threat_name: None,
+        artifact: Artifact::SignIn,
+        recommended_actions: "Review the rule's query results in Microsoft Sentinel.",
+    },
+];
+
+/// The non-endpoint kinds, in the order `graph_alerts` cycle through them.
+pub(crate) fn graph_only_kind(n: u64) -> &'static AlertKind {
+    let total = (OTHER_KINDS.len() + MORE_KINDS.len()) as u64;
+    let index = (n % total) as usize;
+    if index < OTHER_KINDS.len() {
+        &OTHER_KINDS[index]
+    } else {
+        &MORE_KINDS[index - OTHER_KINDS.len()]
+    }
+}
+
 const USERS: [(&str, &str); 8] = [
     ("mreyes", "Marisol Reyes"),
     ("tchen", "Theo Chen"),
@@ -342,7 +483,11 @@ pub(crate) struct IncidentFacts {
 }
 
 pub(crate) struct AlertFacts {
+    /// M365 Defender `alertId`, Defender for Endpoint `id`.
     pub id: String,
+    /// Graph `alerts_v2` `id`: never the MDE id for Defender for Endpoint alerts.
+    pub graph_id: String,
+    /// Graph `providerAlertId`: the MDE id for Defender for Endpoint alerts.
     pub provider_id: String,
     pub incident_id: Option<u64>,
     pub kind: &'static AlertKind,
@@ -480,6 +625,8 @@ fn kind_of(data: &TenantData, alert: Rec) -> &'static AlertKind {
             &OTHER_KINDS[(data.hash(stream::KIND, u64::from(i) | (1 << 40))
                 % OTHER_KINDS.len() as u64) as usize]
         }
+        // Consecutive records cycle through every non-endpoint product.
+        Rec::Graph(j) => graph_only_kind(u64::from(j).wrapping_add(data.config.seed)),
     }
 }
 
@@ -577,13 +724,15 @@ pub(crate) fn alert(data: &TenantData, alert: Rec) -> AlertFacts {
     // The alerts of one incident share its device and user.
     let context_key = match (owner, alert) {
         (Some(incident), _) => u64::from(incident),
-        (None, Rec::Mde(j)) | (None, Rec::Extra(j)) | (None, Rec::Incident(j)) => {
-            u64::from(j) | (1 << 41)
-        }
+        (None, Rec::Mde(j))
+        | (None, Rec::Extra(j))
+        | (None, Rec::Incident(j))
+        | (None, Rec::Graph(j)) => u64::from(j) | (1 << 41),
     };
     let key = match alert {
         Rec::Mde(j) => u64::from(j),
         Rec::Extra(i) | Rec::Incident(i) => u64::from(i) | (1 << 42),
+        Rec::Graph(j) => u64::from(j) | (1 << 43),
     };
     let state = match owner {
         Some(incident) => incident_state(data, incident),
@@ -612,26 +761,42 @@ pub(crate) fn alert(data: &TenantData, alert: Rec) -> AlertFacts {
             .max(created)
     });
     let investigation_state = match (kind.service, status) {
-        (Service::Identity | Service::CloudApps, _) => "UnsupportedAlertType",
+        (
+            Service::Identity
+            | Service::CloudApps
+            | Service::Xdr
+            | Service::AadIdentityProtection
+            | Service::AppGovernance
+            | Service::DataLossPrevention
+            | Service::DefenderForCloud
+            | Service::Sentinel,
+            _,
+        ) => "UnsupportedAlertType",
         (_, "Resolved") => "SuccessfullyRemediated",
         (_, "InProgress") => "PendingApproval",
         _ => "Running",
     };
     let id_guid = guid(data, stream::ID, key);
-    let (id, provider_id) = match kind.service {
+    // The id M365 Defender and the product's own API use, and Graph's `id`: a Defender for
+    // Endpoint alert keeps its MDE id as Graph's `providerAlertId` (reference §10).
+    let (id, graph_id, provider_id) = match kind.service {
         Service::Endpoint => {
             let id = format!(
                 "da{}_{}",
                 time::dotnet_ticks(created),
                 data.hash(stream::ID, key) as i32
             );
-            (id.clone(), id)
+            (id.clone(), format!("ea{id_guid}"), id)
         }
-        service => (format!("{}{id_guid}", service.prefix()), id_guid.clone()),
+        service => {
+            let id = format!("{}{id_guid}", service.prefix());
+            (id.clone(), id, id_guid.clone())
+        }
     };
     let kind_index = ENDPOINT_KINDS
         .iter()
         .chain(OTHER_KINDS.iter())
+        .chain(MORE_KINDS.iter())
         .position(|k| std::ptr::eq(k, kind))
         .unwrap_or(0) as u64;
     let sha_key = key ^ (kind_index << 50);
@@ -648,6 +813,7 @@ pub(crate) fn alert(data: &TenantData, alert: Rec) -> AlertFacts {
     }
     AlertFacts {
         id,
+        graph_id,
         provider_id,
         incident_id: owner.map(|incident| data.incident_id(incident)),
         kind,

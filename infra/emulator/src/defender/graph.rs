@@ -1,10 +1,10 @@
 //! Microsoft Graph security API (`samples/graph-security-incidents-page.json`):
 //!
 //! - `GET /v1.0/security/incidents`: `$top` at most 50 (also the default; more is a 400 with
-//!   `code: ""`), `$skip` (`$top` + `$skip` above 6,000 is a 400), `$expand=alerts`,
+//!   `code: ""`), `$skip` (above 500 is a 400, on alerts too), `$expand=alerts`,
 //!   `$orderby` on `lastUpdateDateTime` or `createdDateTime`, `$count=true`, `$filter` on those
 //!   times and `status`, `severity`, `assignedTo`, `classification`, `determination`.
-//! - `GET /v1.0/security/alerts_v2`: `$top` at most 2,000 (also the default), the same options
+//! - `GET /v1.0/security/alerts_v2`: `$top` clamped at 1,000 (also the default), the same options
 //!   without `$expand`, `$filter` also on `incidentId` (a string: `incidentId eq '123'`) and
 //!   `serviceSource`. Evidence is always included.
 //!
@@ -23,8 +23,9 @@ use super::odata::{ApiSpec, FieldKind, FieldSpec, Query, TextField};
 use super::time::{TICKS_PER_SECOND, ceil_to_unit, format};
 use super::{Api, Context, Page, count, cut, link};
 
-/// The documented ceiling of `$top` + `$skip` (legacy alerts; applied to explicit `$skip`).
-const SKIP_CEILING: u64 = 6000;
+/// The largest explicit `$skip` Graph security accepts (reference §10: above 500 is a 400).
+/// Skip tokens of next links are not bound by it.
+pub(crate) const MAX_SKIP: u64 = 500;
 
 const COMMON_FIELDS: [FieldSpec; 7] = [
     FieldSpec {
@@ -62,6 +63,7 @@ pub(crate) const INCIDENTS_SPEC: ApiSpec = ApiSpec {
     fields: &COMMON_FIELDS,
     max_top: 50,
     default_top: 50,
+    clamp_top: false,
     expand: Some("alerts"),
     extra_options: &["$count", "$skiptoken"],
 };
@@ -87,8 +89,9 @@ const ALERT_FIELDS: [FieldSpec; 9] = [
 pub(crate) const ALERTS_SPEC: ApiSpec = ApiSpec {
     entity: "microsoft.graph.security.alert",
     fields: &ALERT_FIELDS,
-    max_top: 2000,
-    default_top: 2000,
+    max_top: 1000,
+    default_top: 1000,
+    clamp_top: true,
     expand: None,
     extra_options: &["$count", "$skiptoken"],
 };
@@ -143,9 +146,10 @@ fn offset(query: &Query) -> Result<u64, ApiError> {
             .parse()
             .map_err(|_| bad_request("The $skiptoken is not valid."));
     }
-    if query.explicit_skip && query.top.saturating_add(query.skip) > SKIP_CEILING {
+    if query.explicit_skip && query.skip > MAX_SKIP {
         return Err(bad_request(&format!(
-            "The query specified in the URI is not valid. The sum of $top and $skip must not exceed {SKIP_CEILING}."
+            "The query specified in the URI is not valid. The value of $skip ('{}') must not exceed {MAX_SKIP}.",
+            query.skip
         )));
     }
     Ok(query.skip)
@@ -155,6 +159,8 @@ fn offset(query: &Query) -> Result<u64, ApiError> {
 struct Listing {
     path: &'static str,
     metadata: &'static str,
+    /// Never send `@odata.nextLink` (the `omit_alerts_v2_next_link` mode).
+    omit_next_link: bool,
 }
 
 /// Cuts the page, adds `@odata.nextLink` (and `@odata.count`).
@@ -166,7 +172,11 @@ fn envelope(
     context: &Context<'_>,
     render: impl Fn(Rec) -> Value,
 ) -> Page {
-    let Listing { path, metadata } = listing;
+    let Listing {
+        path,
+        metadata,
+        omit_next_link,
+    } = listing;
     let (scan, count_scan) = scans;
     let offset = offset(query)?;
     let total = count_scan.map(|scan| count(scan, keep));
@@ -181,7 +191,7 @@ fn envelope(
     if let Some(total) = total {
         body["@odata.count"] = json!(total);
     }
-    if more && !records.is_empty() {
+    if more && !records.is_empty() && !omit_next_link {
         let mut options: Vec<(String, String)> = query
             .options
             .iter()
@@ -221,6 +231,7 @@ pub(crate) fn incidents_page(data: &TenantData, query: &Query, context: &Context
         Listing {
             path: "/v1.0/security/incidents",
             metadata,
+            omit_next_link: false,
         },
         (
             data.scan(Space::Incidents, query.window, query.order),
@@ -240,7 +251,11 @@ pub(crate) fn incidents_page(data: &TenantData, query: &Query, context: &Context
 
 pub(crate) fn alerts_page(data: &TenantData, query: &Query, context: &Context<'_>) -> Page {
     let scan = || match query.incident_id {
-        None => data.scan_spaces(&[Space::Mde, Space::Extra], query.window, query.order),
+        None => data.scan_spaces(
+            &[Space::Mde, Space::Extra, Space::Graph],
+            query.window,
+            query.order,
+        ),
         Some(id) => {
             let alerts = id
                 .and_then(|id| data.incident_index(id))
@@ -258,6 +273,7 @@ pub(crate) fn alerts_page(data: &TenantData, query: &Query, context: &Context<'_
         Listing {
             path: "/v1.0/security/alerts_v2",
             metadata: "security/alerts_v2",
+            omit_next_link: data.config.omit_alerts_v2_next_link,
         },
         (scan(), query.count.then(scan)),
         keep,
@@ -503,16 +519,23 @@ fn alert(data: &TenantData, alert: &AlertFacts, context: &Context<'_>) -> Value 
     let incident_url = alert
         .incident_id
         .map(|id| format!("https://security.microsoft.com/incident2/{id}/overview?tid={tenant}"));
+    // Evolvable enum members after `unknownFutureValue` need the Prefer header.
+    let hidden = alert.kind.service.evolvable() && !context.unknown_enum_members;
+    let (service_source, detection_source) = if hidden {
+        ("unknownFutureValue", "unknownFutureValue")
+    } else {
+        (alert.kind.service.graph(), alert.kind.graph_detection)
+    };
     json!({
-        "id": alert.id,
+        "id": alert.graph_id,
         "providerAlertId": alert.provider_id,
         "incidentId": alert.incident_id.map(|id| id.to_string()),
         "status": camel(alert.status),
         "severity": graph_enum(alert.severity),
         "classification": alert.classification.map(graph_enum),
         "determination": alert.determination.map(graph_enum),
-        "serviceSource": alert.kind.service.graph(),
-        "detectionSource": alert.kind.graph_detection,
+        "serviceSource": service_source,
+        "detectionSource": detection_source,
         "productName": alert.kind.service.product(),
         "detectorId": alert.detector_id,
         "tenantId": tenant,
@@ -522,7 +545,7 @@ fn alert(data: &TenantData, alert: &AlertFacts, context: &Context<'_>) -> Value 
         "category": alert.kind.category,
         "categories": [alert.kind.category],
         "assignedTo": alert.assigned_to.as_ref().map(|(upn, _)| upn),
-        "alertWebUrl": format!("https://security.microsoft.com/alerts/{}?tid={tenant}", alert.id),
+        "alertWebUrl": format!("https://security.microsoft.com/alerts/{}?tid={tenant}", alert.graph_id),
         "incidentWebUrl": incident_url,
         "actorDisplayName": null,
         "threatDisplayName": alert.kind.threat_name,
@@ -567,12 +590,21 @@ mod tests {
     }
 
     #[test]
-    fn explicit_skip_is_capped() {
-        let query =
-            super::super::odata::parse(&INCIDENTS_SPEC, Some("$top=50&$skip=5951")).unwrap();
-        assert!(offset(&query).is_err());
-        let query =
-            super::super::odata::parse(&INCIDENTS_SPEC, Some("$top=50&$skip=5950")).unwrap();
-        assert_eq!(offset(&query).unwrap(), 5950);
+    fn explicit_skip_is_capped_at_500() {
+        for spec in [&INCIDENTS_SPEC, &ALERTS_SPEC] {
+            let query = super::super::odata::parse(spec, Some("$top=50&$skip=501")).unwrap();
+            assert!(offset(&query).is_err());
+            let query = super::super::odata::parse(spec, Some("$top=50&$skip=500")).unwrap();
+            assert_eq!(offset(&query).unwrap(), 500);
+        }
+    }
+
+    #[test]
+    fn alerts_top_is_clamped_at_1000() {
+        let query = super::super::odata::parse(&ALERTS_SPEC, Some("$top=5000")).unwrap();
+        assert_eq!(query.top, 1000);
+        let query = super::super::odata::parse(&ALERTS_SPEC, None).unwrap();
+        assert_eq!(query.top, 1000);
+        assert!(super::super::odata::parse(&INCIDENTS_SPEC, Some("$top=51")).is_err());
     }
 }

@@ -47,6 +47,7 @@ pub(crate) const SPEC: ApiSpec = ApiSpec {
     ],
     max_top: 100,
     default_top: 100,
+    clamp_top: false,
     expand: None,
     extra_options: &[],
 };

@@ -55,6 +55,7 @@ pub(crate) const SPEC: ApiSpec = ApiSpec {
     ],
     max_top: 10_000,
     default_top: 10_000,
+    clamp_top: false,
     expand: Some("evidence"),
     extra_options: &[],
 };

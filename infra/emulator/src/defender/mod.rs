@@ -29,12 +29,13 @@ use axum::Router;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
 use serde_json::Value;
 
 pub use config::{
-    DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, RateLimitMode, TouchWhilePaging,
+    DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, RateLimitMode, Retirement,
+    TouchWhilePaging,
 };
 pub(crate) use control::router as control_router;
 pub(crate) use store::DataStore;
@@ -118,6 +119,35 @@ impl Endpoint {
     }
 }
 
+/// The list endpoint of a path, for the fault middleware.
+pub(crate) fn endpoint_of_path(path: &str) -> Option<Endpoint> {
+    Endpoint::of_path(path)
+}
+
+/// A served page turned into `206 Partial Content`: half of `value` (rounded down) and
+/// `Warning: 199 - "{warning}"`; any other answer (an error) is passed on as it is.
+pub(crate) async fn partial_response(response: Response, warning: &str) -> Response {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal(Api::Graph).render(&HeaderMap::new());
+    };
+    let mut page: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let Some(records) = page.get_mut("value").and_then(Value::as_array_mut) {
+        let keep = records.len() / 2;
+        records.truncate(keep);
+    }
+    parts.status = StatusCode::PARTIAL_CONTENT;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!("199 - \"{warning}\"")) {
+        parts.headers.insert(axum::http::header::WARNING, value);
+    }
+    let bytes = serde_json::to_vec(&page).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
 /// The API whose path this is, for the fault middleware.
 pub(crate) fn api_of_path(path: &str) -> Option<Api> {
     Endpoint::of_path(path).map(Endpoint::api)
@@ -144,13 +174,20 @@ pub(crate) struct Context<'a> {
     pub base_url: &'a str,
     pub tenant_id: &'a str,
     pub settings: DefenderSettings,
+    /// `Prefer: include-unknown-enum-members` was sent (Graph evolvable enums).
+    pub unknown_enum_members: bool,
 }
 
 /// The routes of the data APIs, with the fault queue and the call counters in front.
 pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
-        .route("/api/incidents", get(m365d_incidents))
-        .route("/api/alerts", get(mde_alerts))
+        .route(
+            "/api/incidents",
+            get(m365d_incidents).fallback(legacy_other_method),
+        )
+        .route("/api/alerts", get(mde_alerts).fallback(legacy_other_method))
+        .route("/api/incidents/{*rest}", any(legacy_record))
+        .route("/api/alerts/{*rest}", any(legacy_record))
         .route("/v1.0/security/incidents", get(graph_incidents))
         .route("/v1.0/security/alerts_v2", get(graph_alerts))
         .layer(middleware::from_fn_with_state(
@@ -214,8 +251,51 @@ async fn graph_alerts(
     serve(&shared, Endpoint::GraphAlerts, &headers, query.as_deref())
 }
 
+/// The retired answer of a legacy route, when the retirement switch is on.
+fn retired(shared: &Shared, api: Api, headers: &HeaderMap) -> Option<Response> {
+    let retirement = shared.defender.settings().retirement;
+    ApiError::retired(api, retirement).map(|error| {
+        tracing::info!(?api, ?retirement, "legacy API retired");
+        error.render(headers)
+    })
+}
+
+fn legacy_api(uri: &axum::http::Uri) -> Api {
+    if uri.path().starts_with("/api/alerts") {
+        Api::Mde
+    } else {
+        Api::M365d
+    }
+}
+
+/// `PATCH /api/incidents` and other methods of the list routes.
+async fn legacy_other_method(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let api = legacy_api(request.uri());
+    retired(&shared, api, request.headers())
+        .unwrap_or_else(|| StatusCode::METHOD_NOT_ALLOWED.into_response())
+}
+
+/// `GET`/`PATCH /api/incidents/{id}`, `/api/alerts/{id}`: not emulated, but retired too.
+async fn legacy_record(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let api = legacy_api(request.uri());
+    retired(&shared, api, request.headers()).unwrap_or_else(|| {
+        ApiError::new(
+            api,
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "The emulator serves the lists only.",
+        )
+        .render(request.headers())
+    })
+}
+
 fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&str>) -> Response {
     let api = endpoint.api();
+    if api != Api::Graph
+        && let Some(answer) = retired(shared, api, headers)
+    {
+        return answer;
+    }
     let Some(key) = shared.defender.decoding_key(|| auth::decoding_key(shared)) else {
         return ApiError::internal(api).render(headers);
     };
@@ -271,6 +351,7 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
         base_url: &shared.base_url,
         tenant_id: &caller.tenant_id,
         settings,
+        unknown_enum_members: prefers_unknown_enum_members(headers),
     };
     let tenant = shared.defender.tenant(&caller.tenant_id);
     let result = {
@@ -290,6 +371,19 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
         Ok(body) => errors::page_response(api, &body, headers),
         Err(error) => error.render(headers),
     }
+}
+
+/// Whether a `Prefer` header asks for `include-unknown-enum-members`.
+fn prefers_unknown_enum_members(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| {
+            item.trim()
+                .eq_ignore_ascii_case("include-unknown-enum-members")
+        })
 }
 
 /// Portal (Entra / Defender) roles that may read incidents and alerts.

@@ -44,6 +44,8 @@ pub(crate) struct ApiSpec {
     pub fields: &'static [FieldSpec],
     pub max_top: u64,
     pub default_top: u64,
+    /// A `$top` above `max_top` is lowered to it (Graph `alerts_v2`) instead of refused.
+    pub clamp_top: bool,
     /// The one `$expand` value accepted, if any.
     pub expand: Option<&'static str>,
     /// Options accepted besides `$filter`, `$top`, `$skip`, `$orderby`, `$select`.
@@ -496,6 +498,10 @@ pub(crate) fn parse(spec: &ApiSpec, raw: Option<&str>) -> Result<Query, QueryErr
             }
             "$top" => {
                 let top = parse_count("$top", &value)?;
+                if top > spec.max_top && spec.clamp_top {
+                    query.top = spec.max_top;
+                    continue;
+                }
                 if top > spec.max_top {
                     return Err(QueryError::TopTooLarge {
                         max: spec.max_top,
@@ -572,6 +578,7 @@ mod tests {
         ],
         max_top: 50,
         default_top: 50,
+        clamp_top: false,
         expand: Some("alerts"),
         extra_options: &["$count", "$skiptoken"],
     };

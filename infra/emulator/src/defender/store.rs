@@ -99,6 +99,10 @@ impl DataStore {
 
     /// Loads the `data` of every tenant of the scenario.
     pub(crate) fn load_scenario(&self, scenario: &Scenario) {
+        self.settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retirement = scenario.retirement;
         for tenant in &scenario.tenants {
             self.register(tenant);
         }

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+#[allow(unused_imports)]
 pub use defender_emulator::demo::{
     CLIENT_ID, CLIENT_SECRET as SECRET, CONTOSO_TENANT_ID as CONTOSO,
     FABRIKAM_TENANT_ID as FABRIKAM, NORTHWIND_TENANT_ID as NORTHWIND,
