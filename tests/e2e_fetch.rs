@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use defender_partner::sink::{Change, SinkLine, Source};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{DynamoRegistry, TenantRegistry, TenantStatus};
-use defender_partner_e2e::emulator::{Grant, ROLE_GRAPH, ROLE_M365D, ROLE_MDE, Tenant};
+use defender_partner_e2e::emulator::{
+    Grant, RESOURCE_GRAPH, ROLE_GRAPH, ROLE_M365D, ROLE_MDE, Tenant,
+};
 use defender_partner_e2e::fetch::{
     DataApis, FetchAws, jwt_like, kill_function, scheduled_event, sqs_event,
 };
@@ -52,6 +54,16 @@ struct Tenants {
     token: String,
     /// Consent withdrawn.
     revoked: String,
+    /// Registered, messages queued, then offboarded.
+    gone: String,
+    /// Known to Microsoft, never registered here.
+    stranger: String,
+    /// Run by two instances at once.
+    twin: String,
+    /// Paged under 60-second tokens.
+    brief: String,
+    /// Consented to Graph only.
+    graph_only: String,
 }
 
 impl Tenants {
@@ -66,6 +78,11 @@ impl Tenants {
             long: guid(),
             token: guid(),
             revoked: guid(),
+            gone: guid(),
+            stranger: guid(),
+            twin: guid(),
+            brief: guid(),
+            graph_only: guid(),
         }
     }
 
@@ -81,6 +98,11 @@ impl Tenants {
             (&self.long, 100, 40),
             (&self.token, 300, 0),
             (&self.revoked, 40, 10),
+            (&self.gone, 30, 10),
+            (&self.stranger, 30, 10),
+            (&self.twin, 300, 0),
+            (&self.brief, 600, 0),
+            (&self.graph_only, 40, 20),
         ]
     }
 }
@@ -106,7 +128,16 @@ impl Fixture {
                     id: id.clone(),
                     display_name: format!("Customer {}", &id[..8]),
                     domains: vec![],
-                    grants: Grant::all_apis(client_id),
+                    grants: if *id == t.graph_only {
+                        // Consented to Microsoft Graph only.
+                        vec![Grant {
+                            client_id: client_id.to_owned(),
+                            resource: RESOURCE_GRAPH.to_owned(),
+                            roles: vec![ROLE_GRAPH.to_owned()],
+                        }]
+                    } else {
+                        Grant::all_apis(client_id)
+                    },
                 })
                 .collect(),
         })
@@ -188,6 +219,9 @@ fn function_env(aws: &FetchAws, extra: &[(&str, &str)]) -> Vec<(String, String)>
             ("DP_PAGE_SIZE_MDE_ALERTS", "200"),
             // Tokens are used until they expire, so that two-second tokens expire mid-run.
             ("DP_TOKEN_REFRESH_AHEAD_SECONDS", "0"),
+            // Consents prove (and pending tenants are re-proven for) all three APIs, so the
+            // recorded roles say which sources a tenant granted.
+            ("DP_CONSENT_APIS", "m365d,mde,graph"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
@@ -211,6 +245,64 @@ async fn start_function(
     }
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     stack.start_function(PACKAGE, BIN, &refs, &warm_up()).await
+}
+
+/// Ages a pair's lease past its expiry, as ten minutes of waiting would.
+async fn expire_lease(stack: &Stack, tenant: &str, source: Source) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    stack
+        .dynamodb
+        .update_item()
+        .table_name(&stack.table)
+        .key("pk", AttributeValue::S(format!("TENANT#{tenant}")))
+        .key(
+            "sk",
+            AttributeValue::S(format!("LEASE#{}", source.as_str())),
+        )
+        .update_expression("SET lease_until = :past")
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_values(":past", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("the lease item exists and is aged");
+}
+
+async fn offboard(f: &Fixture, tenant: &str) {
+    f.registry()
+        .set_status(
+            &TenantId::parse(tenant).unwrap(),
+            TenantStatus::Offboarded,
+            Some("end-to-end test: done with this tenant".into()),
+        )
+        .await
+        .unwrap();
+}
+
+/// Sends one work message per pair, as the fan-out (or a continuation) does.
+async fn enqueue(f: &Fixture, pairs: &[(&str, Source)]) {
+    for (tenant, source) in pairs {
+        f.aws
+            .sqs
+            .send_message()
+            .queue_url(&f.aws.work_queue_url)
+            .message_body(json!({"tenant_id": tenant, "source": source.as_str()}).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// API calls served for a tenant, every API and answer counted.
+async fn api_calls(f: &Fixture, tenant: &str) -> u64 {
+    let calls = &f.data.calls(tenant).await.unwrap();
+    ["m365d_incidents", "mde_alerts", "graph_incidents"]
+        .iter()
+        .flat_map(|api| {
+            ["ok", "throttled", "failed"]
+                .iter()
+                .map(move |kind| calls[api][kind].as_u64().unwrap_or(0))
+        })
+        .sum()
 }
 
 async fn register(stack: &Stack, tenant: &str) -> anyhow::Result<()> {
@@ -581,10 +673,21 @@ async fn fetch_incidents_end_to_end() {
                 "the kill landed mid-run ({cut} records stored)"
             );
 
-            // Invoked again on a new instance, until complete.
+            // Invoked again on a new instance: the killed run still owns the pair (its lease
+            // outlives its deadline), so the new run skips it without writing anything.
             let replacement = start_function(&f.stack, &f.aws, &[])
                 .await
                 .expect("a watch for the replacement starts");
+            let answer = replacement.invoke(&pair).await.unwrap();
+            assert_eq!(result(&outcomes(&answer)[0]), "busy", "{answer}");
+            assert_eq!(
+                lines_of(&f.lines().await, &tenant, Source::M365dIncidents).len(),
+                cut,
+                "a busy run writes nothing"
+            );
+            // Once the lease has expired (the test ages it rather than wait ten minutes), the
+            // pair is free: invoked until complete.
+            expire_lease(&f.stack, &tenant, Source::M365dIncidents).await;
             let mut attempts = 0;
             loop {
                 attempts += 1;
@@ -686,11 +789,17 @@ async fn fetch_incidents_end_to_end() {
             assert_eq!(throttled[0]["retry_after_seconds"], 600, "{long:?}");
             assert!(long.iter().filter(|o| result(o) != "throttled").all(|o| result(o) == "complete"));
             // The withdrawn consent: reported, and the tenant marked revoked.
+            // A pair that starts after another one marked the tenant revoked is not fetched.
             let revoked = outcomes_of(&report, &t.revoked);
             assert_eq!(revoked.len(), 3);
             for outcome in &revoked {
-                assert_eq!(result(outcome), "revoked", "{outcome}");
+                assert!(
+                    result(outcome) == "revoked"
+                        || (result(outcome) == "dropped" && outcome["code"] == "tenant_not_active"),
+                    "{outcome}"
+                );
             }
+            assert!(revoked.iter().any(|outcome| result(outcome) == "revoked"));
             let record = f
                 .registry()
                 .get(&TenantId::parse(&t.revoked).unwrap())
@@ -757,6 +866,328 @@ async fn fetch_incidents_end_to_end() {
             }
             f.aws.take_events(0, Duration::from_millis(500)).await.unwrap();
         })
+        .await;
+
+    // --- the registry ends ingestion: offboarded and unknown tenants ---------------------------
+
+    let f = fixture.clone();
+    cases
+        .run(
+            "offboarded_and_unknown_tenants_are_never_fetched",
+            async move {
+                let t = &f.t;
+                register(&f.stack, &t.gone).await.unwrap();
+                f.aws.purge(&f.aws.work_queue_url).await.unwrap();
+                // Messages queued while the tenant was active (a fan-out, a throttled pair's
+                // continuation), and some for a tenant never registered here.
+                let mut pairs = Vec::new();
+                for tenant in [&t.gone, &t.stranger] {
+                    for source in Source::ALL {
+                        pairs.push((tenant.as_str(), source));
+                    }
+                }
+                enqueue(&f, &pairs).await;
+                offboard(&f, &t.gone).await;
+                let tokens_before = f.stack.emulator.token_requests().await.unwrap().len();
+
+                let messages = f
+                    .aws
+                    .receive_work(6, Duration::from_secs(20), None)
+                    .await
+                    .unwrap();
+                assert_eq!(messages.len(), 6);
+                let answer = f
+                    .lambda
+                    .invoke(&sqs_event(&messages, &f.aws.work_queue_arn))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    answer["batchItemFailures"].as_array().map(Vec::len),
+                    Some(0),
+                    "dropped, not retried nor dead-lettered: {answer}"
+                );
+                // The event source mapping deletes what the batch did not hand back.
+                f.aws.delete_work(&messages).await.unwrap();
+                let depth = f.aws.work_queue_depth().await.unwrap();
+                assert_eq!(
+                    (depth.visible, depth.in_flight, depth.delayed),
+                    (0, 0, 0),
+                    "no continuation: {depth:?}"
+                );
+
+                // Direct invokes of one pair.
+                for (tenant, code) in [
+                    (&t.gone, "tenant_not_active"),
+                    (&t.stranger, "tenant_not_registered"),
+                ] {
+                    for source in Source::ALL {
+                        let answer = f
+                            .lambda
+                            .invoke(&json!({"tenant_id": tenant, "source": source.as_str()}))
+                            .await
+                            .unwrap();
+                        let outcome = &outcomes(&answer)[0];
+                        assert_eq!(result(outcome), "dropped", "{outcome}");
+                        assert_eq!(outcome["code"], code, "{outcome}");
+                        assert_eq!(outcome["api_calls"], 0, "{outcome}");
+                    }
+                }
+                let logs = f.stack.logs().text();
+                assert!(
+                    logs.contains("tenant_not_active") && logs.contains("tenant_not_registered")
+                );
+
+                // Nothing fetched: no API call, no token, no record.
+                for tenant in [&t.gone, &t.stranger] {
+                    assert_eq!(api_calls(&f, tenant).await, 0, "{tenant}");
+                    assert!(
+                        f.lines()
+                            .await
+                            .iter()
+                            .all(|line| line.tenant_id.as_str() != tenant.as_str()),
+                        "nothing stored for {tenant}"
+                    );
+                }
+                let tokens = f.stack.emulator.token_requests().await.unwrap();
+                assert!(
+                    tokens[tokens_before.min(tokens.len())..]
+                        .iter()
+                        .all(|request| !request.is_for(&t.gone) && !request.is_for(&t.stranger)),
+                    "a token was asked for a tenant that is not fetched"
+                );
+            },
+        )
+        .await;
+
+    // --- overlapping runs of one pair ----------------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("overlapping_runs_deliver_each_change_once", async move {
+            let tenant = f.t.twin.clone();
+            register(&f.stack, &tenant).await.unwrap();
+            // A second sandbox of the same function.
+            let other = start_function(&f.stack, &f.aws, &[])
+                .await
+                .expect("a second watch starts");
+            let pair = json!({ "tenant_id": tenant, "source": "m365d-incidents" });
+            let rounds = 8;
+            let mut busy = 0;
+            for round in 0..rounds {
+                if round > 0 {
+                    // New changes for both runs to see; touched records are stamped 1/300 s
+                    // apart from now: let real time pass them.
+                    f.data.touch(&tenant, 60).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                // Slow pages: the two runs overlap whichever starts first.
+                f.data
+                    .push_fault(json!({"match": "data", "tenant": tenant, "delay_ms": 150, "count": 8}))
+                    .await
+                    .unwrap();
+                let (mine, theirs) = tokio::join!(f.lambda.invoke(&pair), other.invoke(&pair));
+                f.data.clear_faults().await.unwrap();
+                let results: Vec<String> = [mine.unwrap(), theirs.unwrap()]
+                    .iter()
+                    .map(|answer| result(&outcomes(answer)[0]).to_owned())
+                    .collect();
+                eprintln!("[e2e] overlapping round {round}: {results:?}");
+                busy += results.iter().filter(|r| *r == "busy").count();
+                assert!(results.iter().any(|r| r == "complete"), "{results:?}");
+            }
+            drop(other);
+            let lines = f.lines().await;
+            let mine = lines_of(&lines, &tenant, Source::M365dIncidents);
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for line in &mine {
+                *counts.entry(line.key.as_str()).or_default() += 1;
+            }
+            let twice: usize = counts.values().map(|count| count - 1).sum();
+            eprintln!(
+                "[e2e] [measure] overlapping runs: {rounds} rounds, {} lines, {twice} delivered twice, {busy} busy",
+                mine.len()
+            );
+            assert_eq!(twice, 0, "records delivered twice under overlapping runs");
+            assert_eq!(busy, rounds, "one run of each round skipped the pair as busy");
+            nothing_missing(
+                &lines,
+                &tenant,
+                Source::M365dIncidents,
+                &f.truth(&tenant, Source::M365dIncidents).await,
+            );
+            offboard(&f, &tenant).await;
+            f.aws.take_events(0, Duration::from_millis(500)).await.unwrap();
+        })
+        .await;
+
+    // --- 60-second tokens ----------------------------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("sixty_second_tokens_serve_half_their_life", async move {
+            let tenant = f.t.brief.clone();
+            register(&f.stack, &tenant).await.unwrap();
+            // The deployed default refresh-ahead (300 s), longer than the tokens live.
+            let lambda = start_function(
+                &f.stack,
+                &f.aws,
+                &[
+                    ("DP_TOKEN_REFRESH_AHEAD_SECONDS", "300"),
+                    ("DP_PAGE_SIZE_M365D_INCIDENTS", "25"),
+                ],
+            )
+            .await
+            .expect("a watch starts");
+            f.data
+                .settings(json!({ "token_lifetime_seconds": 60 }))
+                .await
+                .unwrap();
+            // Slow pages: the run outlives half a token's life.
+            f.data
+                .push_fault(
+                    json!({"match": "data", "tenant": tenant, "delay_ms": 1500, "count": 24}),
+                )
+                .await
+                .unwrap();
+            let before = f
+                .stack
+                .emulator
+                .token_requests_for(&tenant)
+                .await
+                .unwrap()
+                .len();
+            let started = Instant::now();
+            let answer = lambda
+                .invoke(&json!({ "tenant_id": tenant, "source": "m365d-incidents" }))
+                .await
+                .unwrap();
+            let elapsed = started.elapsed();
+            f.data
+                .settings(json!({ "token_lifetime_seconds": 3600 }))
+                .await
+                .unwrap();
+            f.data.clear_faults().await.unwrap();
+            drop(lambda);
+            let outcome = &outcomes(&answer)[0];
+            assert_eq!(result(outcome), "complete", "{outcome}");
+            let requests = f
+                .stack
+                .emulator
+                .token_requests_for(&tenant)
+                .await
+                .unwrap()
+                .len()
+                - before;
+            eprintln!(
+                "[e2e] [measure] 60-s tokens: {} API calls, {requests} token requests in {:.1}s",
+                outcome["api_calls"],
+                elapsed.as_secs_f64()
+            );
+            let allowed = 1 + (elapsed.as_secs() / 30) as usize;
+            assert!(
+                requests <= allowed,
+                "{requests} token requests in {:.0}s: at most one per half lifetime ({allowed})",
+                elapsed.as_secs_f64()
+            );
+            nothing_missing(
+                &f.lines().await,
+                &tenant,
+                Source::M365dIncidents,
+                &f.truth(&tenant, Source::M365dIncidents).await,
+            );
+            offboard(&f, &tenant).await;
+            f.aws
+                .take_events(0, Duration::from_millis(500))
+                .await
+                .unwrap();
+        })
+        .await;
+
+    // --- a tenant that consented to Graph only -------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run(
+            "graph_only_consent_runs_graph_and_reports_the_rest",
+            async move {
+                let tenant = f.t.graph_only.clone();
+                // Pending, as a consent callback that could not prove all three APIs leaves it.
+                f.stack
+                    .register(&tenant, TenantStatus::Pending, &[])
+                    .await
+                    .unwrap();
+                let report = f.scheduled(&f.lambda).await;
+                let mine = outcomes_of(&report, &tenant);
+                assert_eq!(mine.len(), 1, "{report}");
+                assert_eq!(mine[0]["source"], "graph-incidents");
+                assert_eq!(result(&mine[0]), "complete", "{report}");
+                let skipped: Vec<&Value> = report["not_planned"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|entry| entry["tenant_id"] == tenant)
+                    .collect();
+                assert_eq!(skipped.len(), 2, "{report}");
+                assert!(skipped.iter().all(|entry| entry["code"] == "roles_missing"));
+                let record = f
+                    .registry()
+                    .get(&TenantId::parse(&tenant).unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(record.status, TenantStatus::Active, "{record:?}");
+                assert_eq!(record.roles, vec![ROLE_GRAPH]);
+                let reason = record.status_reason.clone().unwrap_or_default();
+                assert!(reason.starts_with("roles_missing"), "{reason}");
+                assert!(reason.contains("m365d-incidents") && reason.contains("mde-alerts"));
+                nothing_missing(
+                    &f.lines().await,
+                    &tenant,
+                    Source::GraphIncidents,
+                    &f.truth(&tenant, Source::GraphIncidents).await,
+                );
+
+                // The next cycle: no proof again, no failure, the status written once.
+                let before = f
+                    .stack
+                    .emulator
+                    .token_requests_for(&tenant)
+                    .await
+                    .unwrap()
+                    .len();
+                let report = f.scheduled(&f.lambda).await;
+                let mine = outcomes_of(&report, &tenant);
+                assert_eq!(mine.len(), 1, "{report}");
+                assert_eq!(result(&mine[0]), "complete");
+                let after = f.stack.emulator.token_requests_for(&tenant).await.unwrap();
+                assert_eq!(
+                    after.len(),
+                    before,
+                    "no token asked: {:?}",
+                    &after[before..]
+                );
+                let again = f
+                    .registry()
+                    .get(&TenantId::parse(&tenant).unwrap())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(again.version, record.version, "the status is written once");
+                // A queued pair of a source it did not grant is dropped, not failed.
+                let answer = f
+                    .lambda
+                    .invoke(&json!({"tenant_id": tenant, "source": "mde-alerts"}))
+                    .await
+                    .unwrap();
+                assert_eq!(result(&outcomes(&answer)[0]), "dropped", "{answer}");
+                assert_eq!(outcomes(&answer)[0]["code"], "roles_missing");
+                offboard(&f, &tenant).await;
+                f.aws
+                    .take_events(0, Duration::from_millis(500))
+                    .await
+                    .unwrap();
+            },
+        )
         .await;
 
     // --- last: nothing secret in any log -------------------------------------------------------

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use defender_partner::tenants::{ConsentAttempts, DynamoRegistry, TenantRegistry, conformance};
+use defender_partner::tenants::{
+    Checkpoints, ConsentAttempts, DynamoRegistry, TenantRegistry, conformance,
+};
 use defender_partner_e2e::moto::{Moto, create_registry_table};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -20,6 +22,8 @@ async fn dynamodb_registry_passes_the_conformance_suite() {
 
     let tenants: Arc<dyn TenantRegistry> = Arc::new(registry.clone());
     conformance::concurrent_upserts_leave_one_record(tenants).await;
+    let leases: Arc<dyn Checkpoints> = Arc::new(registry.clone());
+    conformance::concurrent_lease_takers_one_winner(leases).await;
     let attempts: Arc<dyn ConsentAttempts> = Arc::new(registry);
     conformance::concurrent_consumers_one_winner(attempts).await;
 }

@@ -130,11 +130,16 @@ async fn tokens_are_cached_and_concurrent_callers_share_one_request() {
 
 #[tokio::test]
 async fn a_token_inside_the_refresh_margin_is_replaced() {
+    // Tokens shorter than the setting serve half their life (here 2 s: one second), then are
+    // replaced; they are no longer fetched again for every call.
     let fixture = Fixture::start(&[("DP_TOKEN_REFRESH_AHEAD_SECONDS", "600")]).await;
-    fixture.handle.set_token_lifetime(300).unwrap();
+    fixture.handle.set_token_lifetime(2).unwrap();
     fixture.mint(CONTOSO, "m365d").await.unwrap();
     fixture.mint(CONTOSO, "m365d").await.unwrap();
-    assert_eq!(fixture.token_requests(), 2);
+    assert_eq!(fixture.token_requests(), 1, "reused within half its life");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    fixture.mint(CONTOSO, "m365d").await.unwrap();
+    assert_eq!(fixture.token_requests(), 2, "replaced past half its life");
     fixture.stop().await;
 }
 

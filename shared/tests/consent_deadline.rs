@@ -9,9 +9,9 @@ use std::time::Duration;
 use defender_emulator::{Fault, FaultMatch, Scenario, browser, demo};
 use defender_partner::ErrorCode;
 use defender_partner::config::Settings;
-use defender_partner::consent::proof::{Promotion, prove_and_record};
 use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind};
 use defender_partner::deadline;
+use defender_partner::fetch::engine::Reverifier;
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
@@ -165,18 +165,18 @@ async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
 
     // Entra answers again: the fetch cycle's re-verification completes the onboarding.
     emulator.handle().clear_faults();
-    let record = prove_and_record(
-        services.registry.as_ref(),
-        &services.tokens,
-        &services.settings,
-        &woodgrove,
-        "CRM-SLOW",
-        Duration::ZERO,
-        Promotion::PendingOnly,
-        None,
-    )
-    .await
-    .unwrap();
+    let cycle = Reverifier {
+        tokens: services.tokens.clone(),
+        settings: services.settings.clone(),
+    };
+    let record = cycle
+        .prove(
+            &woodgrove,
+            &services.settings.consent.apis,
+            services.registry.as_ref(),
+        )
+        .await
+        .unwrap();
     assert_eq!(record.status, TenantStatus::Active, "{record:?}");
     assert_eq!(record.ownership, Ownership::AdminSignIn);
     emulator.shutdown().await;

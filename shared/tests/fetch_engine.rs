@@ -31,6 +31,8 @@ struct Fixture {
     dir: PathBuf,
     service: FetchService,
     services: Services,
+    /// The environment the service was built from: a second instance is built from it.
+    variables: HashMap<String, String>,
 }
 
 fn grants() -> serde_json::Value {
@@ -111,7 +113,18 @@ impl Fixture {
             dir,
             service,
             services,
+            variables,
         }
+    }
+
+    /// Another function instance on the same registry file, sink and APIs (what a second
+    /// Lambda sandbox is): its own token cache and store connection.
+    async fn second_instance(&self) -> FetchService {
+        let lookup = |name: &str| self.variables.get(name).cloned();
+        let services = Services::build(Settings::from_lookup(lookup).unwrap())
+            .await
+            .unwrap();
+        FetchService::build(&services, lookup).await.unwrap()
     }
 
     async fn run(&self) -> Vec<defender_partner::fetch::PairOutcome> {
@@ -753,5 +766,120 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
         .unwrap();
     assert_eq!(record.status, TenantStatus::Pending);
     assert!(record.status_reason.unwrap().starts_with("not_consented"));
+    fixture.stop().await;
+}
+
+/// Two instances run the same pair at the same moment, many times: one owns the pair (a lease
+/// in the store), the other skips it as `busy` without reading or writing, so no record goes
+/// out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_runs_of_one_pair_deliver_each_change_once() {
+    let fixture = Fixture::start(
+        [(150, 0), (0, 0), (0, 0)],
+        &[
+            ("DP_SOURCES", "m365d-incidents"),
+            ("DP_PAGE_SIZE_M365D_INCIDENTS", "50"),
+        ],
+    )
+    .await;
+    let other = fixture.second_instance().await;
+    let task = PairTask {
+        tenant_id: TenantId::parse(ALPHA).unwrap(),
+        source: Source::M365dIncidents,
+    };
+    let rounds = 6;
+    let mut busy = 0;
+    for round in 0..rounds {
+        if round > 0 {
+            // 60 touched records are stamped 1/300 s apart from now: let real time pass them.
+            fixture.handle.touch_incidents(ALPHA, 60).unwrap();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        // Slow pages, so that the two runs overlap whatever the scheduling.
+        fixture
+            .handle
+            .push_fault(Fault {
+                matches: FaultMatch::Data,
+                tenant: Some(ALPHA.into()),
+                status: None,
+                retry_after: None,
+                count: 8,
+                delay_ms: Some(150),
+                error: None,
+                error_code: None,
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mine, theirs) = tokio::join!(
+            fixture.service.pairs(vec![task.clone()], deadline),
+            other.pairs(vec![task.clone()], deadline),
+        );
+        fixture.handle.clear_faults();
+        let results: Vec<&PairResult> = mine.iter().chain(&theirs).map(|o| &o.result).collect();
+        busy += results.iter().filter(|r| ***r == PairResult::Busy).count();
+        eprintln!("round {round}: {results:?}");
+    }
+    let lines = fixture.lines();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for line in &lines {
+        *counts.entry(line.key.as_str()).or_default() += 1;
+    }
+    let duplicates: usize = counts.values().map(|count| count - 1).sum();
+    eprintln!(
+        "[measure] overlapping runs: {rounds} rounds, {} lines, {duplicates} delivered twice, {busy} busy",
+        lines.len()
+    );
+    assert_eq!(duplicates, 0, "records delivered twice");
+    assert_eq!(busy, rounds, "one run of each round skips the pair as busy");
+    assert_nothing_missing(
+        &lines,
+        ALPHA,
+        Source::M365dIncidents,
+        &fixture.truth(ALPHA, Source::M365dIncidents).await,
+    );
+    fixture.stop().await;
+}
+
+/// Tokens that live 60 s (less than the 300 s refresh-ahead setting) are reused for half their
+/// life instead of being fetched again before every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_reused_for_half_their_life() {
+    let fixture = Fixture::start(
+        [(600, 0), (0, 0), (0, 0)],
+        &[
+            ("DP_SOURCES", "m365d-incidents"),
+            ("DP_PAGE_SIZE_M365D_INCIDENTS", "25"),
+        ],
+    )
+    .await;
+    fixture.handle.set_token_lifetime(60).unwrap();
+    fixture.handle.clear_token_requests();
+    let started = Instant::now();
+    let outcomes = fixture.run().await;
+    let elapsed = started.elapsed();
+    let alpha = outcomes
+        .iter()
+        .find(|o| o.tenant_id.as_str() == ALPHA)
+        .unwrap();
+    assert_eq!(alpha.result, PairResult::Complete, "{alpha:?}");
+    let requests = fixture
+        .handle
+        .token_requests()
+        .iter()
+        .filter(|request| request.tenant == ALPHA)
+        .count();
+    eprintln!(
+        "[measure] 60-s tokens: {} API calls, {requests} token requests in {:.1}s",
+        alpha.api_calls,
+        elapsed.as_secs_f64()
+    );
+    // One per half lifetime (30 s) at most, and the first.
+    let allowed = 1 + (elapsed.as_secs() / 30) as usize;
+    assert!(
+        requests <= allowed,
+        "{requests} token requests for {} API calls in {:.1}s (at most {allowed})",
+        alpha.api_calls,
+        elapsed.as_secs_f64()
+    );
     fixture.stop().await;
 }

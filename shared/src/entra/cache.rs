@@ -1,5 +1,9 @@
 //! Tokens kept until shortly before they expire. Concurrent callers for the same key wait for
 //! one request instead of each sending their own; different keys never wait for each other.
+//!
+//! "Shortly" is the refresh-ahead setting, or half the token's lifetime when that is less: with
+//! the setting alone, a token that lives less than the setting (Entra may issue 60-s tokens) would
+//! be fetched again before every call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,7 +16,20 @@ use super::client::AccessToken;
 /// A token still this far from expiry may be handed out when its refresh fails.
 const MINIMUM_USEFUL_LIFETIME: Duration = Duration::from_secs(60);
 
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<AccessToken>>>>;
+/// A cached token and how long before its expiry it is replaced (fixed when it was fetched).
+struct Cached {
+    token: Arc<AccessToken>,
+    margin: Duration,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+
+/// How long before expiry a token that had `lifetime` left when it arrived is replaced: the
+/// setting, or half the lifetime if that is less (the AWS-token cache's rule too), so every token
+/// serves at least half its life.
+pub fn refresh_margin(refresh_ahead: Duration, lifetime: Duration) -> Duration {
+    refresh_ahead.min(lifetime / 2)
+}
 
 pub struct TokenCache<K> {
     slots: Mutex<HashMap<K, Slot>>,
@@ -54,23 +71,30 @@ impl<K: Eq + Hash + Clone> TokenCache<K> {
     {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
-        if let Some(token) = cached.as_ref()
-            && token.remaining() > self.refresh_ahead
+        if let Some(entry) = cached.as_ref()
+            && entry.token.remaining() > entry.margin
         {
-            return Ok(token.clone());
+            return Ok(entry.token.clone());
         }
         match fetch().await {
             Ok(fresh) => {
+                let margin = refresh_margin(self.refresh_ahead, fresh.remaining());
                 let fresh = Arc::new(fresh);
-                *cached = Some(fresh.clone());
+                *cached = Some(Cached {
+                    token: fresh.clone(),
+                    margin,
+                });
                 Ok(fresh)
             }
+            // A short-lived token is still useful for half of what was left when its refresh
+            // began (a 60-s token: its last 15 s).
             Err(error) => match cached.as_ref() {
-                Some(token)
-                    if token.remaining() > MINIMUM_USEFUL_LIFETIME && keep_old_on(&error) =>
+                Some(entry)
+                    if entry.token.remaining() > MINIMUM_USEFUL_LIFETIME.min(entry.margin / 2)
+                        && keep_old_on(&error) =>
                 {
                     tracing::warn!(error = %error, "token refresh failed; the cached token is still valid");
-                    Ok(token.clone())
+                    Ok(entry.token.clone())
                 }
                 _ => Err(error),
             },
@@ -130,9 +154,9 @@ fn prune<K>(slots: &mut HashMap<K, Slot>) {
             return true;
         }
         match slot.try_lock() {
-            Ok(token) => token
+            Ok(entry) => entry
                 .as_ref()
-                .is_some_and(|token| token.remaining() > Duration::ZERO),
+                .is_some_and(|entry| entry.token.remaining() > Duration::ZERO),
             Err(_) => true,
         }
     });
@@ -208,13 +232,18 @@ mod tests {
         cache.get_or_fetch("a", fetch(3600)).await.unwrap();
         cache.get_or_fetch("b", fetch(3600)).await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
-        // Inside the refresh margin: fetched again every time.
+        // A token shorter than the setting serves half its life.
         cache.get_or_fetch("c", fetch(200)).await.unwrap();
         cache.get_or_fetch("c", fetch(200)).await.unwrap();
-        assert_eq!(fetches.load(Ordering::SeqCst), 4);
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+        // Past half its life: fetched again.
+        cache.get_or_fetch("d", fetch(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        cache.get_or_fetch("d", fetch(1)).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 5);
         cache.invalidate(&"a").await;
         cache.get_or_fetch("a", fetch(3600)).await.unwrap();
-        assert_eq!(fetches.load(Ordering::SeqCst), 5);
+        assert_eq!(fetches.load(Ordering::SeqCst), 6);
     }
 
     #[tokio::test]
@@ -269,13 +298,36 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 0, "live tokens are kept");
     }
 
+    #[test]
+    fn the_margin_is_the_setting_or_half_the_life() {
+        let margin = |ahead, life| {
+            refresh_margin(Duration::from_secs(ahead), Duration::from_secs(life)).as_secs()
+        };
+        assert_eq!(margin(300, 3600), 300);
+        assert_eq!(margin(300, 600), 300);
+        assert_eq!(margin(300, 599), 299);
+        assert_eq!(
+            margin(300, 60),
+            30,
+            "a 60-s token: refreshed after 30 s, not at once"
+        );
+        assert_eq!(margin(0, 60), 0);
+        assert_eq!(margin(300, 0), 0);
+    }
+
+    /// A token already inside its refresh margin, as if fetched a while ago.
+    async fn seed(cache: &TokenCache<&'static str>, key: &'static str, lifetime: i64) {
+        let slot = cache.slot(key);
+        *slot.lock().await = Some(Cached {
+            token: Arc::new(token(lifetime)),
+            margin: Duration::from_secs(300),
+        });
+    }
+
     #[tokio::test]
     async fn a_failed_refresh_keeps_a_still_valid_token_but_not_an_expiring_one() {
         let cache = TokenCache::new(Duration::from_secs(300));
-        cache
-            .get_or_fetch("a", || async { Ok::<_, String>(token(200)) })
-            .await
-            .unwrap();
+        seed(&cache, "a", 200).await;
         let kept = cache
             .get_or_fetch("a", || async {
                 Err::<AccessToken, _>("throttled".to_owned())
@@ -283,10 +335,7 @@ mod tests {
             .await
             .unwrap();
         assert!(kept.remaining() > Duration::from_secs(100));
-        cache
-            .get_or_fetch("b", || async { Ok::<_, String>(token(30)) })
-            .await
-            .unwrap();
+        seed(&cache, "b", 30).await;
         let error = cache
             .get_or_fetch("b", || async {
                 Err::<AccessToken, _>("throttled".to_owned())
@@ -299,10 +348,7 @@ mod tests {
     #[tokio::test]
     async fn a_verdict_is_never_papered_over_with_the_old_token() {
         let cache = TokenCache::new(Duration::from_secs(300));
-        cache
-            .get_or_fetch("a", || async { Ok::<_, String>(token(200)) })
-            .await
-            .unwrap();
+        seed(&cache, "a", 200).await;
         let error = cache
             .get_or_fetch_keeping(
                 "a",

@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 
+use super::admission::{SourceRoles, admit};
 use super::settings::FetchSettings;
 use crate::ErrorCode;
 use crate::defender::graph_alerts::attach_alerts;
@@ -42,8 +43,15 @@ pub enum PairResult {
     Revoked {
         message: String,
     },
-    /// Another run holds this pair's checkpoint.
+    /// Another run owns this pair (its lease, or its checkpoint): skipped without reading or
+    /// writing anything.
     Busy,
+    /// The registry does not allow this pair (tenant not registered, not active, or without the
+    /// source's roles): nothing fetched, and a queued message is deleted, not retried.
+    Dropped {
+        code: ErrorCode,
+        message: String,
+    },
     Failed {
         code: ErrorCode,
         message: String,
@@ -76,31 +84,108 @@ impl PairOutcome {
     }
 }
 
-/// Proves a pending tenant's consent (the fetch cycle's re-verification).
+/// Proves a pending tenant's consent (the fetch cycle's re-verification), one API at a time: a
+/// tenant that consented to some APIs only becomes active for what it granted (its other sources
+/// are then reported `roles_missing` by the plan) instead of staying pending, re-proven with a
+/// token request per API on every cycle.
 pub struct Reverifier {
     pub tokens: Arc<crate::entra::AppTokenProvider>,
     pub settings: crate::config::Settings,
 }
 
+/// Writes of one outcome tried before giving up to a concurrent writer.
+const REVERIFY_WRITE_ATTEMPTS: usize = 8;
+
 impl Reverifier {
     pub async fn prove(
         &self,
         tenant: &TenantId,
-        customer_ref: &str,
+        apis: &[crate::api::DefenderApi],
         registry: &dyn TenantRegistry,
     ) -> Result<crate::tenants::TenantRecord, RegistryError> {
-        // No waiting here: the next cycle tries again.
-        crate::consent::proof::prove_and_record(
-            registry,
-            &self.tokens,
-            &self.settings,
-            tenant,
-            customer_ref,
-            Duration::ZERO,
-            crate::consent::proof::Promotion::PendingOnly,
-            None,
-        )
-        .await
+        // Only what a proven administrator (or the operator) started is the cycle's to finish:
+        // an unverified claim waits for the operator's decision, and costs no token request.
+        if let Some(record) = registry.get(tenant).await?
+            && (record.status != TenantStatus::Pending || !record.ownership.is_proven())
+        {
+            return Ok(record);
+        }
+        let mut roles: Vec<String> = Vec::new();
+        let mut granted = Vec::new();
+        let mut refused = Vec::new();
+        let mut passing = None;
+        for api in apis {
+            // No waiting here: the next cycle tries again.
+            match crate::consent::proof::prove_consent(
+                &self.tokens,
+                &self.settings,
+                tenant,
+                &[*api],
+                Duration::ZERO,
+            )
+            .await
+            {
+                Ok(proven) => {
+                    granted.push(*api);
+                    for role in proven {
+                        if !roles.contains(&role) {
+                            roles.push(role);
+                        }
+                    }
+                }
+                // Throttling or an outage says nothing about the grant: no verdict this cycle,
+                // or a tenant would be made active without an API it did grant.
+                Err(failure) if failure.code.is_transient() => {
+                    passing.get_or_insert(failure);
+                }
+                Err(failure) => refused.push((*api, failure)),
+            }
+        }
+        roles.sort();
+        let verdict = match (passing, refused.first()) {
+            (Some(failure), _) => Err(format!("{}: {}", failure.code, failure.message)),
+            (None, _) if !granted.is_empty() => Ok(roles),
+            (None, Some((_, failure))) => Err(format!("{}: {}", failure.code, failure.message)),
+            (None, None) => Err(format!("{}: no API to prove", ErrorCode::ConfigInvalid)),
+        };
+        match &verdict {
+            Ok(roles) => {
+                tracing::info!(tenant = %tenant, roles = ?roles, granted = ?granted, refused = refused.len(), "consent proven by the fetch cycle")
+            }
+            Err(reason) => tracing::warn!(tenant = %tenant, reason = %reason, "consent not proven"),
+        }
+        // Re-read and written only if nobody changed it since (conditional write): an offboarding
+        // while the proof ran is never overwritten, and only a pending tenant is promoted.
+        for _ in 0..REVERIFY_WRITE_ATTEMPTS {
+            let current = registry
+                .get(tenant)
+                .await?
+                .ok_or_else(|| RegistryError::NotFound(tenant.to_string()))?;
+            if current.status != TenantStatus::Pending || !current.ownership.is_proven() {
+                return Ok(current);
+            }
+            let mut next = current.clone();
+            next.updated_at = crate::tenants::stored_now();
+            match &verdict {
+                Ok(roles) => {
+                    next.status = TenantStatus::Active;
+                    next.roles = roles.clone();
+                    next.status_reason = None;
+                }
+                Err(reason) => next.status_reason = Some(reason.clone()),
+            }
+            match registry.replace(&next).await {
+                Ok(()) => {
+                    return Ok(crate::tenants::TenantRecord {
+                        version: next.version + 1,
+                        ..next
+                    });
+                }
+                Err(RegistryError::Conflict(_)) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(RegistryError::Conflict(tenant.to_string()))
     }
 }
 
@@ -111,6 +196,8 @@ pub struct Fetcher {
     pub registry: Arc<dyn TenantRegistry>,
     pub sink: Arc<dyn RecordSink>,
     pub settings: FetchSettings,
+    /// The roles each source's API needs, to fetch only what a tenant granted.
+    pub roles: SourceRoles,
 }
 
 /// Longest wait inside a run for Microsoft's `Retry-After`; a longer one ends the pair (in the
@@ -122,6 +209,23 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
 const MAX_LIMITER_WAIT: Duration = Duration::from_secs(65);
 /// Retries of a 5xx or transport failure within a run.
 const OUTAGE_RETRIES: u32 = 3;
+/// Lambda's longest timeout: a lease never needs to outlast more than this of a run.
+const LONGEST_INVOCATION: Duration = Duration::from_secs(900);
+/// A lease outlives its run's deadline by this much, for clocks that differ between instances.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// Until when a run whose deadline is `deadline` holds its pair: past the deadline (the run is
+/// over by then, finished or killed), so that no other run starts while it may still write.
+pub fn lease_until(
+    now: chrono::DateTime<Utc>,
+    deadline: Instant,
+    monotonic_now: Instant,
+) -> chrono::DateTime<Utc> {
+    let left = deadline
+        .saturating_duration_since(monotonic_now)
+        .min(LONGEST_INVOCATION);
+    now + chrono::Duration::from_std(left + LEASE_MARGIN).unwrap_or_default()
+}
 
 impl Fetcher {
     pub async fn run_pair(
@@ -143,6 +247,10 @@ impl Fetcher {
             unreadable: 0,
         };
         let run = RunId::new();
+        if let Err(result) = self.admit_and_lease(tenant, source, deadline, &run).await {
+            outcome.result = result;
+            return outcome;
+        }
         let result = self
             .page_through(tenant, source, deadline, &run, &mut outcome)
             .await;
@@ -150,6 +258,14 @@ impl Fetcher {
             Ok(result) => result,
             Err(failure) => self.record_failure(tenant, source, failure).await,
         };
+        if let Err(error) = self
+            .checkpoints
+            .release_lease(tenant, source.as_str(), run.as_str())
+            .await
+        {
+            // The lease expires on its own; the next run waits for that.
+            tracing::warn!(tenant = %tenant, source = %source.as_str(), error = %error, "lease not released");
+        }
         let lag = self
             .checkpoints
             .checkpoint(tenant, source.as_str())
@@ -189,6 +305,44 @@ impl Fetcher {
             "pair finished"
         );
         outcome
+    }
+
+    /// Checks the registry, then takes the pair's lease: only then may the run read or write
+    /// anything for the pair. `Err` is the pair's result when it may not run.
+    async fn admit_and_lease(
+        &self,
+        tenant: &TenantId,
+        source: Source,
+        deadline: Instant,
+        run: &RunId,
+    ) -> Result<(), PairResult> {
+        let unavailable = |error: RegistryError| PairResult::Failed {
+            code: error.code(),
+            message: error.to_string(),
+        };
+        let record = self.registry.get(tenant).await.map_err(unavailable)?;
+        if let Err(refusal) = admit(record.as_ref(), source, &self.roles) {
+            tracing::warn!(tenant = %tenant, source = %source.as_str(), code = %refusal.code, reason = %refusal.message, metric = "PairDropped", "pair dropped");
+            crate::telemetry::metrics(
+                &[("Source", source.as_str())],
+                &[("PairDropped", 1.0, "Count")],
+            );
+            return Err(PairResult::Dropped {
+                code: refusal.code,
+                message: refusal.message,
+            });
+        }
+        let until = lease_until(Utc::now(), deadline, Instant::now());
+        let taken = self
+            .checkpoints
+            .take_lease(tenant, source.as_str(), run.as_str(), Utc::now(), until)
+            .await
+            .map_err(unavailable)?;
+        if !taken {
+            tracing::info!(tenant = %tenant, source = %source.as_str(), "pair busy: another run holds its lease");
+            return Err(PairResult::Busy);
+        }
+        Ok(())
     }
 
     async fn page_through(
@@ -640,6 +794,26 @@ mod tests {
 
     fn page() -> url::Url {
         url::Url::parse("https://graph.microsoft.com/v1.0/security/incidents?$top=50").unwrap()
+    }
+
+    #[test]
+    fn a_lease_outlives_the_deadline_and_never_much_more_than_a_timeout() {
+        let now = Utc::now();
+        let monotonic = Instant::now();
+        let until = lease_until(now, monotonic + Duration::from_secs(600), monotonic);
+        assert_eq!((until - now).num_seconds(), 660);
+        let until = lease_until(now, monotonic + Duration::from_secs(86_400), monotonic);
+        assert_eq!(
+            (until - now).num_seconds(),
+            960,
+            "capped at Lambda's 15 minutes"
+        );
+        let until = lease_until(now, monotonic, monotonic + Duration::from_secs(5));
+        assert_eq!(
+            (until - now).num_seconds(),
+            60,
+            "a deadline past still leaves the margin"
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::admission::{ROLES_MISSING_PREFIX, plan_sources, roles_missing_reason};
 use super::engine::{Fetcher, PairOutcome, PairResult};
 use crate::sink::Source;
 use crate::tenant_id::TenantId;
-use crate::tenants::{RegistryError, TenantStatus};
+use crate::tenants::{RegistryError, TenantRecord, TenantStatus, stored_now};
 
 /// Time a scheduled run keeps for its active tenants before it re-verifies pending ones.
 const REVERIFY_RESERVE: Duration = Duration::from_secs(60);
@@ -33,6 +34,8 @@ pub struct FleetReport {
     /// Pairs handed to the queue instead of processed here.
     pub enqueued: usize,
     pub outcomes: Vec<PairOutcome>,
+    /// Sources left out for a tenant (`roles_missing`: its consent does not grant them).
+    pub not_planned: Vec<NotPlanned>,
 }
 
 impl FleetReport {
@@ -50,17 +53,26 @@ pub trait WorkQueue: Send + Sync {
     async fn enqueue(&self, tasks: &[PairTask]) -> Result<(), String>;
 }
 
-/// The pairs to run now: every active tenant × every configured source. Pending tenants (consent
-/// given but not yet proven) are re-verified first, so a consent that has propagated since the
-/// callback starts flowing in this run.
+/// A configured source a tenant is not fetched for, and why (reported, not a failure).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotPlanned {
+    pub tenant_id: TenantId,
+    pub source: Source,
+    pub code: crate::ErrorCode,
+}
+
+/// The pairs to run now: every active tenant × every configured source its roles allow. Pending
+/// tenants (consent given but not yet proven) are re-verified first, so a consent that has
+/// propagated since the callback starts flowing in this run. Sources a tenant did not grant are
+/// left out and reported once in its status reason (`roles_missing: …`).
 pub async fn plan(
     fetcher: &Fetcher,
     deadline: Instant,
-) -> Result<(usize, Vec<PairTask>), RegistryError> {
+) -> Result<(usize, Vec<PairTask>, Vec<NotPlanned>), RegistryError> {
     let mut tenants = Vec::new();
     for tenant in fetcher.registry.list().await? {
         match tenant.status {
-            TenantStatus::Active => tenants.push(tenant.tenant_id),
+            TenantStatus::Active => tenants.push(tenant),
             TenantStatus::Pending => {
                 // Proofs must not eat the time the active tenants need: past the reserve, the
                 // next cycle proves them.
@@ -70,17 +82,15 @@ pub async fn plan(
                     continue;
                 }
                 if let Some(reverify) = &fetcher.reverify {
-                    let customer_ref = tenant
-                        .customer_ref
-                        .clone()
-                        .unwrap_or_else(|| tenant.display_name.clone());
                     match reverify
-                        .prove(&tenant.tenant_id, &customer_ref, fetcher.registry.as_ref())
+                        .prove(
+                            &tenant.tenant_id,
+                            &fetcher.roles.apis(),
+                            fetcher.registry.as_ref(),
+                        )
                         .await
                     {
-                        Ok(record) if record.status == TenantStatus::Active => {
-                            tenants.push(record.tenant_id)
-                        }
+                        Ok(record) if record.status == TenantStatus::Active => tenants.push(record),
                         Ok(_) => {}
                         Err(error) => {
                             tracing::warn!(tenant = %tenant.tenant_id, error = %error, "pending tenant not re-verified")
@@ -91,16 +101,60 @@ pub async fn plan(
             TenantStatus::Revoked | TenantStatus::Offboarded => {}
         }
     }
-    let tasks = tenants
-        .iter()
-        .flat_map(|tenant| {
-            fetcher.settings.sources.iter().map(|source| PairTask {
-                tenant_id: tenant.clone(),
-                source: *source,
-            })
-        })
-        .collect();
-    Ok((tenants.len(), tasks))
+    let mut tasks = Vec::new();
+    let mut not_planned = Vec::new();
+    for tenant in &tenants {
+        let (planned, skipped) =
+            plan_sources(&fetcher.settings.sources, &fetcher.roles, &tenant.roles);
+        tasks.extend(planned.into_iter().map(|source| PairTask {
+            tenant_id: tenant.tenant_id.clone(),
+            source,
+        }));
+        not_planned.extend(skipped.iter().map(|(source, _)| NotPlanned {
+            tenant_id: tenant.tenant_id.clone(),
+            source: *source,
+            code: crate::ErrorCode::RolesMissing,
+        }));
+        report_missing_roles(fetcher, tenant, &skipped).await;
+    }
+    Ok((tenants.len(), tasks, not_planned))
+}
+
+/// Puts the sources a tenant's consent does not cover in its status reason, once: written only
+/// when the text changes (and cleared when a new consent covers them), so a partly consented
+/// tenant is neither a failure on every cycle nor a write on every cycle.
+async fn report_missing_roles(
+    fetcher: &Fetcher,
+    tenant: &TenantRecord,
+    skipped: &[(Source, Vec<String>)],
+) {
+    let reason = roles_missing_reason(skipped);
+    let ours = tenant
+        .status_reason
+        .as_deref()
+        .is_some_and(|text| text.starts_with(ROLES_MISSING_PREFIX));
+    let wanted = match reason {
+        Some(reason) if tenant.status_reason.as_deref() != Some(reason.as_str()) => Some(reason),
+        None if ours => None,
+        _ => return,
+    };
+    match &wanted {
+        Some(reason) => {
+            tracing::warn!(tenant = %tenant.tenant_id, code = %crate::ErrorCode::RolesMissing, reason = %reason, "sources not granted by the tenant are not fetched")
+        }
+        None => {
+            tracing::info!(tenant = %tenant.tenant_id, "the tenant's roles now cover every source")
+        }
+    }
+    let updated = TenantRecord {
+        status_reason: wanted,
+        updated_at: stored_now(),
+        ..tenant.clone()
+    };
+    // Conditional on the version listed: a tenant changed meanwhile is reported next cycle.
+    if let Err(error) = fetcher.registry.replace(&updated).await {
+        tracing::info!(tenant = %tenant.tenant_id, error = %error, "missing roles not recorded this cycle");
+    }
 }
 
 pub async fn run_scheduled(
@@ -108,7 +162,7 @@ pub async fn run_scheduled(
     queue: Option<&dyn WorkQueue>,
     deadline: Instant,
 ) -> Result<FleetReport, RegistryError> {
-    let (tenants, tasks) = plan(&fetcher, deadline).await?;
+    let (tenants, tasks, not_planned) = plan(&fetcher, deadline).await?;
     let pairs = tasks.len();
     if let Some(queue) = queue.filter(|_| pairs > fetcher.settings.fanout_threshold) {
         queue
@@ -121,6 +175,7 @@ pub async fn run_scheduled(
             pairs,
             enqueued: pairs,
             outcomes: Vec::new(),
+            not_planned,
         });
     }
     let outcomes = run_pairs(fetcher, tasks, deadline).await;
@@ -129,6 +184,7 @@ pub async fn run_scheduled(
         pairs,
         enqueued: 0,
         outcomes,
+        not_planned,
     })
 }
 

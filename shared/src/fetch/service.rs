@@ -73,6 +73,7 @@ impl FetchService {
                 registry: services.registry.clone(),
                 sink,
                 settings,
+                roles: super::admission::SourceRoles::from_settings(&services.settings),
             }),
             queue,
         })
@@ -99,6 +100,11 @@ impl FetchService {
         let mut owners = Vec::new();
         for message in messages {
             match serde_json::from_str::<PairTask>(&message.body) {
+                // The same pair twice in one batch (a continuation and a scheduled message): run
+                // once; the copy is deleted, so that one continuation at most follows.
+                Ok(task) if tasks.contains(&task) => {
+                    tracing::info!(message_id = %message.message_id, tenant = %task.tenant_id, source = %task.source.as_str(), "pair already in this batch; message dropped");
+                }
                 Ok(task) => {
                     tasks.push(task);
                     owners.push(message);
@@ -118,7 +124,12 @@ impl FetchService {
                 continue;
             };
             let delay = match &outcome.result {
-                PairResult::Complete | PairResult::Revoked { .. } | PairResult::Busy => continue,
+                // Busy: the run that owns the pair continues it. Dropped: the registry ended the
+                // pair; the message is deleted and its continuation chain ends here.
+                PairResult::Complete
+                | PairResult::Revoked { .. }
+                | PairResult::Busy
+                | PairResult::Dropped { .. } => continue,
                 PairResult::Throttled {
                     retry_after_seconds,
                 } => Some(*retry_after_seconds),

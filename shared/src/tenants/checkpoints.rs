@@ -85,4 +85,26 @@ pub trait Checkpoints: Send + Sync {
         source: &str,
         entries: &[(String, String)],
     ) -> Result<(), RegistryError>;
+
+    /// Takes the pair's lease for `holder` until `until`, with one conditional write: `true` if
+    /// nobody else holds an unexpired one at `now` (or `holder` already does: the lease is
+    /// extended), `false` if another run owns the pair. A run writes nothing for a pair (sink,
+    /// ledger, checkpoint) before it holds the lease, so two overlapping runs never deliver the
+    /// same page twice; the expiry frees the pair of a run that died holding it.
+    async fn take_lease(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RegistryError>;
+
+    /// Ends `holder`'s lease on the pair; a lease another run holds now is left alone.
+    async fn release_lease(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        holder: &str,
+    ) -> Result<(), RegistryError>;
 }

@@ -23,6 +23,7 @@ pub async fn run<R: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUse
 ) {
     sign_ins_rotate_conditionally_and_are_forgotten(registry).await;
     checkpoints_are_versioned(registry).await;
+    leases_are_exclusive_until_released_or_expired(registry).await;
     the_ledger_remembers_the_last_delivery(registry).await;
     attempts_are_consumed_once(registry).await;
     expired_and_unknown_attempts_are_refused(registry).await;
@@ -522,4 +523,122 @@ async fn sign_ins_rotate_conditionally_and_are_forgotten<R: SignedInUsers>(store
             .unwrap()
             .is_none()
     );
+}
+
+async fn leases_are_exclusive_until_released_or_expired<R: Checkpoints>(store: &R) {
+    let tenant = fresh_tenant();
+    let source = "graph-incidents";
+    let now = Utc::now();
+    let until = now + Duration::minutes(16);
+    assert!(
+        store
+            .take_lease(&tenant, source, "run-a", now, until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_lease(&tenant, source, "run-b", now, until)
+            .await
+            .unwrap(),
+        "another run holds it"
+    );
+    assert!(
+        store
+            .take_lease(&tenant, "mde-alerts", "run-b", now, until)
+            .await
+            .unwrap(),
+        "per source"
+    );
+    assert!(
+        store
+            .take_lease(&fresh_tenant(), source, "run-b", now, until)
+            .await
+            .unwrap(),
+        "per tenant"
+    );
+    assert!(
+        store
+            .take_lease(&tenant, source, "run-a", now, until)
+            .await
+            .unwrap(),
+        "the holder may extend its own lease"
+    );
+    // Another run's release leaves the lease alone.
+    store.release_lease(&tenant, source, "run-b").await.unwrap();
+    assert!(
+        !store
+            .take_lease(&tenant, source, "run-b", now, until)
+            .await
+            .unwrap()
+    );
+    // Released: free for the next run.
+    store.release_lease(&tenant, source, "run-a").await.unwrap();
+    assert!(
+        store
+            .take_lease(&tenant, source, "run-b", now, until)
+            .await
+            .unwrap()
+    );
+    // A run that died holding it: free once the lease has expired, not before.
+    let later = until - Duration::seconds(1);
+    assert!(
+        !store
+            .take_lease(
+                &tenant,
+                source,
+                "run-c",
+                later,
+                later + Duration::minutes(16)
+            )
+            .await
+            .unwrap()
+    );
+    let expired = until + Duration::seconds(1);
+    assert!(
+        store
+            .take_lease(
+                &tenant,
+                source,
+                "run-c",
+                expired,
+                expired + Duration::minutes(16)
+            )
+            .await
+            .unwrap()
+    );
+    // Releasing an unknown lease is no error.
+    store
+        .release_lease(&fresh_tenant(), source, "run-z")
+        .await
+        .unwrap();
+}
+
+/// Of many runs taking one pair's lease at the same moment, exactly one gets it.
+pub async fn concurrent_lease_takers_one_winner(store: Arc<dyn Checkpoints>) {
+    let tenant = fresh_tenant();
+    let now = Utc::now();
+    let racers: Vec<_> = (0..8)
+        .map(|index| {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                store
+                    .take_lease(
+                        &tenant,
+                        "m365d-incidents",
+                        &format!("run-{index}"),
+                        now,
+                        now + Duration::minutes(16),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(winners, 1);
 }

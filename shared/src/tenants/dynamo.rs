@@ -26,6 +26,10 @@ const PROFILE: &str = "PROFILE";
 const ATTEMPT: &str = "ATTEMPT";
 const CHECKPOINT_PREFIX: &str = "CHECKPOINT#";
 const LEDGER_PREFIX: &str = "LEDGER#";
+const LEASE_PREFIX: &str = "LEASE#";
+/// A lease item outlives its lease by this much before the table's TTL removes it (a released
+/// or expired lease is harmless; the TTL only keeps offboarded tenants' items from piling up).
+const LEASE_RETENTION_DAYS: i64 = 1;
 /// DynamoDB's limits per BatchGetItem and BatchWriteItem call.
 const BATCH_GET_LIMIT: usize = 100;
 const BATCH_WRITE_LIMIT: usize = 25;
@@ -472,6 +476,35 @@ fn ledger_key(tenant: &TenantId, source: &str, id: &str) -> HashMap<String, Attr
     ])
 }
 
+fn lease_item(
+    tenant: &TenantId,
+    source: &str,
+    holder: &str,
+    until: chrono::DateTime<chrono::Utc>,
+) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("{TENANT_PREFIX}{tenant}")),
+        ),
+        (
+            "sk".to_owned(),
+            AttributeValue::S(format!("{LEASE_PREFIX}{source}")),
+        ),
+    ]);
+    item.insert("holder".into(), AttributeValue::S(holder.to_owned()));
+    item.insert(
+        "lease_until".into(),
+        AttributeValue::N(until.timestamp_millis().to_string()),
+    );
+    let remove_after = until.max(chrono::Utc::now()) + chrono::Duration::days(LEASE_RETENTION_DAYS);
+    item.insert(
+        "expires_at".into(),
+        AttributeValue::N(remove_after.timestamp().to_string()),
+    );
+    item
+}
+
 fn checkpoint_from(item: &HashMap<String, AttributeValue>) -> Result<Checkpoint, RegistryError> {
     let body = item
         .get("body")
@@ -695,6 +728,65 @@ impl Checkpoints for DynamoRegistry {
             }
         }
         Ok(())
+    }
+
+    async fn take_lease(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, RegistryError> {
+        // The lease item sits in the tenant's partition beside its checkpoint, so it is under the
+        // same IAM scope; it carries no `kind`, so listings never see it.
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lease_item(tenant, source, holder, until)))
+            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR #holder = :holder")
+            // Names, not the bare words: DynamoDB reserves many attribute names.
+            .expression_attribute_names("#until", "lease_until")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(now.timestamp_millis().to_string()),
+            )
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn release_lease(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        holder: &str,
+    ) -> Result<(), RegistryError> {
+        // Released by writing an expired lease (PutItem, which the role already has), not by a
+        // delete: fetch-incidents' role deletes nothing in the table.
+        let released = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lease_item(tenant, source, holder, released)))
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(unavailable(error)),
+        }
     }
 }
 

@@ -58,7 +58,14 @@ CREATE TABLE IF NOT EXISTS ledger (
     id          TEXT NOT NULL,
     last_update TEXT NOT NULL,
     PRIMARY KEY (tenant_id, source, id)
-) WITHOUT ROWID;";
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    tenant_id TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    holder    TEXT NOT NULL,
+    until_ms  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, source)
+);";
 
 const ATTEMPT_COLUMNS: &str =
     "nonce, customer_ref, link, status, tenant_id, detail, created_at, expires_at, updated_at";
@@ -555,6 +562,51 @@ impl Checkpoints for SqliteRegistry {
         })
         .await
     }
+
+    async fn take_lease(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, RegistryError> {
+        let (tenant, source, holder) = (tenant.to_string(), source.to_owned(), holder.to_owned());
+        let (now_ms, until_ms) = (now.timestamp_millis(), until.timestamp_millis());
+        self.with_connection(move |connection| {
+            // One statement: the row is written only if it is new, expired or already ours.
+            let changed = connection
+                .execute(
+                    "INSERT INTO leases (tenant_id, source, holder, until_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(tenant_id, source) DO UPDATE
+                        SET holder = excluded.holder, until_ms = excluded.until_ms
+                        WHERE leases.until_ms <= ?5 OR leases.holder = excluded.holder",
+                    params![tenant, source, holder, until_ms, now_ms],
+                )
+                .map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn release_lease(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        holder: &str,
+    ) -> Result<(), RegistryError> {
+        let (tenant, source, holder) = (tenant.to_string(), source.to_owned(), holder.to_owned());
+        self.with_connection(move |connection| {
+            connection
+                .execute(
+                    "DELETE FROM leases WHERE tenant_id = ?1 AND source = ?2 AND holder = ?3",
+                    params![tenant, source, holder],
+                )
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -597,6 +649,12 @@ mod concurrency_tests {
     async fn concurrent_upserts_leave_one_record() {
         let registry: Arc<dyn TenantRegistry> = Arc::new(SqliteRegistry::in_memory().unwrap());
         crate::tenants::conformance::concurrent_upserts_leave_one_record(registry).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_lease_takers_one_winner() {
+        let store: Arc<dyn Checkpoints> = Arc::new(SqliteRegistry::in_memory().unwrap());
+        crate::tenants::conformance::concurrent_lease_takers_one_winner(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
