@@ -166,6 +166,7 @@ impl Fixture {
             Source::M365dIncidents => ("api/incidents", "incidentId", "lastUpdateTime", 100),
             Source::GraphIncidents => ("v1.0/security/incidents", "id", "lastUpdateDateTime", 50),
             Source::MdeAlerts => ("api/alerts", "id", "lastUpdateTime", 10_000),
+            Source::GraphAlerts => ("v1.0/security/alerts_v2", "id", "lastUpdateDateTime", 1000),
         };
         let mut found = HashMap::new();
         let mut skip = 0;
@@ -209,6 +210,7 @@ fn source_resource(source: Source) -> &'static str {
         Source::M365dIncidents => "https://api.security.microsoft.com",
         Source::GraphIncidents => "https://graph.microsoft.com",
         Source::MdeAlerts => "https://api.securitycenter.microsoft.com",
+        Source::GraphAlerts => "https://graph.microsoft.com",
     }
 }
 

@@ -486,6 +486,7 @@ pub fn resource_of(source: Source) -> &'static str {
         Source::M365dIncidents => RESOURCE_M365D,
         Source::GraphIncidents => RESOURCE_GRAPH,
         Source::MdeAlerts => RESOURCE_MDE,
+        Source::GraphAlerts => RESOURCE_GRAPH,
     }
 }
 
@@ -619,6 +620,7 @@ impl DataApis {
             Source::M365dIncidents => ("api/incidents", "incidentId", "lastUpdateTime", 100),
             Source::GraphIncidents => ("v1.0/security/incidents", "id", "lastUpdateDateTime", 50),
             Source::MdeAlerts => ("api/alerts", "id", "lastUpdateTime", 10_000),
+            Source::GraphAlerts => ("v1.0/security/alerts_v2", "id", "lastUpdateDateTime", 1000),
         };
         let mut found = HashMap::new();
         let mut next = Some(format!("{}/{path}?$top={top}", self.base_url));

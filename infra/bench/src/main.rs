@@ -293,7 +293,7 @@ struct SingleResult {
 async fn single(label: &str, source: Source, records: u32) -> Result<SingleResult> {
     let tenant = tenant_guid(0xa, u32::from(source == Source::GraphIncidents));
     let (incidents, alerts) = match source {
-        Source::MdeAlerts => (0, records),
+        Source::MdeAlerts | Source::GraphAlerts => (0, records),
         _ => (records, 0),
     };
     let world = World::start(
@@ -336,6 +336,7 @@ async fn single(label: &str, source: Source, records: u32) -> Result<SingleResul
         Source::M365dIncidents => calls.m365d_incidents.requests,
         Source::GraphIncidents => calls.graph_incidents.requests,
         Source::MdeAlerts => calls.mde_alerts.requests,
+        Source::GraphAlerts => calls.graph_alerts.requests,
     };
     let token_requests = world.handle.token_requests().len();
     let stored = world.stored(&tenant, source)?;

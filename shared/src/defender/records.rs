@@ -116,7 +116,7 @@ fn keys(source: Source, raw: &RawValue) -> Option<Keys> {
                 keys.redirect_incident_id.map(IdValue::into_string),
             ))
         }
-        Source::GraphIncidents => {
+        Source::GraphIncidents | Source::GraphAlerts => {
             let keys: GraphKeys = serde_json::from_str(raw.get()).ok()?;
             Some((
                 keys.id?.into_string(),

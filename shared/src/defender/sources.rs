@@ -27,6 +27,11 @@ const fn limit(value: u32) -> NonZeroU32 {
     }
 }
 
+/// Graph security: 150 requests a minute per app per tenant (§10).
+pub const GRAPH_PER_MINUTE: u32 = 150;
+/// Graph states no hourly figure: the minute's budget sustained.
+pub const GRAPH_PER_HOUR: u32 = GRAPH_PER_MINUTE * 60;
+
 pub fn spec(source: Source) -> SourceSpec {
     match source {
         Source::M365dIncidents => SourceSpec {
@@ -39,6 +44,9 @@ pub fn spec(source: Source) -> SourceSpec {
             per_minute: limit(50),
             per_hour: limit(1500),
         },
+        // Graph documents 150 requests a minute per app per tenant for the alert operations
+        // and no other figure for incidents: the same budget, shared by both sources (one
+        // limiter per tenant and API).
         Source::GraphIncidents => SourceSpec {
             source,
             api: DefenderApi::Graph,
@@ -46,9 +54,19 @@ pub fn spec(source: Source) -> SourceSpec {
             time_field: "lastUpdateDateTime",
             max_top: 50,
             accepts_orderby: true,
-            // Graph publishes no figure for the security API; stay well under its global limits.
-            per_minute: limit(60),
-            per_hour: limit(1500),
+            per_minute: limit(GRAPH_PER_MINUTE),
+            per_hour: limit(GRAPH_PER_HOUR),
+        },
+        Source::GraphAlerts => SourceSpec {
+            source,
+            api: DefenderApi::Graph,
+            path: "v1.0/security/alerts_v2",
+            time_field: "lastUpdateDateTime",
+            // Graph clamps `$top` at 1,000 on alerts_v2.
+            max_top: 1000,
+            accepts_orderby: true,
+            per_minute: limit(GRAPH_PER_MINUTE),
+            per_hour: limit(GRAPH_PER_HOUR),
         },
         Source::MdeAlerts => SourceSpec {
             source,

@@ -138,17 +138,14 @@ impl FetchSettings {
     }
 }
 
-pub const ALL_SOURCES: [Source; 3] = [
-    Source::M365dIncidents,
-    Source::GraphIncidents,
-    Source::MdeAlerts,
-];
+pub const ALL_SOURCES: [Source; 4] = Source::ALL;
 
 fn source_suffix(source: Source) -> &'static str {
     match source {
         Source::M365dIncidents => "M365D_INCIDENTS",
         Source::GraphIncidents => "GRAPH_INCIDENTS",
         Source::MdeAlerts => "MDE_ALERTS",
+        Source::GraphAlerts => "GRAPH_ALERTS",
     }
 }
 

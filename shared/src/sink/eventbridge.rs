@@ -206,7 +206,7 @@ impl RecordSink for EventBridgeSink {
 
 fn detail_type(source: Source) -> &'static str {
     match source {
-        Source::MdeAlerts => DETAIL_TYPE_ALERT,
+        Source::MdeAlerts | Source::GraphAlerts => DETAIL_TYPE_ALERT,
         Source::M365dIncidents | Source::GraphIncidents => DETAIL_TYPE_INCIDENT,
     }
 }

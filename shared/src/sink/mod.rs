@@ -47,15 +47,19 @@ pub enum Source {
     M365dIncidents,
     /// Microsoft Graph security incidents (`/security/incidents`).
     GraphIncidents,
-    /// Defender for Endpoint alerts (`/api/alerts`).
+    /// Defender for Endpoint alerts (`/api/alerts`). Retiring (MC1220762): succeeded by
+    /// `GraphAlerts`.
     MdeAlerts,
+    /// Microsoft Graph security alerts of every Defender product (`/security/alerts_v2`).
+    GraphAlerts,
 }
 
 impl Source {
-    pub const ALL: [Source; 3] = [
+    pub const ALL: [Source; 4] = [
         Source::M365dIncidents,
         Source::GraphIncidents,
         Source::MdeAlerts,
+        Source::GraphAlerts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,7 +67,29 @@ impl Source {
             Source::M365dIncidents => "m365d-incidents",
             Source::GraphIncidents => "graph-incidents",
             Source::MdeAlerts => "mde-alerts",
+            Source::GraphAlerts => "graph-alerts",
         }
+    }
+
+    /// Sources on the APIs Microsoft retires on 2027-02-01 (MC1220762).
+    pub fn is_retiring(self) -> bool {
+        matches!(self, Source::M365dIncidents | Source::MdeAlerts)
+    }
+
+    /// The Graph source that succeeds a retiring one.
+    pub fn successor(self) -> Option<Source> {
+        match self {
+            Source::M365dIncidents => Some(Source::GraphIncidents),
+            Source::MdeAlerts => Some(Source::GraphAlerts),
+            Source::GraphIncidents | Source::GraphAlerts => None,
+        }
+    }
+
+    /// The retiring source a Graph source takes over from.
+    pub fn predecessor(self) -> Option<Source> {
+        Source::ALL
+            .into_iter()
+            .find(|source| source.successor() == Some(self))
     }
 }
 
@@ -82,7 +108,7 @@ impl FromStr for Source {
             .find(|source| source.as_str() == wanted)
             .ok_or_else(|| {
                 format!(
-                    "unknown source {text:?}: use m365d-incidents, graph-incidents or mde-alerts"
+                    "unknown source {text:?}: use graph-incidents, graph-alerts, or the retiring m365d-incidents, mde-alerts"
                 )
             })
     }
