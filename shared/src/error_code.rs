@@ -60,6 +60,8 @@ pub enum ErrorCode {
     IdTokenInvalid,
     TenantMismatch,
     AdminRoleMissing,
+    ApiRetired,
+    PartialContent,
 }
 
 impl ErrorCode {
@@ -114,6 +116,8 @@ impl ErrorCode {
             ErrorCode::IdTokenInvalid => "id_token_invalid",
             ErrorCode::TenantMismatch => "tenant_mismatch",
             ErrorCode::AdminRoleMissing => "admin_role_missing",
+            ErrorCode::ApiRetired => "api_retired",
+            ErrorCode::PartialContent => "partial_content",
         }
     }
 
@@ -127,6 +131,7 @@ impl ErrorCode {
                 | ErrorCode::RegistryUnavailable
                 | ErrorCode::KeyServiceUnavailable
                 | ErrorCode::CredentialUnavailable
+                | ErrorCode::PartialContent
         )
     }
 
@@ -154,6 +159,8 @@ impl ErrorCode {
             ErrorCode::StoredSignInDisabled => 403,
             ErrorCode::IdTokenInvalid => 401,
             ErrorCode::TenantMismatch | ErrorCode::AdminRoleMissing => 403,
+            ErrorCode::ApiRetired => 410,
+            ErrorCode::PartialContent => 502,
             ErrorCode::UserMismatch => 502,
             ErrorCode::Throttled => 429,
             ErrorCode::TokenTenantMismatch => 502,
@@ -213,6 +220,8 @@ mod tests {
             ErrorCode::IdTokenInvalid,
             ErrorCode::TenantMismatch,
             ErrorCode::AdminRoleMissing,
+            ErrorCode::ApiRetired,
+            ErrorCode::PartialContent,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

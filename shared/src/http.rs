@@ -8,6 +8,8 @@ use bytes::Bytes;
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    /// The `Warning` header (Graph names the provider behind a 206 Partial Content there).
+    pub warning: Option<String>,
     pub body: Bytes,
 }
 
@@ -21,6 +23,11 @@ pub async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Ans
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(parse_retry_after);
+    let warning = response
+        .headers()
+        .get(reqwest::header::WARNING)
+        .and_then(|value| value.to_str().ok())
+        .map(|text| text.chars().take(300).collect());
     let body = response
         .bytes()
         .await
@@ -28,6 +35,7 @@ pub async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Ans
     Ok(Answer {
         status,
         retry_after,
+        warning,
         body,
     })
 }

@@ -44,6 +44,19 @@ pub enum ApiError {
     Transport(String),
     #[error("our own client limit leaves no call slot for {} s", .0.as_secs())]
     LocalLimit(Duration),
+    /// 206 Partial Content: a provider behind Graph failed, the page is incomplete. `body` is
+    /// what it holds (delivered, never taken as the whole page).
+    #[error("the API answered only part of the page (HTTP 206): provider {provider} failed")]
+    PartialContent {
+        provider: String,
+        body: bytes::Bytes,
+    },
+    /// Microsoft answered the route as retired (MC1220762: the Defender XDR and Defender for
+    /// Endpoint APIs, 2027-02-01): retrying cannot help.
+    #[error(
+        "Microsoft retired this API (HTTP {status}: {message}); use the Graph source that succeeds it"
+    )]
+    Retired { status: u16, message: String },
 }
 
 impl ApiError {
@@ -54,6 +67,8 @@ impl ApiError {
             ApiError::Throttled(_) | ApiError::LocalLimit(_) => ErrorCode::Throttled,
             ApiError::Unavailable(_) | ApiError::Transport(_) => ErrorCode::MicrosoftUnavailable,
             ApiError::BadRequest { .. } => ErrorCode::Internal,
+            ApiError::PartialContent { .. } => ErrorCode::PartialContent,
+            ApiError::Retired { .. } => ErrorCode::ApiRetired,
         }
     }
 
@@ -163,9 +178,22 @@ impl DefenderClient {
             )
             .await
             .map_err(ApiError::Transport)?;
-            let (status, header_wait, body) = (answer.status, answer.retry_after, answer.body);
+            let (status, header_wait, body) =
+                (answer.status, answer.retry_after, answer.body.clone());
+            if is_retirement(status, &body) {
+                return Err(ApiError::Retired {
+                    status,
+                    message: error_message(&body),
+                });
+            }
             match status {
                 200 => return Ok(body),
+                206 => {
+                    return Err(ApiError::PartialContent {
+                        provider: provider_of(answer.warning.as_deref()),
+                        body,
+                    });
+                }
                 401 if !refreshed => {
                     // Expired or revoked between cache and call: one fresh token, one retry.
                     self.tokens.invalidate(tenant, spec.api).await;
@@ -190,6 +218,50 @@ impl DefenderClient {
             }
         }
     }
+}
+
+/// Microsoft's answer for a retired route: 410 Gone, or an error whose code or message names
+/// the retirement (the retirement is gradual and its wording is not documented).
+fn is_retirement(status: u16, body: &[u8]) -> bool {
+    if status == 410 {
+        return true;
+    }
+    if !(400..500).contains(&status) || status == 429 {
+        return false;
+    }
+    let text = format!("{} {}", error_code(body), error_message(body)).to_ascii_lowercase();
+    [
+        "retired",
+        "retirement",
+        "mc1220762",
+        "deprecated api",
+        "no longer supported",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
+/// The provider a `Warning: 199 - "{vendor}/{provider}/{status}/{latency}"` names.
+fn provider_of(warning: Option<&str>) -> String {
+    let Some(warning) = warning else {
+        return "unknown".to_owned();
+    };
+    let quoted = warning
+        .split('"')
+        .nth(1)
+        .unwrap_or(warning)
+        .trim()
+        .to_owned();
+    let parts: Vec<&str> = quoted.split('/').collect();
+    let provider = match parts.as_slice() {
+        [_, provider, status, ..] => format!("{provider} ({status})"),
+        _ => quoted,
+    };
+    provider
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect()
 }
 
 fn error_field(body: &[u8], field: &str) -> Option<String> {
@@ -244,5 +316,36 @@ mod tests {
         assert_eq!(wait_from_body(graph.as_bytes()), None);
         assert_eq!(error_code(graph.as_bytes()), "TooManyRequests");
         assert_eq!(wait_from_body(b"not json"), None);
+    }
+
+    #[test]
+    fn a_retired_route_is_told_from_its_answer() {
+        assert!(is_retirement(410, b""));
+        assert!(is_retirement(
+            404,
+            br#"{"error":{"code":"NotFound","message":"This API has been retired (MC1220762)"}}"#
+        ));
+        assert!(is_retirement(
+            400,
+            br#"{"error":{"code":"ApiRetired","message":"x"}}"#
+        ));
+        assert!(!is_retirement(
+            404,
+            br#"{"error":{"code":"NotFound","message":"no such incident"}}"#
+        ));
+        assert!(!is_retirement(429, br#"{"error":{"message":"retired"}}"#));
+        assert!(!is_retirement(500, br#"{"error":{"message":"retired"}}"#));
+    }
+
+    #[test]
+    fn the_failed_provider_is_read_from_the_warning() {
+        assert_eq!(
+            provider_of(Some(
+                r#"199 - "Microsoft/MicrosoftDefenderForIdentity/503/1200""#
+            )),
+            "MicrosoftDefenderForIdentity (503)"
+        );
+        assert_eq!(provider_of(None), "unknown");
+        assert_eq!(provider_of(Some("199 - odd")), "199 - odd");
     }
 }

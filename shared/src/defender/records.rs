@@ -16,6 +16,9 @@ pub struct FetchedRecord {
     pub last_update: String,
     pub last_update_at: DateTime<Utc>,
     pub redirected_to: Option<String>,
+    /// For a Graph alert raised by Defender for Endpoint: the MDE alert id it carries
+    /// (`providerAlertId`), which `mde-alerts` delivered under that id.
+    pub mde_alert_id: Option<String>,
     pub raw: Box<RawValue>,
 }
 
@@ -64,7 +67,14 @@ struct GraphKeys {
     id: Option<IdValue>,
     last_update_date_time: Option<String>,
     redirect_incident_id: Option<IdValue>,
+    #[serde(default)]
+    provider_alert_id: Option<IdValue>,
+    #[serde(default)]
+    service_source: Option<String>,
 }
+
+/// Graph's `serviceSource` of alerts raised by Defender for Endpoint.
+const MDE_SERVICE_SOURCE: &str = "microsoftDefenderForEndpoint";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -88,23 +98,26 @@ pub fn parse_page(source: Source, body: &[u8]) -> Result<Page, MalformedPage> {
     };
     for raw in envelope.value {
         match keys(source, &raw) {
-            Some((id, last_update, redirected_to)) => match parse_api_time(&last_update) {
-                Some(last_update_at) => page.records.push(FetchedRecord {
-                    id,
-                    last_update,
-                    last_update_at,
-                    redirected_to,
-                    raw,
-                }),
-                None => page.unreadable += 1,
-            },
+            Some((id, last_update, redirected_to, mde_alert_id)) => {
+                match parse_api_time(&last_update) {
+                    Some(last_update_at) => page.records.push(FetchedRecord {
+                        id,
+                        last_update,
+                        last_update_at,
+                        redirected_to,
+                        mde_alert_id,
+                        raw,
+                    }),
+                    None => page.unreadable += 1,
+                }
+            }
             None => page.unreadable += 1,
         }
     }
     Ok(page)
 }
 
-type Keys = (String, String, Option<String>);
+type Keys = (String, String, Option<String>, Option<String>);
 
 fn keys(source: Source, raw: &RawValue) -> Option<Keys> {
     match source {
@@ -114,14 +127,23 @@ fn keys(source: Source, raw: &RawValue) -> Option<Keys> {
                 keys.incident_id?.into_string(),
                 keys.last_update_time?,
                 keys.redirect_incident_id.map(IdValue::into_string),
+                None,
             ))
         }
         Source::GraphIncidents | Source::GraphAlerts => {
             let keys: GraphKeys = serde_json::from_str(raw.get()).ok()?;
+            let from_mde = source == Source::GraphAlerts
+                && keys
+                    .service_source
+                    .as_deref()
+                    .is_some_and(|service| service.eq_ignore_ascii_case(MDE_SERVICE_SOURCE));
             Some((
                 keys.id?.into_string(),
                 keys.last_update_date_time?,
                 keys.redirect_incident_id.map(IdValue::into_string),
+                keys.provider_alert_id
+                    .filter(|_| from_mde)
+                    .map(IdValue::into_string),
             ))
         }
         Source::MdeAlerts => {
@@ -129,6 +151,7 @@ fn keys(source: Source, raw: &RawValue) -> Option<Keys> {
             Some((
                 keys.id?.into_string(),
                 keys.last_update_time.or(keys.alert_creation_time)?,
+                None,
                 None,
             ))
         }
@@ -138,6 +161,32 @@ fn keys(source: Source, raw: &RawValue) -> Option<Keys> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_graph_alert_from_defender_for_endpoint_names_its_mde_alert() {
+        let body = br#"{"value":[
+            {"id":"ea1","lastUpdateDateTime":"2026-12-01T00:00:00Z","serviceSource":"microsoftDefenderForEndpoint","providerAlertId":"da637"},
+            {"id":"ea2","lastUpdateDateTime":"2026-12-01T00:00:00Z","serviceSource":"microsoftDefenderForIdentity","providerAlertId":"x9"},
+            {"id":"ea3","lastUpdateDateTime":"2026-12-01T00:00:00Z","serviceSource":"unknownFutureValue"}
+        ]}"#;
+        let page = parse_page(Source::GraphAlerts, body).unwrap();
+        let continued: Vec<Option<&str>> = page
+            .records
+            .iter()
+            .map(|record| record.mde_alert_id.as_deref())
+            .collect();
+        assert_eq!(continued, [Some("da637"), None, None]);
+        // Incidents never carry one.
+        let incidents = parse_page(Source::GraphIncidents, body).unwrap();
+        assert!(incidents.records.iter().all(|r| r.mde_alert_id.is_none()));
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_collection_is_an_error_not_an_empty_page() {
+        for body in [&b"{}"[..], b"[]", b"{\"value\":null}", b"<html>", b""] {
+            assert!(parse_page(Source::GraphAlerts, body).is_err(), "{body:?}");
+        }
+    }
 
     #[test]
     fn reads_the_keys_and_keeps_the_raw_record() {

@@ -16,6 +16,10 @@ pub struct SourceSpec {
     pub max_top: u32,
     /// Whether `$orderby` on the time field is accepted (undocumented on M365 Defender).
     pub accepts_orderby: bool,
+    /// Whether pages come newest first (documented, or by `$orderby`): the engine then narrows
+    /// the window to each page's oldest record. Otherwise (Graph documents no order) it follows
+    /// `@odata.nextLink` and, where a full page comes without one, splits the time window.
+    pub newest_first: bool,
     pub per_minute: NonZeroU32,
     pub per_hour: NonZeroU32,
 }
@@ -41,6 +45,7 @@ pub fn spec(source: Source) -> SourceSpec {
             time_field: "lastUpdateTime",
             max_top: 100,
             accepts_orderby: false,
+            newest_first: true,
             per_minute: limit(50),
             per_hour: limit(1500),
         },
@@ -53,7 +58,8 @@ pub fn spec(source: Source) -> SourceSpec {
             path: "v1.0/security/incidents",
             time_field: "lastUpdateDateTime",
             max_top: 50,
-            accepts_orderby: true,
+            accepts_orderby: false,
+            newest_first: false,
             per_minute: limit(GRAPH_PER_MINUTE),
             per_hour: limit(GRAPH_PER_HOUR),
         },
@@ -64,7 +70,8 @@ pub fn spec(source: Source) -> SourceSpec {
             time_field: "lastUpdateDateTime",
             // Graph clamps `$top` at 1,000 on alerts_v2.
             max_top: 1000,
-            accepts_orderby: true,
+            accepts_orderby: false,
+            newest_first: false,
             per_minute: limit(GRAPH_PER_MINUTE),
             per_hour: limit(GRAPH_PER_HOUR),
         },
@@ -75,6 +82,7 @@ pub fn spec(source: Source) -> SourceSpec {
             time_field: "lastUpdateTime",
             max_top: 10_000,
             accepts_orderby: true,
+            newest_first: true,
             per_minute: limit(100),
             per_hour: limit(1500),
         },

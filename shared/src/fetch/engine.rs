@@ -21,7 +21,7 @@ use crate::ErrorCode;
 use crate::defender::graph_alerts::attach_alerts;
 use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
-use crate::sink::{Change, RecordSink, RunId, SinkRecord, Source};
+use crate::sink::{Change, Continues, RecordSink, RunId, SinkRecord, Source};
 use crate::tenant_id::TenantId;
 use crate::tenants::{
     Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, TenantStatus,
@@ -207,6 +207,8 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
 /// burst, frees its first slot a minute later. Waiting for it costs the same Lambda time as a
 /// limiter that spaces calls evenly, and lets a backfill go on in the same invocation.
 const MAX_LIMITER_WAIT: Duration = Duration::from_secs(65);
+/// The narrowest time range an unordered source's query is split to; below it, links.
+const MIN_SPLIT: chrono::Duration = chrono::Duration::milliseconds(1);
 /// Retries of a 5xx or transport failure within a run.
 const OUTAGE_RETRIES: u32 = 3;
 /// Lambda's longest timeout: a lease never needs to outlast more than this of a run.
@@ -357,13 +359,7 @@ impl Fetcher {
         let top = self.settings.page_size(source);
         let mut checkpoint = match self.checkpoints.checkpoint(tenant, source.as_str()).await? {
             Some(checkpoint) => checkpoint,
-            None => {
-                let mut fresh = Checkpoint::new(tenant.clone(), source.as_str());
-                let start = Utc::now()
-                    - chrono::Duration::from_std(self.settings.lookback).unwrap_or_default();
-                fresh.low = Some(odata_literal(&start));
-                fresh
-            }
+            None => self.first_checkpoint(tenant, source).await?,
         };
         let low = checkpoint
             .low
@@ -373,6 +369,8 @@ impl Fetcher {
             checkpoint.window = Some(OpenWindow {
                 upper: odata_literal(&Utc::now()),
                 cursor: None,
+                floor: None,
+                next: None,
             });
         }
         // Records at exactly the cursor time already delivered on earlier pages: only needed when
@@ -382,6 +380,9 @@ impl Fetcher {
             source == Source::GraphIncidents && self.settings.graph_expand_alerts;
         // A page that says there is more but holds nothing to narrow on: its link is followed.
         let mut follow: Option<url::Url> = None;
+        // A resumed link (unordered sources) that the API refuses is dropped once per run, and
+        // its query started again.
+        let mut resumed_link_refused = false;
 
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -395,9 +396,13 @@ impl Fetcher {
                 .cursor
                 .clone()
                 .unwrap_or_else(|| window.upper.clone());
-            let url = follow
-                .take()
-                .unwrap_or_else(|| self.page_url(&spec, &low, &bound, top, skip, expand_alerts));
+            let lower = window.floor.clone().unwrap_or_else(|| low.clone());
+            let fresh = self.page_url(&spec, &lower, &bound, top, skip, expand_alerts);
+            let resumed = match window.next.as_deref() {
+                Some(link) if !spec.newest_first => same_origin_link(&fresh, link).ok(),
+                _ => None,
+            };
+            let url = follow.take().or(resumed.clone()).unwrap_or(fresh);
 
             let body = match self
                 .get_with_retries(tenant, &spec, &url, budget, outcome)
@@ -411,6 +416,33 @@ impl Fetcher {
                 }
                 Err(ApiError::Throttled(wait) | ApiError::LocalLimit(wait)) => {
                     return self.throttled(&checkpoint, wait).await;
+                }
+                Err(ApiError::BadRequest { .. }) if resumed.is_some() && !resumed_link_refused => {
+                    // A link kept from an earlier run may have expired: its query starts again.
+                    resumed_link_refused = true;
+                    if let Some(open) = checkpoint.window.as_mut() {
+                        open.next = None;
+                    }
+                    checkpoint = self.save(&checkpoint).await?;
+                    continue;
+                }
+                Err(ApiError::PartialContent { provider, body }) => {
+                    // What a 206 holds is delivered; the checkpoint stays before it, so the next
+                    // run reads the page again whole.
+                    if let Ok(page) = parse_page(source, &body) {
+                        outcome.pages += 1;
+                        self.deliver(tenant, source, run, &page.records, outcome)
+                            .await?;
+                    }
+                    tracing::warn!(tenant = %tenant, source = %source.as_str(), provider = %provider, "partial answer (206): delivered, not taken as complete");
+                    crate::telemetry::metrics(
+                        &[("Source", source.as_str())],
+                        &[("PartialAnswers", 1.0, "Count")],
+                    );
+                    return Err(Failure::Api(ApiError::PartialContent {
+                        provider,
+                        body: bytes::Bytes::new(),
+                    }));
                 }
                 Err(error) => return Err(Failure::Api(error)),
             };
@@ -453,6 +485,64 @@ impl Fetcher {
                 }
             }
 
+            if !spec.newest_first {
+                // Graph documents no order, and its links page by position: a record that
+                // changes while a chain is followed shifts the rest, and one is skipped. So a
+                // query counts as complete only when one answer holds all of it (short, no
+                // link); otherwise its time range is split in two and read again (the ledger
+                // drops what was delivered), never paged by `$skip` or by links. Only a range
+                // too narrow to split (many records at one instant) follows its links, kept in
+                // the checkpoint so that a run cut short resumes the chain.
+                let mut open = window.clone();
+                let (Some(lower_at), Some(bound_at)) =
+                    (parse_api_time(&lower), parse_api_time(&bound))
+                else {
+                    return Err(Failure::Other(
+                        ErrorCode::Internal,
+                        format!("unreadable window bounds {lower} / {bound}"),
+                    ));
+                };
+                let width = bound_at - lower_at;
+                let splittable = width > MIN_SPLIT;
+                let complete = (returned as u32) < top && next_link.is_none();
+                if !complete && !splittable {
+                    let Some(link) = next_link else {
+                        return Err(Failure::Other(
+                            ErrorCode::MicrosoftUnavailable,
+                            format!(
+                                "more than {top} records share the instant {bound}, and the API gives no link to the rest"
+                            ),
+                        ));
+                    };
+                    open.next = Some(same_origin_link(&url, &link)?.to_string());
+                    checkpoint.window = Some(open);
+                    checkpoint = self.save(&checkpoint).await?;
+                    continue;
+                }
+                open.next = None;
+                if !complete {
+                    tracing::debug!(tenant = %tenant, source = %source.as_str(), returned, "incomplete answer: splitting its time range");
+                    open.floor = Some(odata_literal(&(bound_at - width / 2)));
+                    checkpoint.window = Some(open);
+                    checkpoint = self.save(&checkpoint).await?;
+                    continue;
+                }
+                if window.floor.is_some() || window.next.is_some() {
+                    // `[floor, bound]` is complete: the rest of the window lies below it, read
+                    // next in a range sized for this one's density.
+                    open.cursor = Some(lower.clone());
+                    let next_width = next_width(width, returned, top);
+                    open.floor = next_floor(lower_at, Some(next_width), parse_api_time(&low))
+                        .map(|floor| odata_literal(&floor));
+                    let finished = open.floor.is_none() && lower == low;
+                    checkpoint.window = Some(open);
+                    if !finished {
+                        checkpoint = self.save(&checkpoint).await?;
+                        continue;
+                    }
+                }
+                // The whole window answered: fall through to completing it.
+            }
             if (returned as u32) < top && next_link.is_none() {
                 // A short page: the window is done. The next one starts a little before this
                 // one's upper bound, for records that became visible late.
@@ -495,6 +585,8 @@ impl Fetcher {
                     checkpoint.window = Some(OpenWindow {
                         upper: window.upper.clone(),
                         cursor: Some(oldest),
+                        floor: None,
+                        next: None,
                     });
                     skip = 0;
                 }
@@ -504,11 +596,57 @@ impl Fetcher {
                     checkpoint.window = Some(OpenWindow {
                         upper: window.upper.clone(),
                         cursor: Some(bound.clone()),
+                        floor: None,
+                        next: None,
                     });
                 }
             }
             checkpoint = self.save(&checkpoint).await?;
         }
+    }
+
+    /// Where a pair's first run starts: where the retiring source it succeeds had got to (so a
+    /// deployment crossing over to Graph misses nothing and fetches no history again), else the
+    /// look-back.
+    async fn first_checkpoint(
+        &self,
+        tenant: &TenantId,
+        source: Source,
+    ) -> Result<Checkpoint, Failure> {
+        let mut fresh = Checkpoint::new(tenant.clone(), source.as_str());
+        let lookback =
+            Utc::now() - chrono::Duration::from_std(self.settings.lookback).unwrap_or_default();
+        // Only a crossing over: while the retiring source still runs beside its successor, the
+        // successor reads its own history (graph-alerts holds every product, not only MDE).
+        let predecessor = match source
+            .predecessor()
+            .filter(|predecessor| !self.settings.sources.contains(predecessor))
+        {
+            Some(predecessor) => self
+                .checkpoints
+                .checkpoint(tenant, predecessor.as_str())
+                .await?
+                .map(|checkpoint| (predecessor, checkpoint)),
+            None => None,
+        };
+        let start = match predecessor
+            .as_ref()
+            .and_then(|(_, checkpoint)| checkpoint.low.as_deref())
+            .and_then(parse_api_time)
+        {
+            Some(low) => {
+                let (predecessor, checkpoint) = predecessor.as_ref().expect("matched above");
+                // Its `low` already lies an overlap before its last window's end; one more
+                // overlap covers the difference between the two APIs' clocks.
+                let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+                fresh.newest_delivered = checkpoint.newest_delivered;
+                tracing::info!(tenant = %tenant, source = %source.as_str(), from = %predecessor.as_str(), low = %checkpoint.low.as_deref().unwrap_or(""), "first run continues from the retiring source's checkpoint");
+                migration_start(low, overlap, lookback)
+            }
+            None => lookback,
+        };
+        fresh.low = Some(odata_literal(&start));
+        Ok(fresh)
     }
 
     fn page_url(
@@ -596,6 +734,7 @@ impl Fetcher {
             .checkpoints
             .delivered(tenant, source.as_str(), &ids)
             .await?;
+        let inherited = self.inherited(tenant, source, records, &delivered).await?;
         let mut batch = Vec::new();
         let mut ledger = Vec::new();
         for record in records {
@@ -605,7 +744,16 @@ impl Fetcher {
                     continue;
                 }
                 Some(_) => Change::Updated,
-                None => Change::New,
+                None => match inherited.incidents.get(&record.id) {
+                    // The retiring source delivered this incident (same id) at this version or
+                    // a later one: nothing new for the consumer.
+                    Some(then) if *then >= record.last_update_at => {
+                        outcome.repeats += 1;
+                        continue;
+                    }
+                    Some(_) => Change::Updated,
+                    None => Change::New,
+                },
             };
             // The same record twice on one page (it changed between two reads): keep one.
             if ledger.iter().any(|(id, last): &(String, String)| {
@@ -627,6 +775,14 @@ impl Fetcher {
                 last_update_at: record.last_update_at,
                 change,
                 redirected_to: record.redirected_to.clone(),
+                continues: record
+                    .mde_alert_id
+                    .as_ref()
+                    .filter(|id| inherited.mde_alerts.contains(*id))
+                    .map(|id| Continues {
+                        source: Source::MdeAlerts,
+                        id: id.clone(),
+                    }),
                 raw: record.raw.clone(),
             });
         }
@@ -642,6 +798,57 @@ impl Fetcher {
             .await?;
         outcome.delivered += batch.len();
         Ok(())
+    }
+
+    /// What the retiring source this one succeeds already delivered of these records:
+    /// incidents keep their id across the crossing (a Graph incident's `id` is the M365 Defender
+    /// `incidentId`); a Graph alert from Defender for Endpoint carries the MDE alert's id.
+    async fn inherited(
+        &self,
+        tenant: &TenantId,
+        source: Source,
+        records: &[FetchedRecord],
+        delivered: &std::collections::HashMap<String, String>,
+    ) -> Result<Inherited, Failure> {
+        let mut inherited = Inherited::default();
+        // Only when crossing over: a deployment running both delivers each source's own copy.
+        let crossing = source
+            .predecessor()
+            .filter(|predecessor| !self.settings.sources.contains(predecessor));
+        match crossing {
+            Some(Source::M365dIncidents) => {
+                let unknown: Vec<String> = records
+                    .iter()
+                    .filter(|record| !delivered.contains_key(&record.id))
+                    .map(|record| record.id.clone())
+                    .collect();
+                if !unknown.is_empty() {
+                    inherited.incidents = self
+                        .checkpoints
+                        .delivered(tenant, Source::M365dIncidents.as_str(), &unknown)
+                        .await?
+                        .into_iter()
+                        .filter_map(|(id, last)| parse_api_time(&last).map(|at| (id, at)))
+                        .collect();
+                }
+            }
+            Some(Source::MdeAlerts) => {
+                let carried: Vec<String> = records
+                    .iter()
+                    .filter_map(|record| record.mde_alert_id.clone())
+                    .collect();
+                if !carried.is_empty() {
+                    inherited.mde_alerts = self
+                        .checkpoints
+                        .delivered(tenant, Source::MdeAlerts.as_str(), &carried)
+                        .await?
+                        .into_keys()
+                        .collect();
+                }
+            }
+            _ => {}
+        }
+        Ok(inherited)
     }
 
     async fn save(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, Failure> {
@@ -759,6 +966,16 @@ fn same_origin_link(page: &url::Url, link: &str) -> Result<url::Url, Failure> {
 }
 
 #[derive(Debug)]
+/// What a retiring predecessor delivered of a page's records.
+#[derive(Default)]
+struct Inherited {
+    /// Incident id → the last-update time the predecessor delivered.
+    incidents: std::collections::HashMap<String, chrono::DateTime<Utc>>,
+    /// MDE alert ids the predecessor delivered.
+    mde_alerts: std::collections::HashSet<String>,
+}
+
+#[derive(Debug)]
 enum Failure {
     Api(ApiError),
     Store(RegistryError),
@@ -788,9 +1005,92 @@ impl Failure {
     }
 }
 
+/// Where a Graph source's first run starts after its retiring predecessor: an overlap before
+/// where the predecessor had got to, never earlier than the look-back.
+fn migration_start(
+    predecessor_low: chrono::DateTime<Utc>,
+    overlap: chrono::Duration,
+    lookback: chrono::DateTime<Utc>,
+) -> chrono::DateTime<Utc> {
+    (predecessor_low - overlap).max(lookback)
+}
+
+/// The width of an unordered source's next query after one of `width` answered `returned`
+/// records completely: sized to fill about four fifths of a page at the density just seen
+/// (between half and four times the width), so that few answers come back full and are read
+/// again split.
+fn next_width(width: chrono::Duration, returned: usize, top: u32) -> chrono::Duration {
+    let target = f64::from(top) * 0.8;
+    let factor = if returned == 0 {
+        4.0
+    } else {
+        (target / returned as f64).clamp(0.5, 4.0)
+    };
+    let micros = (width.num_microseconds().unwrap_or(i64::MAX / 8) as f64 * factor) as i64;
+    chrono::Duration::microseconds(micros.max(1))
+}
+
+/// The next query's lower bound below `cursor` for an unordered source: one `span` down, or the
+/// rest of the window (`None`) when that reaches its low end.
+fn next_floor(
+    cursor: chrono::DateTime<Utc>,
+    span: Option<chrono::Duration>,
+    low: Option<chrono::DateTime<Utc>>,
+) -> Option<chrono::DateTime<Utc>> {
+    let floor = cursor - span?;
+    match low {
+        Some(low) if floor <= low => None,
+        _ => Some(floor),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_migration_starts_an_overlap_before_the_retiring_checkpoint() {
+        let low = "2026-12-01T10:00:00Z"
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap();
+        let overlap = chrono::Duration::seconds(300);
+        let lookback = low - chrono::Duration::days(7);
+        assert_eq!(
+            migration_start(low, overlap, lookback),
+            low - overlap,
+            "not the look-back: the history is not fetched again"
+        );
+        // A retiring checkpoint older than the look-back is not followed past it.
+        assert_eq!(
+            migration_start(lookback - chrono::Duration::days(30), overlap, lookback),
+            lookback
+        );
+    }
+
+    #[test]
+    fn the_next_range_is_sized_for_the_density_just_seen() {
+        let hour = chrono::Duration::hours(1);
+        // 20 of 50 in an hour: two hours fill 40.
+        assert_eq!(next_width(hour, 20, 50), hour * 2);
+        assert_eq!(next_width(hour, 0, 50), hour * 4);
+        let dense = next_width(hour, 49, 50);
+        assert!(dense > hour / 2 && dense < hour, "{dense}");
+        assert_eq!(next_width(hour, 500, 50), hour / 2);
+    }
+
+    #[test]
+    fn the_next_query_goes_one_span_down_or_to_the_windows_end() {
+        let cursor = "2026-12-01T10:00:00Z"
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap();
+        let hour = chrono::Duration::hours(1);
+        assert_eq!(
+            next_floor(cursor, Some(hour), Some(cursor - chrono::Duration::days(1))),
+            Some(cursor - hour)
+        );
+        assert_eq!(next_floor(cursor, Some(hour), Some(cursor - hour)), None);
+        assert_eq!(next_floor(cursor, None, Some(cursor - hour)), None);
+    }
 
     fn page() -> url::Url {
         url::Url::parse("https://graph.microsoft.com/v1.0/security/incidents?$top=50").unwrap()

@@ -134,6 +134,11 @@ impl FetchService {
                     retry_after_seconds,
                 } => Some(*retry_after_seconds),
                 PairResult::Partial => Some(0),
+                // Microsoft retired the route: no retry can help, the chain ends here.
+                PairResult::Failed {
+                    code: crate::ErrorCode::ApiRetired,
+                    ..
+                } => continue,
                 // A failure goes back to the queue: retried, then dead-lettered.
                 PairResult::Failed { .. } => None,
             };

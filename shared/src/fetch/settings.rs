@@ -32,7 +32,7 @@ pub struct FetchSettings {
     pub deadline_margin: Duration,
     pub graph_expand_alerts: bool,
     pub mde_expand_evidence: bool,
-    page_sizes: [Option<u32>; 3],
+    page_sizes: [Option<u32>; ALL_SOURCES.len()],
 }
 
 impl FetchSettings {
@@ -101,7 +101,7 @@ impl FetchSettings {
                 sources
             }
         };
-        let mut page_sizes = [None; 3];
+        let mut page_sizes = [None; ALL_SOURCES.len()];
         for (slot, source) in page_sizes.iter_mut().zip(ALL_SOURCES) {
             let variable = format!("{ENV_PAGE_SIZE_PREFIX}{}", source_suffix(source));
             let max = u64::from(super::super::defender::sources::spec(source).max_top);

@@ -91,6 +91,7 @@ pub fn record(
             .with_timezone(&Utc),
         change: Change::New,
         redirected_to: None,
+        continues: None,
         raw: RawValue::from_string(raw.to_owned()).expect("raw JSON"),
     }
 }

@@ -53,6 +53,9 @@ pub struct SinkLine {
     pub last_update_time: String,
     pub change: Change,
     pub redirected_to: Option<String>,
+    /// The retiring source's record this one continues (see [`super::Continues`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<super::Continues>,
     pub written_at: DateTime<Utc>,
     pub run: RunId,
     /// The record as received. A record that arrived spread over several lines has its line
@@ -80,6 +83,8 @@ struct LineOut<'a> {
     last_update_time: &'a str,
     change: Change,
     redirected_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    continues: Option<&'a super::Continues>,
     written_at: &'a str,
     run: &'a RunId,
     record: &'a RawValue,
@@ -126,6 +131,7 @@ pub(crate) fn write_lines<W: Write>(
             last_update_time: &record.last_update,
             change: record.change,
             redirected_to: record.redirected_to.as_deref(),
+            continues: record.continues.as_ref(),
             written_at,
             run,
             record: raw,
@@ -151,6 +157,7 @@ mod tests {
                 .with_timezone(&Utc),
             change: Change::New,
             redirected_to: Some("41".into()),
+            continues: None,
             raw: RawValue::from_string(raw.into()).unwrap(),
         }
     }
@@ -173,6 +180,26 @@ mod tests {
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].record.get(), r#"{"id" : "42","x":1.50}"#);
         assert_eq!(parsed[0].key, record.key());
+    }
+
+    #[test]
+    fn a_line_names_the_record_it_continues() {
+        let mut record = record("{}", "2026-11-24T23:59:59Z");
+        record.source = Source::GraphAlerts;
+        record.continues = Some(super::super::Continues {
+            source: Source::MdeAlerts,
+            id: "da637".into(),
+        });
+        let run: RunId = "run-1".parse().unwrap();
+        let mut out = Vec::new();
+        write_lines(&mut out, &run, "2026-11-25T05:12:00.000Z", &[&record]).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.contains(r#""continues":{"source":"mde-alerts","id":"da637"}"#),
+            "{text}"
+        );
+        let parsed = SinkLine::parse_all(&out).unwrap();
+        assert_eq!(parsed[0].continues, record.continues);
     }
 
     #[test]

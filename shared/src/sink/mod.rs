@@ -145,8 +145,18 @@ pub struct SinkRecord {
     pub change: Change,
     /// For a merged incident, the incident it was merged into.
     pub redirected_to: Option<String>,
+    /// The record of a retiring source this one continues under another id (a Graph alert that
+    /// `mde-alerts` delivered as an MDE alert).
+    pub continues: Option<Continues>,
     /// The record as received, byte for byte.
     pub raw: Box<RawValue>,
+}
+
+/// A record delivered by another source that this one continues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Continues {
+    pub source: Source,
+    pub id: String,
 }
 
 impl SinkRecord {

@@ -18,6 +18,14 @@ pub struct OpenWindow {
     pub upper: String,
     /// Everything newer than this, down from `upper`, is delivered; `None` before the first page.
     pub cursor: Option<String>,
+    /// Sources whose pages come in no documented order (Graph): the lower bound of the query in
+    /// progress when it covers only part of the rest of the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<String>,
+    /// And that query's next page (`@odata.nextLink`), so that a run cut short resumes the
+    /// chain instead of reading its first pages again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

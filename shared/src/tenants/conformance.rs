@@ -326,6 +326,9 @@ async fn checkpoints_are_versioned<R: Checkpoints>(store: &R) {
     first.window = Some(OpenWindow {
         upper: "2026-11-25T05:00:00.1234567Z".into(),
         cursor: Some("2026-11-25T04:00:00Z".into()),
+        // What an unordered source keeps between runs round-trips too.
+        floor: Some("2026-11-25T03:30:00Z".into()),
+        next: Some("https://graph.microsoft.com/v1.0/security/alerts_v2?$skiptoken=x".into()),
     });
     let saved = store.save_checkpoint(&first).await.unwrap();
     assert_eq!(saved.version, 1);
