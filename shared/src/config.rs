@@ -201,6 +201,8 @@ pub struct Settings {
     pub store: StoreLocation,
     pub token: TokenSettings,
     required_roles: [RoleRequirement; 3],
+    /// Whether each API's requirement was set (`DP_REQUIRED_ROLES_*`) rather than derived.
+    required_roles_explicit: [bool; 3],
     required_scopes: [RoleRequirement; 3],
     pub consent: ConsentSettings,
     pub signin: SignInSettings,
@@ -274,12 +276,17 @@ impl Settings {
             http_timeout: seconds(&get, ENV_HTTP_TIMEOUT_SECONDS, 10, 1..=300)?,
         };
 
+        // Unset, an API's requirement follows the configured sources (Graph: the roles of
+        // incidents or of alerts_v2); an explicit setting wins.
+        let sources = crate::fetch::settings::sources_from_lookup(get)?;
+        let required_roles_explicit = DefenderApi::ALL
+            .map(|api| get(&format!("{ENV_REQUIRED_ROLES_PREFIX}{}", api.env_suffix())).is_some());
         let required_roles = DefenderApi::ALL.map(|api| {
             let variable = format!("{ENV_REQUIRED_ROLES_PREFIX}{}", api.env_suffix());
             match get(&variable) {
                 Some(text) => RoleRequirement::parse(&text)
                     .map_err(|problem| ConfigError::new(variable, problem)),
-                None => Ok(RoleRequirement::default_for(api)),
+                None => Ok(RoleRequirement::for_sources(api, &sources)),
             }
         });
         let [m365d, mde, graph] = required_roles;
@@ -313,7 +320,7 @@ impl Settings {
             },
             apis: match get(ENV_CONSENT_APIS) {
                 Some(text) => parse_apis(&text)?,
-                None => vec![DefenderApi::M365d],
+                None => vec![DefenderApi::Graph],
             },
             state_ttl: seconds(&get, ENV_CONSENT_STATE_TTL_SECONDS, 3600, 60..=7 * 86_400)?,
             proof_window: seconds(&get, ENV_CONSENT_PROOF_SECONDS, 20, 0..=25)?,
@@ -364,6 +371,7 @@ impl Settings {
             store,
             token,
             required_roles: [m365d?, mde?, graph?],
+            required_roles_explicit,
             required_scopes: [scopes_m365d?, scopes_mde?, scopes_graph?],
             consent,
             signin,
@@ -377,6 +385,22 @@ impl Settings {
             .iter()
             .position(|candidate| *candidate == api)
             .expect("every API is listed")]
+    }
+
+    /// The roles a tenant must have granted for `source` to be fetched: the source's own roles,
+    /// unless `DP_REQUIRED_ROLES_*` sets its API's requirement, which then applies to every
+    /// source of that API.
+    pub fn source_roles(&self, source: crate::sink::Source) -> RoleRequirement {
+        let api = crate::defender::spec(source).api;
+        let index = DefenderApi::ALL
+            .iter()
+            .position(|candidate| *candidate == api)
+            .expect("every API is listed");
+        if self.required_roles_explicit[index] {
+            self.required_roles[index].clone()
+        } else {
+            RoleRequirement::default_for_source(source)
+        }
     }
 }
 
@@ -792,7 +816,7 @@ mod tests {
             .consent;
         assert_eq!(defaults.redirect_uri, None);
         assert_eq!(defaults.link, LinkKind::V2);
-        assert_eq!(defaults.apis, vec![DefenderApi::M365d]);
+        assert_eq!(defaults.apis, vec![DefenderApi::Graph]);
         assert_eq!(defaults.proof_window, Duration::from_secs(20));
         assert!(matches!(defaults.state_key, StateKeyLocation::File(_)));
         let chosen = settings(&[
@@ -813,6 +837,63 @@ mod tests {
             chosen.state_key,
             StateKeyLocation::SecretsManager { .. }
         ));
+    }
+
+    #[test]
+    fn graph_roles_follow_the_sources_unless_set() {
+        use crate::sink::Source;
+        let graph_roles = |granted: &[&str], pairs: &[(&str, &str)]| {
+            let mut pairs = pairs.to_vec();
+            pairs.push((ENV_CREDENTIAL_SECRET_ID, "x"));
+            let granted: Vec<String> = granted.iter().map(|role| role.to_string()).collect();
+            settings(&pairs)
+                .unwrap()
+                .required_roles(DefenderApi::Graph)
+                .missing(&granted)
+        };
+        // Default sources (graph-incidents, graph-alerts): either source's roles make a usable
+        // Graph token; the sources are then planned one by one.
+        assert_eq!(graph_roles(&["SecurityIncident.Read.All"], &[]), None);
+        assert_eq!(graph_roles(&["SecurityAlert.ReadWrite.All"], &[]), None);
+        assert!(graph_roles(&["Incident.Read.All"], &[]).is_some());
+        // Only alerts_v2 configured: the incident role is not enough.
+        assert!(
+            graph_roles(
+                &["SecurityIncident.Read.All"],
+                &[("DP_SOURCES", "graph-alerts")]
+            )
+            .is_some()
+        );
+        // An explicit setting wins.
+        let explicit = [(
+            "DP_REQUIRED_ROLES_GRAPH",
+            "SecurityIncident.Read.All,SecurityAlert.Read.All",
+        )];
+        assert!(graph_roles(&["SecurityIncident.Read.All"], &explicit).is_some());
+        assert_eq!(
+            graph_roles(
+                &["SecurityIncident.Read.All", "SecurityAlert.Read.All"],
+                &explicit
+            ),
+            None
+        );
+        let derived = settings(&[(ENV_CREDENTIAL_SECRET_ID, "x")]).unwrap();
+        assert_eq!(
+            derived.source_roles(Source::GraphAlerts).to_string(),
+            "SecurityAlert.Read.All|SecurityAlert.ReadWrite.All"
+        );
+        let mut pairs = explicit.to_vec();
+        pairs.push((ENV_CREDENTIAL_SECRET_ID, "x"));
+        assert_eq!(
+            settings(&pairs)
+                .unwrap()
+                .source_roles(Source::GraphIncidents)
+                .to_string(),
+            "SecurityIncident.Read.All,SecurityAlert.Read.All"
+        );
+        let error =
+            settings(&[(ENV_CREDENTIAL_SECRET_ID, "x"), ("DP_SOURCES", "sentinel")]).unwrap_err();
+        assert_eq!(error.variable, "DP_SOURCES");
     }
 
     const APP_ID: &str = "11111111-1111-4111-8111-111111111111";

@@ -729,9 +729,13 @@ async fn a_short_run_leaves_pending_tenants_for_the_next_cycle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
+    // The retiring source, proven through its own API (the default consent proves Graph).
     let fixture = Fixture::start(
         [(5, 0), (0, 0), (0, 0)],
-        &[("DP_SOURCES", "m365d-incidents")],
+        &[
+            ("DP_SOURCES", "m365d-incidents"),
+            ("DP_CONSENT_APIS", "m365d"),
+        ],
     )
     .await;
     let alpha = TenantId::parse(ALPHA).unwrap();

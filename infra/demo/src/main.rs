@@ -3,6 +3,10 @@
 //! token for each API through the same service `mint-token` runs, and prints what happened.
 //! Tokens are shown only with `--show-tokens`.
 //!
+//! Graph first: the ingestion runs on the Graph security API (`graph-incidents`, `graph-alerts`),
+//! the only one Microsoft answers after 2027-02-01 (MC1220762), and the onboarding consent asks
+//! for Graph. The retiring APIs (M365 Defender, Defender for Endpoint) are still shown, marked.
+//!
 //! `--credential aws_federated` runs it all with the secretless credential: the app's credential
 //! is `{"client_id", "credential": "aws_federated"}`, every Entra token request sends an AWS web
 //! identity token (from the emulator's STS, as a Lambda gets one from AWS STS) as the client
@@ -19,6 +23,7 @@ use defender_partner::config::{
     ENV_SQLITE_PATH, ENV_STATE_KEY_FILE, ENV_TABLE_NAME, Settings,
 };
 use defender_partner::consent::{CallbackAnswer, ConsentService};
+use defender_partner::fetch::settings::{DEFAULT_SOURCES, RETIREMENT_DATE};
 use defender_partner::fetch::{FetchService, PairResult};
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
@@ -39,6 +44,8 @@ struct SampleTenant {
     name: &'static str,
     status: TenantStatus,
     note: &'static str,
+    /// The roles its consent granted, as a consent proof records them.
+    roles: &'static [&'static str],
 }
 
 const SAMPLE_TENANTS: [SampleTenant; 4] = [
@@ -46,25 +53,34 @@ const SAMPLE_TENANTS: [SampleTenant; 4] = [
         id: demo::CONTOSO_TENANT_ID,
         name: "Contoso",
         status: TenantStatus::Active,
-        note: "consented to all three APIs",
+        note: "consented to Graph (incidents and alerts) and the two retiring APIs",
+        roles: &[
+            "SecurityIncident.Read.All",
+            "SecurityAlert.Read.All",
+            "Incident.Read.All",
+            "Alert.Read.All",
+        ],
     },
     SampleTenant {
         id: demo::FABRIKAM_TENANT_ID,
         name: "Fabrikam",
         status: TenantStatus::Active,
-        note: "consented to Microsoft 365 Defender only",
+        note: "consented to Microsoft 365 Defender only (retiring): needs a Graph consent",
+        roles: &["Incident.Read.All"],
     },
     SampleTenant {
         id: demo::NORTHWIND_TENANT_ID,
         name: "Northwind",
         status: TenantStatus::Pending,
         note: "onboarding not finished",
+        roles: &[],
     },
     SampleTenant {
         id: demo::WOODGROVE_TENANT_ID,
         name: "Woodgrove",
         status: TenantStatus::Pending,
-        note: "onboarded below through admin consent",
+        note: "onboarded below through admin consent to Graph",
+        roles: &[],
     },
 ];
 
@@ -132,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let emulator = defender_emulator::start(
-        defender_emulator::Scenario::demo(),
+        graph_first_scenario(),
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     )
     .await
@@ -180,10 +196,10 @@ async fn main() -> anyhow::Result<()> {
         ("DP_SINK_BUCKET", String::new()),
         ("DP_EVENT_BUS", String::new()),
         ("DP_FETCH_QUEUE_URL", String::new()),
-        (
-            "DP_SOURCES",
-            "m365d-incidents,graph-incidents,mde-alerts".to_owned(),
-        ),
+        // Graph first: the sources and the consent every deployment now starts with.
+        ("DP_SOURCES", graph_sources()),
+        ("DP_CONSENT_APIS", "graph".to_owned()),
+        ("DP_REQUIRED_ROLES_GRAPH", String::new()),
         (ENV_TABLE_NAME, String::new()),
         ("DP_CREDENTIAL_FILE", String::new()),
     ]);
@@ -210,6 +226,10 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("  tenant registry    {registry_path} (SQLite)");
+    println!(
+        "  sources            {} (Microsoft Graph security API); retiring after {RETIREMENT_DATE}: m365d-incidents, mde-alerts",
+        graph_sources().replace(',', ", ")
+    );
     println!();
     println!("Registered customer tenants:");
     for sample in SAMPLE_TENANTS
@@ -218,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
     {
         let mut record = TenantRecord::new(TenantId::parse(sample.id)?, sample.name, sample.status);
         record.customer_ref = Some(format!("DEMO-{}", sample.name.to_uppercase()));
+        record.roles = sample.roles.iter().map(|role| role.to_string()).collect();
         services.registry.upsert(&record).await?;
         println!(
             "  {}  {:<10} {:<8} {}",
@@ -232,7 +253,13 @@ async fn main() -> anyhow::Result<()> {
     let mut minted = 0;
     let mut refused = 0;
     for sample in &SAMPLE_TENANTS {
-        for api in DefenderApi::ALL {
+        // Graph first; the retiring APIs still answer until the retirement date.
+        for api in [DefenderApi::Graph, DefenderApi::M365d, DefenderApi::Mde] {
+            let retiring = if api == DefenderApi::Graph {
+                String::new()
+            } else {
+                format!(" (retiring {RETIREMENT_DATE})")
+            };
             let request = MintRequest {
                 tenant: Some(sample.id.to_owned()),
                 api: Some(api.code().to_owned()),
@@ -244,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
                 Ok(token) => {
                     minted += 1;
                     println!(
-                        "  {:<10} {:<6} ok       roles [{}], expires {} (in {} s)",
+                        "  {:<10} {:<6} ok       roles [{}], expires {} (in {} s){retiring}",
                         sample.name,
                         api.code(),
                         token.roles.join(", "),
@@ -258,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
                 Err(error) => {
                     refused += 1;
                     println!(
-                        "  {:<10} {:<6} refused  {}: {}",
+                        "  {:<10} {:<6} refused  {}: {}{retiring}",
                         sample.name,
                         api.code(),
                         error.code(),
@@ -280,6 +307,55 @@ async fn main() -> anyhow::Result<()> {
     }
     emulator.shutdown().await;
     Ok(())
+}
+
+/// `DP_SOURCES` of the demo: the Graph sources, the default of every deployment.
+fn graph_sources() -> String {
+    DEFAULT_SOURCES
+        .iter()
+        .map(|source| source.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The emulator's demo scenario as a Graph-first partner has it: the app registration lists
+/// `SecurityAlert.Read.All` on Graph beside `SecurityIncident.Read.All` (so an admin consent to
+/// Graph grants both), and Contoso granted it too.
+fn graph_first_scenario() -> defender_emulator::Scenario {
+    const GRAPH: &str = "https://graph.microsoft.com";
+    const ALERT_ROLE: &str = "SecurityAlert.Read.All";
+    let mut scenario = defender_emulator::Scenario::demo();
+    for app in scenario
+        .apps
+        .iter_mut()
+        .filter(|app| app.client_id == demo::CLIENT_ID)
+    {
+        for permission in app
+            .required_permissions
+            .iter_mut()
+            .filter(|permission| permission.resource == GRAPH)
+        {
+            if !permission.roles.iter().any(|role| role == ALERT_ROLE) {
+                permission.roles.push(ALERT_ROLE.to_owned());
+            }
+        }
+    }
+    for tenant in scenario
+        .tenants
+        .iter_mut()
+        .filter(|tenant| tenant.id == demo::CONTOSO_TENANT_ID)
+    {
+        for grant in tenant
+            .grants
+            .iter_mut()
+            .filter(|grant| grant.client_id == demo::CLIENT_ID && grant.resource == GRAPH)
+        {
+            if !grant.roles.iter().any(|role| role == ALERT_ROLE) {
+                grant.roles.push(ALERT_ROLE.to_owned());
+            }
+        }
+    }
+    scenario
 }
 
 /// The AWS configuration of the secretless run: a Lambda's AWS SDK finds STS in its region (or at
@@ -396,7 +472,20 @@ async fn act_as_signed_in_analyst(services: &Services) -> anyhow::Result<()> {
 /// the consent and records the tenant. A browser does the clicking in the end-to-end test; here
 /// the forms are submitted as a browser would.
 async fn onboard_woodgrove(services: &Services) -> anyhow::Result<()> {
-    println!("Onboarding a new customer (Woodgrove) through admin consent:");
+    println!(
+        "Onboarding a new customer (Woodgrove) through admin consent to {}:",
+        services
+            .settings
+            .consent
+            .apis
+            .iter()
+            .map(|api| match api {
+                DefenderApi::Graph => "Microsoft Graph".to_owned(),
+                other => format!("{} (retiring {RETIREMENT_DATE})", other.code()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let consent = ConsentService::build(services).await?;
     let link = consent.start("DEMO-WOODGROVE", None, None).await?;
     println!(
@@ -479,10 +568,21 @@ async fn ingest(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<()> {
     let fetch = FetchService::build(services, lookup).await?;
-    println!("Incidents flowing into the embedded sink ({DEMO_SINK}):");
+    println!(
+        "Incidents and alerts flowing in from Microsoft Graph ({}) into the embedded sink ({DEMO_SINK}):",
+        graph_sources().replace(',', ", ")
+    );
     let deadline = || tokio::time::Instant::now() + std::time::Duration::from_secs(300);
     let report = fetch.scheduled(deadline()).await?;
     print_outcomes("first run", &report.outcomes);
+    for skipped in &report.not_planned {
+        println!(
+            "    {:<10} {:<16} not planned ({}): the consent does not grant its Graph roles; a new consent link is needed (dp-operator migration --issue-links)",
+            tenant_name(skipped.tenant_id.as_str()),
+            skipped.source.as_str(),
+            skipped.code
+        );
+    }
     let again = fetch.scheduled(deadline()).await?;
     let repeats: usize = again.outcomes.iter().map(|outcome| outcome.delivered).sum();
     println!("  second run: {repeats} records delivered (nothing changed, nothing repeated)");
@@ -494,8 +594,9 @@ async fn ingest(
     let third = fetch.scheduled(deadline()).await?;
     let updated: usize = third.outcomes.iter().map(|outcome| outcome.updated).sum();
     println!(
-        "  5 Contoso incidents change; third run: {updated} updates delivered (incident + Graph views, and their MDE alerts)"
+        "  5 Contoso incidents change; third run: {updated} updates delivered (the Graph incidents and their alerts_v2 alerts)"
     );
+    print_outcomes("third run", &third.outcomes);
     let files = count_files(std::path::Path::new(DEMO_SINK));
     println!(
         "  {files} NDJSON files under {DEMO_SINK}/incidents/tenant=<id>/source=<name>/date=<day>/"
@@ -506,10 +607,7 @@ async fn ingest(
 fn print_outcomes(title: &str, outcomes: &[defender_partner::fetch::PairOutcome]) {
     println!("  {title}:");
     for outcome in outcomes {
-        let name = SAMPLE_TENANTS
-            .iter()
-            .find(|sample| sample.id == outcome.tenant_id.as_str())
-            .map_or("?", |sample| sample.name);
+        let name = tenant_name(outcome.tenant_id.as_str());
         let result = match &outcome.result {
             PairResult::Failed { code, .. } => format!("failed ({code})"),
             other => serde_json::to_value(other)
@@ -525,6 +623,13 @@ fn print_outcomes(title: &str, outcomes: &[defender_partner::fetch::PairOutcome]
             outcome.pages
         );
     }
+}
+
+fn tenant_name(id: &str) -> &'static str {
+    SAMPLE_TENANTS
+        .iter()
+        .find(|sample| sample.id == id)
+        .map_or("?", |sample| sample.name)
 }
 
 fn count_files(dir: &std::path::Path) -> usize {

@@ -40,6 +40,13 @@ fn the_main_job_onboards_mints_and_ingests_on_embedded_defaults() {
         "second run: 0 records delivered",
         "third run: ",
         "updates delivered",
+        // Graph first: the sources, the onboarding consent, the retiring APIs marked.
+        "sources            graph-incidents, graph-alerts (Microsoft Graph security API)",
+        "through admin consent to Microsoft Graph:",
+        "roles [SecurityAlert.Read.All, SecurityIncident.Read.All]",
+        "(retiring 2027-02-01)",
+        "flowing in from Microsoft Graph (graph-incidents, graph-alerts)",
+        "Fabrikam   graph-alerts     not planned (roles_missing)",
     ] {
         assert!(
             stdout.contains(expected),
@@ -54,10 +61,44 @@ fn the_main_job_onboards_mints_and_ingests_on_embedded_defaults() {
         !stderr.contains('\u{1b}'),
         "colour codes in redirected logs"
     );
-    // What it left behind: the embedded registry and the sink's NDJSON files.
+    // Every run pulls the Graph sources only, and the first delivers from both.
+    let runs: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains(" complete "))
+        .collect();
+    assert!(!runs.is_empty(), "{stdout}");
+    for line in &runs {
+        assert!(
+            line.contains("graph-incidents") || line.contains("graph-alerts"),
+            "a retiring source ran: {line}"
+        );
+    }
+    for source in ["graph-incidents", "graph-alerts"] {
+        assert!(
+            runs.iter()
+                .any(|line| line.contains(&format!("Contoso    {source}"))
+                    && !line.contains(" 0 new   0 updated")),
+            "nothing delivered from {source}:\n{stdout}"
+        );
+    }
+    let third = stdout.split("third run:").nth(2).unwrap_or_default();
+    assert!(
+        third.contains("Contoso    graph-incidents  complete                    0 new   5 updated"),
+        "{stdout}"
+    );
+    // What it left behind: the embedded registry and the sink's NDJSON files, per Graph source.
     assert!(dir.join(".local/demo.sqlite").is_file());
     let sink = dir.join(".local/demo-sink/incidents");
     assert!(sink.is_dir(), "no sink folder at {}", sink.display());
+    let contoso = sink.join("tenant=22222222-2222-4222-8222-222222222222");
+    for source in ["graph-incidents", "graph-alerts"] {
+        assert!(
+            contoso.join(format!("source={source}")).is_dir(),
+            "no {source} records under {}",
+            contoso.display()
+        );
+    }
+    assert!(!contoso.join("source=m365d-incidents").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

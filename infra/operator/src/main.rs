@@ -4,6 +4,7 @@
 
 mod device_signin;
 mod federation;
+mod migration;
 
 use std::process::ExitCode;
 
@@ -18,7 +19,8 @@ use defender_partner::tenants::TenantRecord;
 #[derive(Parser)]
 #[command(
     name = "dp-operator",
-    about = "Operate defender-partner: onboarding and the tenant registry"
+    about = "Operate defender-partner: onboarding, the tenant registry, the crossing to Graph",
+    after_help = "Sources and APIs: graph-incidents and graph-alerts (Microsoft Graph security API, api graph) are the default. m365d-incidents (Defender XDR /api/incidents, api m365d) and mde-alerts (Defender for Endpoint /api/alerts, api mde) are RETIRING: Microsoft stops answering them after 2027-02-01 (MC1220762). `dp-operator migration` shows what each tenant needs."
 )]
 struct Cli {
     /// Print JSON instead of text.
@@ -44,6 +46,14 @@ enum Command {
     },
     /// What to register on the Entra app for the secretless (aws_federated) credential.
     Federation(federation::FederationArgs),
+    /// Crossing over to Graph before 2027-02-01: per tenant, the sources run (DP_SOURCES), the
+    /// retiring ones (m365d-incidents, mde-alerts), whether the Graph permissions are granted,
+    /// and the action. Exits non-zero when any tenant needs action.
+    Migration {
+        /// Issue a consent link, bound to the tenant, for every tenant that needs a new consent.
+        #[arg(long)]
+        issue_links: bool,
+    },
     /// The tenant registry.
     Tenants {
         #[command(subcommand)]
@@ -55,7 +65,7 @@ enum Command {
         /// The customer tenant's id or verified domain.
         #[arg(long)]
         tenant: String,
-        /// m365d (default), mde or graph.
+        /// m365d (default; retiring 2027-02-01), mde (retiring 2027-02-01) or graph.
         #[arg(long, default_value = "m365d")]
         api: DefenderApi,
         /// Then read the API's incidents (alerts for mde), one record.
@@ -84,7 +94,9 @@ enum TenantsCommand {
 async fn main() -> ExitCode {
     telemetry::init_with_default(LogFormat::Text, "warn");
     match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // The command ran and found something to do (`migration`: a tenant needs action).
+        Ok(false) => ExitCode::from(2),
         Err(error) => {
             eprintln!("dp-operator: {error:#}");
             ExitCode::FAILURE
@@ -92,13 +104,18 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// `Ok(false)`: the command ran and reports that something needs the operator's action.
+async fn run(cli: Cli) -> anyhow::Result<bool> {
     // Needs no credential, registry or settings beyond its own: runs before the app is set up.
     if let Command::Federation(args) = cli.command {
-        return federation::run(args, cli.json).await;
+        federation::run(args, cli.json).await?;
+        return Ok(true);
     }
     let services = Services::from_env().await?;
     match cli.command {
+        Command::Migration { issue_links } => {
+            return migration::run(&services, issue_links, cli.json).await;
+        }
         Command::ConsentLink {
             customer,
             link,
@@ -162,7 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Federation(_) => unreachable!("handled before the services are built"),
     }
-    Ok(())
+    Ok(true)
 }
 
 fn print_one(record: &TenantRecord, json: bool) -> anyhow::Result<()> {

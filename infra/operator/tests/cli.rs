@@ -122,7 +122,8 @@ async fn an_operator_onboards_verifies_lists_and_offboards() {
         ])
         .await;
     assert_eq!(contoso["status"], "active");
-    assert_eq!(contoso["roles"], json!(["Incident.Read.All"]));
+    // The default consent proves Graph.
+    assert_eq!(contoso["roles"], json!(["SecurityIncident.Read.All"]));
     let woodgrove = operator
         .json(&[
             "--json",

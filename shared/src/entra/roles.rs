@@ -2,6 +2,7 @@
 //! `A|B,C` (A or B, and C).
 
 use crate::api::DefenderApi;
+use crate::sink::Source;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleRequirement {
@@ -38,6 +39,50 @@ impl RoleRequirement {
             DefenderApi::Graph => "SecurityIncident.Read.All|SecurityIncident.ReadWrite.All",
         };
         RoleRequirement::parse(text).expect("built-in requirements parse")
+    }
+
+    /// The least one source needs: its API's default, except on Graph, where incidents and
+    /// `alerts_v2` need different roles (the incident roles do not open `alerts_v2`).
+    pub fn default_for_source(source: Source) -> RoleRequirement {
+        match source {
+            Source::GraphIncidents => {
+                RoleRequirement::parse("SecurityIncident.Read.All|SecurityIncident.ReadWrite.All")
+                    .expect("built-in requirements parse")
+            }
+            Source::GraphAlerts => {
+                RoleRequirement::parse("SecurityAlert.Read.All|SecurityAlert.ReadWrite.All")
+                    .expect("built-in requirements parse")
+            }
+            Source::M365dIncidents => RoleRequirement::default_for(DefenderApi::M365d),
+            Source::MdeAlerts => RoleRequirement::default_for(DefenderApi::Mde),
+        }
+    }
+
+    /// What a token for `api` must carry when `sources` are configured: the roles of any one of
+    /// the API's configured sources (a token good for one source is a usable token; which
+    /// sources a tenant is fetched for is decided per source from its recorded roles). With none
+    /// of them configured, the API's default.
+    pub fn for_sources(api: DefenderApi, sources: &[Source]) -> RoleRequirement {
+        let mut any_of: Vec<String> = Vec::new();
+        for source in sources
+            .iter()
+            .filter(|source| crate::defender::spec(**source).api == api)
+        {
+            for group in RoleRequirement::default_for_source(*source).all_of {
+                for role in group {
+                    if !any_of.contains(&role) {
+                        any_of.push(role);
+                    }
+                }
+            }
+        }
+        if any_of.is_empty() {
+            RoleRequirement::default_for(api)
+        } else {
+            RoleRequirement {
+                all_of: vec![any_of],
+            }
+        }
     }
 
     /// The delegated permissions (`scp`) a user's token for `api` must carry for the partner's
@@ -123,6 +168,45 @@ mod tests {
         assert_eq!(graph.missing(&roles(&["SecurityIncident.Read.All"])), None);
         let mde = RoleRequirement::default_scopes_for(DefenderApi::Mde);
         assert!(mde.missing(&roles(&["Alert.Read.All"])).is_some());
+    }
+
+    #[test]
+    fn graph_requirement_follows_the_configured_sources() {
+        let both = RoleRequirement::for_sources(
+            DefenderApi::Graph,
+            &[Source::GraphIncidents, Source::GraphAlerts],
+        );
+        assert_eq!(
+            both.to_string(),
+            "SecurityIncident.Read.All|SecurityIncident.ReadWrite.All|SecurityAlert.Read.All|SecurityAlert.ReadWrite.All"
+        );
+        assert_eq!(
+            both.missing(&roles(&[
+                "SecurityIncident.Read.All",
+                "SecurityAlert.Read.All"
+            ])),
+            None
+        );
+        assert_eq!(both.missing(&roles(&["SecurityAlert.ReadWrite.All"])), None);
+        assert!(both.missing(&roles(&["Incident.Read.All"])).is_some());
+        let alerts = RoleRequirement::for_sources(DefenderApi::Graph, &[Source::GraphAlerts]);
+        assert_eq!(
+            alerts.to_string(),
+            "SecurityAlert.Read.All|SecurityAlert.ReadWrite.All"
+        );
+        assert!(
+            alerts
+                .missing(&roles(&["SecurityIncident.Read.All"]))
+                .is_some()
+        );
+        assert_eq!(
+            RoleRequirement::for_sources(DefenderApi::Graph, &[Source::M365dIncidents]),
+            RoleRequirement::default_for(DefenderApi::Graph)
+        );
+        assert_eq!(
+            RoleRequirement::for_sources(DefenderApi::M365d, &[Source::M365dIncidents]),
+            RoleRequirement::default_for(DefenderApi::M365d)
+        );
     }
 
     #[test]

@@ -18,25 +18,53 @@ pub const ROLES_MISSING_PREFIX: &str = "roles_missing: ";
 /// roles of a tenant come from that proof, so only for those APIs does an absent role mean
 /// "not granted"; another API's roles were never asked for, and its sources are planned as
 /// before (they fail on their own if the tenant did not grant them).
+/// On Graph each source has its own roles (`SecurityIncident.*` for incidents,
+/// `SecurityAlert.*` for `alerts_v2`), so a tenant that granted one of them is fetched for that
+/// source and reported `roles_missing` for the other.
 #[derive(Debug, Clone)]
 pub struct SourceRoles {
     proven: Vec<(DefenderApi, RoleRequirement)>,
+    /// Requirements of single sources, judged before their API's.
+    per_source: Vec<(Source, RoleRequirement)>,
 }
 
 impl SourceRoles {
     pub fn from_settings(settings: &Settings) -> SourceRoles {
+        let apis = &settings.consent.apis;
         SourceRoles {
-            proven: settings
-                .consent
-                .apis
+            proven: apis
                 .iter()
                 .map(|api| (*api, settings.required_roles(*api).clone()))
+                .collect(),
+            per_source: Source::ALL
+                .into_iter()
+                .filter(|source| apis.contains(&spec(*source).api))
+                .map(|source| (source, settings.source_roles(source)))
                 .collect(),
         }
     }
 
+    /// One requirement per proven API, for every source of that API.
     pub fn new(proven: Vec<(DefenderApi, RoleRequirement)>) -> SourceRoles {
-        SourceRoles { proven }
+        SourceRoles {
+            proven,
+            per_source: Vec::new(),
+        }
+    }
+
+    /// Each source's own requirement, for the sources of the proven APIs.
+    pub fn per_source(sources: Vec<(Source, RoleRequirement)>) -> SourceRoles {
+        let mut proven: Vec<(DefenderApi, RoleRequirement)> = Vec::new();
+        for (source, requirement) in &sources {
+            let api = spec(*source).api;
+            if !proven.iter().any(|(known, _)| *known == api) {
+                proven.push((api, requirement.clone()));
+            }
+        }
+        SourceRoles {
+            proven,
+            per_source: sources,
+        }
     }
 
     /// The role groups `granted` lacks for `source`, or `None` when it may be fetched. A tenant
@@ -44,6 +72,13 @@ impl SourceRoles {
     pub fn missing(&self, source: Source, granted: &[String]) -> Option<Vec<String>> {
         if granted.is_empty() {
             return None;
+        }
+        if let Some((_, requirement)) = self
+            .per_source
+            .iter()
+            .find(|(candidate, _)| *candidate == source)
+        {
+            return requirement.missing(granted);
         }
         let api = spec(source).api;
         self.proven
@@ -217,6 +252,71 @@ mod tests {
         assert!(skipped.is_empty());
         let (planned, _) = plan_sources(&ALL, &m365d_only, &granted(&["Alert.Read.All"]));
         assert_eq!(planned, vec![Source::GraphIncidents, Source::MdeAlerts]);
+    }
+
+    fn graph_roles() -> SourceRoles {
+        SourceRoles::per_source(
+            [Source::GraphIncidents, Source::GraphAlerts]
+                .into_iter()
+                .map(|source| (source, RoleRequirement::default_for_source(source)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_tenant_without_the_alert_role_runs_graph_incidents_only() {
+        let sources = [Source::GraphIncidents, Source::GraphAlerts];
+        let (planned, skipped) = plan_sources(
+            &sources,
+            &graph_roles(),
+            &granted(&["SecurityIncident.Read.All"]),
+        );
+        assert_eq!(planned, vec![Source::GraphIncidents]);
+        assert_eq!(
+            skipped,
+            vec![(
+                Source::GraphAlerts,
+                vec!["SecurityAlert.Read.All|SecurityAlert.ReadWrite.All".to_owned()]
+            )]
+        );
+        let reason = roles_missing_reason(&skipped).unwrap();
+        assert!(
+            reason.contains("graph-alerts (needs SecurityAlert.Read.All"),
+            "{reason}"
+        );
+        let (planned, skipped) = plan_sources(
+            &sources,
+            &graph_roles(),
+            &granted(&[
+                "SecurityIncident.ReadWrite.All",
+                "SecurityAlert.ReadWrite.All",
+            ]),
+        );
+        assert_eq!(planned, sources.to_vec());
+        assert!(skipped.is_empty());
+        // The retiring sources' APIs are not proven by a Graph consent: not judged.
+        let (planned, _) = plan_sources(
+            &[Source::M365dIncidents, Source::GraphAlerts],
+            &graph_roles(),
+            &granted(&["SecurityIncident.Read.All"]),
+        );
+        assert_eq!(planned, vec![Source::M365dIncidents]);
+        let mut record = TenantRecord::new(
+            crate::tenant_id::TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap(),
+            "T",
+            TenantStatus::Active,
+        );
+        record.roles = granted(&["SecurityIncident.Read.All"]);
+        assert_eq!(
+            admit(Some(&record), Source::GraphAlerts, &graph_roles())
+                .unwrap_err()
+                .code,
+            ErrorCode::RolesMissing
+        );
+        assert_eq!(
+            admit(Some(&record), Source::GraphIncidents, &graph_roles()),
+            Ok(())
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ impl FetchService {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<FetchService, ConfigError> {
         let settings = FetchSettings::from_lookup(&lookup)?;
+        // Once per cold start: a source on an API Microsoft retires still works until then.
+        settings.warn_retiring();
         let sink_settings = SinkSettings::from_lookup(&lookup)?;
         // The registry and credential may be local while the sink or queue are in AWS.
         let loaded;

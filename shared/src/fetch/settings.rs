@@ -16,6 +16,64 @@ pub const ENV_GRAPH_EXPAND_ALERTS: &str = "DP_GRAPH_EXPAND_ALERTS";
 pub const ENV_MDE_EXPAND_EVIDENCE: &str = "DP_MDE_EXPAND_EVIDENCE";
 pub const ENV_PAGE_SIZE_PREFIX: &str = "DP_PAGE_SIZE_";
 
+/// What is pulled when `DP_SOURCES` is not set: the Graph security API, the only one that answers
+/// after the retirement.
+pub const DEFAULT_SOURCES: [Source; 2] = [Source::GraphIncidents, Source::GraphAlerts];
+
+/// The day after which Microsoft no longer answers the retiring sources' APIs (MC1220762).
+pub const RETIREMENT_DATE: &str = "2027-02-01";
+
+/// Parses a `DP_SOURCES` value: comma-separated names, repeats dropped, at least one.
+pub fn parse_sources(text: &str) -> Result<Vec<Source>, ConfigError> {
+    let mut sources = Vec::new();
+    for name in text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        let source: Source = name.parse().map_err(|_| ConfigError {
+            variable: ENV_SOURCES.to_owned(),
+            problem: format!(
+                "unknown source {name:?}: use graph-incidents, graph-alerts, or the retiring m365d-incidents, mde-alerts (until {RETIREMENT_DATE})"
+            ),
+        })?;
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
+    }
+    if sources.is_empty() {
+        return Err(ConfigError {
+            variable: ENV_SOURCES.to_owned(),
+            problem: "names no source".into(),
+        });
+    }
+    Ok(sources)
+}
+
+/// The sources `DP_SOURCES` names through `lookup`, or the default.
+pub fn sources_from_lookup(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Source>, ConfigError> {
+    match lookup(ENV_SOURCES).filter(|value| !value.trim().is_empty()) {
+        None => Ok(DEFAULT_SOURCES.to_vec()),
+        Some(text) => parse_sources(&text),
+    }
+}
+
+/// The warning for a configured source whose API Microsoft retires, or `None` for a Graph source.
+pub fn retiring_warning(source: Source) -> Option<String> {
+    if !source.is_retiring() {
+        return None;
+    }
+    let successor = source
+        .successor()
+        .map_or("a Graph source", |successor| successor.as_str());
+    Some(format!(
+        "source {} is retiring: Microsoft stops answering its API after {RETIREMENT_DATE} (MC1220762); switch {ENV_SOURCES} to {successor} (`dp-operator migration` shows what each tenant needs)",
+        source.as_str()
+    ))
+}
+
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
     pub sources: Vec<Source>,
@@ -76,31 +134,7 @@ impl FetchSettings {
                 Some(text) => Err(error(variable, format!("{text:?} is not true or false"))),
             }
         };
-        let sources = match get(ENV_SOURCES) {
-            None => vec![Source::M365dIncidents],
-            Some(text) => {
-                let mut sources = Vec::new();
-                for name in text
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|name| !name.is_empty())
-                {
-                    let source: Source = name.parse().map_err(|_| {
-                        error(
-                            ENV_SOURCES,
-                            format!("unknown source {name:?}: use m365d-incidents, graph-incidents, mde-alerts"),
-                        )
-                    })?;
-                    if !sources.contains(&source) {
-                        sources.push(source);
-                    }
-                }
-                if sources.is_empty() {
-                    return Err(error(ENV_SOURCES, "names no source".into()));
-                }
-                sources
-            }
-        };
+        let sources = sources_from_lookup(get)?;
         let mut page_sizes = [None; ALL_SOURCES.len()];
         for (slot, source) in page_sizes.iter_mut().zip(ALL_SOURCES) {
             let variable = format!("{ENV_PAGE_SIZE_PREFIX}{}", source_suffix(source));
@@ -121,6 +155,25 @@ impl FetchSettings {
             mde_expand_evidence: flag(ENV_MDE_EXPAND_EVIDENCE)?,
             page_sizes,
         })
+    }
+
+    /// Logs one warning for each configured source whose API Microsoft retires. Called once where
+    /// the job is assembled (a cold start), not on every run.
+    pub fn warn_retiring(&self) {
+        for source in &self.sources {
+            if let Some(warning) = retiring_warning(*source) {
+                tracing::warn!(source = %source.as_str(), retires = RETIREMENT_DATE, successor = source.successor().map(Source::as_str), "{warning}");
+            }
+        }
+    }
+
+    /// The configured sources whose API Microsoft retires.
+    pub fn retiring(&self) -> Vec<Source> {
+        self.sources
+            .iter()
+            .copied()
+            .filter(|source| source.is_retiring())
+            .collect()
     }
 
     pub fn from_env() -> Result<FetchSettings, ConfigError> {
@@ -151,6 +204,19 @@ fn source_suffix(source: Source) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retiring_sources_are_warned_about_with_their_successor() {
+        let warning = retiring_warning(Source::M365dIncidents).unwrap();
+        assert!(
+            warning.contains("2027-02-01") && warning.contains("graph-incidents"),
+            "{warning}"
+        );
+        let warning = retiring_warning(Source::MdeAlerts).unwrap();
+        assert!(warning.contains("graph-alerts"), "{warning}");
+        assert_eq!(retiring_warning(Source::GraphIncidents), None);
+        assert_eq!(retiring_warning(Source::GraphAlerts), None);
+    }
+
     use std::collections::HashMap;
 
     use super::*;
@@ -166,8 +232,13 @@ mod tests {
     #[test]
     fn defaults() {
         let settings = settings(&[]).unwrap();
-        assert_eq!(settings.sources, vec![Source::M365dIncidents]);
+        assert_eq!(
+            settings.sources,
+            vec![Source::GraphIncidents, Source::GraphAlerts]
+        );
+        assert!(settings.retiring().is_empty());
         assert_eq!(settings.page_size(Source::M365dIncidents), 100);
+        assert_eq!(settings.page_size(Source::GraphAlerts), 1000);
         assert_eq!(settings.page_size(Source::GraphIncidents), 50);
         assert_eq!(settings.page_size(Source::MdeAlerts), 10_000);
         assert_eq!(settings.overlap, Duration::from_secs(300));
@@ -186,10 +257,20 @@ mod tests {
             vec![Source::MdeAlerts, Source::GraphIncidents]
         );
         assert_eq!(chosen.page_size(Source::MdeAlerts), 500);
+        assert_eq!(chosen.retiring(), vec![Source::MdeAlerts]);
+        let graph_alerts = settings(&[
+            (ENV_SOURCES, "graph-alerts"),
+            ("DP_PAGE_SIZE_GRAPH_ALERTS", "200"),
+        ])
+        .unwrap();
+        assert_eq!(graph_alerts.sources, vec![Source::GraphAlerts]);
+        assert_eq!(graph_alerts.page_size(Source::GraphAlerts), 200);
         assert!(chosen.graph_expand_alerts);
         for (variable, value) in [
             (ENV_SOURCES, "sentinel"),
             ("DP_PAGE_SIZE_GRAPH_INCIDENTS", "51"),
+            ("DP_PAGE_SIZE_GRAPH_ALERTS", "1001"),
+            (ENV_SOURCES, " , "),
             (ENV_CONCURRENCY, "0"),
             (ENV_GRAPH_EXPAND_ALERTS, "maybe"),
         ] {
