@@ -314,7 +314,7 @@ async fn three_tenants_three_sources_each_change_once() {
     // Changes are delivered once, as updates.
     fixture.handle.touch_incidents(ALPHA, 12).unwrap();
     // The emulator stamps touched records a few milliseconds ahead; let real time pass them.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let third = fixture.run().await;
     let m365d = third
         .iter()
@@ -368,7 +368,7 @@ async fn records_changing_while_paging_are_not_missed() {
         .handle
         .set_data_modes(ALPHA, Default::default())
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let last = fixture.run().await;
     assert!(
         last.iter().any(|outcome| outcome.updated > 0),

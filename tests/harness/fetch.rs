@@ -535,6 +535,17 @@ impl DataApis {
         .map(drop)
     }
 
+    /// `PUT /_emulator/tenants/{tenant}/data/modes` (e.g. `{"omit_alerts_v2_next_link": true}`).
+    pub async fn set_data_modes(&self, tenant: &str, modes: Value) -> Result<()> {
+        self.control(
+            reqwest::Method::PUT,
+            &format!("tenants/{tenant}/data/modes"),
+            Some(modes),
+        )
+        .await
+        .map(drop)
+    }
+
     /// `PUT /_emulator/settings` (data API settings, token lifetime).
     pub async fn settings(&self, settings: Value) -> Result<()> {
         self.control(reqwest::Method::PUT, "settings", Some(settings))

@@ -902,8 +902,16 @@ impl Fetcher {
         }
         match self.checkpoints.checkpoint(tenant, source.as_str()).await {
             Ok(stored) => {
-                let mut checkpoint =
-                    stored.unwrap_or_else(|| Checkpoint::new(tenant.clone(), source.as_str()));
+                // A pair that fails on its first run keeps the start its first run had (the
+                // look-back, or its predecessor's place): a bare checkpoint would have no `low`,
+                // and the next run would start from now, skipping the history.
+                let mut checkpoint = match stored {
+                    Some(stored) => stored,
+                    None => match self.first_checkpoint(tenant, source).await {
+                        Ok(first) => first,
+                        Err(_) => Checkpoint::new(tenant.clone(), source.as_str()),
+                    },
+                };
                 checkpoint.consecutive_failures += 1;
                 checkpoint.last_error = Some(code.as_str().to_owned());
                 if let Err(error) = self.checkpoints.save_checkpoint(&checkpoint).await {
