@@ -11,7 +11,7 @@
 //!
 //! [`Stack`]: crate::Stack
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -429,6 +429,49 @@ async fn create_queue(
 
 /// An EventBridge scheduled event, as the schedule rule delivers it (`aws_lambda_events`'
 /// `CloudWatchEvent` fixture shape).
+/// Every line's key appears once.
+#[track_caller]
+pub fn keys_once(lines: &[SinkLine]) {
+    let mut seen = HashSet::new();
+    for line in lines {
+        assert!(seen.insert(&line.key), "{} delivered twice", line.key);
+    }
+}
+
+/// A tenant's lines of one source.
+pub fn lines_of<'a>(lines: &'a [SinkLine], tenant: &str, source: Source) -> Vec<&'a SinkLine> {
+    lines
+        .iter()
+        .filter(|line| line.tenant_id.as_str() == tenant && line.source == source)
+        .collect()
+}
+
+/// Every (id, last-update) the API holds now (`truth`) is in the sink.
+#[track_caller]
+pub fn nothing_missing(
+    lines: &[SinkLine],
+    tenant: &str,
+    source: Source,
+    truth: &HashMap<String, String>,
+) {
+    let delivered: HashSet<(&str, &str)> = lines_of(lines, tenant, source)
+        .into_iter()
+        .map(|line| (line.id.as_str(), line.last_update_time.as_str()))
+        .collect();
+    let missing: Vec<&String> = truth
+        .iter()
+        .filter(|(id, time)| !delivered.contains(&(id.as_str(), time.as_str())))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{tenant} {source}: {} of {} records missing, e.g. {:?}",
+        missing.len(),
+        truth.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 pub fn scheduled_event() -> Value {
     json!({
         "version": "0",
@@ -587,6 +630,23 @@ impl DataApis {
                 reqwest::Method::POST,
                 &format!("tenants/{tenant}/touch"),
                 Some(json!({ "count": count })),
+            )
+            .await?;
+        Ok(answer["touched"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Touches `count` of a tenant's `target` (`incidents`, `mde_alerts`, `graph_alerts`).
+    pub async fn touch_target(
+        &self,
+        tenant: &str,
+        count: usize,
+        target: &str,
+    ) -> Result<Vec<Value>> {
+        let answer = self
+            .control(
+                reqwest::Method::POST,
+                &format!("tenants/{tenant}/touch"),
+                Some(json!({ "count": count, "target": target })),
             )
             .await?;
         Ok(answer["touched"].as_array().cloned().unwrap_or_default())
