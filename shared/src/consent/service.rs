@@ -19,7 +19,7 @@ use crate::config::{ENV_CONSENT_REDIRECT_URI, Settings};
 use crate::entra::id_token::{IdTokenError, IdTokenVerifier};
 use crate::entra::{AppTokenProvider, TokenClient};
 use crate::runtime::Services;
-use crate::secrets::{CredentialError, CredentialStore};
+use crate::secrets::{AppCredential, CredentialError, CredentialStore};
 use crate::tenant_id::TenantId;
 use crate::tenants::{
     AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, Ownership, RegistryError,
@@ -335,11 +335,9 @@ impl ConsentService {
             Ok(attempt) => attempt,
             Err(page) => return page.into(),
         };
-        let (Ok(redirect_uri), Ok(credential)) =
-            (self.redirect_uri(), self.credentials.current().await)
-        else {
-            tracing::error!(support_ref, "redirect URI or app credential unavailable");
-            return Page::error(support_ref).into();
+        let (redirect_uri, credential) = match self.sign_in_parts(support_ref).await {
+            Ok(parts) => parts,
+            Err(page) => return page.into(),
         };
         // The tenant to prove: the link's, else the one the redirect names (a forged one only
         // sends the forger to sign in where they cannot), else the administrator's own.
@@ -365,6 +363,21 @@ impl ConsentService {
         );
         tracing::info!(support_ref, customer_ref = %attempt.customer_ref, authority = %authority, "consent given; the administrator signs in to prove the tenant");
         CallbackAnswer::Redirect(url.to_string())
+    }
+
+    /// What both steps of the administrator's sign-in need: the callback URL and the app's
+    /// credential. Without them the administrator sees our error page, and nothing is spent.
+    async fn sign_in_parts(
+        &self,
+        support_ref: &str,
+    ) -> Result<(&Url, std::sync::Arc<AppCredential>), Page> {
+        match (self.redirect_uri(), self.credentials.current().await) {
+            (Ok(redirect_uri), Ok(credential)) => Ok((redirect_uri, credential)),
+            _ => {
+                tracing::error!(support_ref, "redirect URI or app credential unavailable");
+                Err(Page::error(support_ref))
+            }
+        }
     }
 
     /// Spends the attempt's single-use nonce.
@@ -422,11 +435,9 @@ impl ConsentService {
         if let Err(page) = self.usable_attempt(&state, support_ref).await {
             return page;
         }
-        let (Ok(redirect_uri), Ok(credential)) =
-            (self.redirect_uri(), self.credentials.current().await)
-        else {
-            tracing::error!(support_ref, "redirect URI or app credential unavailable");
-            return Page::error(support_ref);
+        let (redirect_uri, credential) = match self.sign_in_parts(support_ref).await {
+            Ok(parts) => parts,
+            Err(page) => return page,
         };
         let authority = expected.as_ref().map_or("organizations", TenantId::as_str);
         let identity = match self
