@@ -4,9 +4,6 @@
 //! PKCE, `openid profile`, a `nonce` bound to the consent's single-use nonce, and an ID token
 //! verified in full (see `entra::id_token`). Its `tid` is the tenant recorded.
 
-use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use url::Url;
 
@@ -16,7 +13,7 @@ use crate::config::TokenEndpointVersion;
 use crate::entra::id_token::{Expected, IdTokenError, IdTokenVerifier, VerifiedIdentity};
 use crate::entra::{EntraError, TokenClient};
 use crate::secrets::AppCredential;
-use crate::signin::pkce::PkceDeriver;
+use crate::signin::pkce::{NonceDeriver, PkceDeriver};
 use crate::tenant_id::TenantId;
 
 /// What the administrator's sign-in asks for: identity only, no API.
@@ -26,7 +23,7 @@ pub const IDENTITY_SCOPE: &str = "openid profile";
 /// nothing waits in the store between the redirect and the callback.
 pub struct AdminSignIn {
     pkce: PkceDeriver,
-    nonce_key: hmac::Key,
+    nonces: NonceDeriver,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,19 +36,18 @@ pub enum AdminSignInError {
 
 impl AdminSignIn {
     pub fn new(service_key: &SecretSlice<u8>) -> AdminSignIn {
-        let nonce_key = derive_key(service_key, b"defender-partner consent oidc nonce key v1");
         AdminSignIn {
             pkce: PkceDeriver::new(&derive_key(
                 service_key,
                 b"defender-partner consent pkce key v1",
             )),
-            nonce_key: hmac::Key::new(hmac::HMAC_SHA256, nonce_key.expose_secret()),
+            nonces: NonceDeriver::new(service_key, b"defender-partner consent oidc nonce key v1"),
         }
     }
 
     /// The OIDC `nonce` of the attempt `attempt_nonce`.
     pub fn oidc_nonce(&self, attempt_nonce: &str) -> String {
-        URL_SAFE_NO_PAD.encode(hmac::sign(&self.nonce_key, attempt_nonce.as_bytes()).as_ref())
+        self.nonces.nonce(attempt_nonce)
     }
 
     /// Where the browser goes next: Microsoft's sign-in at `authority` (the tenant to prove, or

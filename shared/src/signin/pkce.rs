@@ -33,6 +33,29 @@ impl PkceDeriver {
     }
 }
 
+/// OpenID Connect `nonce`s derived, like the PKCE verifiers, from a sign-in's single-use
+/// attempt nonce with a key only the service holds: nothing waits in the store, and the ID
+/// token that comes back must carry exactly this value.
+pub struct NonceDeriver {
+    key: hmac::Key,
+}
+
+impl NonceDeriver {
+    /// `secret`: the service's signing key; `purpose` separates the flows that use it.
+    pub fn new(secret: &SecretSlice<u8>, purpose: &[u8]) -> NonceDeriver {
+        let base = hmac::Key::new(hmac::HMAC_SHA256, secret.expose_secret());
+        let derived = hmac::sign(&base, purpose);
+        NonceDeriver {
+            key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+        }
+    }
+
+    /// The `nonce` of the attempt `attempt_nonce`: 43 base64url characters.
+    pub fn nonce(&self, attempt_nonce: &str) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.key, attempt_nonce.as_bytes()).as_ref())
+    }
+}
+
 pub fn challenge_of(verifier: &SecretString) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(
         &digest::SHA256,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::callback::{SignInOutcome, parse_signin_callback};
 use super::grants::{redeem_code, user_scope};
 use super::pages;
-use super::pkce::PkceDeriver;
+use super::pkce::{NonceDeriver, PkceDeriver};
 use super::sealing::{SealContext, Sealer};
 use crate::ErrorCode;
 use crate::api::DefenderApi;
@@ -83,7 +83,7 @@ pub struct SignInService {
     settings: Settings,
     signer: StateSigner,
     pkce: PkceDeriver,
-    nonce_key: hmac::Key,
+    nonces: NonceDeriver,
     id_tokens: IdTokenVerifier,
     attempts: Arc<dyn ConsentAttempts>,
     registry: Arc<dyn TenantRegistry>,
@@ -139,9 +139,9 @@ impl SignInService {
         SignInService {
             signer: StateSigner::new(&SecretSlice::from(state_key.as_ref().to_vec())),
             pkce: PkceDeriver::new(&parts.service_key),
-            nonce_key: hmac::Key::new(
-                hmac::HMAC_SHA256,
-                hmac::sign(&base, b"defender-partner sign-in oidc nonce key v1").as_ref(),
+            nonces: NonceDeriver::new(
+                &parts.service_key,
+                b"defender-partner sign-in oidc nonce key v1",
             ),
             id_tokens: IdTokenVerifier::new(parts.http.clone(), parts.settings.endpoints.clone()),
             settings: parts.settings,
@@ -156,9 +156,7 @@ impl SignInService {
 
     /// The OIDC `nonce` of the sign-in attempt `attempt_nonce`: derived, so nothing is stored.
     fn oidc_nonce(&self, attempt_nonce: &str) -> String {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(hmac::sign(&self.nonce_key, attempt_nonce.as_bytes()).as_ref())
+        self.nonces.nonce(attempt_nonce)
     }
 
     fn redirect_uri(&self) -> Result<&Url, SignInError> {
