@@ -789,6 +789,32 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
         .unwrap();
     assert_eq!(record.status, TenantStatus::Pending);
     assert!(record.status_reason.unwrap().starts_with("not_consented"));
+    // A pending claim whose ownership nobody proved (an older release's callback) is never
+    // activated by the cycle, though Entra would give its token: that is the operator's call.
+    let mut claim = fixture
+        .services
+        .registry
+        .get(&alpha)
+        .await
+        .unwrap()
+        .unwrap();
+    claim.status = TenantStatus::Pending;
+    claim.ownership = defender_partner::tenants::Ownership::Unverified;
+    fixture.services.registry.replace(&claim).await.unwrap();
+    let outcomes = fixture.run().await;
+    assert!(outcomes.iter().all(|outcome| outcome.tenant_id != alpha));
+    let record = fixture
+        .services
+        .registry
+        .get(&alpha)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, TenantStatus::Pending);
+    assert_eq!(
+        record.ownership,
+        defender_partner::tenants::Ownership::Unverified
+    );
     fixture.stop().await;
 }
 

@@ -97,27 +97,17 @@ async fn prove_once(
     Ok(roles)
 }
 
-/// Which standing a proven consent may lift a tenant from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Promotion {
-    /// A consent callback or the operator's explicit re-verification: any standing.
-    Any,
-    /// The fetch cycle's re-verification of pending tenants: a tenant offboarded or revoked
-    /// while the proof ran stays as it is.
-    PendingOnly,
-}
-
 /// Writes of one outcome tried before giving up to a concurrent writer.
 const RECORD_ATTEMPTS: usize = 8;
 
 /// Proves consent for `tenant` and records the result: `active` with its roles, or (when not
 /// proven) `pending` with the reason — except that an already active tenant stays active. Used by
-/// the callback, the operator's re-verification and the fetch cycle (for pending tenants). The
+/// the callback and the operator's re-verification (the fetch cycle has its own, per API:
+/// `fetch::engine::Reverifier`). The
 /// record is re-read after the proof and written only if nobody changed it since (a conditional
 /// write, retried): an offboarding during the proof is never overwritten by a stale copy.
 /// `ownership`, when given, is how the caller proved the tenant belongs to `customer_ref` (an
 /// administrator's sign-in, the operator's word); `None` keeps what the record says.
-#[allow(clippy::too_many_arguments)]
 pub async fn prove_and_record(
     registry: &dyn TenantRegistry,
     tokens: &AppTokenProvider,
@@ -125,16 +115,8 @@ pub async fn prove_and_record(
     tenant: &TenantId,
     customer_ref: &str,
     window: Duration,
-    promotion: Promotion,
     ownership: Option<Ownership>,
 ) -> Result<TenantRecord, RegistryError> {
-    if promotion == Promotion::PendingOnly
-        && let Some(record) = registry.get(tenant).await?
-        && (record.status != TenantStatus::Pending || !record.ownership.is_proven())
-    {
-        // Not the cycle's to finish: no token requests for it.
-        return Ok(record);
-    }
     let proof = prove_consent(tokens, settings, tenant, &settings.consent.apis, window).await;
     match &proof {
         Ok(roles) => {
@@ -147,18 +129,7 @@ pub async fn prove_and_record(
     for _ in 0..RECORD_ATTEMPTS {
         let existing = registry.get(tenant).await?;
         let is_new = existing.is_none();
-        let Some(record) = outcome(
-            existing.clone(),
-            &proof,
-            tenant,
-            customer_ref,
-            promotion,
-            ownership,
-        ) else {
-            let unchanged = existing.expect("only an existing record is left unchanged");
-            tracing::info!(tenant = %tenant, status = unchanged.status.as_str(), "tenant changed while its consent was proven; left as it is");
-            return Ok(unchanged);
-        };
+        let record = outcome(existing.clone(), &proof, tenant, customer_ref, ownership);
         let written = if is_new {
             registry.insert(&record).await.map(|()| record.clone())
         } else {
@@ -175,16 +146,14 @@ pub async fn prove_and_record(
     Err(RegistryError::Conflict(tenant.to_string()))
 }
 
-/// The record to write for a proof's outcome, from the record as it stands now; `None` when it
-/// must stay as it is.
+/// The record to write for a proof's outcome, from the record as it stands now.
 fn outcome(
     existing: Option<TenantRecord>,
     proof: &Result<Vec<String>, ProofFailure>,
     tenant: &TenantId,
     customer_ref: &str,
-    promotion: Promotion,
     ownership: Option<Ownership>,
-) -> Option<TenantRecord> {
+) -> TenantRecord {
     let mut record = existing.unwrap_or_else(|| {
         let mut fresh = TenantRecord::new(tenant.clone(), customer_ref, TenantStatus::Pending);
         fresh.ownership = Ownership::Unverified;
@@ -192,13 +161,6 @@ fn outcome(
     });
     if let Some(ownership) = ownership {
         record.ownership = ownership;
-    }
-    // The fetch cycle finishes only what a proven administrator (or the operator) started: a
-    // claim nobody proved waits for the operator's decision, whatever Entra says.
-    if promotion == Promotion::PendingOnly
-        && (record.status != TenantStatus::Pending || !record.ownership.is_proven())
-    {
-        return None;
     }
     record.customer_ref = Some(customer_ref.to_owned());
     record.updated_at = stored_now();
@@ -215,7 +177,7 @@ fn outcome(
             record.status_reason = Some(format!("{}: {}", failure.code, failure.message));
         }
     }
-    Some(record)
+    record
 }
 
 #[cfg(test)]
@@ -250,10 +212,8 @@ mod tests {
             &proven(),
             &tenant(),
             "CRM-1",
-            Promotion::Any,
             Some(Ownership::AdminSignIn),
-        )
-        .unwrap();
+        );
         assert_eq!(record.ownership, Ownership::AdminSignIn);
         assert_eq!(record.status, TenantStatus::Active);
         assert_eq!(record.roles, ["Incident.Read.All"]);
@@ -267,63 +227,23 @@ mod tests {
             &proven(),
             &tenant(),
             "CRM-1",
-            Promotion::PendingOnly,
             None,
-        )
-        .unwrap();
+        );
         assert_eq!(record.version, 4, "replace() checks this version");
         assert_eq!(record.status, TenantStatus::Active);
     }
 
     #[test]
-    fn the_fetch_cycle_never_revives_a_tenant_offboarded_or_revoked_meanwhile() {
-        for status in [
-            TenantStatus::Offboarded,
-            TenantStatus::Revoked,
-            TenantStatus::Active,
-        ] {
-            for proof in [proven(), refused()] {
-                assert!(
-                    outcome(
-                        Some(stored(status)),
-                        &proof,
-                        &tenant(),
-                        "CRM-1",
-                        Promotion::PendingOnly,
-                        None
-                    )
-                    .is_none(),
-                    "{status:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn the_fetch_cycle_never_activates_an_unproven_claim() {
+    fn an_operators_decision_activates_an_unproven_claim() {
         let mut claim = stored(TenantStatus::Pending);
         claim.ownership = Ownership::Unverified;
-        assert!(
-            outcome(
-                Some(claim.clone()),
-                &proven(),
-                &tenant(),
-                "CRM-1",
-                Promotion::PendingOnly,
-                None
-            )
-            .is_none()
-        );
-        // The operator's decision (or a proven administrator) may.
         let decided = outcome(
             Some(claim),
             &proven(),
             &tenant(),
             "CRM-1",
-            Promotion::Any,
             Some(Ownership::Operator),
-        )
-        .unwrap();
+        );
         assert_eq!(decided.status, TenantStatus::Active);
         assert_eq!(decided.ownership, Ownership::Operator);
     }
@@ -335,20 +255,16 @@ mod tests {
             &proven(),
             &tenant(),
             "CRM-1",
-            Promotion::Any,
             None,
-        )
-        .unwrap();
+        );
         assert_eq!(record.status, TenantStatus::Active);
         let unproven = outcome(
             Some(stored(TenantStatus::Offboarded)),
             &refused(),
             &tenant(),
             "CRM-1",
-            Promotion::Any,
             None,
-        )
-        .unwrap();
+        );
         assert_eq!(unproven.status, TenantStatus::Pending);
         assert!(unproven.status_reason.unwrap().contains("not_consented"));
     }
@@ -360,10 +276,8 @@ mod tests {
             &refused(),
             &tenant(),
             "CRM-1",
-            Promotion::Any,
             None,
-        )
-        .unwrap();
+        );
         assert_eq!(record.status, TenantStatus::Active);
         assert!(record.status_reason.is_some());
     }

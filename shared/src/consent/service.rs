@@ -12,7 +12,7 @@ use super::callback::{CallbackOutcome, parse_callback};
 use super::keys::{derive_key, load_state_key};
 use super::links::{LinkKind, consent_url};
 use super::pages::Page;
-use super::proof::{Promotion, ProofFailure, prove_and_record};
+use super::proof::{ProofFailure, prove_and_record};
 use super::state::{ConsentState, StateError, StateSigner};
 use crate::ErrorCode;
 use crate::config::{ENV_CONSENT_REDIRECT_URI, Settings};
@@ -593,7 +593,6 @@ impl ConsentService {
             tenant,
             customer_ref,
             self.settings.consent.proof_window,
-            Promotion::Any,
             ownership,
         )
         .await
