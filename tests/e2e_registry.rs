@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use defender_partner::tenants::{
-    Checkpoints, ConsentAttempts, DynamoRegistry, TenantRegistry, conformance,
+    Checkpoints, ConsentAttempts, DynamoRegistry, TenantRegistry, UpdateRecords, conformance,
+    conformance_updates,
 };
 use defender_partner_e2e::moto::{Moto, create_registry_table};
 
@@ -24,6 +25,9 @@ async fn dynamodb_registry_passes_the_conformance_suite() {
     conformance::concurrent_upserts_leave_one_record(tenants).await;
     let leases: Arc<dyn Checkpoints> = Arc::new(registry.clone());
     conformance::concurrent_lease_takers_one_winner(leases).await;
+    conformance_updates::run(&registry).await;
+    let keys: Arc<dyn UpdateRecords> = Arc::new(registry.clone());
+    conformance_updates::concurrent_key_claims_one_owner(keys).await;
     let attempts: Arc<dyn ConsentAttempts> = Arc::new(registry);
     conformance::concurrent_consumers_one_winner(attempts).await;
 }

@@ -62,6 +62,16 @@ pub enum ErrorCode {
     AdminRoleMissing,
     ApiRetired,
     PartialContent,
+    StatusInvalid,
+    ClassificationInvalid,
+    DeterminationInvalid,
+    UpdateRefused,
+    TargetNotFound,
+    WritePermissionMissing,
+    AnalystRoleMissing,
+    IdempotencyKeyReused,
+    UpdateInProgress,
+    UpdateConflict,
 }
 
 impl ErrorCode {
@@ -118,6 +128,16 @@ impl ErrorCode {
             ErrorCode::AdminRoleMissing => "admin_role_missing",
             ErrorCode::ApiRetired => "api_retired",
             ErrorCode::PartialContent => "partial_content",
+            ErrorCode::StatusInvalid => "status_invalid",
+            ErrorCode::ClassificationInvalid => "classification_invalid",
+            ErrorCode::DeterminationInvalid => "determination_invalid",
+            ErrorCode::UpdateRefused => "update_refused",
+            ErrorCode::TargetNotFound => "target_not_found",
+            ErrorCode::WritePermissionMissing => "write_permission_missing",
+            ErrorCode::AnalystRoleMissing => "analyst_role_missing",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::UpdateInProgress => "update_in_progress",
+            ErrorCode::UpdateConflict => "update_conflict",
         }
     }
 
@@ -161,6 +181,16 @@ impl ErrorCode {
             ErrorCode::TenantMismatch | ErrorCode::AdminRoleMissing => 403,
             ErrorCode::ApiRetired => 410,
             ErrorCode::PartialContent => 502,
+            // Write-back (update-incident).
+            ErrorCode::StatusInvalid
+            | ErrorCode::ClassificationInvalid
+            | ErrorCode::DeterminationInvalid
+            | ErrorCode::UpdateRefused => 400,
+            ErrorCode::TargetNotFound => 404,
+            ErrorCode::WritePermissionMissing | ErrorCode::AnalystRoleMissing => 403,
+            ErrorCode::IdempotencyKeyReused
+            | ErrorCode::UpdateInProgress
+            | ErrorCode::UpdateConflict => 409,
             ErrorCode::UserMismatch => 502,
             ErrorCode::Throttled => 429,
             ErrorCode::TokenTenantMismatch => 502,

@@ -10,6 +10,8 @@ pub struct Answer {
     pub retry_after: Option<Duration>,
     /// The `Warning` header (Graph names the provider behind a 206 Partial Content there).
     pub warning: Option<String>,
+    /// Graph's `request-id` for the call, to quote in a support case.
+    pub request_id: Option<String>,
     pub body: Bytes,
 }
 
@@ -28,6 +30,11 @@ pub async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Ans
         .get(reqwest::header::WARNING)
         .and_then(|value| value.to_str().ok())
         .map(|text| text.chars().take(300).collect());
+    let request_id = response
+        .headers()
+        .get("request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(|text| text.chars().take(64).collect());
     let body = response
         .bytes()
         .await
@@ -36,6 +43,7 @@ pub async fn read(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Ans
         status,
         retry_after,
         warning,
+        request_id,
         body,
     })
 }

@@ -21,5 +21,6 @@ pub mod sink;
 pub mod telemetry;
 pub mod tenant_id;
 pub mod tenants;
+pub mod writeback;
 
 pub use error_code::ErrorCode;

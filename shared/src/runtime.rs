@@ -12,7 +12,7 @@ use crate::secrets::{
 };
 use crate::tenants::{
     Checkpoints, ConsentAttempts, DynamoRegistry, RegistryError, SignedInUsers, SqliteRegistry,
-    Store, TenantRegistry,
+    Store, TenantRegistry, UpdateRecords,
 };
 
 pub struct Services {
@@ -28,6 +28,8 @@ pub struct Services {
     pub checkpoints: Arc<dyn Checkpoints>,
     /// And through its signed-in-user port.
     pub signed_in: Arc<dyn SignedInUsers>,
+    /// And through its write-back port.
+    pub updates: Arc<dyn UpdateRecords>,
     pub tokens: Arc<AppTokenProvider>,
 }
 
@@ -127,7 +129,8 @@ impl Services {
             registry: store.clone(),
             attempts: store.clone(),
             checkpoints: store.clone(),
-            signed_in: store,
+            signed_in: store.clone(),
+            updates: store,
             tokens,
         })
     }

@@ -5,19 +5,25 @@
 mod attempts;
 mod checkpoints;
 pub mod conformance;
+pub mod conformance_updates;
 mod dynamo;
 mod dynamo_signed_in;
+mod dynamo_updates;
 mod record;
 mod signed_in;
 mod sqlite;
 mod sqlite_signed_in;
+mod sqlite_updates;
+mod updates;
 
 pub use attempts::{AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
 pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
 pub use dynamo::{DynamoRegistry, KIND_INDEX};
+pub use dynamo_updates::WRITEBACK_PREFIX;
 pub use record::{Ownership, TenantRecord, TenantStatus, stored_now};
 pub use signed_in::{SignedInUser, SignedInUsers};
 pub use sqlite::SqliteRegistry;
+pub use updates::{AuditEntry, KeyClaim, OwnChange, UpdateRecords};
 
 use async_trait::async_trait;
 
@@ -45,11 +51,17 @@ impl RegistryError {
     }
 }
 
-/// Everything the functions keep: the tenant registry, the consent attempts, fetch progress and
-/// signed-in users, in one store.
-pub trait Store: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers {}
+/// Everything the functions keep: the tenant registry, the consent attempts, fetch progress,
+/// signed-in users and write-back records, in one store.
+pub trait Store:
+    TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + UpdateRecords
+{
+}
 
-impl<T: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers> Store for T {}
+impl<T: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + UpdateRecords> Store
+    for T
+{
+}
 
 /// How often an upsert re-reads and retries after losing a race.
 const UPSERT_ATTEMPTS: usize = 8;

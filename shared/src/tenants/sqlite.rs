@@ -111,6 +111,9 @@ impl SqliteRegistry {
         connection
             .execute_batch(super::sqlite_signed_in::SCHEMA)
             .map_err(unavailable)?;
+        connection
+            .execute_batch(super::sqlite_updates::SCHEMA)
+            .map_err(unavailable)?;
         Ok(SqliteRegistry {
             connection: Arc::new(Mutex::new(connection)),
         })
@@ -661,5 +664,12 @@ mod concurrency_tests {
     async fn concurrent_consumers_one_winner() {
         let store: Arc<dyn ConsentAttempts> = Arc::new(SqliteRegistry::in_memory().unwrap());
         crate::tenants::conformance::concurrent_consumers_one_winner(store).await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_write_back_conformance_suite() {
+        let store = SqliteRegistry::in_memory().unwrap();
+        crate::tenants::conformance_updates::run(&store).await;
+        crate::tenants::conformance_updates::concurrent_key_claims_one_owner(Arc::new(store)).await;
     }
 }

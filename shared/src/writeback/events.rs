@@ -1,0 +1,73 @@
+//! `IncidentUpdated` on the partner's EventBridge bus: every write-back request, applied or not,
+//! with the audit entry as its detail, so a SOAR can follow what was done in its name.
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::error::DisplayErrorContext;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+
+use crate::sink::EVENT_SOURCE;
+use crate::tenants::AuditEntry;
+
+pub const DETAIL_TYPE_UPDATED: &str = "IncidentUpdated";
+/// The detail type a partner's workflow puts on the bus to ask for a change.
+pub const DETAIL_TYPE_REQUESTED: &str = "IncidentUpdateRequested";
+
+#[async_trait]
+pub trait UpdateEvents: Send + Sync {
+    /// Announces one request's audit entry. A failure is logged by the caller, never fails the
+    /// update: the change is applied and audited in the store either way.
+    async fn announce(&self, entry: &AuditEntry) -> Result<(), String>;
+}
+
+/// No bus configured: the store's audit trail is the record.
+pub struct NoEvents;
+
+#[async_trait]
+impl UpdateEvents for NoEvents {
+    async fn announce(&self, _entry: &AuditEntry) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+pub struct EventBridgeEvents {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+}
+
+impl EventBridgeEvents {
+    pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> EventBridgeEvents {
+        EventBridgeEvents {
+            client,
+            bus: bus.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl UpdateEvents for EventBridgeEvents {
+    async fn announce(&self, entry: &AuditEntry) -> Result<(), String> {
+        let detail = serde_json::to_string(entry).map_err(|error| error.to_string())?;
+        let event = PutEventsRequestEntry::builder()
+            .event_bus_name(&self.bus)
+            .source(EVENT_SOURCE)
+            .detail_type(DETAIL_TYPE_UPDATED)
+            .detail(detail)
+            .build();
+        let answer = self
+            .client
+            .put_events()
+            .entries(event)
+            .send()
+            .await
+            .map_err(|error| DisplayErrorContext(&error).to_string())?;
+        match answer.failed_entry_count {
+            0 => Ok(()),
+            _ => Err(answer
+                .entries
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|entry| entry.error_code)
+                .unwrap_or_else(|| "the bus refused the event".into())),
+        }
+    }
+}
