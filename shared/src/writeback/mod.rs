@@ -8,6 +8,7 @@ pub mod entry;
 pub mod error;
 pub mod events;
 pub mod graph;
+pub mod handler;
 pub mod request;
 pub mod service;
 pub mod tags;
