@@ -19,6 +19,65 @@ pub async fn run<S: UpdateRecords>(store: &S) {
     a_failed_or_dead_request_frees_its_key(store).await;
     the_latest_own_change_is_remembered_per_target(store).await;
     the_audit_trail_lists_a_tenants_entries_since_a_time(store).await;
+    a_target_is_held_by_one_request_at_a_time(store).await;
+}
+
+async fn a_target_is_held_by_one_request_at_a_time<S: UpdateRecords>(store: &S) {
+    let tenant = fresh_tenant();
+    let now = Utc::now();
+    let until = now + Duration::minutes(2);
+    assert!(
+        store
+            .hold_target(&tenant, "incident:7", "r1", now, until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .hold_target(&tenant, "incident:7", "r2", now, until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .hold_target(&tenant, "incident:8", "r2", now, until)
+            .await
+            .unwrap()
+    );
+    // Another request's release leaves the hold alone.
+    store
+        .release_target(&tenant, "incident:7", "r2")
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .hold_target(&tenant, "incident:7", "r2", now, until)
+            .await
+            .unwrap()
+    );
+    store
+        .release_target(&tenant, "incident:7", "r1")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .hold_target(&tenant, "incident:7", "r2", now, until)
+            .await
+            .unwrap()
+    );
+    // A dead request's hold ends with its time.
+    assert!(
+        store
+            .hold_target(
+                &tenant,
+                "incident:7",
+                "r3",
+                until,
+                until + Duration::minutes(2)
+            )
+            .await
+            .unwrap()
+    );
 }
 
 async fn a_key_is_owned_once_then_answers_its_retries<S: UpdateRecords>(store: &S) {

@@ -243,6 +243,62 @@ impl UpdateRecords for DynamoRegistry {
         Ok(found)
     }
 
+    async fn hold_target(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        let mut item = key(tenant, format!("HOLD#{target}"));
+        item.insert("holder".into(), AttributeValue::S(holder.into()));
+        item.insert("hold_until".into(), number(until.timestamp_millis()));
+        item.insert(
+            "expires_at".into(),
+            number((until + Duration::days(1)).timestamp()),
+        );
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(pk) OR hold_until <= :now OR holder = :holder",
+            )
+            .expression_attribute_values(":now", number(now.timestamp_millis()))
+            .expression_attribute_values(":holder", AttributeValue::S(holder.into()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn release_target(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+        holder: &str,
+    ) -> Result<(), RegistryError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant, format!("HOLD#{target}"))))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", AttributeValue::S(holder.into()))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RegistryError> {
         let body = serde_json::to_string(entry)
             .map_err(|error| RegistryError::Corrupt(format!("audit entry: {error}")))?;

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::sqlite::unavailable;
 use super::updates::{AuditEntry, IDEMPOTENCY_RETENTION_HOURS, KeyClaim, OwnChange};
-use super::{RegistryError, SqliteRegistry, UpdateRecords};
+use super::{Checkpoints, RegistryError, SqliteRegistry, UpdateRecords};
 use crate::tenant_id::TenantId;
 
 pub(super) const SCHEMA: &str = "
@@ -189,6 +189,29 @@ impl UpdateRecords for SqliteRegistry {
             Ok(found)
         })
         .await
+    }
+
+    async fn hold_target(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        // The leases table already takes and releases conditionally; a target is one more key.
+        self.take_lease(tenant, &format!("writeback:{target}"), holder, now, until)
+            .await
+    }
+
+    async fn release_target(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+        holder: &str,
+    ) -> Result<(), RegistryError> {
+        self.release_lease(tenant, &format!("writeback:{target}"), holder)
+            .await
     }
 
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RegistryError> {

@@ -108,6 +108,26 @@ pub trait UpdateRecords: Send + Sync {
         ids: &[String],
     ) -> Result<HashMap<String, OwnChange>, RegistryError>;
 
+    /// Takes the hold on one target (`incident:7`) for `holder` until `until`, with one
+    /// conditional write: `false` while another request holds it. Our writers of a target's tags
+    /// take turns, so none overwrites another's edit.
+    async fn hold_target(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RegistryError>;
+
+    /// Ends `holder`'s hold; one another request holds now is left alone.
+    async fn release_target(
+        &self,
+        tenant: &TenantId,
+        target: &str,
+        holder: &str,
+    ) -> Result<(), RegistryError>;
+
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RegistryError>;
 
     /// A tenant's audit entries at or after `since`, oldest first.

@@ -69,7 +69,6 @@ pub async fn build(
         Arc::new(tokens),
         writer,
         services.updates.clone(),
-        services.checkpoints.clone(),
         services.registry.clone(),
         events,
     ))

@@ -20,7 +20,7 @@ use super::tags;
 use crate::deadline;
 use crate::defender::client::ApiError;
 use crate::minting::{MintRequest, MintedToken, TokenService};
-use crate::tenants::{AuditEntry, Checkpoints, KeyClaim, OwnChange, TenantRegistry, UpdateRecords};
+use crate::tenants::{AuditEntry, KeyClaim, OwnChange, TenantRegistry, UpdateRecords};
 
 /// Attempts per Graph call (throttling and failures that are safe to repeat).
 const CALL_ATTEMPTS: u32 = 3;
@@ -74,7 +74,6 @@ pub struct UpdateService {
     tokens: Arc<TokenService>,
     writer: GraphWriter,
     records: Arc<dyn UpdateRecords>,
-    leases: Arc<dyn Checkpoints>,
     registry: Arc<dyn TenantRegistry>,
     events: Arc<dyn UpdateEvents>,
 }
@@ -107,7 +106,6 @@ impl UpdateService {
         tokens: Arc<TokenService>,
         writer: GraphWriter,
         records: Arc<dyn UpdateRecords>,
-        leases: Arc<dyn Checkpoints>,
         registry: Arc<dyn TenantRegistry>,
         events: Arc<dyn UpdateEvents>,
     ) -> UpdateService {
@@ -115,7 +113,6 @@ impl UpdateService {
             tokens,
             writer,
             records,
-            leases,
             registry,
             events,
         }
@@ -221,11 +218,11 @@ impl UpdateService {
         let applied = self.write(request, request_id, &access, trail).await;
         if let Some(source) = lease
             && let Err(error) = self
-                .leases
-                .release_lease(&request.tenant, &source, request_id)
+                .records
+                .release_target(&request.tenant, &source, request_id)
                 .await
         {
-            tracing::warn!(code = %error.code(), %request_id, "target lease not released (it expires): {error}");
+            tracing::warn!(code = %error.code(), %request_id, "target hold not released (it expires): {error}");
         }
         let (record, comment_already_posted) = applied?;
         let last_update = record
@@ -520,18 +517,14 @@ impl UpdateService {
         request: &UpdateRequest,
         request_id: &str,
     ) -> Result<String, UpdateError> {
-        let source = format!(
-            "writeback:{}:{}",
-            request.target.kind.as_str(),
-            request.target.id
-        );
+        let source = format!("{}:{}", request.target.kind.as_str(), request.target.id);
         let patience = deadline::bounded(MAX_SLOT_WAIT);
         let give_up = tokio::time::Instant::now() + patience;
         loop {
             let now = Utc::now();
             if self
-                .leases
-                .take_lease(&request.tenant, &source, request_id, now, now + HOLD)
+                .records
+                .hold_target(&request.tenant, &source, request_id, now, now + HOLD)
                 .await?
             {
                 return Ok(source);
