@@ -14,7 +14,12 @@ use defender_partner::fetch::FetchSettings;
 use defender_partner::sink::SinkSettings;
 use defender_partner_e2e::tools;
 
-const FUNCTIONS: [&str; 3] = ["mint-token", "consent-callback", "fetch-incidents"];
+const FUNCTIONS: [&str; 4] = [
+    "mint-token",
+    "consent-callback",
+    "fetch-incidents",
+    "update-incident",
+];
 /// API Gateway gives up on an integration after 30 s.
 const HTTP_API_TIMEOUT_SECONDS: u64 = 30;
 
@@ -464,6 +469,26 @@ fn the_consent_and_sign_in_callbacks_are_the_only_open_routes() {
         ("GET /consent/callback", "NONE", "consent-callback"),
         ("GET /signin/start", "AWS_IAM", "consent-callback"),
         ("GET /signin/callback", "NONE", "consent-callback"),
+        (
+            "PATCH /tenants/{tenant}/incidents/{id}",
+            "AWS_IAM",
+            "update-incident",
+        ),
+        (
+            "POST /tenants/{tenant}/incidents/{id}/comments",
+            "AWS_IAM",
+            "update-incident",
+        ),
+        (
+            "PATCH /tenants/{tenant}/alerts/{id}",
+            "AWS_IAM",
+            "update-incident",
+        ),
+        (
+            "POST /tenants/{tenant}/alerts/{id}/comments",
+            "AWS_IAM",
+            "update-incident",
+        ),
     ]
     .into_iter()
     .map(|(key, authorization, binary)| (key.into(), authorization.into(), binary.into()))
@@ -787,6 +812,18 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
         read("shared/src/tenants/dynamo_signed_in.rs")
             .contains("const SIGNIN_PREFIX: &str = \"SIGNIN#\";"),
         "the sign-in partition prefix changed in the code but not in template.yaml"
+    );
+
+    // update-incident writes only in the write-back partitions, the prefix the store uses.
+    let writer = policy_of(&template.function("update-incident"));
+    assert!(
+        writer.contains("dynamodb:PutItem") && writer.contains("\"WRITEBACK#*\""),
+        "{writer}"
+    );
+    assert!(
+        read("shared/src/tenants/dynamo_updates.rs")
+            .contains("pub const WRITEBACK_PREFIX: &str = \"WRITEBACK#\";"),
+        "the write-back partition prefix changed in the code but not in template.yaml"
     );
 
     let mint_token = template.function("mint-token");

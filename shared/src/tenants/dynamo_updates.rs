@@ -157,16 +157,20 @@ impl UpdateRecords for DynamoRegistry {
         key_text: &str,
         fingerprint: &str,
     ) -> Result<(), RegistryError> {
-        let deleted = self
+        // Released by expiring it (UpdateItem), not by a delete: this function's role deletes
+        // nothing in the table.
+        let released = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .set_key(Some(key(tenant, format!("KEY#{key_text}"))))
+            .update_expression("SET expires_ms = :zero")
             .condition_expression("fingerprint = :fingerprint AND attribute_not_exists(answer)")
+            .expression_attribute_values(":zero", number(0))
             .expression_attribute_values(":fingerprint", AttributeValue::S(fingerprint.into()))
             .send()
             .await;
-        match deleted {
+        match released {
             Ok(_) => Ok(()),
             Err(error) if is_condition_failure(&error) => Ok(()),
             Err(error) => Err(unavailable(error)),
@@ -283,16 +287,18 @@ impl UpdateRecords for DynamoRegistry {
         target: &str,
         holder: &str,
     ) -> Result<(), RegistryError> {
-        let deleted = self
+        let released = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .set_key(Some(key(tenant, format!("HOLD#{target}"))))
+            .update_expression("SET hold_until = :zero")
             .condition_expression("holder = :holder")
+            .expression_attribute_values(":zero", number(0))
             .expression_attribute_values(":holder", AttributeValue::S(holder.into()))
             .send()
             .await;
-        match deleted {
+        match released {
             Ok(_) => Ok(()),
             Err(error) if is_condition_failure(&error) => Ok(()),
             Err(error) => Err(unavailable(error)),
