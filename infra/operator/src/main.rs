@@ -14,7 +14,8 @@ use defender_partner::consent::{ConsentService, LinkKind};
 use defender_partner::runtime::Services;
 use defender_partner::telemetry::{self, LogFormat};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::TenantRecord;
+use defender_partner::tenants::{AuditEntry, TenantRecord};
+use defender_partner::writeback::writable_kinds;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +54,16 @@ enum Command {
         /// Issue a consent link, bound to the tenant, for every tenant that needs a new consent.
         #[arg(long)]
         issue_links: bool,
+    },
+    /// Write-back requests for one tenant (update-incident): who asked, as whom, what changed
+    /// (before → after), the result and Microsoft's request id.
+    Audit {
+        /// The customer tenant's id.
+        #[arg(long)]
+        tenant: String,
+        /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z); default: the last 7 days.
+        #[arg(long)]
+        since: Option<String>,
     },
     /// The tenant registry.
     Tenants {
@@ -168,6 +179,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let record = consent.offboard(&TenantId::parse(&tenant)?).await?;
             print_one(&record, cli.json)?;
         }
+        Command::Audit { tenant, since } => {
+            let since = match since {
+                Some(text) => chrono::DateTime::parse_from_rfc3339(&text)
+                    .map_err(|error| anyhow::anyhow!("--since {text:?}: {error}"))?
+                    .with_timezone(&chrono::Utc),
+                None => chrono::Utc::now() - chrono::Duration::days(7),
+            };
+            let entries = services
+                .updates
+                .audit(&TenantId::parse(&tenant)?, since)
+                .await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print_audit(&entries);
+            }
+        }
         Command::Signin { tenant, api, call } => {
             let request = device_signin::SigninRequest {
                 tenant,
@@ -200,18 +228,43 @@ fn print_tenants(tenants: &[TenantRecord]) {
         return;
     }
     println!(
-        "{:<36}  {:<10}  {:<13}  {:<20}  {:<20}  roles",
-        "tenant", "status", "ownership", "customer", "updated"
+        "{:<36}  {:<10}  {:<13}  {:<20}  {:<20}  {:<16}  roles",
+        "tenant", "status", "ownership", "customer", "updated", "write"
     );
     for tenant in tenants {
         println!(
-            "{:<36}  {:<10}  {:<13}  {:<20}  {:<20}  {}",
+            "{:<36}  {:<10}  {:<13}  {:<20}  {:<20}  {:<16}  {}",
             tenant.tenant_id,
             tenant.status,
             tenant.ownership,
             tenant.customer_ref.as_deref().unwrap_or("-"),
             tenant.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            writable_kinds(&tenant.roles),
             tenant.roles.join(", ")
+        );
+    }
+}
+
+fn print_audit(entries: &[AuditEntry]) {
+    if entries.is_empty() {
+        println!("no write-back requests in that time");
+        return;
+    }
+    println!(
+        "{:<20}  {:<36}  {:<24}  {:<12}  {:<24}  {:<10}  change",
+        "time", "request", "target", "as", "caller", "result"
+    );
+    for entry in entries {
+        println!(
+            "{:<20}  {:<36}  {:<24}  {:<12}  {:<24}  {:<10}  {} -> {}",
+            entry.at.format("%Y-%m-%d %H:%M:%S"),
+            entry.request_id,
+            format!("{}/{}", entry.kind, entry.id),
+            entry.acting_as,
+            entry.caller,
+            entry.result,
+            entry.before,
+            entry.after
         );
     }
 }

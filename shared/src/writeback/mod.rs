@@ -19,4 +19,4 @@ pub use events::{EventBridgeEvents, NoEvents, UpdateEvents};
 pub use graph::GraphWriter;
 pub use request::{Actor, Change, TagEdit, Target, UpdateRequest, UpdateRequestBody};
 pub use service::{UpdateOutcome, UpdateService};
-pub use vocabulary::TargetKind;
+pub use vocabulary::{TargetKind, writable_kinds};

@@ -137,6 +137,22 @@ impl TargetKind {
     }
 }
 
+/// Which kinds of target a tenant's granted roles let the app change: `incidents+alerts`,
+/// `incidents`, `alerts` or `-` (the operator's `write` column).
+pub fn writable_kinds(roles: &[String]) -> &'static str {
+    let has = |kind: TargetKind| {
+        roles
+            .iter()
+            .any(|role| role.eq_ignore_ascii_case(kind.write_role()))
+    };
+    match (has(TargetKind::Incident), has(TargetKind::Alert)) {
+        (true, true) => "incidents+alerts",
+        (true, false) => "incidents",
+        (false, true) => "alerts",
+        (false, false) => "-",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +196,22 @@ mod tests {
             Some("phishing")
         );
         assert!(INCIDENT_STATUS.listed().contains("redirected"));
+    }
+
+    #[test]
+    fn the_write_column_names_what_the_roles_allow() {
+        let roles = |list: &[&str]| list.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        assert_eq!(writable_kinds(&roles(&["SecurityIncident.Read.All"])), "-");
+        assert_eq!(
+            writable_kinds(&roles(&["SecurityIncident.ReadWrite.All"])),
+            "incidents"
+        );
+        assert_eq!(
+            writable_kinds(&roles(&[
+                "SecurityAlert.ReadWrite.All",
+                "SecurityIncident.ReadWrite.All"
+            ])),
+            "incidents+alerts"
+        );
     }
 }
