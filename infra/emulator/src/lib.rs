@@ -42,7 +42,7 @@ pub use delegated::{
     DelegatedTokenRecord, DeviceDecision, DeviceVerdict, MintedUserToken, RefreshTokenCounts,
     UserTokenRequest,
 };
-pub use faults::{DEFAULT_PARTIAL_WARNING, Fault, FaultMatch};
+pub use faults::{AfterApply, DEFAULT_PARTIAL_WARNING, Fault, FaultMatch};
 pub use handle::{ControlError, EmulatorHandle};
 pub use request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 pub use scenario::{

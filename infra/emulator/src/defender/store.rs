@@ -41,6 +41,27 @@ pub struct DataApiCalls {
     pub graph_incidents: ApiCalls,
     /// `GET /v1.0/security/alerts_v2`
     pub graph_alerts: ApiCalls,
+    /// `GET /v1.0/security/incidents/{id}`
+    #[serde(default)]
+    pub graph_incident_get: ApiCalls,
+    /// `PATCH /v1.0/security/incidents/{id}`
+    #[serde(default)]
+    pub graph_incident_update: ApiCalls,
+    /// `POST /v1.0/security/incidents/{id}/comments`
+    #[serde(default)]
+    pub graph_incident_comments: ApiCalls,
+    /// `GET /v1.0/security/alerts_v2/{id}`
+    #[serde(default)]
+    pub graph_alert_get: ApiCalls,
+    /// `PATCH /v1.0/security/alerts_v2/{id}`
+    #[serde(default)]
+    pub graph_alert_update: ApiCalls,
+    /// `POST /v1.0/security/alerts_v2/{id}/comments`
+    #[serde(default)]
+    pub graph_alert_comments: ApiCalls,
+    /// `POST /v1.0/security/runHuntingQuery`
+    #[serde(default)]
+    pub graph_hunting: ApiCalls,
 }
 
 impl DataApiCalls {
@@ -50,15 +71,43 @@ impl DataApiCalls {
             Endpoint::MdeAlerts => &mut self.mde_alerts,
             Endpoint::GraphIncidents => &mut self.graph_incidents,
             Endpoint::GraphAlerts => &mut self.graph_alerts,
+            Endpoint::GraphIncident => &mut self.graph_incident_get,
+            Endpoint::GraphIncidentUpdate => &mut self.graph_incident_update,
+            Endpoint::GraphIncidentComment => &mut self.graph_incident_comments,
+            Endpoint::GraphAlert => &mut self.graph_alert_get,
+            Endpoint::GraphAlertUpdate => &mut self.graph_alert_update,
+            Endpoint::GraphAlertComment => &mut self.graph_alert_comments,
+            Endpoint::GraphHunting => &mut self.graph_hunting,
         }
     }
 
-    /// Requests of all four endpoints.
+    /// Requests of every endpoint.
     pub fn total(&self) -> u64 {
-        self.m365d_incidents.requests
-            + self.mde_alerts.requests
-            + self.graph_incidents.requests
-            + self.graph_alerts.requests
+        self.all().iter().map(|calls| calls.requests).sum()
+    }
+
+    /// Writes that reached the emulator (updates and comments of incidents and alerts).
+    pub fn writes(&self) -> u64 {
+        self.graph_incident_update.requests
+            + self.graph_incident_comments.requests
+            + self.graph_alert_update.requests
+            + self.graph_alert_comments.requests
+    }
+
+    fn all(&self) -> [ApiCalls; 11] {
+        [
+            self.m365d_incidents,
+            self.mde_alerts,
+            self.graph_incidents,
+            self.graph_alerts,
+            self.graph_incident_get,
+            self.graph_incident_update,
+            self.graph_incident_comments,
+            self.graph_alert_get,
+            self.graph_alert_update,
+            self.graph_alert_comments,
+            self.graph_hunting,
+        ]
     }
 }
 
