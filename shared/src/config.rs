@@ -390,7 +390,7 @@ impl Settings {
     /// The roles a tenant must have granted for `source` to be fetched: the source's own roles,
     /// unless `DP_REQUIRED_ROLES_*` sets its API's requirement, which then applies to every
     /// source of that API.
-    pub fn source_roles(&self, source: crate::sink::Source) -> RoleRequirement {
+    pub fn source_roles(&self, source: crate::defender::Source) -> RoleRequirement {
         let api = crate::defender::spec(source).api;
         let index = DefenderApi::ALL
             .iter()
@@ -841,7 +841,7 @@ mod tests {
 
     #[test]
     fn graph_roles_follow_the_sources_unless_set() {
-        use crate::sink::Source;
+        use crate::defender::Source;
         let graph_roles = |granted: &[&str], pairs: &[(&str, &str)]| {
             let mut pairs = pairs.to_vec();
             pairs.push((ENV_CREDENTIAL_SECRET_ID, "x"));

@@ -6,9 +6,9 @@
 use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::config::Settings;
+use crate::defender::Source;
 use crate::defender::spec;
 use crate::entra::roles::RoleRequirement;
-use crate::sink::Source;
 use crate::tenants::{TenantRecord, TenantStatus};
 
 /// Prefix of the status reason that lists the sources a tenant's consent does not cover.

@@ -18,10 +18,11 @@ use tokio::time::Instant;
 use super::admission::{SourceRoles, admit};
 use super::settings::FetchSettings;
 use crate::ErrorCode;
+use crate::defender::Source;
 use crate::defender::graph_alerts::attach_alerts;
 use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
-use crate::sink::{Change, Continues, RecordSink, RunId, SinkRecord, Source};
+use crate::sink::{Change, Continues, RecordSink, RunId, SinkRecord};
 use crate::tenant_id::TenantId;
 use crate::tenants::{
     Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, TenantStatus,

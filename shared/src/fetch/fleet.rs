@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::admission::{ROLES_MISSING_PREFIX, plan_sources, roles_missing_reason};
 use super::engine::{Fetcher, PairOutcome, PairResult};
-use crate::sink::Source;
+use crate::defender::Source;
 use crate::tenant_id::TenantId;
 use crate::tenants::{RegistryError, TenantRecord, TenantStatus, stored_now};
 

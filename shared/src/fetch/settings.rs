@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::config::ConfigError;
-use crate::sink::Source;
+use crate::defender::Source;
 
 pub const ENV_SOURCES: &str = "DP_SOURCES";
 pub const ENV_LOOKBACK_HOURS: &str = "DP_FETCH_LOOKBACK_HOURS";
