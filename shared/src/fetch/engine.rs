@@ -16,8 +16,8 @@ use chrono::Utc;
 use tokio::time::Instant;
 
 use super::admission::{SourceRoles, admit};
-use super::settings::FetchSettings;
 use crate::ErrorCode;
+use crate::config::FetchSettings;
 use crate::defender::Source;
 use crate::defender::graph_alerts::attach_alerts;
 use crate::defender::time::{odata_literal, parse_api_time};

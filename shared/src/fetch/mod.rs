@@ -6,10 +6,10 @@ pub mod engine;
 pub mod fleet;
 pub mod queue;
 pub mod service;
-pub mod settings;
 
+/// The job's settings, read with the others in `crate::config`.
+pub use crate::config::FetchSettings;
 pub use admission::SourceRoles;
 pub use engine::{Fetcher, PairOutcome, PairResult};
 pub use fleet::{FleetReport, NotPlanned, PairTask, WorkQueue, run_pairs, run_scheduled};
 pub use service::{BatchReport, FetchService, QueuedTask};
-pub use settings::FetchSettings;

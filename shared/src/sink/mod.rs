@@ -10,23 +10,24 @@
 //! from, and the record itself exactly as the API sent it. A re-run may write a record again; its
 //! key (tenant, source, id, last-update time) lets consumers drop the repeat.
 
+mod build;
 pub mod conformance;
 mod eventbridge;
 mod fanout;
 mod lines;
 mod local;
 mod s3;
-mod settings;
 
+/// The sink's settings, read with the others in `crate::config`.
+pub use crate::config::{
+    DEFAULT_SINK_DIR, ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_DIR, ENV_SINK_PREFIX, SinkSettings,
+};
+pub use build::sink_from_env;
 pub use eventbridge::{DETAIL_TYPE_ALERT, DETAIL_TYPE_INCIDENT, EVENT_SOURCE, EventBridgeSink};
 pub use fanout::FanOutSink;
 pub use lines::{Partition, SinkLine};
 pub use local::LocalSink;
 pub use s3::S3Sink;
-pub use settings::{
-    DEFAULT_SINK_DIR, ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_DIR, ENV_SINK_PREFIX, SinkSettings,
-    sink_from_env,
-};
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,9 +1,10 @@
-//! Settings of the ingestion job, read once at start.
+//! The ingestion job: which sources it pulls, how far back and with how much overlap, how many
+//! pairs at once, when it fans out through the queue, and page sizes.
 
 use std::time::Duration;
 
-use crate::config::ConfigError;
-use crate::defender::Source;
+use super::env::{ConfigError, Env, process_env};
+use crate::defender::{Source, spec};
 
 pub const ENV_SOURCES: &str = "DP_SOURCES";
 pub const ENV_LOOKBACK_HOURS: &str = "DP_FETCH_LOOKBACK_HOURS";
@@ -31,21 +32,20 @@ pub fn parse_sources(text: &str) -> Result<Vec<Source>, ConfigError> {
         .map(str::trim)
         .filter(|name| !name.is_empty())
     {
-        let source: Source = name.parse().map_err(|_| ConfigError {
-            variable: ENV_SOURCES.to_owned(),
-            problem: format!(
-                "unknown source {name:?}: use graph-incidents, graph-alerts, or the retiring m365d-incidents, mde-alerts (until {RETIREMENT_DATE})"
-            ),
+        let source: Source = name.parse().map_err(|_| {
+            ConfigError::new(
+                ENV_SOURCES,
+                format!(
+                    "unknown source {name:?}: use graph-incidents, graph-alerts, or the retiring m365d-incidents, mde-alerts (until {RETIREMENT_DATE})"
+                ),
+            )
         })?;
         if !sources.contains(&source) {
             sources.push(source);
         }
     }
     if sources.is_empty() {
-        return Err(ConfigError {
-            variable: ENV_SOURCES.to_owned(),
-            problem: "names no source".into(),
-        });
+        return Err(ConfigError::new(ENV_SOURCES, "names no source"));
     }
     Ok(sources)
 }
@@ -54,7 +54,11 @@ pub fn parse_sources(text: &str) -> Result<Vec<Source>, ConfigError> {
 pub fn sources_from_lookup(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<Source>, ConfigError> {
-    match lookup(ENV_SOURCES).filter(|value| !value.trim().is_empty()) {
+    sources(&Env::new(&lookup))
+}
+
+pub(super) fn sources(env: &Env) -> Result<Vec<Source>, ConfigError> {
+    match env.get(ENV_SOURCES) {
         None => Ok(DEFAULT_SOURCES.to_vec()),
         Some(text) => parse_sources(&text),
     }
@@ -97,62 +101,31 @@ impl FetchSettings {
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<FetchSettings, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        let error = |variable: &str, problem: String| ConfigError {
-            variable: variable.to_owned(),
-            problem,
-        };
-        let number = |variable: &str,
-                      default: u64,
-                      range: std::ops::RangeInclusive<u64>|
-         -> Result<u64, ConfigError> {
-            let value = match get(variable) {
-                Some(text) => text
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|_| error(variable, format!("{text:?} is not a whole number")))?,
-                None => default,
-            };
-            if range.contains(&value) {
-                Ok(value)
-            } else {
-                Err(error(
-                    variable,
-                    format!(
-                        "{value} is out of range ({}..={})",
-                        range.start(),
-                        range.end()
-                    ),
-                ))
-            }
-        };
-        let flag = |variable: &str| -> Result<bool, ConfigError> {
-            match get(variable).map(|text| text.trim().to_ascii_lowercase()) {
-                None => Ok(false),
-                Some(text) if matches!(text.as_str(), "1" | "true" | "yes") => Ok(true),
-                Some(text) if matches!(text.as_str(), "0" | "false" | "no") => Ok(false),
-                Some(text) => Err(error(variable, format!("{text:?} is not true or false"))),
-            }
-        };
-        let sources = sources_from_lookup(get)?;
+        FetchSettings::read(&Env::new(&lookup))
+    }
+
+    pub(super) fn read(env: &Env) -> Result<FetchSettings, ConfigError> {
+        let sources = sources(env)?;
         let mut page_sizes = [None; ALL_SOURCES.len()];
         for (slot, source) in page_sizes.iter_mut().zip(ALL_SOURCES) {
             let variable = format!("{ENV_PAGE_SIZE_PREFIX}{}", source_suffix(source));
-            let max = u64::from(super::super::defender::sources::spec(source).max_top);
-            if get(&variable).is_some() {
-                *slot = Some(number(&variable, max, 1..=max)? as u32);
+            let max = u64::from(spec(source).max_top);
+            if env.is_set(&variable) {
+                *slot = Some(env.number(&variable, max, 1..=max)? as u32);
             }
         }
         Ok(FetchSettings {
             sources,
-            lookback: Duration::from_secs(3600 * number(ENV_LOOKBACK_HOURS, 24 * 7, 1..=24 * 180)?),
-            overlap: Duration::from_secs(number(ENV_OVERLAP_SECONDS, 300, 0..=86_400)?),
-            concurrency: number(ENV_CONCURRENCY, 4, 1..=64)? as usize,
-            fanout_threshold: number(ENV_FANOUT_THRESHOLD, 40, 0..=100_000)? as usize,
-            queue_url: get(ENV_QUEUE_URL),
-            deadline_margin: Duration::from_secs(number(ENV_DEADLINE_MARGIN_SECONDS, 20, 1..=600)?),
-            graph_expand_alerts: flag(ENV_GRAPH_EXPAND_ALERTS)?,
-            mde_expand_evidence: flag(ENV_MDE_EXPAND_EVIDENCE)?,
+            lookback: Duration::from_secs(
+                3600 * env.number(ENV_LOOKBACK_HOURS, 24 * 7, 1..=24 * 180)?,
+            ),
+            overlap: env.seconds(ENV_OVERLAP_SECONDS, 300, 0..=86_400)?,
+            concurrency: env.number(ENV_CONCURRENCY, 4, 1..=64)? as usize,
+            fanout_threshold: env.number(ENV_FANOUT_THRESHOLD, 40, 0..=100_000)? as usize,
+            queue_url: env.get(ENV_QUEUE_URL),
+            deadline_margin: env.seconds(ENV_DEADLINE_MARGIN_SECONDS, 20, 1..=600)?,
+            graph_expand_alerts: env.flag(ENV_GRAPH_EXPAND_ALERTS, false)?,
+            mde_expand_evidence: env.flag(ENV_MDE_EXPAND_EVIDENCE, false)?,
             page_sizes,
         })
     }
@@ -167,6 +140,11 @@ impl FetchSettings {
         }
     }
 
+    /// Whether the job needs the AWS configuration (the fan-out queue).
+    pub fn needs_aws(&self) -> bool {
+        self.queue_url.is_some()
+    }
+
     /// The configured sources whose API Microsoft retires.
     pub fn retiring(&self) -> Vec<Source> {
         self.sources
@@ -177,7 +155,7 @@ impl FetchSettings {
     }
 
     pub fn from_env() -> Result<FetchSettings, ConfigError> {
-        FetchSettings::from_lookup(|name| std::env::var(name).ok())
+        FetchSettings::from_lookup(process_env)
     }
 
     /// `$top` for `source`: its maximum unless configured lower.
@@ -186,8 +164,7 @@ impl FetchSettings {
             .iter()
             .position(|candidate| *candidate == source)
             .expect("listed");
-        self.page_sizes[index]
-            .unwrap_or_else(|| super::super::defender::sources::spec(source).max_top)
+        self.page_sizes[index].unwrap_or_else(|| spec(source).max_top)
     }
 }
 
