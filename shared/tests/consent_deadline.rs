@@ -167,7 +167,7 @@ async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
     emulator.handle().clear_faults();
     let cycle = Reverifier {
         tokens: services.tokens.clone(),
-        settings: services.settings.clone(),
+        settings: services.settings.proof(),
     };
     let record = cycle
         .prove(

@@ -209,18 +209,10 @@ pub struct SignInServiceSettings {
     pub access: RequiredAccess,
 }
 
-/// What minting reads: the endpoints (resources, tenant discovery), the token settings of
-/// on-behalf-of requests, and what tokens must carry.
+/// What minting and the Defender API client read: where the APIs are (bases, token resources)
+/// and what their tokens must carry.
 #[derive(Debug, Clone)]
-pub struct MintSettings {
-    pub endpoints: CloudEndpoints,
-    pub token: TokenSettings,
-    pub access: RequiredAccess,
-}
-
-/// What the Defender API client reads: the API bases, and the roles its tokens must carry.
-#[derive(Debug, Clone)]
-pub struct ApiClientSettings {
+pub struct ApiAccessSettings {
     pub endpoints: CloudEndpoints,
     pub access: RequiredAccess,
 }
@@ -250,16 +242,8 @@ impl Settings {
         }
     }
 
-    pub fn minting(&self) -> MintSettings {
-        MintSettings {
-            endpoints: self.endpoints.clone(),
-            token: self.token.clone(),
-            access: self.access.clone(),
-        }
-    }
-
-    pub fn api_client(&self) -> ApiClientSettings {
-        ApiClientSettings {
+    pub fn api_access(&self) -> ApiAccessSettings {
+        ApiAccessSettings {
             endpoints: self.endpoints.clone(),
             access: self.access.clone(),
         }
@@ -513,11 +497,10 @@ mod tests {
         assert_eq!(consent.consent.apis, proof.apis);
         let signin = settings.signin_service();
         assert_eq!(signin.signin.state_ttl, settings.signin.state_ttl);
-        let minting = settings.minting();
-        assert_eq!(minting.token.endpoint_version, TokenEndpointVersion::V1);
-        let client = settings.api_client();
+        let api = settings.api_access();
+        assert_eq!(api.endpoints, settings.endpoints);
         assert_eq!(
-            client.access.required_roles(DefenderApi::Mde).to_string(),
+            api.access.required_roles(DefenderApi::Mde).to_string(),
             "Alert.ReadWrite.All"
         );
     }

@@ -91,7 +91,7 @@ impl PairOutcome {
 /// token request per API on every cycle.
 pub struct Reverifier {
     pub tokens: Arc<crate::entra::AppTokenProvider>,
-    pub settings: crate::config::Settings,
+    pub settings: crate::config::ProofSettings,
 }
 
 /// Writes of one outcome tried before giving up to a concurrent writer.
