@@ -11,7 +11,7 @@ use defender_partner::ErrorCode;
 use defender_partner::config::Settings;
 use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind};
 use defender_partner::deadline;
-use defender_partner::fetch::engine::Reverifier;
+use defender_partner::fetch::Reverifier;
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;

@@ -103,7 +103,7 @@ const RECORD_ATTEMPTS: usize = 8;
 /// Proves consent for `tenant` and records the result: `active` with its roles, or (when not
 /// proven) `pending` with the reason — except that an already active tenant stays active. Used by
 /// the callback and the operator's re-verification (the fetch cycle has its own, per API:
-/// `fetch::engine::Reverifier`). The
+/// `fetch::Reverifier`). The
 /// record is re-read after the proof and written only if nobody changed it since (a conditional
 /// write, retried): an offboarding during the proof is never overwritten by a stale copy.
 /// `ownership`, when given, is how the caller proved the tenant belongs to `customer_ref` (an

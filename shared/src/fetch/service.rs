@@ -7,10 +7,11 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::admission::SourceRoles;
-use super::engine::Reverifier;
-use super::engine::{Fetcher, PairOutcome, PairResult};
+use super::engine::Fetcher;
 use super::fleet::{FleetReport, PairTask, run_pairs, run_scheduled};
+use super::outcome::{PairOutcome, PairResult};
 use super::queue::SqsQueue;
+use super::reverify::Reverifier;
 use crate::config::{ConfigError, ENV_EVENT_BUS, ENV_QUEUE_URL, ENV_SINK_BUCKET, FetchJobSettings};
 use crate::defender::DefenderClient;
 use crate::runtime::Services;
