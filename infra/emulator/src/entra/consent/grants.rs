@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::directory::TenantLookup;
-use crate::resources::Resource;
+use crate::entra::directory::TenantLookup;
+use crate::entra::resources::Resource;
 use crate::scenario::GrantConfig;
 use crate::state::Shared;
 

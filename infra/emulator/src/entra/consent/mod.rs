@@ -36,9 +36,9 @@ use uuid::Uuid;
 pub(crate) use grants::ConsentState;
 pub use grants::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 
-use crate::directory::{Directory, TenantLookup};
+use crate::entra::directory::{Directory, TenantLookup};
+use crate::entra::resources;
 use crate::handle::{ControlError, EmulatorHandle};
-use crate::resources;
 use crate::scenario::AppConfig;
 use crate::state::Shared;
 use page::{ConsentError, ConsentPage, TenantOption};

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use super::grants::{ConsentKind, ResourceGrant};
 use super::page::ConsentError;
 use super::redirect;
-use crate::directory::{Directory, RegisteredApp, TenantLookup};
-use crate::resources;
+use crate::entra::directory::{Directory, RegisteredApp, TenantLookup};
+use crate::entra::resources;
 
 /// Scope values of sign-in that may accompany `.default` scopes and grant nothing here.
 const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];

@@ -8,8 +8,8 @@ use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::directory::RegisteredApp;
-use crate::errors::EntraError;
+use crate::entra::directory::RegisteredApp;
+use crate::entra::errors::EntraError;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const SKEW_SECONDS: i64 = 300;

@@ -13,9 +13,9 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 
 use super::{DeviceRecord, DeviceState, Target, opaque, parse_scope};
-use crate::consent::page::{BASE_CSP, STYLE, escape, with_headers};
-use crate::directory::TenantLookup;
-use crate::errors::EntraError;
+use crate::entra::consent::page::{BASE_CSP, STYLE, escape, with_headers};
+use crate::entra::directory::TenantLookup;
+use crate::entra::errors::EntraError;
 use crate::handle::ControlError;
 use crate::state::Shared;
 
@@ -69,7 +69,7 @@ fn start_flow(
     segment: &str,
     body: &[u8],
 ) -> Result<serde_json::Value, EntraError> {
-    let values = crate::consent::request_values(body);
+    let values = crate::entra::consent::request_values(body);
     let directory = shared.directory();
     let tenant = match directory.lookup_tenant(segment) {
         TenantLookup::Found(tenant) => tenant,
@@ -207,7 +207,7 @@ fn html_page(status: StatusCode, title: &str, body: &str) -> Response {
 
 /// `GET /devicelogin[?user_code=…]`: enter the code, then sign in and accept or decline.
 pub(crate) async fn page(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
-    let values = crate::consent::request_values(query.unwrap_or_default().as_bytes());
+    let values = crate::entra::consent::request_values(query.unwrap_or_default().as_bytes());
     let Some(code) = values.get("user_code") else {
         return html_page(
             StatusCode::OK,
@@ -271,7 +271,7 @@ pub(crate) async fn page(State(shared): State<Arc<Shared>>, RawQuery(query): Raw
 
 /// `POST /_emulator/device/decision`: the device login page's form.
 pub(crate) async fn decide(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let values = crate::consent::request_values(&body);
+    let values = crate::entra::consent::request_values(&body);
     let code = values
         .get("user_code")
         .map(String::as_str)

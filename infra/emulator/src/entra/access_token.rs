@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::{Builder, Uuid};
 
-use crate::directory::{RegisteredApp, Tenant, User};
-use crate::keys::SigningKey;
-use crate::request_log::{CredentialKind, Endpoint};
+use crate::entra::directory::{RegisteredApp, Tenant, User};
+use crate::entra::keys::SigningKey;
+use crate::entra::request_log::{CredentialKind, Endpoint};
 
 /// Everything that decides the content of one token.
 pub(crate) struct TokenOrder<'a> {

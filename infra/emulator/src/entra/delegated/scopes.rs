@@ -2,9 +2,9 @@
 //! (`{resource}/{name}`, `{resource}/.default`, a bare name for Graph, or the calling app's own
 //! API as `api://{client_id}/{name}`).
 
-use crate::directory::{Tenant, normalize_guid};
-use crate::errors::EntraError;
-use crate::resources::{self, Resource};
+use crate::entra::directory::{Tenant, normalize_guid};
+use crate::entra::errors::EntraError;
+use crate::entra::resources::{self, Resource};
 
 /// Scope values of sign-in that name no resource.
 pub(crate) const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
@@ -121,7 +121,7 @@ pub(crate) fn parse_scope(scope: &str, client_id: &str) -> Result<ScopeRequest, 
                         500011,
                         format!(
                             "The resource principal named {} was not found in the tenant.",
-                            crate::errors::clip(&resource)
+                            crate::entra::errors::clip(&resource)
                         ),
                     ));
                 }

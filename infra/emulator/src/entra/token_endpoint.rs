@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::access_token::{self, TokenOrder};
-use crate::assertion;
-use crate::directory::{RegisteredApp, SecretCheck, Tenant, TenantLookup};
-use crate::errors::EntraError;
-use crate::request_log::{CredentialKind, Endpoint, TokenRequestRecord};
-use crate::resources;
+use crate::entra::access_token::{self, TokenOrder};
+use crate::entra::assertion;
+use crate::entra::directory::{RegisteredApp, SecretCheck, Tenant, TenantLookup};
+use crate::entra::errors::EntraError;
+use crate::entra::request_log::{CredentialKind, Endpoint, TokenRequestRecord};
+use crate::entra::resources;
 use crate::state::Shared;
 
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -43,7 +43,7 @@ pub(crate) struct TokenForm {
     pub(crate) requested_token_use: Option<String>,
     pub(crate) device_code: Option<String>,
     /// Keys of a federated assertion's issuer, read before the synchronous checks run.
-    pub(crate) issuer_keys: Option<crate::federated::IssuerKeys>,
+    pub(crate) issuer_keys: Option<crate::entra::federated::IssuerKeys>,
 }
 
 impl TokenForm {
@@ -123,7 +123,7 @@ pub(crate) fn describe(
         Endpoint::V1 => form.resource.clone(),
         Endpoint::V2 => form.scope.as_deref().and_then(|scope| {
             resource_from_scope(scope).ok().or_else(|| {
-                crate::delegated::parse_scope(scope, "")
+                crate::entra::delegated::parse_scope(scope, "")
                     .ok()
                     .map(|request| request.named)
             })
@@ -152,7 +152,7 @@ async fn serve(
     body: &[u8],
 ) -> Response {
     let mut form = TokenForm::parse(body);
-    form.issuer_keys = crate::federated::prefetch(shared, &form).await;
+    form.issuer_keys = crate::entra::federated::prefetch(shared, &form).await;
     let mut record = describe(shared, tenant, endpoint, &form);
     let response = match mint(shared, endpoint, tenant, &form) {
         Ok(body) => {
@@ -199,19 +199,19 @@ fn mint(
         None => return Err(EntraError::missing_parameter("grant_type")),
         Some("client_credentials") => None,
         Some(other) if endpoint == Endpoint::V2 => Some(
-            crate::delegated::grants::Grant::parse(other)
+            crate::entra::delegated::grants::Grant::parse(other)
                 .ok_or_else(EntraError::unsupported_grant_type)?,
         ),
         Some(_) => return Err(EntraError::unsupported_grant_type()),
     };
     let code_tenant = match (&lookup, &delegated) {
-        (TenantLookup::MultiTenant, Some(crate::delegated::grants::Grant::AuthorizationCode))
-            if !segment.eq_ignore_ascii_case("consumers") =>
-        {
-            form.code
-                .as_deref()
-                .and_then(|code| shared.delegated().code_tenant(code))
-        }
+        (
+            TenantLookup::MultiTenant,
+            Some(crate::entra::delegated::grants::Grant::AuthorizationCode),
+        ) if !segment.eq_ignore_ascii_case("consumers") => form
+            .code
+            .as_deref()
+            .and_then(|code| shared.delegated().code_tenant(code)),
         _ => None,
     };
     let tenant = match lookup {
@@ -229,7 +229,9 @@ fn mint(
         TenantLookup::Malformed => return Err(EntraError::malformed_tenant(segment)),
     };
     if let Some(grant) = delegated {
-        return crate::delegated::grants::mint(shared, &directory, grant, tenant, segment, form);
+        return crate::entra::delegated::grants::mint(
+            shared, &directory, grant, tenant, segment, form,
+        );
     }
     let client_id = form
         .client_id
@@ -328,10 +330,16 @@ pub(crate) fn check_credential(
                 .client_assertion
                 .as_deref()
                 .ok_or_else(|| EntraError::missing_parameter("client_assertion"))?;
-            if let Some(jwt) = crate::federated::UnverifiedJwt::read(assertion)
+            if let Some(jwt) = crate::entra::federated::UnverifiedJwt::read(assertion)
                 .filter(|jwt| jwt.is_federated(&app.client_id))
             {
-                crate::federated::verify(assertion, &jwt, app, form.issuer_keys.as_ref(), now)?;
+                crate::entra::federated::verify(
+                    assertion,
+                    &jwt,
+                    app,
+                    form.issuer_keys.as_ref(),
+                    now,
+                )?;
                 return Ok(CredentialKind::Assertion);
             }
             let audiences = assertion_audiences(&shared.base_url, tenant, segment);

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Header, decode_header};
 
-use crate::assertion::AssertionClaims;
+use crate::entra::assertion::AssertionClaims;
 
 pub(crate) use issuer_keys::{IssuerKeyCache, IssuerKeys, prefetch};
 pub(crate) use verify::verify;

@@ -32,8 +32,8 @@ pub use control::{
 };
 pub(crate) use scopes::{ScopeRequest, Target, parse_scope};
 
-use crate::directory::{Tenant, User};
-use crate::errors::EntraError;
+use crate::entra::directory::{Tenant, User};
+use crate::entra::errors::EntraError;
 use crate::state::Shared;
 
 /// Longest-kept history of issued delegated tokens.
@@ -45,7 +45,7 @@ pub(crate) fn pages() -> Router<Arc<Shared>> {
         .route("/{tenant}/oauth2/v2.0/authorize", get(authorize::page))
         .route(
             "/{tenant}/oauth2/v2.0/devicecode",
-            post(device_code::start).fallback(crate::token_endpoint::wrong_method),
+            post(device_code::start).fallback(crate::entra::token_endpoint::wrong_method),
         )
         .route("/devicelogin", get(device_code::page))
 }
@@ -212,7 +212,8 @@ fn opaque(prefix: &str, blocks: usize) -> String {
 
 /// The Conditional Access claims challenge of the tenant's MFA policy (stable per tenant).
 pub(crate) fn claims_challenge(tenant_id: &str) -> String {
-    let policy = crate::access_token::service_principal_id(tenant_id, "mfa-conditional-access");
+    let policy =
+        crate::entra::access_token::service_principal_id(tenant_id, "mfa-conditional-access");
     format!(r#"{{"access_token":{{"capolids":{{"essential":true,"values":["{policy}"]}}}}}}"#)
 }
 
@@ -228,7 +229,7 @@ pub(crate) fn mfa_check(
         return Ok(());
     }
     let claims = claims_challenge(&tenant.id);
-    let resource = crate::errors::clip(resource);
+    let resource = crate::entra::errors::clip(resource);
     Err(if user.mfa_registered {
         EntraError::interaction_required(
             50076,

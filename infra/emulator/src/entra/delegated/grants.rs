@@ -15,12 +15,12 @@ use super::{
     DelegatedTokenRecord, DeviceState, RefreshRecord, RefreshStatus, SignIn, amr, mfa_check,
     opaque, parse_scope,
 };
-use crate::access_token::{self, UserTokenOrder};
-use crate::directory::{Directory, RegisteredApp, Tenant, normalize_guid};
-use crate::errors::{EntraError, clip};
-use crate::request_log::CredentialKind;
+use crate::entra::access_token::{self, UserTokenOrder};
+use crate::entra::directory::{Directory, RegisteredApp, Tenant, normalize_guid};
+use crate::entra::errors::{EntraError, clip};
+use crate::entra::request_log::CredentialKind;
+use crate::entra::token_endpoint::{TokenForm, check_credential};
 use crate::state::Shared;
-use crate::token_endpoint::{TokenForm, check_credential};
 
 /// A delegated `grant_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,10 +17,10 @@ use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use super::{CodeRecord, ScopeRequest, SignIn, Target, amr, mfa_check, opaque, parse_scope};
-use crate::consent::page::{BASE_CSP, ConsentError, STYLE, escape, with_headers};
-use crate::consent::redirect;
-use crate::directory::{Directory, TenantLookup};
-use crate::errors::EntraError;
+use crate::entra::consent::page::{BASE_CSP, ConsentError, STYLE, escape, with_headers};
+use crate::entra::consent::redirect;
+use crate::entra::directory::{Directory, TenantLookup};
+use crate::entra::errors::EntraError;
 use crate::state::Shared;
 
 /// The sign-in page's form posts here.
@@ -76,7 +76,7 @@ impl IntoResponse for Refusal {
 }
 
 fn values_of(encoded: &[u8]) -> HashMap<String, String> {
-    crate::consent::request_values(encoded)
+    crate::entra::consent::request_values(encoded)
 }
 
 /// A 302 to `location`.
@@ -272,7 +272,7 @@ pub(crate) async fn page(
     };
     values.insert("authority_tenant".to_owned(), tenant.clone());
     // A tenant's own authority lists its users; `organizations` lists every tenant's.
-    let tenants: Vec<&crate::directory::Tenant> = directory
+    let tenants: Vec<&crate::entra::directory::Tenant> = directory
         .tenants()
         .iter()
         .filter(|t| link.tenant_id.as_ref().is_none_or(|id| *id == t.id))

@@ -7,7 +7,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::grants::ResourceGrant;
-use crate::resources::{self, Resource};
+use crate::entra::resources::{self, Resource};
 
 /// The form of the consent page posts here.
 pub(crate) const DECISION_PATH: &str = "/_emulator/consent/decision";

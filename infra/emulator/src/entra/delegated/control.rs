@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{DelegatedTokenRecord, amr, authorize, device_code};
-use crate::access_token::{self, UserTokenOrder};
-use crate::directory::TenantLookup;
+use crate::entra::access_token::{self, UserTokenOrder};
+use crate::entra::directory::TenantLookup;
 use crate::handle::{ControlError, EmulatorHandle};
 use crate::scenario::{DelegatedGrantConfig, DelegatedSettings, UserConfig};
 use crate::state::Shared;
@@ -200,7 +200,7 @@ impl EmulatorHandle {
         client_id: &str,
         user: Option<&str>,
     ) -> Result<(), ControlError> {
-        let client_id = crate::directory::normalize_guid(&client_id.to_ascii_lowercase())
+        let client_id = crate::entra::directory::normalize_guid(&client_id.to_ascii_lowercase())
             .ok_or_else(|| ControlError::Invalid(format!("{client_id} is not a GUID")))?;
         let oid = match user {
             Some(user) => Some(self.user_oid(tenant, user)?.1),
@@ -416,7 +416,7 @@ async fn revoke_delegated_grants(
     Path((tenant, client_id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let values = crate::consent::request_values(query.unwrap_or_default().as_bytes());
+    let values = crate::entra::consent::request_values(query.unwrap_or_default().as_bytes());
     done(handle(shared).revoke_delegated_grants(
         &tenant,
         &client_id,

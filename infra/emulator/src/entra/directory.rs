@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::certificates::Certificate;
+use crate::entra::certificates::Certificate;
+use crate::entra::resources::{self, Resource};
 use crate::handle::ControlError;
-use crate::resources::{self, Resource};
 use crate::scenario::{
     AppConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings,
     FederatedCredentialConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,

@@ -13,8 +13,8 @@ use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
 use super::UnverifiedJwt;
+use crate::entra::token_endpoint::{JWT_BEARER, TokenForm};
 use crate::state::Shared;
-use crate::token_endpoint::{JWT_BEARER, TokenForm};
 
 /// A stuck issuer must not hold a token request for long.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::directory::TenantLookup;
-use crate::errors::EntraError;
+use crate::entra::directory::TenantLookup;
+use crate::entra::errors::EntraError;
 use crate::state::Shared;
 
 /// The id a metadata document speaks for: a tenant's GUID, or Entra's `{tenantid}` placeholder

@@ -3,7 +3,7 @@
 //! Credentials are narrowed by issuer, then subject, then audience, so that the error names
 //! the first part that differs: the most specific code Entra has for the mismatch.
 
-use crate::errors::EntraError;
+use crate::entra::errors::EntraError;
 use crate::scenario::FederatedCredentialConfig;
 
 pub(super) fn find<'a>(

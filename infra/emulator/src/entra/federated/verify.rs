@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 
 use super::{IssuerKeys, UnverifiedJwt, matching};
-use crate::assertion::{AssertionClaims, check_times};
-use crate::directory::RegisteredApp;
-use crate::errors::EntraError;
+use crate::entra::assertion::{AssertionClaims, check_times};
+use crate::entra::directory::RegisteredApp;
+use crate::entra::errors::EntraError;
 
 /// Algorithms an OIDC issuer may sign with; symmetric ones and `none` are never accepted.
 const ACCEPTED: [Algorithm; 6] = [
@@ -54,7 +54,7 @@ pub(crate) fn verify(
     .ok_or_else(|| {
         EntraError::invalid_assertion(&format!(
             "The key was not found. Key id used by client: '{}'",
-            crate::errors::clip(jwt.header.kid.as_deref().unwrap_or(""))
+            crate::entra::errors::clip(jwt.header.kid.as_deref().unwrap_or(""))
         ))
     })?;
     let key = DecodingKey::from_jwk(jwk).map_err(|_| {
