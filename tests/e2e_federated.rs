@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use defender_emulator::demo;
-use defender_partner::sink::Source;
+use defender_partner::defender::Source;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
 use defender_partner_e2e::emulator::{

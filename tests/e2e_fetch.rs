@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use defender_partner::sink::{Change, SinkLine, Source};
+use defender_partner::defender::Source;
+use defender_partner::sink::{Change, SinkLine};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{DynamoRegistry, TenantRegistry, TenantStatus};
 use defender_partner_e2e::emulator::{

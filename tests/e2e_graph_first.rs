@@ -13,7 +13,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use defender_partner::sink::{Change, SinkLine, Source};
+use defender_partner::defender::Source;
+use defender_partner::sink::{Change, SinkLine};
 use defender_partner::tenants::TenantStatus;
 use defender_partner_e2e::emulator::{
     Grant, RESOURCE_GRAPH, RESOURCE_M365D, RESOURCE_MDE, ROLE_GRAPH, ROLE_M365D, ROLE_MDE, Tenant,

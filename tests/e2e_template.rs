@@ -355,13 +355,12 @@ fn check_configuration(binary: &str, env: &HashMap<String, String>) -> Result<()
 
 #[test]
 fn every_setting_in_the_template_is_one_the_code_reads() {
-    let code = [
-        "shared/src/config.rs",
-        "shared/src/fetch/settings.rs",
-        "shared/src/sink/settings.rs",
-    ]
-    .map(read)
-    .join("\n");
+    let folder = tools::workspace_root().join("shared/src/config");
+    let code = std::fs::read_dir(&folder)
+        .unwrap_or_else(|error| panic!("{} is not readable: {error}", folder.display()))
+        .map(|entry| std::fs::read_to_string(entry.expect("listed").path()).expect("readable"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let template = Template::load();
     for (binary, resource) in template.deployments() {
         let environment = template.environment(&resource);

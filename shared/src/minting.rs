@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::ErrorCode;
 use crate::api::{DefenderApi, UnknownApi};
-use crate::config::{Settings, TokenEndpointVersion};
+use crate::config::{ApiAccessSettings, TokenEndpointVersion};
 use crate::entra::discovery::TenantResolver;
 use crate::entra::{
     AccessToken, AppTokenError, AppTokenProvider, EntraError, OboError, OboProvider, TokenClient,
@@ -132,7 +132,7 @@ impl MintError {
 }
 
 pub struct TokenService {
-    settings: Settings,
+    settings: ApiAccessSettings,
     registry: Arc<dyn TenantRegistry>,
     tokens: Arc<AppTokenProvider>,
     delegated: OboProvider,
@@ -143,7 +143,7 @@ pub struct TokenService {
 impl TokenService {
     pub fn new(services: &Services) -> TokenService {
         TokenService {
-            settings: services.settings.clone(),
+            settings: services.settings.api_access(),
             registry: services.registry.clone(),
             tokens: services.tokens.clone(),
             delegated: OboProvider::new(
@@ -233,7 +233,7 @@ impl TokenService {
                     &tenant_id,
                     api,
                     user_oid,
-                    self.settings.required_scopes(api),
+                    self.settings.access.required_scopes(api),
                 )
                 .await?;
             return Ok(MintedToken {
@@ -257,7 +257,7 @@ impl TokenService {
                     &tenant_id,
                     api,
                     user_token,
-                    self.settings.required_scopes(api),
+                    self.settings.access.required_scopes(api),
                 )
                 .await?;
             let answer = MintedToken {
@@ -279,7 +279,12 @@ impl TokenService {
 
         let token = self
             .tokens
-            .token(&tenant_id, api, version, self.settings.required_roles(api))
+            .token(
+                &tenant_id,
+                api,
+                version,
+                self.settings.access.required_roles(api),
+            )
             .await?;
         let answer = MintedToken {
             roles: token.claims.roles.clone(),

@@ -1,9 +1,14 @@
-//! Building the long-lived parts once per cold start: HTTP client, AWS clients (only those the
-//! settings need), credential store, registry and token provider. Handlers borrow them.
+//! Building the long-lived parts once per cold start: HTTP client, the AWS configuration (loaded
+//! once, and only when the settings name something in AWS), credential store, registry and token
+//! provider. Each part is built from its own slice of the settings; handlers borrow them.
 
 use std::sync::Arc;
 
-use crate::config::{ConfigError, CredentialLocation, Settings, StateKeyLocation, StoreLocation};
+use crate::cloud::CloudEndpoints;
+use crate::config::{
+    ConfigError, CredentialLocation, FederationSettings, Settings, StoreLocation, TokenSettings,
+    process_env,
+};
 use crate::entra::federated::{FederatedAssertions, StsWebIdentitySource};
 use crate::entra::{AppTokenProvider, TokenClient};
 use crate::secrets::{
@@ -17,7 +22,8 @@ use crate::tenants::{
 
 pub struct Services {
     pub settings: Settings,
-    /// The AWS SDK configuration, loaded when any setting needs AWS.
+    /// The AWS SDK configuration, loaded once at start when any setting needs AWS
+    /// ([`Settings::needs_aws`]); every AWS client of the process is built from it.
     pub aws: Option<aws_config::SdkConfig>,
     pub http: reqwest::Client,
     pub credentials: Arc<CredentialStore>,
@@ -52,19 +58,16 @@ impl Services {
         Services::build(Settings::from_env()?).await
     }
 
-    /// Loads the AWS configuration (region, credentials, endpoints) only when the settings name
-    /// an AWS service.
+    /// The fetch function's services: the settings with the ingestion job's own, so that a sink
+    /// or queue in AWS is known when the AWS configuration is (or is not) loaded.
+    pub async fn from_env_for_fetch() -> Result<Services, StartupError> {
+        Services::build(Settings::from_env()?.with_fetch_job(process_env)?).await
+    }
+
+    /// Decides once whether the AWS configuration (region, credentials, endpoints) is needed,
+    /// and loads it then.
     pub async fn build(settings: Settings) -> Result<Services, StartupError> {
-        let needs_aws = matches!(
-            settings.credential,
-            CredentialLocation::SecretsManager { .. } | CredentialLocation::AwsFederated { .. }
-        ) || matches!(settings.store, StoreLocation::DynamoDb { .. })
-            || matches!(
-                settings.consent.state_key,
-                StateKeyLocation::SecretsManager { .. }
-            )
-            || settings.signin.kms_key_id.is_some();
-        let aws = if needs_aws {
+        let aws = if settings.needs_aws() {
             Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
         } else {
             None
@@ -78,49 +81,20 @@ impl Services {
         settings: Settings,
         aws: Option<aws_config::SdkConfig>,
     ) -> Result<Services, StartupError> {
-        let http = http_client(&settings)?;
-        let missing_aws = || StartupError::AwsMissing;
-
-        let source: Arc<dyn CredentialSource> = match &settings.credential {
-            CredentialLocation::SecretsManager { secret_id } => {
-                Arc::new(SecretsManagerSource::new(
-                    aws_sdk_secretsmanager::Client::new(aws.as_ref().ok_or_else(missing_aws)?),
-                    secret_id.clone(),
-                ))
-            }
-            CredentialLocation::Inline(json) => Arc::new(InlineSource(json.clone())),
-            CredentialLocation::File(path) => Arc::new(FileSource(path.clone())),
-            CredentialLocation::AwsFederated { client_id } => {
-                Arc::new(FederatedSettingSource::new(client_id.clone()))
-            }
-        };
-        // Any credential JSON may say `aws_federated`, so the token source is always there; it
-        // reaches AWS only when such a credential asks it for a token.
-        let sts = match &aws {
-            Some(config) => StsWebIdentitySource::from_sdk_config(config),
-            None => StsWebIdentitySource::from_env_when_needed(),
-        };
-        let federation = Arc::new(FederatedAssertions::new(
-            Arc::new(sts),
-            settings.federation.token_request(),
-        ));
-        let credentials = Arc::new(
-            CredentialStore::new(source, settings.credential_cache_ttl).with_federation(federation),
-        );
-
-        let store: Arc<dyn Store> = match &settings.store {
-            StoreLocation::DynamoDb { table } => Arc::new(DynamoRegistry::new(
-                aws_sdk_dynamodb::Client::new(aws.as_ref().ok_or_else(missing_aws)?),
-                table.clone(),
-            )),
-            StoreLocation::Sqlite { path } => Arc::new(SqliteRegistry::open(path)?),
-        };
-
-        let tokens = Arc::new(AppTokenProvider::new(
-            TokenClient::new(http.clone(), settings.endpoints.clone()),
+        let http = http_client(&settings.token)?;
+        let credentials = credential_store(
+            &settings.credential,
+            settings.credential_cache_ttl,
+            &settings.federation,
+            aws.as_ref(),
+        )?;
+        let store = open_store(&settings.store, aws.as_ref())?;
+        let tokens = token_provider(
+            &http,
+            &settings.endpoints,
+            &settings.token,
             credentials.clone(),
-            settings.token.clone(),
-        ));
+        );
         Ok(Services {
             settings,
             aws,
@@ -136,16 +110,72 @@ impl Services {
     }
 }
 
-fn http_client(settings: &Settings) -> Result<reqwest::Client, StartupError> {
+/// The app credential, cached for `cache_ttl`, from where the settings say.
+fn credential_store(
+    location: &CredentialLocation,
+    cache_ttl: std::time::Duration,
+    federation: &FederationSettings,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<Arc<CredentialStore>, StartupError> {
+    let source: Arc<dyn CredentialSource> = match location {
+        CredentialLocation::SecretsManager { secret_id } => Arc::new(SecretsManagerSource::new(
+            aws_sdk_secretsmanager::Client::new(aws.ok_or(StartupError::AwsMissing)?),
+            secret_id.clone(),
+        )),
+        CredentialLocation::Inline(json) => Arc::new(InlineSource(json.clone())),
+        CredentialLocation::File(path) => Arc::new(FileSource(path.clone())),
+        CredentialLocation::AwsFederated { client_id } => {
+            Arc::new(FederatedSettingSource::new(client_id.clone()))
+        }
+    };
+    // Any credential JSON may say `aws_federated`, so the token source is always there; it
+    // reaches AWS only when such a credential asks it for a token. Without a loaded AWS
+    // configuration (nothing configured needed one), it loads its own on that first request.
+    let sts = match aws {
+        Some(config) => StsWebIdentitySource::from_sdk_config(config),
+        None => StsWebIdentitySource::from_env_when_needed(),
+    };
+    let federation = Arc::new(FederatedAssertions::new(
+        Arc::new(sts),
+        federation.token_request(),
+    ));
+    Ok(Arc::new(
+        CredentialStore::new(source, cache_ttl).with_federation(federation),
+    ))
+}
+
+/// The tenant registry, with its consent-attempt, checkpoint and signed-in-user ports.
+fn open_store(
+    location: &StoreLocation,
+    aws: Option<&aws_config::SdkConfig>,
+) -> Result<Arc<dyn Store>, StartupError> {
+    Ok(match location {
+        StoreLocation::DynamoDb { table } => Arc::new(DynamoRegistry::new(
+            aws_sdk_dynamodb::Client::new(aws.ok_or(StartupError::AwsMissing)?),
+            table.clone(),
+        )),
+        StoreLocation::Sqlite { path } => Arc::new(SqliteRegistry::open(path)?),
+    })
+}
+
+fn token_provider(
+    http: &reqwest::Client,
+    endpoints: &CloudEndpoints,
+    token: &TokenSettings,
+    credentials: Arc<CredentialStore>,
+) -> Arc<AppTokenProvider> {
+    Arc::new(AppTokenProvider::new(
+        TokenClient::new(http.clone(), endpoints.clone()),
+        credentials,
+        token.clone(),
+    ))
+}
+
+fn http_client(token: &TokenSettings) -> Result<reqwest::Client, StartupError> {
     reqwest::Client::builder()
         .user_agent(concat!("defender-partner/", env!("CARGO_PKG_VERSION")))
-        .timeout(settings.token.http_timeout)
-        .connect_timeout(
-            settings
-                .token
-                .http_timeout
-                .min(std::time::Duration::from_secs(5)),
-        )
+        .timeout(token.http_timeout)
+        .connect_timeout(token.http_timeout.min(std::time::Duration::from_secs(5)))
         .https_only(false)
         .build()
         .map_err(|error| StartupError::Http(error.to_string()))

@@ -86,14 +86,7 @@ const OWN_TARGETS: [&str; 6] = [
 /// The log format implied by the environment without reading the rest of the settings, for
 /// logging a configuration error itself.
 pub fn format_from_env() -> LogFormat {
-    std::env::var(crate::config::ENV_LOG_FORMAT)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        })
+    crate::config::log_format_or_default(crate::config::process_env)
 }
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();

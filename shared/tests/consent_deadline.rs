@@ -11,7 +11,7 @@ use defender_partner::ErrorCode;
 use defender_partner::config::Settings;
 use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind};
 use defender_partner::deadline;
-use defender_partner::fetch::engine::Reverifier;
+use defender_partner::fetch::Reverifier;
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
@@ -167,7 +167,7 @@ async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
     emulator.handle().clear_faults();
     let cycle = Reverifier {
         tokens: services.tokens.clone(),
-        settings: services.settings.clone(),
+        settings: services.settings.proof(),
     };
     let record = cycle
         .prove(

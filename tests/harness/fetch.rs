@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttributeName};
-use defender_partner::sink::{EVENT_SOURCE, SinkLine, Source};
+use defender_partner::defender::Source;
+use defender_partner::sink::{EVENT_SOURCE, SinkLine};
 use serde_json::{Value, json};
 
 use crate::emulator::{RESOURCE_GRAPH, RESOURCE_M365D, RESOURCE_MDE};

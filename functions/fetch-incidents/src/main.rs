@@ -16,7 +16,7 @@ use tokio::time::Instant;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(telemetry::format_from_env());
-    let services = Services::from_env().await.inspect_err(|error| {
+    let services = Services::from_env_for_fetch().await.inspect_err(|error| {
         tracing::error!(error = %error, "fetch-incidents cannot start");
     })?;
     let service = Arc::new(

@@ -28,9 +28,9 @@ use defender_emulator::{
     DefenderSettingsPatch, EmulatorHandle, RateLimitMode, RunningEmulator, Scenario,
 };
 use defender_partner::config::Settings;
+use defender_partner::defender::Source;
 use defender_partner::fetch::{FetchService, PairResult, PairTask};
 use defender_partner::runtime::Services;
-use defender_partner::sink::Source;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
 use serde_json::json;

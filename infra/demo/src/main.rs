@@ -18,12 +18,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use anyhow::Context;
 use defender_emulator::{browser, demo};
 use defender_partner::api::DefenderApi;
+use defender_partner::config::{DEFAULT_SOURCES, RETIREMENT_DATE};
 use defender_partner::config::{
     ENV_AUTHORITY_HOST, ENV_CONSENT_REDIRECT_URI, ENV_CREDENTIAL_JSON, ENV_CREDENTIAL_SECRET_ID,
     ENV_SQLITE_PATH, ENV_STATE_KEY_FILE, ENV_TABLE_NAME, Settings,
 };
 use defender_partner::consent::{CallbackAnswer, ConsentService};
-use defender_partner::fetch::settings::{DEFAULT_SOURCES, RETIREMENT_DATE};
 use defender_partner::fetch::{FetchService, PairResult};
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;

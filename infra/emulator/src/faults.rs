@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::defender::Endpoint as DataEndpoint;
-use crate::errors::EntraError;
-use crate::request_log::Endpoint;
+use crate::entra::errors::EntraError;
+use crate::entra::request_log::Endpoint;
+use crate::entra::token_endpoint::{self, TokenForm};
 use crate::state::Shared;
-use crate::token_endpoint::{self, TokenForm};
 
 /// Which requests a fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

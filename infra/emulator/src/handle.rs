@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::aws::{ShortLivedTokens, StsCallCounts, StsFailure};
+use crate::entra::request_log::TokenRequestRecord;
 use crate::faults::Fault;
-use crate::request_log::TokenRequestRecord;
 use crate::scenario::{
     AppConfig, CertificateConfig, FederatedCredentialConfig, GrantConfig, SecretConfig,
     TenantConfig,
@@ -146,7 +146,7 @@ impl EmulatorHandle {
         credentials: &[FederatedCredentialConfig],
     ) -> Result<(), ControlError> {
         let mut credentials = credentials.to_vec();
-        crate::federated::resolve_placeholder(&mut credentials, &self.shared.base_url);
+        crate::entra::federated::resolve_placeholder(&mut credentials, &self.shared.base_url);
         self.shared
             .directory_mut()
             .set_federated_credentials(client_id, credentials)

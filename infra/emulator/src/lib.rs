@@ -8,43 +8,32 @@
 //! Used in-process by the demo and Rust tests ([`start`]) and as a process by end-to-end tests
 //! (the `defender-emulator` binary). See `README.md` for the scenario format and endpoints.
 
-mod access_token;
-mod assertion;
 mod aws;
 pub mod browser;
-mod certificates;
-mod consent;
 mod control;
 mod defender;
-mod delegated;
 pub mod demo;
-mod directory;
-mod discovery;
-mod errors;
+mod entra;
 mod faults;
-mod federated;
 mod handle;
-mod keys;
-mod request_log;
-pub mod resources;
 mod scenario;
 mod server;
 mod state;
-mod token_endpoint;
 
 pub use aws::{ShortLivedTokens, StsCallCounts, StsFailure};
-pub use consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
     RateLimitMode, Retirement, TouchWhilePaging,
 };
-pub use delegated::{
+pub use entra::consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
+pub use entra::delegated::{
     DelegatedTokenRecord, DeviceDecision, DeviceVerdict, MintedUserToken, RefreshTokenCounts,
     UserTokenRequest,
 };
+pub use entra::request_log::{CredentialKind, Endpoint, TokenRequestRecord};
+pub use entra::resources;
 pub use faults::{AfterApply, DEFAULT_PARTIAL_WARNING, Fault, FaultMatch};
 pub use handle::{ControlError, EmulatorHandle};
-pub use request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 pub use scenario::{
     AppConfig, AwsConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings,
     FederatedCredentialConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,

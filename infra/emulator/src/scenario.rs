@@ -12,9 +12,9 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::certificates::Certificate;
-use crate::directory::{TenantSegment, normalize_guid};
-use crate::resources;
+use crate::entra::certificates::Certificate;
+use crate::entra::directory::{TenantSegment, normalize_guid};
+use crate::entra::resources;
 
 /// Microsoft usually answers `expires_in: 3599`.
 const DEFAULT_TOKEN_LIFETIME_SECONDS: u64 = 3599;
@@ -410,7 +410,7 @@ impl Scenario {
         if self.token_lifetime_seconds == 0 {
             bail!("token_lifetime_seconds must be at least 1");
         }
-        crate::consent::validate_propagation(self.consent_propagation_ms)?;
+        crate::entra::consent::validate_propagation(self.consent_propagation_ms)?;
         self.aws.validate()?;
         let mut client_ids = HashSet::new();
         for app in &self.apps {
@@ -450,7 +450,7 @@ impl AppConfig {
             Certificate::from_pem(&certificate.pem)
                 .with_context(|| format!("app {} certificate #{index}", self.client_id))?;
         }
-        crate::consent::validate_app(self)?;
+        crate::entra::consent::validate_app(self)?;
         validate_federated_credentials(&self.federated_credentials)
             .with_context(|| format!("app {}", self.client_id))?;
         Ok(())

@@ -16,16 +16,16 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::consent;
 use crate::control;
-use crate::directory::Directory;
-use crate::discovery;
+use crate::entra::consent;
+use crate::entra::directory::Directory;
+use crate::entra::discovery;
+use crate::entra::keys::SigningKey;
+use crate::entra::token_endpoint;
 use crate::faults;
 use crate::handle::EmulatorHandle;
-use crate::keys::SigningKey;
 use crate::scenario::Scenario;
 use crate::state::Shared;
-use crate::token_endpoint;
 
 /// How long [`RunningEmulator::shutdown`] lets open connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -89,11 +89,11 @@ pub async fn start(scenario: Scenario, listen: SocketAddr) -> anyhow::Result<Run
     // Federated credentials may name the emulator's own issuer, whose port is known only now.
     let mut scenario = scenario;
     for app in &mut scenario.apps {
-        crate::federated::resolve_placeholder(&mut app.federated_credentials, &base_url);
+        crate::entra::federated::resolve_placeholder(&mut app.federated_credentials, &base_url);
     }
     let directory = Directory::from_scenario(&scenario)?;
     let aws = crate::aws::AwsState::new(scenario.aws.clone(), aws_rsa_key, aws_ec_key);
-    let issuer_keys = crate::federated::IssuerKeyCache::new()?;
+    let issuer_keys = crate::entra::federated::IssuerKeyCache::new()?;
     let shared = Arc::new(Shared::new(base_url, key, directory, aws, issuer_keys));
     shared.defender.load_scenario(&scenario);
     let app = router(Arc::clone(&shared));
@@ -142,7 +142,7 @@ fn router(shared: Arc<Shared>) -> Router {
             get(discovery::openid_configuration_v1),
         )
         .merge(consent::pages())
-        .merge(crate::delegated::pages())
+        .merge(crate::entra::delegated::pages())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             faults::inject,
@@ -151,7 +151,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .merge(microsoft)
         .merge(control::router())
         .merge(consent::control_router())
-        .merge(crate::delegated::control_router())
+        .merge(crate::entra::delegated::control_router())
         // The data APIs carry their own fault layer and call counters.
         .merge(crate::defender::router(Arc::clone(&shared)))
         .merge(crate::defender::control_router())

@@ -6,11 +6,11 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::consent::ConsentState;
-use crate::directory::Directory;
+use crate::entra::consent::ConsentState;
+use crate::entra::directory::Directory;
+use crate::entra::keys::SigningKey;
+use crate::entra::request_log::RequestLog;
 use crate::faults::FaultQueue;
-use crate::keys::SigningKey;
-use crate::request_log::RequestLog;
 
 pub(crate) struct Shared {
     /// `http://127.0.0.1:PORT`, no trailing slash: the authority clients are configured with.
@@ -20,13 +20,13 @@ pub(crate) struct Shared {
     faults: Mutex<FaultQueue>,
     log: Mutex<RequestLog>,
     consent: ConsentState,
-    delegated: crate::delegated::DelegatedState,
+    delegated: crate::entra::delegated::DelegatedState,
     /// The data APIs' tenants, settings, rate limits and call counters.
     pub defender: crate::defender::DataStore,
     /// The emulated AWS account (STS, IAM, its OIDC issuer).
     pub aws: crate::aws::AwsState,
     /// Keys of outside issuers named by federated credentials.
-    pub issuer_keys: crate::federated::IssuerKeyCache,
+    pub issuer_keys: crate::entra::federated::IssuerKeyCache,
 }
 
 impl Shared {
@@ -35,7 +35,7 @@ impl Shared {
         key: SigningKey,
         directory: Directory,
         aws: crate::aws::AwsState,
-        issuer_keys: crate::federated::IssuerKeyCache,
+        issuer_keys: crate::entra::federated::IssuerKeyCache,
     ) -> Shared {
         Shared {
             base_url,
@@ -44,7 +44,7 @@ impl Shared {
             faults: Mutex::new(FaultQueue::default()),
             log: Mutex::new(RequestLog::new()),
             consent: ConsentState::default(),
-            delegated: crate::delegated::DelegatedState::default(),
+            delegated: crate::entra::delegated::DelegatedState::default(),
             defender: crate::defender::DataStore::default(),
             aws,
             issuer_keys,
@@ -75,7 +75,7 @@ impl Shared {
         &self.consent
     }
 
-    pub(crate) fn delegated(&self) -> &crate::delegated::DelegatedState {
+    pub(crate) fn delegated(&self) -> &crate::entra::delegated::DelegatedState {
         &self.delegated
     }
 }

@@ -7,11 +7,11 @@
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
 use defender_partner::api::DefenderApi;
+use defender_partner::defender::Source;
 use defender_partner::defender::spec;
 use defender_partner::entra::TokenClient;
 use defender_partner::entra::device_code::{DeviceCodeClient, DeviceCodeError, DeviceSignIn};
 use defender_partner::runtime::Services;
-use defender_partner::sink::Source;
 use defender_partner::tenant_id::TenantRef;
 use secrecy::ExposeSecret;
 use serde::Serialize;

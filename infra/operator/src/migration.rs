@@ -9,10 +9,10 @@
 //! links, bound to the tenant).
 
 use defender_partner::api::DefenderApi;
+use defender_partner::config::{RETIREMENT_DATE, sources_from_lookup};
 use defender_partner::consent::{ConsentLink, ConsentService};
-use defender_partner::fetch::settings::{RETIREMENT_DATE, sources_from_lookup};
+use defender_partner::defender::Source;
 use defender_partner::runtime::Services;
-use defender_partner::sink::Source;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
 use serde::Serialize;
 

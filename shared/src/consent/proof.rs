@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::ErrorCode;
 use crate::api::DefenderApi;
-use crate::config::Settings;
+use crate::config::ProofSettings;
 use crate::entra::provider::verify;
 use crate::entra::{AppTokenError, AppTokenProvider};
 use crate::tenant_id::TenantId;
@@ -35,7 +35,7 @@ fn may_be_propagating(error: &AppTokenError) -> bool {
 /// The union of the roles granted for `apis`, once every API's token verifies.
 pub async fn prove_consent(
     tokens: &AppTokenProvider,
-    settings: &Settings,
+    settings: &ProofSettings,
     tenant: &TenantId,
     apis: &[DefenderApi],
     window: Duration,
@@ -76,7 +76,7 @@ pub async fn prove_consent(
 
 async fn prove_once(
     tokens: &AppTokenProvider,
-    settings: &Settings,
+    settings: &ProofSettings,
     tenant: &TenantId,
     apis: &[DefenderApi],
 ) -> Result<Vec<String>, AppTokenError> {
@@ -84,9 +84,9 @@ async fn prove_once(
     for api in apis {
         // A fresh token, not a cached one: the point is what Entra says now.
         let token = tokens
-            .fetch(tenant, *api, settings.token.endpoint_version)
+            .fetch(tenant, *api, settings.endpoint_version)
             .await?;
-        verify(&token, tenant, *api, settings.required_roles(*api))?;
+        verify(&token, tenant, *api, settings.access.required_roles(*api))?;
         for role in &token.claims.roles {
             if !roles.contains(role) {
                 roles.push(role.clone());
@@ -103,7 +103,7 @@ const RECORD_ATTEMPTS: usize = 8;
 /// Proves consent for `tenant` and records the result: `active` with its roles, or (when not
 /// proven) `pending` with the reason — except that an already active tenant stays active. Used by
 /// the callback and the operator's re-verification (the fetch cycle has its own, per API:
-/// `fetch::engine::Reverifier`). The
+/// `fetch::Reverifier`). The
 /// record is re-read after the proof and written only if nobody changed it since (a conditional
 /// write, retried): an offboarding during the proof is never overwritten by a stale copy.
 /// `ownership`, when given, is how the caller proved the tenant belongs to `customer_ref` (an
@@ -111,13 +111,13 @@ const RECORD_ATTEMPTS: usize = 8;
 pub async fn prove_and_record(
     registry: &dyn TenantRegistry,
     tokens: &AppTokenProvider,
-    settings: &Settings,
+    settings: &ProofSettings,
     tenant: &TenantId,
     customer_ref: &str,
     window: Duration,
     ownership: Option<Ownership>,
 ) -> Result<TenantRecord, RegistryError> {
-    let proof = prove_consent(tokens, settings, tenant, &settings.consent.apis, window).await;
+    let proof = prove_consent(tokens, settings, tenant, &settings.apis, window).await;
     match &proof {
         Ok(roles) => {
             tracing::info!(tenant = %tenant, customer_ref, roles = ?roles, "consent proven")

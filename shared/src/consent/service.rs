@@ -15,7 +15,7 @@ use super::pages::Page;
 use super::proof::{ProofFailure, prove_and_record};
 use super::state::{ConsentState, StateError, StateSigner};
 use crate::ErrorCode;
-use crate::config::{ENV_CONSENT_REDIRECT_URI, Settings};
+use crate::config::{ConsentServiceSettings, ENV_CONSENT_REDIRECT_URI};
 use crate::entra::id_token::{IdTokenError, IdTokenVerifier};
 use crate::entra::{AppTokenProvider, TokenClient};
 use crate::runtime::Services;
@@ -102,7 +102,7 @@ impl CallbackAnswer {
 }
 
 pub struct ConsentService {
-    settings: Settings,
+    settings: ConsentServiceSettings,
     /// Signs the consent link's `state`.
     signer: StateSigner,
     /// Signs the `state` of the administrator's sign-in that follows the consent.
@@ -122,7 +122,7 @@ impl ConsentService {
         let key =
             load_state_key(&services.settings.consent.state_key, services.aws.as_ref()).await?;
         Ok(ConsentService {
-            settings: services.settings.clone(),
+            settings: services.settings.consent_service(),
             signer: StateSigner::new(&key),
             proof_signer: StateSigner::new(&derive_key(
                 &key,
@@ -589,7 +589,7 @@ impl ConsentService {
         prove_and_record(
             self.registry.as_ref(),
             &self.tokens,
-            &self.settings,
+            &self.settings.proof,
             tenant,
             customer_ref,
             self.settings.consent.proof_window,

@@ -11,7 +11,7 @@ use super::limiter::Limiter;
 use super::sources::SourceSpec;
 use crate::ErrorCode;
 use crate::api::DefenderApi;
-use crate::config::Settings;
+use crate::config::ApiAccessSettings;
 use crate::entra::errors::parse_retry_after;
 use crate::entra::{AppTokenError, AppTokenProvider};
 use crate::tenant_id::TenantId;
@@ -83,7 +83,7 @@ impl ApiError {
 
 pub struct DefenderClient {
     http: reqwest::Client,
-    settings: Settings,
+    settings: ApiAccessSettings,
     tokens: Arc<AppTokenProvider>,
     limiter: Limiter,
 }
@@ -91,7 +91,7 @@ pub struct DefenderClient {
 impl DefenderClient {
     pub fn new(
         http: reqwest::Client,
-        settings: Settings,
+        settings: ApiAccessSettings,
         tokens: Arc<AppTokenProvider>,
     ) -> DefenderClient {
         DefenderClient {
@@ -111,7 +111,7 @@ impl DefenderClient {
     ) -> Result<bool, AppTokenError> {
         match self
             .tokens
-            .token(tenant, api, None, self.settings.required_roles(api))
+            .token(tenant, api, None, self.settings.access.required_roles(api))
             .await
         {
             Ok(_) => Ok(true),
@@ -165,7 +165,7 @@ impl DefenderClient {
                     tenant,
                     spec.api,
                     None,
-                    self.settings.required_roles(spec.api),
+                    self.settings.access.required_roles(spec.api),
                 )
                 .await?;
             let answer = crate::http::read(

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::sources::{SourceSpec, spec};
 use crate::api::DefenderApi;
-use crate::sink::Source;
+use crate::defender::Source;
 use crate::tenant_id::TenantId;
 
 /// Microsoft's clock starts a call's window when the call arrives, a little after ours: a call

@@ -1,6 +1,6 @@
-//! The Defender and Graph security APIs: what each source is (`sources`), how a call is made and
-//! throttled (`client`, `limiter`), how a page is read (`records`), time literals (`time`), and
-//! the Graph alerts fallback (`graph_alerts`).
+//! The Defender and Graph security APIs: the sources and what each one is (`sources`), how a
+//! call is made and throttled (`client`, `limiter`), how a page is read (`records`), time
+//! literals (`time`), and the Graph alerts fallback (`graph_alerts`).
 
 pub mod client;
 pub mod graph_alerts;
@@ -11,4 +11,4 @@ pub mod time;
 
 pub use client::{ApiError, DefenderClient};
 pub use records::{FetchedRecord, Page, parse_page};
-pub use sources::{SourceSpec, spec};
+pub use sources::{Source, SourceSpec, spec};

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::time::parse_api_time;
-use crate::sink::Source;
+use crate::defender::Source;
 
 #[derive(Debug)]
 pub struct FetchedRecord {

@@ -2,7 +2,7 @@
 //! `A|B,C` (A or B, and C).
 
 use crate::api::DefenderApi;
-use crate::sink::Source;
+use crate::defender::Source;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleRequirement {

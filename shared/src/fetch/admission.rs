@@ -5,10 +5,10 @@
 
 use crate::ErrorCode;
 use crate::api::DefenderApi;
-use crate::config::Settings;
+use crate::config::ProofSettings;
+use crate::defender::Source;
 use crate::defender::spec;
 use crate::entra::roles::RoleRequirement;
-use crate::sink::Source;
 use crate::tenants::{TenantRecord, TenantStatus};
 
 /// Prefix of the status reason that lists the sources a tenant's consent does not cover.
@@ -29,17 +29,18 @@ pub struct SourceRoles {
 }
 
 impl SourceRoles {
-    pub fn from_settings(settings: &Settings) -> SourceRoles {
-        let apis = &settings.consent.apis;
+    /// The requirements of the APIs a consent proves, as proving it reads them.
+    pub fn from_proof(proof: &ProofSettings) -> SourceRoles {
+        let apis = &proof.apis;
         SourceRoles {
             proven: apis
                 .iter()
-                .map(|api| (*api, settings.required_roles(*api).clone()))
+                .map(|api| (*api, proof.access.required_roles(*api).clone()))
                 .collect(),
             per_source: Source::ALL
                 .into_iter()
                 .filter(|source| apis.contains(&spec(*source).api))
-                .map(|source| (source, settings.source_roles(source)))
+                .map(|source| (source, proof.access.source_roles(source)))
                 .collect(),
         }
     }

@@ -8,6 +8,9 @@
 //! the others, and the next window catches it. Windows overlap by a margin, and the ledger
 //! (id → last-update delivered) drops what was already delivered, so each change goes out once.
 //! A crash anywhere repeats at most one page, never skips one.
+//!
+//! This file is the orchestration; the window arithmetic is in `window`, what a pair ends with in
+//! `outcome`, and when a failure revokes the tenant in `revocation`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,178 +19,22 @@ use chrono::Utc;
 use tokio::time::Instant;
 
 use super::admission::{SourceRoles, admit};
-use super::settings::FetchSettings;
+use super::outcome::{Failure, PairOutcome, PairResult};
+use super::reverify::Reverifier;
+use super::revocation;
+use super::window::{
+    UnorderedStep, after_unordered, answered_whole, lease_until, migration_start, narrowed_cursor,
+    next_low, query_range, span,
+};
 use crate::ErrorCode;
+use crate::config::FetchSettings;
+use crate::defender::Source;
 use crate::defender::graph_alerts::attach_alerts;
 use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
-use crate::sink::{Change, Continues, RecordSink, RunId, SinkRecord, Source};
+use crate::sink::{Change, Continues, RecordSink, RunId, SinkRecord};
 use crate::tenant_id::TenantId;
-use crate::tenants::{
-    Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, TenantStatus,
-};
-
-/// How a pair's run ended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum PairResult {
-    /// The window was paged to its end.
-    Complete,
-    /// The deadline came first; the next run resumes where this one stopped.
-    Partial,
-    /// Microsoft (or our own limiter) asked to wait longer than the time left.
-    Throttled {
-        retry_after_seconds: u64,
-    },
-    /// The tenant no longer grants access: marked `revoked`.
-    Revoked {
-        message: String,
-    },
-    /// Another run owns this pair (its lease, or its checkpoint): skipped without reading or
-    /// writing anything.
-    Busy,
-    /// The registry does not allow this pair (tenant not registered, not active, or without the
-    /// source's roles): nothing fetched, and a queued message is deleted, not retried.
-    Dropped {
-        code: ErrorCode,
-        message: String,
-    },
-    Failed {
-        code: ErrorCode,
-        message: String,
-    },
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PairOutcome {
-    pub tenant_id: TenantId,
-    pub source: Source,
-    #[serde(flatten)]
-    pub result: PairResult,
-    /// Records delivered (new or updated).
-    pub delivered: usize,
-    pub new: usize,
-    pub updated: usize,
-    /// Records seen again (overlap, re-read page) and dropped.
-    pub repeats: usize,
-    pub pages: usize,
-    pub api_calls: usize,
-    pub unreadable: usize,
-}
-
-impl PairOutcome {
-    pub fn is_failure(&self) -> bool {
-        matches!(
-            self.result,
-            PairResult::Failed { .. } | PairResult::Throttled { .. }
-        )
-    }
-}
-
-/// Proves a pending tenant's consent (the fetch cycle's re-verification), one API at a time: a
-/// tenant that consented to some APIs only becomes active for what it granted (its other sources
-/// are then reported `roles_missing` by the plan) instead of staying pending, re-proven with a
-/// token request per API on every cycle.
-pub struct Reverifier {
-    pub tokens: Arc<crate::entra::AppTokenProvider>,
-    pub settings: crate::config::Settings,
-}
-
-/// Writes of one outcome tried before giving up to a concurrent writer.
-const REVERIFY_WRITE_ATTEMPTS: usize = 8;
-
-impl Reverifier {
-    pub async fn prove(
-        &self,
-        tenant: &TenantId,
-        apis: &[crate::api::DefenderApi],
-        registry: &dyn TenantRegistry,
-    ) -> Result<crate::tenants::TenantRecord, RegistryError> {
-        // Only what a proven administrator (or the operator) started is the cycle's to finish:
-        // an unverified claim waits for the operator's decision, and costs no token request.
-        if let Some(record) = registry.get(tenant).await?
-            && (record.status != TenantStatus::Pending || !record.ownership.is_proven())
-        {
-            return Ok(record);
-        }
-        let mut roles: Vec<String> = Vec::new();
-        let mut granted = Vec::new();
-        let mut refused = Vec::new();
-        let mut passing = None;
-        for api in apis {
-            // No waiting here: the next cycle tries again.
-            match crate::consent::proof::prove_consent(
-                &self.tokens,
-                &self.settings,
-                tenant,
-                &[*api],
-                Duration::ZERO,
-            )
-            .await
-            {
-                Ok(proven) => {
-                    granted.push(*api);
-                    for role in proven {
-                        if !roles.contains(&role) {
-                            roles.push(role);
-                        }
-                    }
-                }
-                // Throttling or an outage says nothing about the grant: no verdict this cycle,
-                // or a tenant would be made active without an API it did grant.
-                Err(failure) if failure.code.is_transient() => {
-                    passing.get_or_insert(failure);
-                }
-                Err(failure) => refused.push((*api, failure)),
-            }
-        }
-        roles.sort();
-        let verdict = match (passing, refused.first()) {
-            (Some(failure), _) => Err(format!("{}: {}", failure.code, failure.message)),
-            (None, _) if !granted.is_empty() => Ok(roles),
-            (None, Some((_, failure))) => Err(format!("{}: {}", failure.code, failure.message)),
-            (None, None) => Err(format!("{}: no API to prove", ErrorCode::ConfigInvalid)),
-        };
-        match &verdict {
-            Ok(roles) => {
-                tracing::info!(tenant = %tenant, roles = ?roles, granted = ?granted, refused = refused.len(), "consent proven by the fetch cycle")
-            }
-            Err(reason) => tracing::warn!(tenant = %tenant, reason = %reason, "consent not proven"),
-        }
-        // Re-read and written only if nobody changed it since (conditional write): an offboarding
-        // while the proof ran is never overwritten, and only a pending tenant is promoted.
-        for _ in 0..REVERIFY_WRITE_ATTEMPTS {
-            let current = registry
-                .get(tenant)
-                .await?
-                .ok_or_else(|| RegistryError::NotFound(tenant.to_string()))?;
-            if current.status != TenantStatus::Pending || !current.ownership.is_proven() {
-                return Ok(current);
-            }
-            let mut next = current.clone();
-            next.updated_at = crate::tenants::stored_now();
-            match &verdict {
-                Ok(roles) => {
-                    next.status = TenantStatus::Active;
-                    next.roles = roles.clone();
-                    next.status_reason = None;
-                }
-                Err(reason) => next.status_reason = Some(reason.clone()),
-            }
-            match registry.replace(&next).await {
-                Ok(()) => {
-                    return Ok(crate::tenants::TenantRecord {
-                        version: next.version + 1,
-                        ..next
-                    });
-                }
-                Err(RegistryError::Conflict(_)) => continue,
-                Err(error) => return Err(error),
-            }
-        }
-        Err(RegistryError::Conflict(tenant.to_string()))
-    }
-}
+use crate::tenants::{Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry};
 
 pub struct Fetcher {
     pub client: Arc<DefenderClient>,
@@ -207,27 +54,8 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
 /// burst, frees its first slot a minute later. Waiting for it costs the same Lambda time as a
 /// limiter that spaces calls evenly, and lets a backfill go on in the same invocation.
 const MAX_LIMITER_WAIT: Duration = Duration::from_secs(65);
-/// The narrowest time range an unordered source's query is split to; below it, links.
-const MIN_SPLIT: chrono::Duration = chrono::Duration::milliseconds(1);
 /// Retries of a 5xx or transport failure within a run.
 const OUTAGE_RETRIES: u32 = 3;
-/// Lambda's longest timeout: a lease never needs to outlast more than this of a run.
-const LONGEST_INVOCATION: Duration = Duration::from_secs(900);
-/// A lease outlives its run's deadline by this much, for clocks that differ between instances.
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
-
-/// Until when a run whose deadline is `deadline` holds its pair: past the deadline (the run is
-/// over by then, finished or killed), so that no other run starts while it may still write.
-pub fn lease_until(
-    now: chrono::DateTime<Utc>,
-    deadline: Instant,
-    monotonic_now: Instant,
-) -> chrono::DateTime<Utc> {
-    let left = deadline
-        .saturating_duration_since(monotonic_now)
-        .min(LONGEST_INVOCATION);
-    now + chrono::Duration::from_std(left + LEASE_MARGIN).unwrap_or_default()
-}
 
 impl Fetcher {
     pub async fn run_pair(
@@ -236,18 +64,7 @@ impl Fetcher {
         source: Source,
         deadline: Instant,
     ) -> PairOutcome {
-        let mut outcome = PairOutcome {
-            tenant_id: tenant.clone(),
-            source,
-            result: PairResult::Complete,
-            delivered: 0,
-            new: 0,
-            updated: 0,
-            repeats: 0,
-            pages: 0,
-            api_calls: 0,
-            unreadable: 0,
-        };
+        let mut outcome = PairOutcome::new(tenant, source);
         let run = RunId::new();
         if let Err(result) = self.admit_and_lease(tenant, source, deadline, &run).await {
             outcome.result = result;
@@ -276,36 +93,7 @@ impl Fetcher {
             .flatten()
             .and_then(|checkpoint| checkpoint.newest_delivered)
             .map(|newest| (Utc::now() - newest).num_seconds().max(0) as f64);
-        let mut values = vec![
-            ("RecordsDelivered", outcome.delivered as f64, "Count"),
-            ("ApiCalls", outcome.api_calls as f64, "Count"),
-            (
-                "PairFailed",
-                f64::from(u8::from(outcome.is_failure())),
-                "Count",
-            ),
-            (
-                "TenantRevoked",
-                f64::from(u8::from(matches!(
-                    outcome.result,
-                    PairResult::Revoked { .. }
-                ))),
-                "Count",
-            ),
-        ];
-        if let Some(lag) = lag {
-            values.push(("LagSeconds", lag, "Seconds"));
-        }
-        crate::telemetry::metrics(&[("Source", source.as_str())], &values);
-        tracing::info!(
-            tenant = %tenant,
-            source = %source.as_str(),
-            result = ?outcome.result,
-            delivered = outcome.delivered,
-            repeats = outcome.repeats,
-            pages = outcome.pages,
-            "pair finished"
-        );
+        outcome.report(lag);
         outcome
     }
 
@@ -392,11 +180,7 @@ impl Fetcher {
             }
             let budget = (left - self.settings.deadline_margin).min(MAX_LIMITER_WAIT);
             let window = checkpoint.window.clone().expect("opened above");
-            let bound = window
-                .cursor
-                .clone()
-                .unwrap_or_else(|| window.upper.clone());
-            let lower = window.floor.clone().unwrap_or_else(|| low.clone());
+            let (lower, bound) = query_range(&window, &low);
             let fresh = self.page_url(&spec, &lower, &bound, top, skip, expand_alerts);
             let resumed = match window.next.as_deref() {
                 Some(link) if !spec.newest_first => same_origin_link(&fresh, link).ok(),
@@ -470,8 +254,6 @@ impl Fetcher {
                 }
             }
             let returned = page.records.len() + page.unreadable;
-            // A server may cut a page below `$top` and say so with a link: only a short page
-            // without one ends the window.
             let next_link = page.next_link.take();
 
             self.deliver(tenant, source, run, &page.records, outcome)
@@ -486,14 +268,8 @@ impl Fetcher {
             }
 
             if !spec.newest_first {
-                // Graph documents no order, and its links page by position: a record that
-                // changes while a chain is followed shifts the rest, and one is skipped. So a
-                // query counts as complete only when one answer holds all of it (short, no
-                // link); otherwise its time range is split in two and read again (the ledger
-                // drops what was delivered), never paged by `$skip` or by links. Only a range
-                // too narrow to split (many records at one instant) follows its links, kept in
-                // the checkpoint so that a run cut short resumes the chain.
-                let mut open = window.clone();
+                // Only a range too narrow to split follows its links (`window::after_unordered`),
+                // kept in the checkpoint so that a run cut short resumes the chain.
                 let (Some(lower_at), Some(bound_at)) =
                     (parse_api_time(&lower), parse_api_time(&bound))
                 else {
@@ -502,54 +278,53 @@ impl Fetcher {
                         format!("unreadable window bounds {lower} / {bound}"),
                     ));
                 };
-                let width = bound_at - lower_at;
-                let splittable = width > MIN_SPLIT;
-                let complete = (returned as u32) < top && next_link.is_none();
-                if !complete && !splittable {
-                    let Some(link) = next_link else {
-                        return Err(Failure::Other(
-                            ErrorCode::MicrosoftUnavailable,
-                            format!(
-                                "more than {top} records share the instant {bound}, and the API gives no link to the rest"
-                            ),
-                        ));
-                    };
-                    open.next = Some(same_origin_link(&url, &link)?.to_string());
-                    checkpoint.window = Some(open);
-                    checkpoint = self.save(&checkpoint).await?;
-                    continue;
-                }
-                open.next = None;
-                if !complete {
-                    tracing::debug!(tenant = %tenant, source = %source.as_str(), returned, "incomplete answer: splitting its time range");
-                    open.floor = Some(odata_literal(&(bound_at - width / 2)));
-                    checkpoint.window = Some(open);
-                    checkpoint = self.save(&checkpoint).await?;
-                    continue;
-                }
-                if window.floor.is_some() || window.next.is_some() {
-                    // `[floor, bound]` is complete: the rest of the window lies below it, read
-                    // next in a range sized for this one's density.
-                    open.cursor = Some(lower.clone());
-                    let next_width = next_width(width, returned, top);
-                    open.floor = next_floor(lower_at, Some(next_width), parse_api_time(&low))
-                        .map(|floor| odata_literal(&floor));
-                    let finished = open.floor.is_none() && lower == low;
-                    checkpoint.window = Some(open);
-                    if !finished {
-                        checkpoint = self.save(&checkpoint).await?;
-                        continue;
+                let step = after_unordered(
+                    &window,
+                    &low,
+                    (lower_at, bound_at),
+                    returned,
+                    top,
+                    next_link.is_some(),
+                );
+                let mut open = OpenWindow {
+                    next: None,
+                    ..window.clone()
+                };
+                match step {
+                    // The whole window answered: completed below.
+                    UnorderedStep::WindowDone => {}
+                    UnorderedStep::FollowLink => {
+                        let Some(link) = next_link.as_deref() else {
+                            return Err(Failure::Other(
+                                ErrorCode::MicrosoftUnavailable,
+                                format!(
+                                    "more than {top} records share the instant {bound}, and the API gives no link to the rest"
+                                ),
+                            ));
+                        };
+                        open.next = Some(same_origin_link(&url, link)?.to_string());
+                    }
+                    UnorderedStep::Split { floor } => {
+                        tracing::debug!(tenant = %tenant, source = %source.as_str(), returned, "incomplete answer: splitting its time range");
+                        open.floor = Some(odata_literal(&floor));
+                    }
+                    UnorderedStep::Below { floor } => {
+                        // `[floor, bound]` is complete: the rest of the window lies below it.
+                        open.cursor = Some(lower.clone());
+                        open.floor = floor.map(|floor| odata_literal(&floor));
                     }
                 }
-                // The whole window answered: fall through to completing it.
+                if step != UnorderedStep::WindowDone {
+                    checkpoint.window = Some(open);
+                    checkpoint = self.save(&checkpoint).await?;
+                    continue;
+                }
             }
-            if (returned as u32) < top && next_link.is_none() {
+            if answered_whole(returned, top, next_link.is_some()) {
                 // A short page: the window is done. The next one starts a little before this
                 // one's upper bound, for records that became visible late.
                 let upper = parse_api_time(&window.upper).unwrap_or_else(Utc::now);
-                let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
-                let next_low =
-                    (upper - overlap).max(parse_api_time(&low).unwrap_or(upper - overlap));
+                let next_low = next_low(upper, span(self.settings.overlap), parse_api_time(&low));
                 checkpoint.low = Some(odata_literal(&next_low));
                 checkpoint.window = None;
                 checkpoint.last_success = Some(Utc::now());
@@ -576,31 +351,24 @@ impl Fetcher {
                 .records
                 .iter()
                 .min_by_key(|record| record.last_update_at)
-                .map(|record| record.last_update.clone());
-            match oldest {
-                Some(oldest)
-                    if Some(&oldest) != window.cursor.as_ref()
-                        && parse_api_time(&oldest) < parse_api_time(&bound) =>
-                {
-                    checkpoint.window = Some(OpenWindow {
-                        upper: window.upper.clone(),
-                        cursor: Some(oldest),
-                        floor: None,
-                        next: None,
-                    });
+                .map(|record| record.last_update.as_str());
+            let cursor = match narrowed_cursor(oldest, window.cursor.as_deref(), &bound) {
+                Some(oldest) => {
                     skip = 0;
+                    oldest
                 }
-                _ => {
+                None => {
                     // The whole page shares the bound's time: step over it by position.
                     skip += returned as u32;
-                    checkpoint.window = Some(OpenWindow {
-                        upper: window.upper.clone(),
-                        cursor: Some(bound.clone()),
-                        floor: None,
-                        next: None,
-                    });
+                    bound.clone()
                 }
-            }
+            };
+            checkpoint.window = Some(OpenWindow {
+                upper: window.upper.clone(),
+                cursor: Some(cursor),
+                floor: None,
+                next: None,
+            });
             checkpoint = self.save(&checkpoint).await?;
         }
     }
@@ -614,8 +382,7 @@ impl Fetcher {
         source: Source,
     ) -> Result<Checkpoint, Failure> {
         let mut fresh = Checkpoint::new(tenant.clone(), source.as_str());
-        let lookback =
-            Utc::now() - chrono::Duration::from_std(self.settings.lookback).unwrap_or_default();
+        let lookback = Utc::now() - span(self.settings.lookback);
         // Only a crossing over: while the retiring source still runs beside its successor, the
         // successor reads its own history (graph-alerts holds every product, not only MDE).
         let predecessor = match source
@@ -638,7 +405,7 @@ impl Fetcher {
                 let (predecessor, checkpoint) = predecessor.as_ref().expect("matched above");
                 // Its `low` already lies an overlap before its last window's end; one more
                 // overlap covers the difference between the two APIs' clocks.
-                let overlap = chrono::Duration::from_std(self.settings.overlap).unwrap_or_default();
+                let overlap = span(self.settings.overlap);
                 fresh.newest_delivered = checkpoint.newest_delivered;
                 tracing::info!(tenant = %tenant, source = %source.as_str(), from = %predecessor.as_str(), low = %checkpoint.low.as_deref().unwrap_or(""), "first run continues from the retiring source's checkpoint");
                 migration_start(low, overlap, lookback)
@@ -867,7 +634,8 @@ impl Fetcher {
         })
     }
 
-    /// Records the failure on the checkpoint (and on the tenant, when consent is gone).
+    /// Records the failure on the checkpoint, and on the tenant when the revocation policy says
+    /// its consent is gone.
     async fn record_failure(
         &self,
         tenant: &TenantId,
@@ -877,29 +645,15 @@ impl Fetcher {
         if let Failure::Store(RegistryError::Conflict(_)) = failure {
             return PairResult::Busy;
         }
-        let (code, mut message) = failure.describe();
-        let consent_gone = failure.means_revoked();
-        let revoked = consent_gone && self.others_still_accept_the_app(tenant, source).await;
-        if consent_gone && !revoked {
-            message = format!(
-                "{message} Other tenants refuse the app too, so the tenant is not marked revoked: \
-                 check the client_id in the app credential."
-            );
-        }
-        if revoked {
-            tracing::warn!(tenant = %tenant, code = %code, metric = "TenantRevoked", "consent gone; marking the tenant revoked");
-            if let Err(error) = self
-                .registry
-                .set_status(
-                    tenant,
-                    TenantStatus::Revoked,
-                    Some(format!("{code}: {message}")),
-                )
-                .await
-            {
-                tracing::error!(tenant = %tenant, error = %error, "could not mark the tenant revoked");
-            }
-        }
+        let result = revocation::judge(
+            self.registry.as_ref(),
+            &self.client,
+            tenant,
+            source,
+            &failure,
+        )
+        .await;
+        let (code, _) = failure.describe();
         match self.checkpoints.checkpoint(tenant, source.as_str()).await {
             Ok(stored) => {
                 // A pair that fails on its first run keeps the start its first run had (the
@@ -920,50 +674,7 @@ impl Fetcher {
             }
             Err(error) => tracing::warn!(tenant = %tenant, error = %error, "checkpoint unreadable"),
         }
-        if revoked {
-            PairResult::Revoked { message }
-        } else {
-            PairResult::Failed { code, message }
-        }
-    }
-
-    /// Entra's "app not found in this tenant" (AADSTS700016) also comes back from every tenant
-    /// when the credential names the wrong `client_id`, and one such run must not mark the whole
-    /// fleet revoked. A second opinion tells the two apart: if another active tenant still
-    /// accepts the app, this tenant withdrew its consent. With no other tenant to ask, Entra's
-    /// word stands; with no clear answer (throttled, unavailable), nothing is marked this run.
-    async fn others_still_accept_the_app(&self, tenant: &TenantId, source: Source) -> bool {
-        /// Enough to outvote one or two tenants that also withdrew.
-        const WITNESSES: usize = 3;
-        let api = spec(source).api;
-        let others: Vec<TenantId> = match self.registry.list().await {
-            Ok(records) => records
-                .into_iter()
-                .filter(|record| {
-                    record.status == TenantStatus::Active && record.tenant_id != *tenant
-                })
-                .map(|record| record.tenant_id)
-                .take(WITNESSES)
-                .collect(),
-            Err(error) => {
-                tracing::warn!(tenant = %tenant, error = %error, "registry unreadable; revocation not recorded this run");
-                return false;
-            }
-        };
-        if others.is_empty() {
-            return true;
-        }
-        for other in &others {
-            match self.client.app_accepted_by(other, api).await {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(tenant = %tenant, witness = %other, error = %error, "no second opinion on the revocation this run");
-                }
-            }
-        }
-        tracing::error!(tenant = %tenant, witnesses = others.len(), "other tenants refuse the app too: the credential's client_id is likely wrong");
-        false
+        result
     }
 }
 
@@ -983,145 +694,12 @@ struct Inherited {
     mde_alerts: std::collections::HashSet<String>,
 }
 
-#[derive(Debug)]
-enum Failure {
-    Api(ApiError),
-    Store(RegistryError),
-    Other(ErrorCode, String),
-}
-
-impl From<RegistryError> for Failure {
-    fn from(error: RegistryError) -> Self {
-        Failure::Store(error)
-    }
-}
-
-impl Failure {
-    fn describe(&self) -> (ErrorCode, String) {
-        match self {
-            Failure::Api(error) => (error.code(), error.to_string()),
-            Failure::Store(error) => (error.code(), error.to_string()),
-            Failure::Other(code, message) => (*code, message.clone()),
-        }
-    }
-
-    fn means_revoked(&self) -> bool {
-        // Only Entra saying the app is gone from the tenant means revoked. A 403 from the API can
-        // be a product not enabled, and missing roles can be a tenant that consented to some
-        // APIs only: those fail the pair, not the tenant.
-        matches!(self, Failure::Api(ApiError::Token(error)) if error.code() == ErrorCode::NotConsented)
-    }
-}
-
-/// Where a Graph source's first run starts after its retiring predecessor: an overlap before
-/// where the predecessor had got to, never earlier than the look-back.
-fn migration_start(
-    predecessor_low: chrono::DateTime<Utc>,
-    overlap: chrono::Duration,
-    lookback: chrono::DateTime<Utc>,
-) -> chrono::DateTime<Utc> {
-    (predecessor_low - overlap).max(lookback)
-}
-
-/// The width of an unordered source's next query after one of `width` answered `returned`
-/// records completely: sized to fill about four fifths of a page at the density just seen
-/// (between half and four times the width), so that few answers come back full and are read
-/// again split.
-fn next_width(width: chrono::Duration, returned: usize, top: u32) -> chrono::Duration {
-    let target = f64::from(top) * 0.8;
-    let factor = if returned == 0 {
-        4.0
-    } else {
-        (target / returned as f64).clamp(0.5, 4.0)
-    };
-    let micros = (width.num_microseconds().unwrap_or(i64::MAX / 8) as f64 * factor) as i64;
-    chrono::Duration::microseconds(micros.max(1))
-}
-
-/// The next query's lower bound below `cursor` for an unordered source: one `span` down, or the
-/// rest of the window (`None`) when that reaches its low end.
-fn next_floor(
-    cursor: chrono::DateTime<Utc>,
-    span: Option<chrono::Duration>,
-    low: Option<chrono::DateTime<Utc>>,
-) -> Option<chrono::DateTime<Utc>> {
-    let floor = cursor - span?;
-    match low {
-        Some(low) if floor <= low => None,
-        _ => Some(floor),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_migration_starts_an_overlap_before_the_retiring_checkpoint() {
-        let low = "2026-12-01T10:00:00Z"
-            .parse::<chrono::DateTime<Utc>>()
-            .unwrap();
-        let overlap = chrono::Duration::seconds(300);
-        let lookback = low - chrono::Duration::days(7);
-        assert_eq!(
-            migration_start(low, overlap, lookback),
-            low - overlap,
-            "not the look-back: the history is not fetched again"
-        );
-        // A retiring checkpoint older than the look-back is not followed past it.
-        assert_eq!(
-            migration_start(lookback - chrono::Duration::days(30), overlap, lookback),
-            lookback
-        );
-    }
-
-    #[test]
-    fn the_next_range_is_sized_for_the_density_just_seen() {
-        let hour = chrono::Duration::hours(1);
-        // 20 of 50 in an hour: two hours fill 40.
-        assert_eq!(next_width(hour, 20, 50), hour * 2);
-        assert_eq!(next_width(hour, 0, 50), hour * 4);
-        let dense = next_width(hour, 49, 50);
-        assert!(dense > hour / 2 && dense < hour, "{dense}");
-        assert_eq!(next_width(hour, 500, 50), hour / 2);
-    }
-
-    #[test]
-    fn the_next_query_goes_one_span_down_or_to_the_windows_end() {
-        let cursor = "2026-12-01T10:00:00Z"
-            .parse::<chrono::DateTime<Utc>>()
-            .unwrap();
-        let hour = chrono::Duration::hours(1);
-        assert_eq!(
-            next_floor(cursor, Some(hour), Some(cursor - chrono::Duration::days(1))),
-            Some(cursor - hour)
-        );
-        assert_eq!(next_floor(cursor, Some(hour), Some(cursor - hour)), None);
-        assert_eq!(next_floor(cursor, None, Some(cursor - hour)), None);
-    }
-
     fn page() -> url::Url {
         url::Url::parse("https://graph.microsoft.com/v1.0/security/incidents?$top=50").unwrap()
-    }
-
-    #[test]
-    fn a_lease_outlives_the_deadline_and_never_much_more_than_a_timeout() {
-        let now = Utc::now();
-        let monotonic = Instant::now();
-        let until = lease_until(now, monotonic + Duration::from_secs(600), monotonic);
-        assert_eq!((until - now).num_seconds(), 660);
-        let until = lease_until(now, monotonic + Duration::from_secs(86_400), monotonic);
-        assert_eq!(
-            (until - now).num_seconds(),
-            960,
-            "capped at Lambda's 15 minutes"
-        );
-        let until = lease_until(now, monotonic, monotonic + Duration::from_secs(5));
-        assert_eq!(
-            (until - now).num_seconds(),
-            60,
-            "a deadline past still leaves the margin"
-        );
     }
 
     #[test]

@@ -11,8 +11,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::admission::{ROLES_MISSING_PREFIX, plan_sources, roles_missing_reason};
-use super::engine::{Fetcher, PairOutcome, PairResult};
-use crate::sink::Source;
+use super::engine::Fetcher;
+use super::outcome::{PairOutcome, PairResult};
+use crate::defender::Source;
 use crate::tenant_id::TenantId;
 use crate::tenants::{RegistryError, TenantRecord, TenantStatus, stored_now};
 

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::engine::{Fetcher, PairOutcome, PairResult};
+use super::admission::SourceRoles;
+use super::engine::Fetcher;
 use super::fleet::{FleetReport, PairTask, run_pairs, run_scheduled};
+use super::outcome::{PairOutcome, PairResult};
 use super::queue::SqsQueue;
-use super::settings::FetchSettings;
-use crate::config::ConfigError;
+use super::reverify::Reverifier;
+use crate::config::{ConfigError, ENV_EVENT_BUS, ENV_QUEUE_URL, ENV_SINK_BUCKET, FetchJobSettings};
 use crate::defender::DefenderClient;
 use crate::runtime::Services;
-use crate::sink::SinkSettings;
 use crate::tenants::RegistryError;
 
 pub struct FetchService {
@@ -35,47 +36,54 @@ pub struct BatchReport {
 }
 
 impl FetchService {
+    /// Assembles the job on `services`, with the job's settings they were built with
+    /// ([`Services::from_env_for_fetch`]), else those `lookup` gives (a local caller: the demo, a
+    /// bench, a test). The AWS configuration is the one `services` loaded: never loaded here.
     pub async fn build(
         services: &Services,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<FetchService, ConfigError> {
-        let settings = FetchSettings::from_lookup(&lookup)?;
-        // Once per cold start: a source on an API Microsoft retires still works until then.
-        settings.warn_retiring();
-        let sink_settings = SinkSettings::from_lookup(&lookup)?;
-        // The registry and credential may be local while the sink or queue are in AWS.
-        let loaded;
-        let aws = match services.aws.as_ref() {
-            Some(aws) => Some(aws),
-            None if sink_settings.needs_aws() || settings.queue_url.is_some() => {
-                loaded = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                Some(&loaded)
-            }
-            None => None,
+        let job = match &services.settings.fetch_job {
+            Some(job) => job.clone(),
+            None => FetchJobSettings::from_lookup(&lookup)?,
         };
-        let sink = sink_settings.build(aws)?;
-        let queue = settings
+        // Once per cold start: a source on an API Microsoft retires still works until then.
+        job.fetch.warn_retiring();
+        let aws = services.aws.as_ref();
+        if aws.is_none()
+            && let Some(variable) = aws_variable(&job)
+        {
+            return Err(ConfigError::new(
+                variable,
+                "needs the AWS configuration, which the services were built without: build them \
+                 with the job's settings (Settings::with_fetch_job)",
+            ));
+        }
+        let sink = job.sink.build(aws)?;
+        let queue = job
+            .fetch
             .queue_url
             .as_ref()
             .zip(aws)
             .map(|(url, aws)| SqsQueue::new(aws_sdk_sqs::Client::new(aws), url.clone()));
+        let proof = services.settings.proof();
         let client = DefenderClient::new(
             services.http.clone(),
-            services.settings.clone(),
+            services.settings.api_access(),
             services.tokens.clone(),
         );
         Ok(FetchService {
             fetcher: Arc::new(Fetcher {
                 client: Arc::new(client),
-                reverify: Some(super::engine::Reverifier {
+                roles: SourceRoles::from_proof(&proof),
+                reverify: Some(Reverifier {
                     tokens: services.tokens.clone(),
-                    settings: services.settings.clone(),
+                    settings: proof,
                 }),
                 checkpoints: services.checkpoints.clone(),
                 registry: services.registry.clone(),
                 sink,
-                settings,
-                roles: super::admission::SourceRoles::from_settings(&services.settings),
+                settings: job.fetch,
             }),
             queue,
         })
@@ -162,5 +170,68 @@ impl FetchService {
             outcomes,
             failed_message_ids: failed,
         }
+    }
+}
+
+/// The first of the job's settings that names something in AWS.
+fn aws_variable(job: &FetchJobSettings) -> Option<&'static str> {
+    [
+        (ENV_SINK_BUCKET, job.sink.bucket.is_some()),
+        (ENV_EVENT_BUS, job.sink.event_bus.is_some()),
+        (ENV_QUEUE_URL, job.fetch.queue_url.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(variable, set)| set.then_some(variable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ENV_SOURCES, Settings};
+
+    fn local(name: &str) -> Option<String> {
+        match name {
+            "DP_CREDENTIAL_JSON" => Some(
+                r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": "x"}"#
+                    .into(),
+            ),
+            "DP_SQLITE_PATH" => Some(":memory:".into()),
+            "DP_SINK_DIR" => Some("/tmp/defender-partner-unused-sink".into()),
+            _ => None,
+        }
+    }
+
+    fn queued(name: &str) -> Option<String> {
+        match name {
+            ENV_QUEUE_URL => Some("https://sqs.us-east-1.amazonaws.com/123456789012/work".into()),
+            _ => local(name),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_reaching_aws_on_services_without_it_is_refused_not_loaded_again() {
+        let services = Services::build_with_aws(Settings::from_lookup(queued).unwrap(), None)
+            .await
+            .unwrap();
+        let error = FetchService::build(&services, queued).await.err().unwrap();
+        assert_eq!(error.variable, ENV_QUEUE_URL);
+        assert!(FetchService::build(&services, local).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_jobs_settings_the_services_were_built_with_win() {
+        let settings = Settings::from_lookup(local)
+            .unwrap()
+            .with_fetch_job(local)
+            .unwrap();
+        let services = Services::build(settings).await.unwrap();
+        assert!(services.aws.is_none(), "nothing configured lives in AWS");
+        let unreadable = |name: &str| (name == ENV_SOURCES).then(|| "sentinel".to_owned());
+        let service = FetchService::build(&services, unreadable).await.unwrap();
+        assert!(service.queue.is_none());
+        assert_eq!(
+            service.fetcher.settings.sources,
+            crate::config::DEFAULT_SOURCES.to_vec()
+        );
     }
 }

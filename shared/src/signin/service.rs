@@ -18,7 +18,7 @@ use super::pkce::{NonceDeriver, PkceDeriver};
 use super::sealing::{SealContext, Sealer};
 use crate::ErrorCode;
 use crate::api::DefenderApi;
-use crate::config::{ENV_SIGNIN_REDIRECT_URI, Settings};
+use crate::config::{ENV_SIGNIN_REDIRECT_URI, SignInServiceSettings};
 use crate::consent::Page;
 use crate::consent::state::{ConsentState, StateError, StateSigner};
 use crate::entra::id_token::{Expected, IdTokenError, IdTokenVerifier};
@@ -80,7 +80,7 @@ pub struct SignInLink {
 }
 
 pub struct SignInService {
-    settings: Settings,
+    settings: SignInServiceSettings,
     signer: StateSigner,
     pkce: PkceDeriver,
     nonces: NonceDeriver,
@@ -95,7 +95,7 @@ pub struct SignInService {
 
 /// The parts a sign-in service is built from (built once per cold start).
 pub struct SignInParts {
-    pub settings: Settings,
+    pub settings: SignInServiceSettings,
     /// The service's signing key (the consent state key); sign-in derives its own keys from it.
     pub service_key: SecretSlice<u8>,
     pub attempts: Arc<dyn ConsentAttempts>,
@@ -120,7 +120,7 @@ impl SignInService {
         .await?;
         let sealer = super::keys::load_sealer(services, Some(&service_key)).await?;
         Ok(SignInService::new(SignInParts {
-            settings: services.settings.clone(),
+            settings: services.settings.signin_service(),
             service_key,
             attempts: services.attempts.clone(),
             registry: services.registry.clone(),
@@ -430,6 +430,7 @@ impl SignInService {
         // other APIs.
         let lacking = self
             .settings
+            .access
             .required_scopes(api)
             .missing(&scopes)
             .map(|missing| pages::MissingScopes {

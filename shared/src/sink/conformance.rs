@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-use super::{Change, Partition, RecordSink, RunId, SinkLine, SinkRecord, Source};
+use super::{Change, Partition, RecordSink, RunId, SinkLine, SinkRecord};
+use crate::defender::Source;
 use crate::tenant_id::TenantId;
 
 /// Reads back what a sink stored.

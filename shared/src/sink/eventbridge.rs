@@ -18,7 +18,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Change, RecordSink, RunId, SinkError, SinkRecord, Source};
+use super::{Change, RecordSink, RunId, SinkError, SinkRecord};
+use crate::defender::Source;
 use crate::tenant_id::TenantId;
 
 pub const EVENT_SOURCE: &str = "defender-partner";

@@ -8,7 +8,8 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{Change, RunId, SinkRecord, Source};
+use super::{Change, RunId, SinkRecord};
+use crate::defender::Source;
 use crate::tenant_id::TenantId;
 
 /// Top folder of every stored object (alerts included: one tree for everything fetched).

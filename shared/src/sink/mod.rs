@@ -10,23 +10,24 @@
 //! from, and the record itself exactly as the API sent it. A re-run may write a record again; its
 //! key (tenant, source, id, last-update time) lets consumers drop the repeat.
 
+mod build;
 pub mod conformance;
 mod eventbridge;
 mod fanout;
 mod lines;
 mod local;
 mod s3;
-mod settings;
 
+/// The sink's settings, read with the others in `crate::config`.
+pub use crate::config::{
+    DEFAULT_SINK_DIR, ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_DIR, ENV_SINK_PREFIX, SinkSettings,
+};
+pub use build::sink_from_env;
 pub use eventbridge::{DETAIL_TYPE_ALERT, DETAIL_TYPE_INCIDENT, EVENT_SOURCE, EventBridgeSink};
 pub use fanout::FanOutSink;
 pub use lines::{Partition, SinkLine};
 pub use local::LocalSink;
 pub use s3::S3Sink;
-pub use settings::{
-    DEFAULT_SINK_DIR, ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_DIR, ENV_SINK_PREFIX, SinkSettings,
-    sink_from_env,
-};
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,82 +38,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::ErrorCode;
+use crate::defender::Source;
 use crate::tenant_id::TenantId;
-
-/// Which API a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// Microsoft 365 Defender incidents (`/api/incidents`).
-    M365dIncidents,
-    /// Microsoft Graph security incidents (`/security/incidents`).
-    GraphIncidents,
-    /// Defender for Endpoint alerts (`/api/alerts`). Retiring (MC1220762): succeeded by
-    /// `GraphAlerts`.
-    MdeAlerts,
-    /// Microsoft Graph security alerts of every Defender product (`/security/alerts_v2`).
-    GraphAlerts,
-}
-
-impl Source {
-    pub const ALL: [Source; 4] = [
-        Source::M365dIncidents,
-        Source::GraphIncidents,
-        Source::MdeAlerts,
-        Source::GraphAlerts,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::M365dIncidents => "m365d-incidents",
-            Source::GraphIncidents => "graph-incidents",
-            Source::MdeAlerts => "mde-alerts",
-            Source::GraphAlerts => "graph-alerts",
-        }
-    }
-
-    /// Sources on the APIs Microsoft retires on 2027-02-01 (MC1220762).
-    pub fn is_retiring(self) -> bool {
-        matches!(self, Source::M365dIncidents | Source::MdeAlerts)
-    }
-
-    /// The Graph source that succeeds a retiring one.
-    pub fn successor(self) -> Option<Source> {
-        match self {
-            Source::M365dIncidents => Some(Source::GraphIncidents),
-            Source::MdeAlerts => Some(Source::GraphAlerts),
-            Source::GraphIncidents | Source::GraphAlerts => None,
-        }
-    }
-
-    /// The retiring source a Graph source takes over from.
-    pub fn predecessor(self) -> Option<Source> {
-        Source::ALL
-            .into_iter()
-            .find(|source| source.successor() == Some(self))
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Source {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let wanted = text.trim().to_ascii_lowercase();
-        Source::ALL
-            .into_iter()
-            .find(|source| source.as_str() == wanted)
-            .ok_or_else(|| {
-                format!(
-                    "unknown source {text:?}: use graph-incidents, graph-alerts, or the retiring m365d-incidents, mde-alerts"
-                )
-            })
-    }
-}
 
 /// Whether the sink sees a record for the first time or a newer version of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -275,18 +202,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn source_names_round_trip() {
-        for source in Source::ALL {
-            assert_eq!(source.as_str().parse::<Source>().unwrap(), source);
-            assert_eq!(
-                serde_json::to_value(source).unwrap(),
-                serde_json::Value::String(source.as_str().into())
-            );
-            assert_eq!(source.to_string(), source.as_str());
-        }
-        assert_eq!(" MDE-Alerts ".parse::<Source>().unwrap(), Source::MdeAlerts);
-        assert!("incidents".parse::<Source>().is_err());
+    fn change_names_are_lower_case() {
         assert_eq!(serde_json::to_value(Change::Updated).unwrap(), "updated");
+        assert_eq!(serde_json::to_value(Change::New).unwrap(), "new");
     }
 
     #[test]

@@ -67,8 +67,8 @@ async fn query_api(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
             "InvalidAction",
             format!(
                 "Could not find operation {} for version {}",
-                crate::errors::clip(action),
-                crate::errors::clip(version)
+                crate::entra::errors::clip(action),
+                crate::entra::errors::clip(version)
             ),
         )
         .into_response(),

@@ -5,8 +5,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 
 use super::ec_key::EcSigningKey;
+use crate::entra::keys::SigningKey;
 use crate::handle::ControlError;
-use crate::keys::SigningKey;
 use crate::scenario::AwsConfig;
 
 /// How many `GetWebIdentityToken` requests arrived and how many got a token.

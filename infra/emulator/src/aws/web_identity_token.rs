@@ -220,7 +220,7 @@ fn parse(request: &QueryRequest) -> Result<TokenRequest, AwsError> {
             return Err(validation_error(format!(
                 "Value '{}' at 'signingAlgorithm' failed to satisfy constraint: Member must \
                  satisfy enum value set: [RS256, ES384]",
-                crate::errors::clip(other)
+                crate::entra::errors::clip(other)
             )));
         }
     };
@@ -229,7 +229,7 @@ fn parse(request: &QueryRequest) -> Result<TokenRequest, AwsError> {
         Some(text) => text.parse::<i64>().map_err(|_| {
             validation_error(format!(
                 "Value '{}' at 'durationSeconds' failed to satisfy constraint: Member must be a number",
-                crate::errors::clip(text)
+                crate::entra::errors::clip(text)
             ))
         })?,
     };

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::Api;
 use super::errors::AuthFailure;
-use crate::directory::{TenantLookup, normalize_guid};
-use crate::resources::{self, Resource};
+use crate::entra::directory::{TenantLookup, normalize_guid};
+use crate::entra::resources::{self, Resource};
 use crate::state::Shared;
 
 /// Who called, from a verified token.

@@ -17,7 +17,7 @@ use super::config::{DataConfig, DataModes, DefenderSettings, DefenderSettingsPat
 use super::data::{Rec, Space};
 use super::store::{DataApiCalls, lock};
 use super::{facts, time};
-use crate::directory::TenantLookup;
+use crate::entra::directory::TenantLookup;
 use crate::handle::{ControlError, EmulatorHandle};
 use crate::state::Shared;
 

@@ -30,7 +30,7 @@ use super::store::lock;
 use super::{
     Api, Context, Endpoint, authorize, graph, prefers_unknown_enum_members, throttle_graph, time,
 };
-use crate::directory::TenantLookup;
+use crate::entra::directory::TenantLookup;
 use crate::state::Shared;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
