@@ -32,14 +32,19 @@ use crate::defender::Source;
 use crate::defender::graph_alerts::attach_alerts;
 use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
-use crate::sink::{Change, Continues, RecordSink, RunId, SinkRecord};
+use crate::sink::{Change, ChangeOrigin, Continues, RecordSink, RunId, SinkRecord};
 use crate::tenant_id::TenantId;
-use crate::tenants::{Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry};
+use crate::tenants::{
+    Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, UpdateRecords,
+};
+use crate::writeback::TargetKind;
 
 pub struct Fetcher {
     pub client: Arc<DefenderClient>,
     pub reverify: Option<Reverifier>,
     pub checkpoints: Arc<dyn Checkpoints>,
+    /// Our own write-back changes, to mark their echo.
+    pub updates: Arc<dyn UpdateRecords>,
     pub registry: Arc<dyn TenantRegistry>,
     pub sink: Arc<dyn RecordSink>,
     pub settings: FetchSettings,
@@ -550,12 +555,14 @@ impl Fetcher {
                         source: Source::MdeAlerts,
                         id: id.clone(),
                     }),
+                change_origin: None,
                 raw: record.raw.clone(),
             });
         }
         if batch.is_empty() {
             return Ok(());
         }
+        self.mark_own_changes(tenant, source, &mut batch).await?;
         self.sink
             .write(run, &batch)
             .await
@@ -564,6 +571,42 @@ impl Fetcher {
             .mark_delivered(tenant, source.as_str(), &ledger)
             .await?;
         outcome.delivered += batch.len();
+        Ok(())
+    }
+
+    /// Marks the versions that are our own write-back changes, unchanged since: their
+    /// `lastUpdateDateTime` is the one Microsoft answered to our change. A later edit (in the
+    /// portal, by another tool) moved it again, and the record goes out as a plain update.
+    async fn mark_own_changes(
+        &self,
+        tenant: &TenantId,
+        source: Source,
+        batch: &mut [SinkRecord],
+    ) -> Result<(), Failure> {
+        let Some(kind) = TargetKind::of_source(source) else {
+            return Ok(());
+        };
+        let ids: Vec<String> = batch.iter().map(|record| record.id.clone()).collect();
+        let ours = self
+            .updates
+            .own_changes(tenant, kind.as_str(), &ids)
+            .await?;
+        if ours.is_empty() {
+            return Ok(());
+        }
+        for record in batch.iter_mut() {
+            let Some(change) = ours.get(&record.id) else {
+                continue;
+            };
+            // Compared as instants: Graph and M365 Defender spell fractions differently.
+            if parse_api_time(&change.last_update) == Some(record.last_update_at) {
+                record.change_origin = Some(ChangeOrigin {
+                    request_id: change.request_id.clone(),
+                    caller: change.caller.clone(),
+                    fields: change.fields.clone(),
+                });
+            }
+        }
         Ok(())
     }
 

@@ -81,6 +81,7 @@ impl FetchService {
                     settings: proof,
                 }),
                 checkpoints: services.checkpoints.clone(),
+                updates: services.updates.clone(),
                 registry: services.registry.clone(),
                 sink,
                 settings: job.fetch,

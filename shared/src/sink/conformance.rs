@@ -93,6 +93,7 @@ pub fn record(
         change: Change::New,
         redirected_to: None,
         continues: None,
+        change_origin: None,
         raw: RawValue::from_string(raw.to_owned()).expect("raw JSON"),
     }
 }

@@ -57,6 +57,9 @@ pub struct SinkLine {
     /// The retiring source's record this one continues (see [`super::Continues`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continues: Option<super::Continues>,
+    /// Our own change, echoed back (see [`super::ChangeOrigin`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_origin: Option<super::ChangeOrigin>,
     pub written_at: DateTime<Utc>,
     pub run: RunId,
     /// The record as received. A record that arrived spread over several lines has its line
@@ -86,6 +89,8 @@ struct LineOut<'a> {
     redirected_to: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     continues: Option<&'a super::Continues>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change_origin: Option<&'a super::ChangeOrigin>,
     written_at: &'a str,
     run: &'a RunId,
     record: &'a RawValue,
@@ -133,6 +138,7 @@ pub(crate) fn write_lines<W: Write>(
             change: record.change,
             redirected_to: record.redirected_to.as_deref(),
             continues: record.continues.as_ref(),
+            change_origin: record.change_origin.as_ref(),
             written_at,
             run,
             record: raw,
@@ -159,6 +165,7 @@ mod tests {
             change: Change::New,
             redirected_to: Some("41".into()),
             continues: None,
+            change_origin: None,
             raw: RawValue::from_string(raw.into()).unwrap(),
         }
     }

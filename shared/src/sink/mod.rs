@@ -75,8 +75,22 @@ pub struct SinkRecord {
     /// The record of a retiring source this one continues under another id (a Graph alert that
     /// `mde-alerts` delivered as an MDE alert).
     pub continues: Option<Continues>,
+    /// This version is a change we made (write-back) and nothing else changed since: a consumer
+    /// syncing both ways drops it as its own echo.
+    pub change_origin: Option<ChangeOrigin>,
     /// The record as received, byte for byte.
     pub raw: Box<RawValue>,
+}
+
+/// Who asked for the change that produced a record's version (see `writeback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeOrigin {
+    /// `update-incident`'s request id (its answer and audit entry carry it too).
+    pub request_id: String,
+    /// The caller's IAM principal, `events:<source>@<account>`, or `lambda:invoke`.
+    pub caller: String,
+    /// The fields the request changed.
+    pub fields: Vec<String>,
 }
 
 /// A record delivered by another source that this one continues.

@@ -105,6 +105,17 @@ impl TargetKind {
         }
     }
 
+    /// What a fetched source's records are, for recognising our own changes in them (the
+    /// MDE alerts API's ids are not Graph's: none).
+    pub fn of_source(source: crate::defender::Source) -> Option<TargetKind> {
+        use crate::defender::Source;
+        match source {
+            Source::GraphIncidents | Source::M365dIncidents => Some(TargetKind::Incident),
+            Source::GraphAlerts => Some(TargetKind::Alert),
+            Source::MdeAlerts => None,
+        }
+    }
+
     /// The Graph collection under `/security`.
     pub fn collection(self) -> &'static str {
         match self {
