@@ -113,46 +113,9 @@ pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     response
 }
 
-/// A page for a person: strict security headers, never cached, never framed, and no referrer (the
-/// callback URL carries codes that must not leak to other sites).
-pub fn html_response(status: u16, html: String) -> ApiGatewayV2httpResponse {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("cache-control", HeaderValue::from_static("no-store"));
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    let mut response = ApiGatewayV2httpResponse::default();
-    response.status_code = i64::from(status);
-    response.headers = headers;
-    response.body = Some(Body::Text(html));
-    response
-}
-
 /// A redirect with a JSON body for callers that do not follow it.
 pub fn redirect_response(location: &str, body: &Value) -> ApiGatewayV2httpResponse {
     let mut response = json_response(302, body);
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers.insert("location", value);
-    }
-    response
-}
-
-/// A 302 for a person's browser: no body worth reading, never cached, no referrer.
-pub fn browser_redirect(location: &str) -> ApiGatewayV2httpResponse {
-    let mut response = html_response(302, String::new());
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers.insert("location", value);
     }

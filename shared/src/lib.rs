@@ -14,6 +14,7 @@ pub mod error_code;
 pub mod fetch;
 pub mod http;
 pub mod minting;
+pub mod redirect;
 pub mod runtime;
 pub mod secrets;
 pub mod signin;

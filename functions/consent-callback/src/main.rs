@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use defender_partner::ErrorCode;
-use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind, Page};
+use defender_partner::consent::{ConsentService, LinkKind, pages};
 use defender_partner::deadline;
 use defender_partner::edge::{self, EdgeError, Invocation};
 use defender_partner::runtime::Services;
@@ -58,11 +58,7 @@ struct Routes {
 /// What a browser sees when the work could not finish in time: nothing was spent that cannot
 /// be retried (the consent's nonce is spent only once the tenant is proven).
 fn out_of_time() -> Result<Value, Diagnostic> {
-    let page = Page::error("timeout");
-    Ok(
-        serde_json::to_value(edge::html_response(page.status, page.render()))
-            .expect("a response serialises"),
-    )
+    Ok(serde_json::to_value(pages::error("timeout").response()).expect("a response serialises"))
 }
 
 async fn handle(routes: &Routes, payload: Value) -> Result<Value, Diagnostic> {
@@ -84,15 +80,11 @@ async fn route(routes: &Routes, request: &ApiGatewayV2httpRequest) -> ApiGateway
     let query = request.raw_query_string.as_deref().unwrap_or("");
     match (method.as_str(), path.trim_end_matches('/')) {
         ("GET", path) if path.ends_with("/consent/callback") => {
-            match routes.consent.callback(query).await {
-                CallbackAnswer::Page(page) => edge::html_response(page.status, page.render()),
-                CallbackAnswer::Redirect(location) => edge::browser_redirect(&location),
-            }
+            routes.consent.callback(query).await.response()
         }
         ("GET", path) if path.ends_with("/consent/start") => start(&routes.consent, request).await,
         ("GET", path) if path.ends_with("/signin/callback") => {
-            let page = routes.signin.callback(query).await;
-            edge::html_response(page.status, page.render())
+            routes.signin.callback(query).await.response()
         }
         ("GET", path) if path.ends_with("/signin/start") => {
             signin_start(&routes.signin, request).await

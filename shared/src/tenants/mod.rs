@@ -12,7 +12,7 @@ mod signed_in;
 mod sqlite;
 mod sqlite_signed_in;
 
-pub use attempts::{AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
+pub use attempts::{AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
 pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
 pub use dynamo::{DynamoRegistry, KIND_INDEX};
 pub use record::{Ownership, TenantRecord, TenantStatus, stored_now};
