@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod defender;
 pub mod edge;
 pub mod entra;
+pub mod entry;
 pub mod error_code;
 pub mod fetch;
 pub mod http;
@@ -23,4 +24,4 @@ pub mod telemetry;
 pub mod tenant_id;
 pub mod tenants;
 
-pub use error_code::ErrorCode;
+pub use error_code::{CallerError, ErrorCode};

@@ -6,13 +6,13 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use defender_emulator::{RunningEmulator, Scenario, demo};
-use defender_partner::ErrorCode;
 use defender_partner::config::Settings;
 use defender_partner::minting::{MintError, MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
+use defender_partner::{CallerError, ErrorCode};
 use secrecy::ExposeSecret;
 use url::Url;
 

@@ -17,6 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
 use defender_emulator::{browser, demo};
+use defender_partner::CallerError;
 use defender_partner::api::DefenderApi;
 use defender_partner::config::{
     ENV_AUTHORITY_HOST, ENV_CONSENT_REDIRECT_URI, ENV_CREDENTIAL_JSON, ENV_CREDENTIAL_SECRET_ID,

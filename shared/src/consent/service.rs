@@ -13,7 +13,6 @@ use super::links::{LinkKind, consent_url};
 use super::pages;
 use super::proof::{ProofFailure, prove_and_record};
 use super::state::{ConsentClaims, ConsentState};
-use crate::ErrorCode;
 use crate::config::{ENV_CONSENT_REDIRECT_URI, Settings};
 use crate::entra::id_token::{IdTokenError, IdTokenVerifier};
 use crate::entra::{AppTokenProvider, TokenClient};
@@ -28,6 +27,7 @@ use crate::tenants::{
     AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, Ownership,
     RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsentError {
@@ -54,8 +54,8 @@ pub enum ConsentError {
     },
 }
 
-impl ConsentError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for ConsentError {
+    fn code(&self) -> ErrorCode {
         match self {
             ConsentError::InvalidCustomerRef(_) => ErrorCode::InvalidRequest,
             ConsentError::RedirectUriMissing => ErrorCode::ConfigInvalid,

@@ -17,7 +17,6 @@ use tokio::time::Instant;
 
 use super::admission::{SourceRoles, admit};
 use super::settings::FetchSettings;
-use crate::ErrorCode;
 use crate::defender::graph_alerts::attach_alerts;
 use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
@@ -26,6 +25,7 @@ use crate::tenant_id::TenantId;
 use crate::tenants::{
     Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, TenantStatus,
 };
+use crate::{CallerError, ErrorCode};
 
 /// How a pair's run ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -15,7 +15,6 @@ use super::grants::{redeem_code, user_scope};
 use super::pages;
 use super::sealing::{SealContext, Sealer};
 use super::state::{SignInClaims, SignInState};
-use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::config::{ENV_SIGNIN_REDIRECT_URI, Settings};
 use crate::entra::id_token::{Expected, IdTokenError, IdTokenVerifier};
@@ -31,6 +30,7 @@ use crate::tenants::{
     AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, RegistryError,
     SignedInUser, SignedInUsers, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
@@ -55,8 +55,8 @@ pub enum SignInError {
     Registry(#[from] RegistryError),
 }
 
-impl SignInError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for SignInError {
+    fn code(&self) -> ErrorCode {
         match self {
             SignInError::RedirectUriMissing => ErrorCode::ConfigInvalid,
             SignInError::InvalidTenant(_) => ErrorCode::InvalidTenantId,

@@ -36,8 +36,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::ErrorCode;
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 
 /// Which API a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -255,8 +255,8 @@ pub enum SinkError {
     TooLarge(String),
 }
 
-impl SinkError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for SinkError {
+    fn code(&self) -> ErrorCode {
         ErrorCode::Internal
     }
 }

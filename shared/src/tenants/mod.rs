@@ -21,8 +21,8 @@ pub use sqlite::SqliteRegistry;
 
 use async_trait::async_trait;
 
-use crate::ErrorCode;
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -36,8 +36,8 @@ pub enum RegistryError {
     Corrupt(String),
 }
 
-impl RegistryError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for RegistryError {
+    fn code(&self) -> ErrorCode {
         match self {
             RegistryError::NotFound(_) => ErrorCode::TenantNotRegistered,
             _ => ErrorCode::RegistryUnavailable,
