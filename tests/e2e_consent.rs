@@ -25,11 +25,12 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use defender_partner::consent::state::{ConsentState, StateSigner};
+use defender_partner::consent::{ConsentClaims, ConsentState};
+use defender_partner::redirect::{Purpose, StateSigner};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{
-    AttemptStatus, ConsentAttempt, ConsentAttempts, DynamoRegistry, Ownership, TenantRecord,
-    TenantRegistry, TenantStatus, stored_now,
+    AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, DynamoRegistry, Ownership,
+    TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
 use defender_partner_e2e::Cases;
 use defender_partner_e2e::browser::Browser;
@@ -469,15 +470,19 @@ impl World {
 
     /// A state the function accepts (signed with its key), for a nonce of our choosing.
     fn sign_state(&self, nonce: &str, customer_ref: &str, expires_in: chrono::Duration) -> String {
-        StateSigner::new(&SecretSlice::from(self.state_key.as_bytes().to_vec())).sign(
-            &ConsentState {
-                nonce: nonce.to_owned(),
+        StateSigner::new(
+            &SecretSlice::from(self.state_key.as_bytes().to_vec()),
+            Purpose::ConsentLink,
+        )
+        .sign(&ConsentState {
+            nonce: nonce.to_owned(),
+            expires: (Utc::now() + expires_in).timestamp(),
+            claims: ConsentClaims {
                 customer_ref: customer_ref.to_owned(),
                 link: "v2".into(),
-                expires: (Utc::now() + expires_in).timestamp(),
                 tenant: None,
             },
-        )
+        })
     }
 
     /// The consent callback answered with the next step: a 302 to Microsoft's sign-in, asking
@@ -933,8 +938,13 @@ async fn v2_accept_then_replay(world: Arc<World>) {
         attempt.tenant_id.as_ref().map(TenantId::as_str),
         Some(tenant.as_str())
     );
-    assert_eq!(attempt.customer_ref, "CRM-V2-ACCEPT");
-    assert_eq!(attempt.link, "v2");
+    assert_eq!(
+        attempt.flow,
+        AttemptFlow::Consent {
+            customer_ref: "CRM-V2-ACCEPT".into(),
+            link: "v2".into(),
+        }
+    );
 
     let decisions = world.consent_decisions().await;
     assert!(
@@ -1019,15 +1029,18 @@ async fn forged_or_missing_state(world: Arc<World>) {
     assert_page(&answer, 400, "This link is not valid");
 
     // The same claims signed with another key.
-    let other_key = StateSigner::new(&SecretSlice::from(
-        b"another key, not the function's one!".to_vec(),
-    ))
+    let other_key = StateSigner::new(
+        &SecretSlice::from(b"another key, not the function's one!".to_vec()),
+        Purpose::ConsentLink,
+    )
     .sign(&ConsentState {
         nonce: started.nonce.clone(),
-        customer_ref: started.customer_ref.clone(),
-        link: "v2".into(),
         expires: Utc::now().timestamp() + 600,
-        tenant: None,
+        claims: ConsentClaims {
+            customer_ref: started.customer_ref.clone(),
+            link: "v2".into(),
+            tenant: None,
+        },
     });
     let answer = world.get(&with_state(&callback, Some(&other_key))).await;
     assert_page(&answer, 400, "This link is not valid");
@@ -1290,8 +1303,10 @@ async fn expired_state(world: Arc<World>) {
     let now = stored_now();
     let attempt = ConsentAttempt {
         nonce: nonce.clone(),
-        customer_ref: "CRM-EXPIRED".into(),
-        link: "v2".into(),
+        flow: AttemptFlow::Consent {
+            customer_ref: "CRM-EXPIRED".into(),
+            link: "v2".into(),
+        },
         status: AttemptStatus::Issued,
         tenant_id: None,
         detail: None,
@@ -1376,7 +1391,10 @@ async fn legacy_link(world: Arc<World>) {
     assert_eq!(record.ownership, Ownership::AdminSignIn);
     let attempt = world.attempt(&started.nonce).await;
     assert_eq!(attempt.status, AttemptStatus::Completed, "{attempt:?}");
-    assert_eq!(attempt.link, "legacy");
+    assert!(
+        matches!(&attempt.flow, AttemptFlow::Consent { link, .. } if link == "legacy"),
+        "{attempt:?}"
+    );
 
     let again = world.get(callback.as_str()).await;
     assert_page(&again, 409, "This link was already used");
@@ -1401,7 +1419,11 @@ async fn adminconsent_link(world: Arc<World>) {
     let record = world.tenant(&tenant).await.expect("recorded");
     assert_eq!(record.status, TenantStatus::Active);
     assert_eq!(record.roles, vec![ROLE_M365D.to_owned()]);
-    assert_eq!(world.attempt(&started.nonce).await.link, "adminconsent");
+    let attempt = world.attempt(&started.nonce).await;
+    assert!(
+        matches!(&attempt.flow, AttemptFlow::Consent { link, .. } if link == "adminconsent"),
+        "{attempt:?}"
+    );
 }
 
 /// Consent that takes a while to reach the token service: the callback retries the proof

@@ -1,5 +1,5 @@
 //! Shaping answers at the edge: API Gateway HTTP API (payload 2.0) responses with the JSON error
-//! body every route shares, and recognising which kind of event a function was invoked with.
+//! body every route shares, and recognising whether a function was invoked over HTTP.
 
 use std::time::Duration;
 
@@ -9,9 +9,10 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::ErrorCode;
+use crate::{CallerError, ErrorCode};
 
-/// An error as a caller sees it: a stable code and a message that carries no secret.
+/// An error as a caller sees it, as a value: a stable code and a message that carries no secret.
+/// The edge makes its own (a missing parameter) and takes any other [`CallerError`] as one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeError {
     pub code: ErrorCode,
@@ -34,15 +35,56 @@ impl EdgeError {
 
     /// `{"error": {"code", "message"}}`
     pub fn body(&self) -> Value {
-        let mut error = json!({"code": self.code.as_str(), "message": self.message});
-        if let Some(wait) = self.retry_after {
-            error["retry_after_seconds"] = json!(wait.as_secs_f64().ceil() as u64);
-        }
-        if let Some(claims) = &self.claims {
-            error["claims"] = json!(claims);
-        }
-        json!({ "error": error })
+        error_body(self)
     }
+}
+
+impl std::fmt::Display for EdgeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl CallerError for EdgeError {
+    fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    fn claims_challenge(&self) -> Option<&str> {
+        self.claims.as_deref()
+    }
+}
+
+impl<E: CallerError + ?Sized> From<&E> for EdgeError {
+    fn from(error: &E) -> Self {
+        EdgeError {
+            code: error.code(),
+            message: error.to_string(),
+            retry_after: error.retry_after(),
+            claims: error.claims_challenge().map(str::to_owned),
+        }
+    }
+}
+
+/// Whole seconds to wait, rounded up: a caller that waits this long is not early.
+fn wait_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil() as u64
+}
+
+/// `{"error": {"code", "message"[, "retry_after_seconds"][, "claims"]}}`
+fn error_body(error: &(impl CallerError + ?Sized)) -> Value {
+    let mut body = json!({"code": error.code().as_str(), "message": error.to_string()});
+    if let Some(wait) = error.retry_after() {
+        body["retry_after_seconds"] = json!(wait_seconds(wait));
+    }
+    if let Some(claims) = error.claims_challenge() {
+        body["claims"] = json!(claims);
+    }
+    json!({ "error": body })
 }
 
 /// How a function was invoked.
@@ -113,46 +155,9 @@ pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     response
 }
 
-/// A page for a person: strict security headers, never cached, never framed, and no referrer (the
-/// callback URL carries codes that must not leak to other sites).
-pub fn html_response(status: u16, html: String) -> ApiGatewayV2httpResponse {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("cache-control", HeaderValue::from_static("no-store"));
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    let mut response = ApiGatewayV2httpResponse::default();
-    response.status_code = i64::from(status);
-    response.headers = headers;
-    response.body = Some(Body::Text(html));
-    response
-}
-
 /// A redirect with a JSON body for callers that do not follow it.
 pub fn redirect_response(location: &str, body: &Value) -> ApiGatewayV2httpResponse {
     let mut response = json_response(302, body);
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers.insert("location", value);
-    }
-    response
-}
-
-/// A 302 for a person's browser: no body worth reading, never cached, no referrer.
-pub fn browser_redirect(location: &str) -> ApiGatewayV2httpResponse {
-    let mut response = html_response(302, String::new());
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers.insert("location", value);
     }
@@ -171,13 +176,14 @@ pub fn route_of(request: &ApiGatewayV2httpRequest) -> (String, String) {
     (method, path)
 }
 
-pub fn error_response(error: &EdgeError) -> ApiGatewayV2httpResponse {
-    let mut response = json_response(error.code.http_status(), &error.body());
-    if let Some(wait) = error.retry_after {
-        let seconds = (wait.as_secs_f64().ceil() as u64).to_string();
-        if let Ok(value) = HeaderValue::from_str(&seconds) {
-            response.headers.insert("retry-after", value);
-        }
+/// A refusal as an HTTP caller sees it: the code's status, `Retry-After` when Microsoft said how
+/// long to wait, and the JSON error body.
+pub fn error_response(error: &(impl CallerError + ?Sized)) -> ApiGatewayV2httpResponse {
+    let mut response = json_response(error.code().http_status(), &error_body(error));
+    if let Some(wait) = error.retry_after() {
+        response
+            .headers
+            .insert("retry-after", wait_seconds(wait).into());
     }
     response
 }
@@ -192,6 +198,33 @@ mod tests {
             Invocation::classify(json!({"tenant": "x", "api": "m365d"})).unwrap(),
             Invocation::Direct(_)
         ));
+    }
+
+    #[test]
+    fn any_caller_error_answers_alike_as_a_value_and_over_http() {
+        let registry = crate::tenants::RegistryError::Unavailable("timeout".into());
+        let edge = EdgeError::from(&registry);
+        assert_eq!(edge.code, ErrorCode::RegistryUnavailable);
+        assert_eq!(edge.message, registry.to_string());
+        let response = error_response(&registry);
+        assert_eq!(response.status_code, 503);
+        assert!(!response.headers.contains_key("retry-after"));
+        let Some(Body::Text(body)) = response.body else {
+            panic!("text body")
+        };
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), edge.body());
+    }
+
+    #[test]
+    fn a_claims_challenge_reaches_the_body_unchanged() {
+        let mut error = EdgeError::new(ErrorCode::InteractionRequired, "MFA needed");
+        error.claims = Some(r#"{"access_token":{"acrs":{"essential":true}}}"#.into());
+        let body = error.body();
+        assert_eq!(
+            body["error"]["claims"],
+            r#"{"access_token":{"acrs":{"essential":true}}}"#
+        );
+        assert_eq!(error_response(&error).status_code, 401);
     }
 
     #[test]

@@ -1,146 +1,118 @@
 //! Stable error codes: what a calling workflow branches on, at every edge (Lambda error type,
-//! HTTP JSON body, operator output). Never rename one; add new ones.
+//! HTTP JSON body, operator output). Never rename one; add new ones. And the one trait every
+//! error a caller may see implements.
+
+use std::time::Duration;
 
 use serde::Serialize;
 
-/// A stable, machine-readable error code and its HTTP status at the API edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidRequest,
-    InvalidTenantId,
-    UnknownApi,
-    TenantNotRegistered,
-    TenantNotActive,
-    NotConsented,
-    ApiNotEnabled,
-    CredentialInvalid,
-    CredentialExpired,
-    CredentialUnavailable,
-    AppDisabled,
-    TenantUnknown,
-    WrongCloud,
-    RolesMissing,
-    TokenTenantMismatch,
-    Throttled,
-    MicrosoftUnavailable,
-    RegistryUnavailable,
-    ConfigInvalid,
-    Internal,
-    UserTokenInvalid,
-    UserTokenExpired,
-    UserTokenWrongAudience,
-    UserTokenWrongTenant,
-    UserConsentMissing,
-    InteractionRequired,
-    AssertionInvalid,
-    AssertionExpired,
-    ScopesMissing,
-    UserMismatch,
+/// An error a caller sees: its stable code, how long to wait before trying again (when Microsoft
+/// said), and Microsoft's claims challenge (MFA / Conditional Access) for the calling app to hand
+/// to its user's sign-in. Its `Display` is the message, which never holds a secret. An HTTP
+/// caller gets it from `edge::error_response`, a direct invoker from `entry::lambda_error`.
+pub trait CallerError: std::fmt::Display {
+    fn code(&self) -> ErrorCode;
+
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+
+    fn claims_challenge(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Declares the codes once: the enum, its stable names and the list of them all.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $code:ident => $name:literal,)+) => {
+        /// A stable, machine-readable error code and its HTTP status at the API edge.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum ErrorCode {
+            $($(#[$doc])* #[serde(rename = $name)] $code,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order declared.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$code,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$code => $name,)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidRequest => "invalid_request",
+    InvalidTenantId => "invalid_tenant_id",
+    UnknownApi => "unknown_api",
+    TenantNotRegistered => "tenant_not_registered",
+    TenantNotActive => "tenant_not_active",
+    NotConsented => "not_consented",
+    ApiNotEnabled => "api_not_enabled",
+    CredentialInvalid => "credential_invalid",
+    CredentialExpired => "credential_expired",
+    CredentialUnavailable => "credential_unavailable",
+    AppDisabled => "app_disabled",
+    TenantUnknown => "tenant_unknown",
+    WrongCloud => "wrong_cloud",
+    RolesMissing => "roles_missing",
+    TokenTenantMismatch => "token_tenant_mismatch",
+    Throttled => "throttled",
+    MicrosoftUnavailable => "microsoft_unavailable",
+    RegistryUnavailable => "registry_unavailable",
+    ConfigInvalid => "config_invalid",
+    Internal => "internal",
+    UserTokenInvalid => "user_token_invalid",
+    UserTokenExpired => "user_token_expired",
+    UserTokenWrongAudience => "user_token_wrong_audience",
+    UserTokenWrongTenant => "user_token_wrong_tenant",
+    UserConsentMissing => "user_consent_missing",
+    InteractionRequired => "interaction_required",
+    AssertionInvalid => "assertion_invalid",
+    AssertionExpired => "assertion_expired",
+    ScopesMissing => "scopes_missing",
+    UserMismatch => "user_mismatch",
     /// No usable sign-in is stored for the user (never signed in, refresh token revoked or
     /// expired): the user must sign in again.
-    SignInRequired,
+    SignInRequired => "sign_in_required",
     /// Minting from a stored sign-in is not enabled for this function.
-    StoredSignInDisabled,
+    StoredSignInDisabled => "stored_sign_in_disabled",
     /// The key service that opens stored refresh tokens (KMS) is unavailable.
-    KeyServiceUnavailable,
-    DeviceCodeDeclined,
-    DeviceCodeExpired,
-    DeviceCodeInvalid,
-    FederationDisabled,
-    FederationDenied,
-    FederationRefused,
-    FederatedCredentialMissing,
-    FederatedIssuerMismatch,
-    FederatedAudienceMismatch,
-    FederatedSubjectMismatch,
-    FederatedSubjectCaseMismatch,
-    ClientAssertionExpired,
-    FederatedAssertionRefused,
-    IdTokenInvalid,
-    TenantMismatch,
-    AdminRoleMissing,
-    ApiRetired,
-    PartialContent,
-    StatusInvalid,
-    ClassificationInvalid,
-    DeterminationInvalid,
-    UpdateRefused,
-    TargetNotFound,
-    WritePermissionMissing,
-    AnalystRoleMissing,
-    IdempotencyKeyReused,
-    UpdateInProgress,
-    UpdateConflict,
+    KeyServiceUnavailable => "key_service_unavailable",
+    DeviceCodeDeclined => "device_code_declined",
+    DeviceCodeExpired => "device_code_expired",
+    DeviceCodeInvalid => "device_code_invalid",
+    FederationDisabled => "federation_disabled",
+    FederationDenied => "federation_denied",
+    FederationRefused => "federation_refused",
+    FederatedCredentialMissing => "federated_credential_missing",
+    FederatedIssuerMismatch => "federated_issuer_mismatch",
+    FederatedAudienceMismatch => "federated_audience_mismatch",
+    FederatedSubjectMismatch => "federated_subject_mismatch",
+    FederatedSubjectCaseMismatch => "federated_subject_case_mismatch",
+    ClientAssertionExpired => "client_assertion_expired",
+    FederatedAssertionRefused => "federated_assertion_refused",
+    IdTokenInvalid => "id_token_invalid",
+    TenantMismatch => "tenant_mismatch",
+    AdminRoleMissing => "admin_role_missing",
+    ApiRetired => "api_retired",
+    PartialContent => "partial_content",
+    StatusInvalid => "status_invalid",
+    ClassificationInvalid => "classification_invalid",
+    DeterminationInvalid => "determination_invalid",
+    UpdateRefused => "update_refused",
+    TargetNotFound => "target_not_found",
+    WritePermissionMissing => "write_permission_missing",
+    AnalystRoleMissing => "analyst_role_missing",
+    IdempotencyKeyReused => "idempotency_key_reused",
+    UpdateInProgress => "update_in_progress",
+    UpdateConflict => "update_conflict",
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::InvalidTenantId => "invalid_tenant_id",
-            ErrorCode::UnknownApi => "unknown_api",
-            ErrorCode::TenantNotRegistered => "tenant_not_registered",
-            ErrorCode::TenantNotActive => "tenant_not_active",
-            ErrorCode::NotConsented => "not_consented",
-            ErrorCode::ApiNotEnabled => "api_not_enabled",
-            ErrorCode::CredentialInvalid => "credential_invalid",
-            ErrorCode::CredentialExpired => "credential_expired",
-            ErrorCode::CredentialUnavailable => "credential_unavailable",
-            ErrorCode::AppDisabled => "app_disabled",
-            ErrorCode::TenantUnknown => "tenant_unknown",
-            ErrorCode::WrongCloud => "wrong_cloud",
-            ErrorCode::RolesMissing => "roles_missing",
-            ErrorCode::TokenTenantMismatch => "token_tenant_mismatch",
-            ErrorCode::Throttled => "throttled",
-            ErrorCode::MicrosoftUnavailable => "microsoft_unavailable",
-            ErrorCode::RegistryUnavailable => "registry_unavailable",
-            ErrorCode::ConfigInvalid => "config_invalid",
-            ErrorCode::Internal => "internal",
-            ErrorCode::UserTokenInvalid => "user_token_invalid",
-            ErrorCode::UserTokenExpired => "user_token_expired",
-            ErrorCode::UserTokenWrongAudience => "user_token_wrong_audience",
-            ErrorCode::UserTokenWrongTenant => "user_token_wrong_tenant",
-            ErrorCode::UserConsentMissing => "user_consent_missing",
-            ErrorCode::InteractionRequired => "interaction_required",
-            ErrorCode::AssertionInvalid => "assertion_invalid",
-            ErrorCode::AssertionExpired => "assertion_expired",
-            ErrorCode::ScopesMissing => "scopes_missing",
-            ErrorCode::UserMismatch => "user_mismatch",
-            ErrorCode::SignInRequired => "sign_in_required",
-            ErrorCode::StoredSignInDisabled => "stored_sign_in_disabled",
-            ErrorCode::KeyServiceUnavailable => "key_service_unavailable",
-            ErrorCode::DeviceCodeDeclined => "device_code_declined",
-            ErrorCode::DeviceCodeExpired => "device_code_expired",
-            ErrorCode::DeviceCodeInvalid => "device_code_invalid",
-            ErrorCode::FederationDisabled => "federation_disabled",
-            ErrorCode::FederationDenied => "federation_denied",
-            ErrorCode::FederationRefused => "federation_refused",
-            ErrorCode::FederatedCredentialMissing => "federated_credential_missing",
-            ErrorCode::FederatedIssuerMismatch => "federated_issuer_mismatch",
-            ErrorCode::FederatedAudienceMismatch => "federated_audience_mismatch",
-            ErrorCode::FederatedSubjectMismatch => "federated_subject_mismatch",
-            ErrorCode::FederatedSubjectCaseMismatch => "federated_subject_case_mismatch",
-            ErrorCode::ClientAssertionExpired => "client_assertion_expired",
-            ErrorCode::FederatedAssertionRefused => "federated_assertion_refused",
-            ErrorCode::IdTokenInvalid => "id_token_invalid",
-            ErrorCode::TenantMismatch => "tenant_mismatch",
-            ErrorCode::AdminRoleMissing => "admin_role_missing",
-            ErrorCode::ApiRetired => "api_retired",
-            ErrorCode::PartialContent => "partial_content",
-            ErrorCode::StatusInvalid => "status_invalid",
-            ErrorCode::ClassificationInvalid => "classification_invalid",
-            ErrorCode::DeterminationInvalid => "determination_invalid",
-            ErrorCode::UpdateRefused => "update_refused",
-            ErrorCode::TargetNotFound => "target_not_found",
-            ErrorCode::WritePermissionMissing => "write_permission_missing",
-            ErrorCode::AnalystRoleMissing => "analyst_role_missing",
-            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
-            ErrorCode::UpdateInProgress => "update_in_progress",
-            ErrorCode::UpdateConflict => "update_conflict",
-        }
-    }
-
     /// A passing condition (throttling, an outage) rather than a verdict: a still-valid cached
     /// token may be handed out instead.
     pub fn is_transient(self) -> bool {
@@ -231,29 +203,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serde_name_matches_as_str() {
-        for code in [
-            ErrorCode::InvalidTenantId,
-            ErrorCode::MicrosoftUnavailable,
-            ErrorCode::Internal,
-            ErrorCode::UserTokenWrongAudience,
-            ErrorCode::InteractionRequired,
-            ErrorCode::UserMismatch,
-            ErrorCode::SignInRequired,
-            ErrorCode::StoredSignInDisabled,
-            ErrorCode::KeyServiceUnavailable,
-            ErrorCode::DeviceCodeDeclined,
-            ErrorCode::DeviceCodeExpired,
-            ErrorCode::DeviceCodeInvalid,
-            ErrorCode::FederatedSubjectCaseMismatch,
-            ErrorCode::ClientAssertionExpired,
-            ErrorCode::IdTokenInvalid,
-            ErrorCode::TenantMismatch,
-            ErrorCode::AdminRoleMissing,
-            ErrorCode::ApiRetired,
-            ErrorCode::PartialContent,
-        ] {
+    fn serde_name_matches_as_str_and_names_are_unique() {
+        let mut names = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert!(names.insert(code.as_str()), "{code} twice");
+            assert!(
+                code.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{code}"
+            );
+        }
+    }
+
+    /// The README's table of codes is what callers branch on: every code is there, with the
+    /// HTTP status it answers.
+    #[test]
+    fn the_readme_lists_every_code_with_its_http_status() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let rows: std::collections::HashMap<&str, &str> = readme
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.trim().trim_matches('|').split(" | ").collect();
+                let code = cells.first()?.trim().strip_prefix('`')?.strip_suffix('`')?;
+                Some((code, cells.last()?.trim()))
+            })
+            .collect();
+        for code in ErrorCode::ALL {
+            let status = rows
+                .get(code.as_str())
+                .unwrap_or_else(|| panic!("README.md's table of error codes lacks `{code}`"));
+            assert_eq!(
+                *status,
+                code.http_status().to_string(),
+                "README.md gives `{code}` another HTTP status than it answers"
+            );
         }
     }
 }

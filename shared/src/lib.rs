@@ -10,10 +10,12 @@ pub mod deadline;
 pub mod defender;
 pub mod edge;
 pub mod entra;
+pub mod entry;
 pub mod error_code;
 pub mod fetch;
 pub mod http;
 pub mod minting;
+pub mod redirect;
 pub mod runtime;
 pub mod secrets;
 pub mod signin;
@@ -23,4 +25,4 @@ pub mod tenant_id;
 pub mod tenants;
 pub mod writeback;
 
-pub use error_code::ErrorCode;
+pub use error_code::{CallerError, ErrorCode};

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::ErrorCode;
 use crate::api::{DefenderApi, UnknownApi};
 use crate::config::{ApiAccessSettings, TokenEndpointVersion};
 use crate::entra::discovery::TenantResolver;
@@ -17,6 +16,7 @@ use crate::entra::{
 use crate::runtime::Services;
 use crate::tenant_id::{TenantId, TenantIdError, TenantRef};
 use crate::tenants::{RegistryError, TenantRegistry, TenantStatus};
+use crate::{CallerError, ErrorCode};
 
 /// What a calling workflow sends. Every field is checked; unknown fields are refused so that a
 /// typo (`"tenantId"`) fails loudly instead of being ignored.
@@ -93,8 +93,8 @@ pub enum MintError {
     StoredSignIn(#[from] crate::signin::StoredSignInError),
 }
 
-impl MintError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for MintError {
+    fn code(&self) -> ErrorCode {
         match self {
             MintError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             MintError::InvalidTenantId(_) => ErrorCode::InvalidTenantId,
@@ -110,22 +110,22 @@ impl MintError {
         }
     }
 
-    /// Microsoft's `claims` challenge, for the calling app to re-prompt its user.
-    pub fn claims_challenge(&self) -> Option<&str> {
-        match self {
-            MintError::Delegated(error) => error.claims_challenge(),
-            MintError::StoredSignIn(error) => error.claims_challenge(),
-            _ => None,
-        }
-    }
-
     /// How long a throttled caller should wait, when Microsoft said.
-    pub fn retry_after(&self) -> Option<Duration> {
+    fn retry_after(&self) -> Option<Duration> {
         match self {
             MintError::Token(error) => error.retry_after(),
             MintError::Discovery(error) => error.retry_after(),
             MintError::Delegated(error) => error.retry_after(),
             MintError::StoredSignIn(error) => error.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// Microsoft's `claims` challenge, for the calling app to re-prompt its user.
+    fn claims_challenge(&self) -> Option<&str> {
+        match self {
+            MintError::Delegated(error) => error.claims_challenge(),
+            MintError::StoredSignIn(error) => error.claims_challenge(),
             _ => None,
         }
     }
@@ -314,17 +314,6 @@ impl TokenService {
             user_oid: None,
             user_upn: None,
             scopes: Vec::new(),
-        }
-    }
-}
-
-impl From<&MintError> for crate::edge::EdgeError {
-    fn from(error: &MintError) -> Self {
-        crate::edge::EdgeError {
-            code: error.code(),
-            message: error.to_string(),
-            retry_after: error.retry_after(),
-            claims: error.claims_challenge().map(str::to_owned),
         }
     }
 }

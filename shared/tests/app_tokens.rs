@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use common::*;
 use defender_emulator::{Fault, FaultMatch, SecretConfig};
-use defender_partner::ErrorCode;
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::TenantStatus;
+use defender_partner::{CallerError, ErrorCode};
 use secrecy::ExposeSecret;
 use serde_json::json;
 

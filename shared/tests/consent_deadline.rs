@@ -7,7 +7,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use defender_emulator::{Fault, FaultMatch, Scenario, browser, demo};
-use defender_partner::ErrorCode;
 use defender_partner::config::Settings;
 use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind};
 use defender_partner::deadline;
@@ -16,6 +15,7 @@ use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{Ownership, TenantStatus};
+use defender_partner::{CallerError, ErrorCode};
 use serde_json::json;
 use tokio::time::Instant;
 

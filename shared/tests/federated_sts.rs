@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use defender_partner::ErrorCode;
 use defender_partner::entra::federated::{
     StsWebIdentitySource, WebIdentityTokenRequest, WebIdentityTokenSource,
 };
+use defender_partner::{CallerError, ErrorCode};
 use secrecy::ExposeSecret;
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};

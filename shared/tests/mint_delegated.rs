@@ -4,13 +4,13 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use defender_emulator::{RunningEmulator, Scenario, UserTokenRequest, demo};
-use defender_partner::ErrorCode;
 use defender_partner::config::Settings;
 use defender_partner::edge::EdgeError;
 use defender_partner::minting::TokenService;
 use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
+use defender_partner::{CallerError, ErrorCode};
 use serde_json::{Value, json};
 
 struct Fixture {

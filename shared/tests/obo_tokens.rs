@@ -9,12 +9,12 @@ use std::time::Duration;
 use defender_emulator::{
     CredentialKind, Fault, FaultMatch, RunningEmulator, Scenario, UserTokenRequest, demo,
 };
-use defender_partner::ErrorCode;
 use defender_partner::api::DefenderApi;
 use defender_partner::config::Settings;
 use defender_partner::entra::{OboError, OboProvider, TokenClient};
 use defender_partner::secrets::{CredentialStore, InlineSource};
 use defender_partner::tenant_id::TenantId;
+use defender_partner::{CallerError, ErrorCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 

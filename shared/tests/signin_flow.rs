@@ -6,13 +6,13 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use defender_emulator::{RunningEmulator, Scenario, demo};
-use defender_partner::ErrorCode;
 use defender_partner::config::Settings;
 use defender_partner::minting::{MintError, MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
+use defender_partner::{CallerError, ErrorCode};
 use secrecy::ExposeSecret;
 use url::Url;
 
@@ -428,7 +428,8 @@ async fn an_expired_link_keeps_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consent_state_is_never_a_sign_in_state() {
-    use defender_partner::consent::state::{ConsentState, StateSigner};
+    use defender_partner::redirect::{Purpose, StateSigner};
+    use defender_partner::signin::SignInState;
     use secrecy::SecretSlice;
     let fixture = Fixture::start().await;
     let query = fixture.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
@@ -437,15 +438,16 @@ async fn a_consent_state_is_never_a_sign_in_state() {
             .into_owned()
             .collect();
     let payload = params["state"].split('.').nth(1).expect("a signed state");
-    let claims: ConsentState = serde_json::from_slice(
+    let claims: SignInState = serde_json::from_slice(
         &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
             .unwrap(),
     )
     .unwrap();
-    // The same claims signed with the consent key (the one the consent flow uses).
-    let consent_signed = StateSigner::new(&SecretSlice::from(
-        b"a-test-state-key-of-at-least-32-characters".to_vec(),
-    ))
+    // The same claims signed for the consent link (the service key the consent flow uses).
+    let consent_signed = StateSigner::new(
+        &SecretSlice::from(b"a-test-state-key-of-at-least-32-characters".to_vec()),
+        Purpose::ConsentLink,
+    )
     .sign(&claims);
     let forged_query = format!("code={}&state={consent_signed}", params["code"]);
     let page = fixture.signin.callback(&forged_query).await;

@@ -1,35 +1,26 @@
 //! `update-incident`: applies one change to a customer's Defender incident or alert through
-//! Graph. Reached by direct invocation, the `AWS_IAM` HTTP routes under `/tenants/{tenant}/…`, and
-//! `IncidentUpdateRequested` events on the partner's bus; the logic is `writeback` in the library.
+//! Graph, from a direct invocation, the `AWS_IAM` routes under `/tenants/{tenant}/…` or an
+//! `IncidentUpdateRequested` event. What it does is `defender_partner::entry::update`; this binary
+//! builds it once and serves the runtime.
 
 use std::sync::Arc;
 
+use defender_partner::entry::{UpdateFunction, started};
 use defender_partner::runtime::Services;
 use defender_partner::telemetry;
-use defender_partner::writeback::handler;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
+
+const NAME: &str = "update-incident";
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init(telemetry::format_from_env());
-    let services = Services::from_env().await.inspect_err(|error| {
-        tracing::error!(error = %error, "update-incident cannot start");
-    })?;
-    let service = handler::build(&services, handler::event_bus_from_env())
-        .await
-        .inspect_err(|error| tracing::error!(error = %error, "update-incident cannot start"))?;
-    let service = Arc::new(service);
+    let services = started(NAME, Services::from_env().await)?;
+    let function = Arc::new(started(NAME, UpdateFunction::build(&services).await)?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let service = service.clone();
-        async move {
-            handler::handle(&service, event.payload, event.context.deadline)
-                .await
-                .map_err(|error| Diagnostic {
-                    error_type: error.code.as_str().to_owned(),
-                    error_message: error.message,
-                })
-        }
+        let function = function.clone();
+        async move { function.handle(event).await }
     }))
     .await
 }

@@ -17,6 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
 use defender_emulator::{browser, demo};
+use defender_partner::CallerError;
 use defender_partner::api::DefenderApi;
 use defender_partner::config::{DEFAULT_SOURCES, RETIREMENT_DATE};
 use defender_partner::config::{

@@ -6,6 +6,7 @@
 
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
+use defender_partner::CallerError;
 use defender_partner::api::DefenderApi;
 use defender_partner::defender::Source;
 use defender_partner::defender::spec;

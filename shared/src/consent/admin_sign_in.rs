@@ -7,13 +7,13 @@
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use url::Url;
 
-use super::keys::derive_key;
 use crate::cloud::CloudEndpoints;
 use crate::config::TokenEndpointVersion;
 use crate::entra::id_token::{Expected, IdTokenError, IdTokenVerifier, VerifiedIdentity};
 use crate::entra::{EntraError, TokenClient};
+use crate::redirect::key::derive_key;
+use crate::redirect::pkce::{NonceDeriver, PkceDeriver};
 use crate::secrets::AppCredential;
-use crate::signin::pkce::{NonceDeriver, PkceDeriver};
 use crate::tenant_id::TenantId;
 
 /// What the administrator's sign-in asks for: identity only, no API.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::config::ProofSettings;
 use crate::entra::provider::verify;
@@ -15,6 +14,7 @@ use crate::tenant_id::TenantId;
 use crate::tenants::{
     Ownership, RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::{CallerError, ErrorCode};
 
 /// Why a tenant could not be proven consented.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

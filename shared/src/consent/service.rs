@@ -9,22 +9,25 @@ use uuid::Uuid;
 
 use super::admin_sign_in::{AdminSignIn, AdminSignInError};
 use super::callback::{CallbackOutcome, parse_callback};
-use super::keys::{derive_key, load_state_key};
 use super::links::{LinkKind, consent_url};
-use super::pages::Page;
+use super::pages;
 use super::proof::{ProofFailure, prove_and_record};
-use super::state::{ConsentState, StateError, StateSigner};
-use crate::ErrorCode;
+use super::state::{ConsentClaims, ConsentState};
 use crate::config::{ConsentServiceSettings, ENV_CONSENT_REDIRECT_URI};
 use crate::entra::id_token::{IdTokenError, IdTokenVerifier};
 use crate::entra::{AppTokenProvider, TokenClient};
+use crate::redirect::key::load_state_key;
+use crate::redirect::{
+    CallbackAnswer, Page, Purpose, Refusal, SignedState, StateError, StateSigner, answer_callback,
+};
 use crate::runtime::Services;
 use crate::secrets::{AppCredential, CredentialError, CredentialStore};
 use crate::tenant_id::TenantId;
 use crate::tenants::{
-    AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, Ownership, RegistryError,
-    TenantRecord, TenantRegistry, TenantStatus, stored_now,
+    AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, Ownership,
+    RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsentError {
@@ -51,8 +54,8 @@ pub enum ConsentError {
     },
 }
 
-impl ConsentError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for ConsentError {
+    fn code(&self) -> ErrorCode {
         match self {
             ConsentError::InvalidCustomerRef(_) => ErrorCode::InvalidRequest,
             ConsentError::RedirectUriMissing => ErrorCode::ConfigInvalid,
@@ -77,30 +80,6 @@ pub struct ConsentLink {
     pub expires_at: chrono::DateTime<Utc>,
 }
 
-/// What the callback answers: a page for the administrator, or the browser's next stop.
-#[derive(Debug)]
-pub enum CallbackAnswer {
-    Page(Page),
-    /// A 302 to Microsoft's sign-in.
-    Redirect(String),
-}
-
-impl From<Page> for CallbackAnswer {
-    fn from(page: Page) -> Self {
-        CallbackAnswer::Page(page)
-    }
-}
-
-impl CallbackAnswer {
-    /// The page, if this answer is one (tests, the demo).
-    pub fn page(&self) -> Option<&Page> {
-        match self {
-            CallbackAnswer::Page(page) => Some(page),
-            CallbackAnswer::Redirect(_) => None,
-        }
-    }
-}
-
 pub struct ConsentService {
     settings: ConsentServiceSettings,
     /// Signs the consent link's `state`.
@@ -123,11 +102,8 @@ impl ConsentService {
             load_state_key(&services.settings.consent.state_key, services.aws.as_ref()).await?;
         Ok(ConsentService {
             settings: services.settings.consent_service(),
-            signer: StateSigner::new(&key),
-            proof_signer: StateSigner::new(&derive_key(
-                &key,
-                b"defender-partner consent sign-in state key v1",
-            )),
+            signer: StateSigner::new(&key, Purpose::ConsentLink),
+            proof_signer: StateSigner::new(&key, Purpose::AdminSignIn),
             admin_sign_in: AdminSignIn::new(&key),
             id_tokens: IdTokenVerifier::new(
                 services.http.clone(),
@@ -172,8 +148,10 @@ impl ConsentService {
                 .expect("bounded by configuration");
         let attempt = ConsentAttempt {
             nonce: Uuid::new_v4().simple().to_string(),
-            customer_ref: customer_ref.clone(),
-            link: link.as_str().to_owned(),
+            flow: AttemptFlow::Consent {
+                customer_ref: customer_ref.clone(),
+                link: link.as_str().to_owned(),
+            },
             status: AttemptStatus::Issued,
             tenant_id: tenant.clone(),
             detail: None,
@@ -182,12 +160,14 @@ impl ConsentService {
             updated_at: now,
         };
         self.attempts.issue(&attempt).await?;
-        let state = self.signer.sign(&ConsentState {
+        let state = self.signer.sign(&SignedState {
             nonce: attempt.nonce.clone(),
-            customer_ref: customer_ref.clone(),
-            link: link.as_str().to_owned(),
             expires: expires_at.timestamp(),
-            tenant: tenant.as_ref().map(TenantId::to_string),
+            claims: ConsentClaims {
+                customer_ref: customer_ref.clone(),
+                link: link.as_str().to_owned(),
+                tenant: tenant.as_ref().map(TenantId::to_string),
+            },
         });
         let url = consent_url(
             link,
@@ -211,17 +191,10 @@ impl ConsentService {
     /// Handles Microsoft's redirects (the consent's, then the administrator's sign-in's).
     /// Always answers: a page, or the browser's next step; never fails.
     pub async fn callback(&self, raw_query: &str) -> CallbackAnswer {
-        let support_ref = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let answer = self.handle_callback(raw_query, &support_ref).await;
-        match &answer {
-            CallbackAnswer::Page(page) => {
-                tracing::info!(support_ref = %support_ref, status = page.status, outcome = page.title, "consent callback answered")
-            }
-            CallbackAnswer::Redirect(_) => {
-                tracing::info!(support_ref = %support_ref, status = 302, outcome = "administrator sign-in", "consent callback answered")
-            }
-        }
-        answer
+        answer_callback("consent", async |support_ref| {
+            self.handle_callback(raw_query, support_ref).await
+        })
+        .await
     }
 
     async fn handle_callback(&self, raw_query: &str, support_ref: &str) -> CallbackAnswer {
@@ -229,7 +202,7 @@ impl ConsentService {
             Ok(callback) => callback,
             Err(error) => {
                 tracing::warn!(support_ref, error = %error, "malformed consent callback");
-                return Page::invalid().into();
+                return pages::invalid().into();
             }
         };
         let now = Utc::now();
@@ -241,11 +214,11 @@ impl ConsentService {
                     .consent_answered(state, callback.outcome, support_ref)
                     .await;
             }
-            Err(StateError::Expired) => return Page::expired().into(),
+            Err(StateError::Expired) => return pages::expired().into(),
             Err(StateError::BadSignature) => {}
             Err(error) => {
                 tracing::warn!(support_ref, error = %error, "consent callback with a state we did not issue");
-                return Page::invalid().into();
+                return pages::invalid().into();
             }
         }
         match self.proof_signer.verify(callback.state.as_deref(), now) {
@@ -253,10 +226,10 @@ impl ConsentService {
                 .sign_in_answered(state, callback.outcome, support_ref)
                 .await
                 .into(),
-            Err(StateError::Expired) => Page::expired().into(),
+            Err(StateError::Expired) => pages::expired().into(),
             Err(error) => {
                 tracing::warn!(support_ref, error = %error, "consent callback with a state we did not issue");
-                Page::invalid().into()
+                pages::invalid().into()
             }
         }
     }
@@ -266,21 +239,21 @@ impl ConsentService {
         &self,
         state: &ConsentState,
         support_ref: &str,
-    ) -> Result<ConsentAttempt, Page> {
+    ) -> Result<Onboarding, Page> {
         match self.attempts.attempt(&state.nonce).await {
             Ok(Some(attempt)) if attempt.status != AttemptStatus::Issued => {
-                tracing::warn!(support_ref, customer_ref = %state.customer_ref, "consent callback replayed");
-                Err(Page::replayed())
+                tracing::warn!(support_ref, customer_ref = %state.claims.customer_ref, "consent callback replayed");
+                Err(pages::replayed())
             }
-            Ok(Some(attempt)) if attempt.expires_at <= Utc::now() => Err(Page::expired()),
-            Ok(Some(attempt)) => Ok(attempt),
+            Ok(Some(attempt)) if attempt.expires_at <= Utc::now() => Err(pages::expired()),
+            Ok(Some(attempt)) => Onboarding::of(attempt, support_ref),
             Ok(None) => {
                 tracing::warn!(support_ref, "consent callback for a nonce never issued");
-                Err(Page::invalid())
+                Err(pages::invalid())
             }
             Err(error) => {
                 tracing::error!(support_ref, error = %error, "consent attempt could not be read");
-                Err(Page::error(support_ref))
+                Err(pages::error(support_ref))
             }
         }
     }
@@ -293,12 +266,18 @@ impl ConsentService {
         outcome: CallbackOutcome,
         support_ref: &str,
     ) -> CallbackAnswer {
-        let bound = match state.tenant.as_deref().map(TenantId::parse).transpose() {
+        let bound = match state
+            .claims
+            .tenant
+            .as_deref()
+            .map(TenantId::parse)
+            .transpose()
+        {
             Ok(bound) => bound,
-            Err(_) => return Page::invalid().into(),
+            Err(_) => return pages::invalid().into(),
         };
         let claimed = match outcome {
-            CallbackOutcome::Declined { error, description } => {
+            CallbackOutcome::Declined(Refusal { error, description }) => {
                 let attempt = match self.spend(&state, support_ref).await {
                     Ok(attempt) => attempt,
                     Err(page) => return page.into(),
@@ -312,24 +291,24 @@ impl ConsentService {
                     support_ref,
                 )
                 .await;
-                return Page::declined(&error, description.as_deref()).into();
+                return pages::declined(&error, description.as_deref()).into();
             }
             // A code answers a sign-in, which this state never started.
-            CallbackOutcome::Code(_) => return Page::invalid().into(),
+            CallbackOutcome::Code(_) => return pages::invalid().into(),
             CallbackOutcome::Granted { tenant } => tenant,
         };
         let claimed = match claimed.as_deref().map(TenantId::parse).transpose() {
             Ok(claimed) => claimed,
             Err(_) => {
                 tracing::warn!(support_ref, "consent callback with a malformed tenant");
-                return Page::invalid().into();
+                return pages::invalid().into();
             }
         };
         if let (Some(bound), Some(claimed)) = (&bound, &claimed)
             && bound != claimed
         {
-            tracing::warn!(support_ref, customer_ref = %state.customer_ref, bound = %bound, claimed = %claimed, "consent callback for another tenant than the link's");
-            return Page::wrong_tenant(support_ref).into();
+            tracing::warn!(support_ref, customer_ref = %state.claims.customer_ref, bound = %bound, claimed = %claimed, "consent callback for another tenant than the link's");
+            return pages::wrong_tenant(support_ref).into();
         }
         let attempt = match self.usable_attempt(&state, support_ref).await {
             Ok(attempt) => attempt,
@@ -346,12 +325,14 @@ impl ConsentService {
             .as_ref()
             .map_or("organizations", TenantId::as_str)
             .to_owned();
-        let proof_state = self.proof_signer.sign(&ConsentState {
+        let proof_state = self.proof_signer.sign(&SignedState {
             nonce: attempt.nonce.clone(),
-            customer_ref: attempt.customer_ref.clone(),
-            link: attempt.link.clone(),
             expires: state.expires,
-            tenant: expected.map(|tenant| tenant.to_string()),
+            claims: ConsentClaims {
+                customer_ref: attempt.customer_ref.clone(),
+                link: attempt.link.clone(),
+                tenant: expected.map(|tenant| tenant.to_string()),
+            },
         });
         let url = self.admin_sign_in.authorize_url(
             &self.settings.endpoints,
@@ -375,27 +356,27 @@ impl ConsentService {
             (Ok(redirect_uri), Ok(credential)) => Ok((redirect_uri, credential)),
             _ => {
                 tracing::error!(support_ref, "redirect URI or app credential unavailable");
-                Err(Page::error(support_ref))
+                Err(pages::error(support_ref))
             }
         }
     }
 
     /// Spends the attempt's single-use nonce.
-    async fn spend(&self, state: &ConsentState, support_ref: &str) -> Result<ConsentAttempt, Page> {
+    async fn spend(&self, state: &ConsentState, support_ref: &str) -> Result<Onboarding, Page> {
         match self.attempts.consume(&state.nonce, Utc::now()).await {
-            Ok(attempt) => Ok(attempt),
+            Ok(attempt) => Onboarding::of(attempt, support_ref),
             Err(ConsumeError::AlreadyUsed) => {
-                tracing::warn!(support_ref, customer_ref = %state.customer_ref, "consent callback replayed");
-                Err(Page::replayed())
+                tracing::warn!(support_ref, customer_ref = %state.claims.customer_ref, "consent callback replayed");
+                Err(pages::replayed())
             }
-            Err(ConsumeError::Expired) => Err(Page::expired()),
+            Err(ConsumeError::Expired) => Err(pages::expired()),
             Err(ConsumeError::Unknown) => {
                 tracing::warn!(support_ref, "consent callback for a nonce never issued");
-                Err(Page::invalid())
+                Err(pages::invalid())
             }
             Err(ConsumeError::Store(error)) => {
                 tracing::error!(support_ref, error = %error, "consent attempt could not be read");
-                Err(Page::error(support_ref))
+                Err(pages::error(support_ref))
             }
         }
     }
@@ -408,13 +389,19 @@ impl ConsentService {
         outcome: CallbackOutcome,
         support_ref: &str,
     ) -> Page {
-        let expected = match state.tenant.as_deref().map(TenantId::parse).transpose() {
+        let expected = match state
+            .claims
+            .tenant
+            .as_deref()
+            .map(TenantId::parse)
+            .transpose()
+        {
             Ok(expected) => expected,
-            Err(_) => return Page::invalid(),
+            Err(_) => return pages::invalid(),
         };
         let code = match outcome {
             CallbackOutcome::Code(code) => code,
-            CallbackOutcome::Declined { error, .. } => {
+            CallbackOutcome::Declined(Refusal { error, .. }) => {
                 let attempt = match self.spend(&state, support_ref).await {
                     Ok(attempt) => attempt,
                     Err(page) => return page,
@@ -428,9 +415,9 @@ impl ConsentService {
                     support_ref,
                 )
                 .await;
-                return Page::sign_in_not_completed(&error, support_ref);
+                return pages::sign_in_not_completed(&error, support_ref);
             }
-            CallbackOutcome::Granted { .. } => return Page::invalid(),
+            CallbackOutcome::Granted { .. } => return pages::invalid(),
         };
         if let Err(page) = self.usable_attempt(&state, support_ref).await {
             return page;
@@ -482,7 +469,7 @@ impl ConsentService {
                     support_ref,
                 )
                 .await;
-                return Page::registered_elsewhere(support_ref);
+                return pages::registered_elsewhere(support_ref);
             }
             Ok(Some(existing)) if !existing.ownership.is_proven() => {
                 tracing::warn!(support_ref, tenant = %tenant, previous_customer_ref = existing.customer_ref.as_deref().unwrap_or(""), customer_ref = %attempt.customer_ref, "an unproven claim on the tenant is replaced by its administrator's consent");
@@ -498,7 +485,7 @@ impl ConsentService {
                     support_ref,
                 )
                 .await;
-                return Page::error(support_ref);
+                return pages::error(support_ref);
             }
         }
         match self
@@ -514,7 +501,7 @@ impl ConsentService {
                     support_ref,
                 )
                 .await;
-                Page::success(&tenant, &attempt.customer_ref, &record.roles)
+                pages::success(&tenant, &attempt.customer_ref, &record.roles)
             }
             Ok(record) => {
                 let reason = record.status_reason.clone().unwrap_or_default();
@@ -526,11 +513,11 @@ impl ConsentService {
                     support_ref,
                 )
                 .await;
-                Page::almost_done(&tenant, support_ref)
+                pages::almost_done(&tenant, support_ref)
             }
             Err(error) => {
                 tracing::error!(support_ref, tenant = %tenant, error = %error, "consent could not be recorded");
-                Page::error(support_ref)
+                pages::error(support_ref)
             }
         }
     }
@@ -543,28 +530,30 @@ impl ConsentService {
         error: &AdminSignInError,
         support_ref: &str,
     ) -> Page {
-        tracing::warn!(support_ref, customer_ref = %state.customer_ref, error = %error, "administrator sign-in did not prove the tenant");
+        tracing::warn!(support_ref, customer_ref = %state.claims.customer_ref, error = %error, "administrator sign-in did not prove the tenant");
         match error {
             AdminSignInError::IdToken(IdTokenError::WrongTenant { .. }) => {
-                Page::wrong_tenant(support_ref)
+                pages::wrong_tenant(support_ref)
             }
             AdminSignInError::IdToken(IdTokenError::NotAnAdministrator) => {
-                Page::not_an_administrator()
+                pages::not_an_administrator()
             }
-            AdminSignInError::IdToken(IdTokenError::KeysUnavailable(_)) => Page::error(support_ref),
-            AdminSignInError::Redeem(entra) if entra.is_retryable() => Page::error(support_ref),
+            AdminSignInError::IdToken(IdTokenError::KeysUnavailable(_)) => {
+                pages::error(support_ref)
+            }
+            AdminSignInError::Redeem(entra) if entra.is_retryable() => pages::error(support_ref),
             AdminSignInError::Redeem(entra) => {
-                Page::sign_in_not_completed(entra.code().as_str(), support_ref)
+                pages::sign_in_not_completed(entra.code().as_str(), support_ref)
             }
             AdminSignInError::IdToken(id_token) => {
-                Page::sign_in_not_completed(id_token.code().as_str(), support_ref)
+                pages::sign_in_not_completed(id_token.code().as_str(), support_ref)
             }
         }
     }
 
     async fn finish(
         &self,
-        attempt: &ConsentAttempt,
+        attempt: &Onboarding,
         status: AttemptStatus,
         tenant: Option<&TenantId>,
         detail: Option<&str>,
@@ -636,6 +625,30 @@ impl ConsentService {
         {
             Err(RegistryError::NotFound(_)) => Err(ConsentError::NotRegistered(tenant.to_string())),
             other => Ok(other?),
+        }
+    }
+}
+
+/// An attempt of the onboarding flow, as the store holds it: whom it is for and which link.
+struct Onboarding {
+    nonce: String,
+    customer_ref: String,
+    link: String,
+}
+
+impl Onboarding {
+    /// The onboarding part of `attempt`; an attempt of another flow is no link of ours.
+    fn of(attempt: ConsentAttempt, support_ref: &str) -> Result<Onboarding, Page> {
+        match attempt.flow {
+            AttemptFlow::Consent { customer_ref, link } => Ok(Onboarding {
+                nonce: attempt.nonce,
+                customer_ref,
+                link,
+            }),
+            AttemptFlow::SignIn { .. } => {
+                tracing::warn!(support_ref, "consent callback for a sign-in attempt");
+                Err(pages::invalid())
+            }
         }
     }
 }

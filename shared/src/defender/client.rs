@@ -9,12 +9,12 @@ use url::Url;
 
 use super::limiter::Limiter;
 use super::sources::SourceSpec;
-use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::config::ApiAccessSettings;
 use crate::entra::errors::parse_retry_after;
 use crate::entra::{AppTokenError, AppTokenProvider};
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 use secrecy::ExposeSecret;
 
 /// When Microsoft throttles without saying for how long.
@@ -59,8 +59,8 @@ pub enum ApiError {
     Retired { status: u16, message: String },
 }
 
-impl ApiError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for ApiError {
+    fn code(&self) -> ErrorCode {
         match self {
             ApiError::Token(error) => error.code(),
             ApiError::Unauthorized | ApiError::Forbidden(_) => ErrorCode::RolesMissing,
@@ -72,7 +72,7 @@ impl ApiError {
         }
     }
 
-    pub fn retry_after(&self) -> Option<Duration> {
+    fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Throttled(wait) | ApiError::LocalLimit(wait) => Some(*wait),
             ApiError::Token(error) => error.retry_after(),

@@ -20,11 +20,11 @@ use super::client::{AccessToken, TokenClient};
 use super::errors::EntraError;
 use super::retry::with_retries;
 use super::roles::RoleRequirement;
-use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::config::TokenSettings;
 use crate::secrets::{CredentialError, CredentialStore};
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 
 /// The claims of a user's (delegated) token that matter here.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -116,8 +116,8 @@ pub enum OboError {
     UserMismatch { tenant: String },
 }
 
-impl OboError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for OboError {
+    fn code(&self) -> ErrorCode {
         match self {
             OboError::UserTokenMalformed { .. } | OboError::UserTokenIncomplete { .. } => {
                 ErrorCode::UserTokenInvalid
@@ -133,7 +133,7 @@ impl OboError {
         }
     }
 
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
+    fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             OboError::Entra(error) => error.retry_after(),
             _ => None,
@@ -141,7 +141,7 @@ impl OboError {
     }
 
     /// Microsoft's `claims` challenge (MFA / Conditional Access), unchanged, for the calling app.
-    pub fn claims_challenge(&self) -> Option<&str> {
+    fn claims_challenge(&self) -> Option<&str> {
         match self {
             OboError::Entra(error) => error.claims_challenge(),
             _ => None,

@@ -19,10 +19,10 @@ use super::claims::decode_payload_as;
 use super::client::{AccessToken, TokenClient};
 use super::delegated::UserClaims;
 use super::errors::EntraError;
-use crate::ErrorCode;
 use crate::config::TokenEndpointVersion;
 use crate::secrets::{AppCredential, CredentialError};
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 
 /// The device code grant of the token endpoint.
 pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -100,8 +100,8 @@ pub enum DeviceCodeError {
     Credential(#[from] CredentialError),
 }
 
-impl DeviceCodeError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for DeviceCodeError {
+    fn code(&self) -> ErrorCode {
         match self {
             DeviceCodeError::Declined => ErrorCode::DeviceCodeDeclined,
             DeviceCodeError::Expired { .. } => ErrorCode::DeviceCodeExpired,

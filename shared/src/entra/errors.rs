@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::federated::{FederationContext, FederationError};
-use crate::ErrorCode;
+use crate::{CallerError, ErrorCode};
 
 /// The JSON body of an Entra ID error.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -316,45 +316,6 @@ impl EntraError {
         }
     }
 
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            EntraError::NotConsented { .. } => ErrorCode::NotConsented,
-            EntraError::ResourceNotInTenant { .. } | EntraError::ServiceNotEnabled { .. } => {
-                ErrorCode::ApiNotEnabled
-            }
-            EntraError::CredentialInvalid { .. } | EntraError::AssertionInvalid { .. } => {
-                ErrorCode::CredentialInvalid
-            }
-            EntraError::CredentialExpired { .. } | EntraError::AssertionExpired { .. } => {
-                ErrorCode::CredentialExpired
-            }
-            EntraError::TenantNotFound { .. } => ErrorCode::TenantUnknown,
-            EntraError::TenantMalformed { .. } => ErrorCode::InvalidTenantId,
-            EntraError::WrongCloud { .. } => ErrorCode::WrongCloud,
-            EntraError::AppDisabled { .. } => ErrorCode::AppDisabled,
-            EntraError::Throttled { .. } => ErrorCode::Throttled,
-            EntraError::Unavailable { .. }
-            | EntraError::Transport(_)
-            | EntraError::MalformedResponse(_)
-            | EntraError::DeadlineExceeded(_) => ErrorCode::MicrosoftUnavailable,
-            EntraError::UserAssertionInvalid { .. } => ErrorCode::AssertionInvalid,
-            EntraError::UserAssertionExpired { .. } => ErrorCode::AssertionExpired,
-            EntraError::ConsentRequired { .. } => ErrorCode::UserConsentMissing,
-            EntraError::InteractionRequired { .. } => ErrorCode::InteractionRequired,
-            EntraError::Rejected { .. } => ErrorCode::Internal,
-            EntraError::Federation(error) => error.code(),
-            EntraError::FederatedCredentialMissing { .. } => ErrorCode::FederatedCredentialMissing,
-            EntraError::FederatedIssuerMismatch { .. } => ErrorCode::FederatedIssuerMismatch,
-            EntraError::FederatedAudienceMismatch { .. } => ErrorCode::FederatedAudienceMismatch,
-            EntraError::FederatedSubjectMismatch { .. } => ErrorCode::FederatedSubjectMismatch,
-            EntraError::FederatedSubjectCaseMismatch { .. } => {
-                ErrorCode::FederatedSubjectCaseMismatch
-            }
-            EntraError::ClientAssertionExpired { .. } => ErrorCode::ClientAssertionExpired,
-            EntraError::FederatedAssertionRefused { .. } => ErrorCode::FederatedAssertionRefused,
-        }
-    }
-
     /// Worth trying again with the same request.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -413,8 +374,59 @@ impl EntraError {
         }
     }
 
+    /// The credential itself was refused: a rotated secret may already be in Secrets Manager.
+    pub fn is_credential_rejection(&self) -> bool {
+        matches!(
+            self,
+            EntraError::CredentialInvalid { .. }
+                | EntraError::CredentialExpired { .. }
+                | EntraError::AssertionInvalid { .. }
+        )
+    }
+}
+
+impl CallerError for EntraError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            EntraError::NotConsented { .. } => ErrorCode::NotConsented,
+            EntraError::ResourceNotInTenant { .. } | EntraError::ServiceNotEnabled { .. } => {
+                ErrorCode::ApiNotEnabled
+            }
+            EntraError::CredentialInvalid { .. } | EntraError::AssertionInvalid { .. } => {
+                ErrorCode::CredentialInvalid
+            }
+            EntraError::CredentialExpired { .. } | EntraError::AssertionExpired { .. } => {
+                ErrorCode::CredentialExpired
+            }
+            EntraError::TenantNotFound { .. } => ErrorCode::TenantUnknown,
+            EntraError::TenantMalformed { .. } => ErrorCode::InvalidTenantId,
+            EntraError::WrongCloud { .. } => ErrorCode::WrongCloud,
+            EntraError::AppDisabled { .. } => ErrorCode::AppDisabled,
+            EntraError::Throttled { .. } => ErrorCode::Throttled,
+            EntraError::Unavailable { .. }
+            | EntraError::Transport(_)
+            | EntraError::MalformedResponse(_)
+            | EntraError::DeadlineExceeded(_) => ErrorCode::MicrosoftUnavailable,
+            EntraError::UserAssertionInvalid { .. } => ErrorCode::AssertionInvalid,
+            EntraError::UserAssertionExpired { .. } => ErrorCode::AssertionExpired,
+            EntraError::ConsentRequired { .. } => ErrorCode::UserConsentMissing,
+            EntraError::InteractionRequired { .. } => ErrorCode::InteractionRequired,
+            EntraError::Rejected { .. } => ErrorCode::Internal,
+            EntraError::Federation(error) => error.code(),
+            EntraError::FederatedCredentialMissing { .. } => ErrorCode::FederatedCredentialMissing,
+            EntraError::FederatedIssuerMismatch { .. } => ErrorCode::FederatedIssuerMismatch,
+            EntraError::FederatedAudienceMismatch { .. } => ErrorCode::FederatedAudienceMismatch,
+            EntraError::FederatedSubjectMismatch { .. } => ErrorCode::FederatedSubjectMismatch,
+            EntraError::FederatedSubjectCaseMismatch { .. } => {
+                ErrorCode::FederatedSubjectCaseMismatch
+            }
+            EntraError::ClientAssertionExpired { .. } => ErrorCode::ClientAssertionExpired,
+            EntraError::FederatedAssertionRefused { .. } => ErrorCode::FederatedAssertionRefused,
+        }
+    }
+
     /// What Microsoft asked us to wait, if it said.
-    pub fn retry_after(&self) -> Option<Duration> {
+    fn retry_after(&self) -> Option<Duration> {
         match self {
             EntraError::Throttled { retry_after, .. }
             | EntraError::Unavailable { retry_after, .. } => *retry_after,
@@ -424,21 +436,11 @@ impl EntraError {
 
     /// Microsoft's `claims` challenge of an `interaction_required` answer, unchanged: the
     /// calling app must hand it to its sign-in so the user can satisfy it.
-    pub fn claims_challenge(&self) -> Option<&str> {
+    fn claims_challenge(&self) -> Option<&str> {
         match self {
             EntraError::InteractionRequired { claims, .. } => claims.as_deref().map(String::as_str),
             _ => None,
         }
-    }
-
-    /// The credential itself was refused: a rotated secret may already be in Secrets Manager.
-    pub fn is_credential_rejection(&self) -> bool {
-        matches!(
-            self,
-            EntraError::CredentialInvalid { .. }
-                | EntraError::CredentialExpired { .. }
-                | EntraError::AssertionInvalid { .. }
-        )
     }
 }
 

@@ -13,9 +13,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::ErrorCode;
 use crate::cloud::CloudEndpoints;
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat` (Microsoft's libraries use five minutes).
 pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -72,8 +72,8 @@ pub enum IdTokenError {
     NotAnAdministrator,
 }
 
-impl IdTokenError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for IdTokenError {
+    fn code(&self) -> ErrorCode {
         match self {
             IdTokenError::KeysUnavailable(_) => ErrorCode::MicrosoftUnavailable,
             IdTokenError::WrongTenant { .. } => ErrorCode::TenantMismatch,

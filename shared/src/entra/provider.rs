@@ -9,11 +9,11 @@ use super::client::{AccessToken, TokenClient, TokenRequest};
 use super::errors::EntraError;
 use super::retry::with_retries;
 use super::roles::RoleRequirement;
-use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::config::{TokenEndpointVersion, TokenSettings};
 use crate::secrets::{CredentialError, CredentialStore};
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppTokenError {
@@ -35,8 +35,8 @@ pub enum AppTokenError {
     },
 }
 
-impl AppTokenError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for AppTokenError {
+    fn code(&self) -> ErrorCode {
         match self {
             AppTokenError::Entra(error) => error.code(),
             AppTokenError::Credential(error) => error.code(),
@@ -45,7 +45,7 @@ impl AppTokenError {
         }
     }
 
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
+    fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             AppTokenError::Entra(error) => error.retry_after(),
             _ => None,

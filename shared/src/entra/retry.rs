@@ -8,6 +8,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::time::Instant;
 
 use super::errors::EntraError;
+use crate::CallerError;
 
 /// Runs `attempt` until it succeeds, fails for good, or the next wait would cross `deadline`.
 /// A throttled answer whose `Retry-After` does not fit in what is left is returned as is, so the

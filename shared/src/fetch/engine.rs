@@ -26,6 +26,7 @@ use super::window::{
     UnorderedStep, after_unordered, answered_whole, lease_until, migration_start, narrowed_cursor,
     next_low, query_range, span,
 };
+use crate::CallerError;
 use crate::ErrorCode;
 use crate::config::FetchSettings;
 use crate::defender::Source;

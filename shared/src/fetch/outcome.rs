@@ -1,6 +1,7 @@
 //! What one pair's run ends with ([`PairResult`], counted in a [`PairOutcome`]), how that is
 //! reported (a log line and CloudWatch metrics), and why a run stopped short ([`Failure`]).
 
+use crate::CallerError;
 use crate::ErrorCode;
 use crate::defender::{ApiError, Source};
 use crate::tenant_id::TenantId;

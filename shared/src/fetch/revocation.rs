@@ -5,6 +5,7 @@
 //! credential draws the same answer from every tenant.
 
 use super::outcome::{Failure, PairResult};
+use crate::CallerError;
 use crate::ErrorCode;
 use crate::defender::{ApiError, DefenderClient, Source, spec};
 use crate::tenant_id::TenantId;

@@ -23,6 +23,7 @@ pub struct FetchService {
 }
 
 /// A queue message as the function receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedTask {
     pub message_id: String,
     pub body: String,

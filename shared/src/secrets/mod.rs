@@ -16,7 +16,7 @@ pub use sources::{
 };
 pub use store::CredentialStore;
 
-use crate::ErrorCode;
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
@@ -26,8 +26,8 @@ pub enum CredentialError {
     Malformed(String),
 }
 
-impl CredentialError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for CredentialError {
+    fn code(&self) -> ErrorCode {
         ErrorCode::CredentialUnavailable
     }
 }

@@ -4,7 +4,7 @@
 use secrecy::SecretSlice;
 
 use super::sealing::{KmsDataKeys, LocalDataKeys, Sealer};
-use crate::consent::keys::load_state_key;
+use crate::redirect::key::load_state_key;
 use crate::runtime::Services;
 use crate::secrets::CredentialError;
 

@@ -1,8 +1,7 @@
 //! What a user sees after signing in: who, which tenant, what was granted — never a token, a
 //! code or the `state`.
 
-use crate::consent::Page;
-use crate::consent::pages::escape;
+use crate::redirect::{Page, escape};
 use crate::tenant_id::TenantId;
 
 /// What the granted permissions lack for the API the sign-in was for: its name and the missing

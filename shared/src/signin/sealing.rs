@@ -12,7 +12,7 @@ use aws_lc_rs::hkdf;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
-use crate::ErrorCode;
+use crate::{CallerError, ErrorCode};
 
 const MAGIC: &[u8; 4] = b"DPS1";
 const DATA_KEY_LEN: usize = 32;
@@ -48,8 +48,8 @@ pub enum SealError {
     Unreadable(&'static str),
 }
 
-impl SealError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for SealError {
+    fn code(&self) -> ErrorCode {
         match self {
             SealError::KeysUnavailable(_) => ErrorCode::KeyServiceUnavailable,
             SealError::KeysRefused(_) => ErrorCode::ConfigInvalid,

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::hmac;
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretSlice};
 use url::Url;
@@ -14,24 +13,24 @@ use uuid::Uuid;
 use super::callback::{SignInOutcome, parse_signin_callback};
 use super::grants::{redeem_code, user_scope};
 use super::pages;
-use super::pkce::{NonceDeriver, PkceDeriver};
 use super::sealing::{SealContext, Sealer};
-use crate::ErrorCode;
+use super::state::{SignInClaims, SignInState};
 use crate::api::DefenderApi;
 use crate::config::{ENV_SIGNIN_REDIRECT_URI, SignInServiceSettings};
-use crate::consent::Page;
-use crate::consent::state::{ConsentState, StateError, StateSigner};
 use crate::entra::id_token::{Expected, IdTokenError, IdTokenVerifier};
 use crate::entra::{EntraError, TokenClient};
+use crate::redirect::key::load_state_key;
+use crate::redirect::pkce::{NonceDeriver, PkceDeriver};
+use crate::redirect::{
+    Page, Purpose, Refusal, SignedState, StateError, StateSigner, answer_callback,
+};
 use crate::secrets::{CredentialError, CredentialStore};
 use crate::tenant_id::{TenantId, TenantIdError};
 use crate::tenants::{
-    AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, RegistryError, SignedInUser,
-    SignedInUsers, TenantRegistry, TenantStatus, stored_now,
+    AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, RegistryError,
+    SignedInUser, SignedInUsers, TenantRegistry, TenantStatus, stored_now,
 };
-
-/// Sign-in attempts share the consent attempts' single-use nonces; this prefix tells them apart.
-const LINK_PREFIX: &str = "signin:";
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
@@ -56,8 +55,8 @@ pub enum SignInError {
     Registry(#[from] RegistryError),
 }
 
-impl SignInError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for SignInError {
+    fn code(&self) -> ErrorCode {
         match self {
             SignInError::RedirectUriMissing => ErrorCode::ConfigInvalid,
             SignInError::InvalidTenant(_) => ErrorCode::InvalidTenantId,
@@ -113,11 +112,8 @@ impl SignInService {
     pub async fn build(
         services: &crate::runtime::Services,
     ) -> Result<SignInService, CredentialError> {
-        let service_key = crate::consent::keys::load_state_key(
-            &services.settings.consent.state_key,
-            services.aws.as_ref(),
-        )
-        .await?;
+        let service_key =
+            load_state_key(&services.settings.consent.state_key, services.aws.as_ref()).await?;
         let sealer = super::keys::load_sealer(services, Some(&service_key)).await?;
         Ok(SignInService::new(SignInParts {
             settings: services.settings.signin_service(),
@@ -133,11 +129,9 @@ impl SignInService {
     }
 
     pub fn new(parts: SignInParts) -> SignInService {
-        let base = hmac::Key::new(hmac::HMAC_SHA256, parts.service_key.expose_secret());
-        // Its own state key: a consent `state` is never accepted as a sign-in one, nor back.
-        let state_key = hmac::sign(&base, b"defender-partner sign-in state key v1");
         SignInService {
-            signer: StateSigner::new(&SecretSlice::from(state_key.as_ref().to_vec())),
+            // Its own purpose: a consent `state` is never accepted as a sign-in one, nor back.
+            signer: StateSigner::new(&parts.service_key, Purpose::UserSignIn),
             pkce: PkceDeriver::new(&parts.service_key),
             nonces: NonceDeriver::new(
                 &parts.service_key,
@@ -200,8 +194,7 @@ impl SignInService {
                 .expect("bounded by configuration");
         let attempt = ConsentAttempt {
             nonce: Uuid::new_v4().simple().to_string(),
-            customer_ref: tenant.to_string(),
-            link: format!("{LINK_PREFIX}{}", api.code()),
+            flow: AttemptFlow::SignIn { api },
             status: AttemptStatus::Issued,
             tenant_id: Some(tenant.clone()),
             detail: None,
@@ -210,12 +203,13 @@ impl SignInService {
             updated_at: now,
         };
         self.attempts.issue(&attempt).await?;
-        let state = self.signer.sign(&ConsentState {
+        let state = self.signer.sign(&SignedState {
             nonce: attempt.nonce.clone(),
-            customer_ref: attempt.customer_ref.clone(),
-            link: attempt.link.clone(),
             expires: expires_at.timestamp(),
-            tenant: Some(tenant.to_string()),
+            claims: SignInClaims {
+                tenant: tenant.clone(),
+                api,
+            },
         });
         let mut url = Url::parse(
             &self
@@ -251,10 +245,10 @@ impl SignInService {
 
     /// Handles Microsoft's redirect. Always answers a page; never fails.
     pub async fn callback(&self, raw_query: &str) -> Page {
-        let support_ref = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let page = self.handle_callback(raw_query, &support_ref).await;
-        tracing::info!(support_ref = %support_ref, status = page.status, outcome = page.title, "sign-in callback answered");
-        page
+        answer_callback("sign-in", async |support_ref| {
+            self.handle_callback(raw_query, support_ref).await
+        })
+        .await
     }
 
     async fn handle_callback(&self, raw_query: &str, support_ref: &str) -> Page {
@@ -265,7 +259,7 @@ impl SignInService {
                 return pages::invalid();
             }
         };
-        let state = match self.signer.verify(callback.state.as_deref(), Utc::now()) {
+        let state: SignInState = match self.signer.verify(callback.state.as_deref(), Utc::now()) {
             Ok(state) => state,
             Err(StateError::Expired) => return pages::expired(),
             Err(error) => {
@@ -273,15 +267,7 @@ impl SignInService {
                 return pages::invalid();
             }
         };
-        let (Some(api), Ok(tenant)) = (
-            state
-                .link
-                .strip_prefix(LINK_PREFIX)
-                .and_then(|code| code.parse::<DefenderApi>().ok()),
-            TenantId::parse(&state.customer_ref),
-        ) else {
-            return pages::invalid();
-        };
+        let SignInClaims { tenant, api } = state.claims;
         let attempt = match self.attempts.consume(&state.nonce, Utc::now()).await {
             Ok(attempt) => attempt,
             Err(ConsumeError::AlreadyUsed) => {
@@ -296,7 +282,7 @@ impl SignInService {
             }
         };
         let code = match callback.outcome {
-            SignInOutcome::Refused { error, description } => {
+            SignInOutcome::Refused(Refusal { error, description }) => {
                 tracing::info!(support_ref, tenant = %tenant, error = %error, "sign-in refused");
                 self.finish(
                     &attempt.nonce,

@@ -11,7 +11,6 @@ use secrecy::SecretString;
 
 use super::grants::{UserTokens, is_dead_refresh_token, redeem_refresh_token, user_scope};
 use super::sealing::{SealContext, SealError, Sealer};
-use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::config::TokenSettings;
 use crate::entra::delegated::verify_delegated;
@@ -21,6 +20,7 @@ use crate::entra::{AccessToken, DelegatedToken, EntraError, OboError, TokenCache
 use crate::secrets::{CredentialError, CredentialStore};
 use crate::tenant_id::TenantId;
 use crate::tenants::{RegistryError, SignedInUser, SignedInUsers};
+use crate::{CallerError, ErrorCode};
 
 /// Rounds of re-reading a sign-in that another instance rotated while we redeemed it.
 const ROTATION_ROUNDS: usize = 3;
@@ -64,8 +64,8 @@ impl From<EntraError> for StoredSignInError {
     }
 }
 
-impl StoredSignInError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for StoredSignInError {
+    fn code(&self) -> ErrorCode {
         match self {
             StoredSignInError::NotSignedIn { .. }
             | StoredSignInError::SignInRevoked { .. }
@@ -77,14 +77,14 @@ impl StoredSignInError {
         }
     }
 
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
+    fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             StoredSignInError::Delegated(error) => error.retry_after(),
             _ => None,
         }
     }
 
-    pub fn claims_challenge(&self) -> Option<&str> {
+    fn claims_challenge(&self) -> Option<&str> {
         match self {
             StoredSignInError::Delegated(error) => error.claims_challenge(),
             _ => None,

@@ -37,9 +37,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::ErrorCode;
 use crate::defender::Source;
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 
 /// Whether the sink sees a record for the first time or a newer version of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -196,8 +196,8 @@ pub enum SinkError {
     TooLarge(String),
 }
 
-impl SinkError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for SinkError {
+    fn code(&self) -> ErrorCode {
         ErrorCode::Internal
     }
 }

@@ -1,6 +1,6 @@
-//! Consent attempts: one per consent link handed out, keyed by the nonce its signed `state`
-//! carries. Consuming the nonce is a conditional write, so a `state` is accepted once even when
-//! two callbacks race.
+//! Browser-flow attempts: one per consent link or sign-in link handed out, keyed by the nonce its
+//! signed `state` carries. Consuming the nonce is a conditional write, so a `state` is accepted
+//! once even when two callbacks race.
 
 use std::str::FromStr;
 
@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::RegistryError;
+use crate::api::DefenderApi;
 use crate::tenant_id::TenantId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,13 +53,58 @@ impl FromStr for AttemptStatus {
     }
 }
 
+/// Which flow an attempt belongs to, and what that flow asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "flow", rename_all = "snake_case")]
+pub enum AttemptFlow {
+    /// An admin-consent link handed out for a customer.
+    Consent {
+        /// The partner's reference for the customer.
+        customer_ref: String,
+        /// Which consent link was handed out (`v2`, `adminconsent`, `legacy`).
+        link: String,
+    },
+    /// A user's sign-in to the attempt's `tenant_id`, for one API.
+    SignIn { api: DefenderApi },
+}
+
+/// Tells a sign-in's stored `link` from a consent link's kind.
+const SIGN_IN_LINK_PREFIX: &str = "signin:";
+
+impl AttemptFlow {
+    /// The two stored columns (`customer_ref`, `link`) every release has written: a sign-in keeps
+    /// its tenant in the first and `signin:<api>` in the second, so that rows written before the
+    /// flows were told apart, and rows read by an older release during a deployment, still read.
+    pub(crate) fn to_stored(&self, tenant_id: Option<&TenantId>) -> (String, String) {
+        match self {
+            AttemptFlow::Consent { customer_ref, link } => (customer_ref.clone(), link.clone()),
+            AttemptFlow::SignIn { api } => (
+                tenant_id.map(TenantId::to_string).unwrap_or_default(),
+                format!("{SIGN_IN_LINK_PREFIX}{}", api.code()),
+            ),
+        }
+    }
+
+    /// The flow of the stored columns (see [`AttemptFlow::to_stored`]).
+    pub(crate) fn from_stored(customer_ref: String, link: String) -> Result<AttemptFlow, String> {
+        match link.strip_prefix(SIGN_IN_LINK_PREFIX) {
+            Some(api) => Ok(AttemptFlow::SignIn {
+                api: api
+                    .parse()
+                    .map_err(|_| format!("sign-in attempt for an unknown api {api:?}"))?,
+            }),
+            None => Ok(AttemptFlow::Consent { customer_ref, link }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsentAttempt {
     pub nonce: String,
-    pub customer_ref: String,
-    /// Which consent link was handed out (`v2`, `adminconsent`, `legacy`).
-    pub link: String,
+    pub flow: AttemptFlow,
     pub status: AttemptStatus,
+    /// The tenant the attempt is bound to or ended in: a sign-in's from the start, a consent's
+    /// once proven (or when its link was bound to one).
     pub tenant_id: Option<TenantId>,
     /// Microsoft's error code, or why proof failed.
     pub detail: Option<String>,
@@ -117,5 +163,44 @@ pub(crate) fn classify_failed_consume(
         Some(attempt) if attempt.expires_at <= now => ConsumeError::Expired,
         // It was issued and valid a moment ago: another caller won the race.
         Some(_) => ConsumeError::AlreadyUsed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_flow_reads_back_from_the_stored_columns() {
+        let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
+        let consent = AttemptFlow::Consent {
+            customer_ref: "CRM-7".into(),
+            link: "adminconsent".into(),
+        };
+        let sign_in = AttemptFlow::SignIn {
+            api: DefenderApi::Mde,
+        };
+        for flow in [consent, sign_in] {
+            let (customer_ref, link) = flow.to_stored(Some(&tenant));
+            assert_eq!(AttemptFlow::from_stored(customer_ref, link).unwrap(), flow);
+        }
+    }
+
+    #[test]
+    fn a_sign_in_is_stored_as_earlier_releases_stored_it() {
+        let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
+        let stored = AttemptFlow::SignIn {
+            api: DefenderApi::Graph,
+        }
+        .to_stored(Some(&tenant));
+        assert_eq!(
+            stored,
+            (tenant.to_string(), "signin:graph".to_owned()),
+            "tenant in customer_ref, signin:<api> in link"
+        );
+        assert!(
+            AttemptFlow::from_stored(tenant.to_string(), "signin:sentinel".into()).is_err(),
+            "an unknown api is a corrupt row"
+        );
     }
 }

@@ -8,9 +8,9 @@ use uuid::Uuid;
 use chrono::{Duration, Utc};
 
 use super::{
-    AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
-    OpenWindow, RegistryError, SignedInUser, SignedInUsers, TenantRecord, TenantRegistry,
-    TenantStatus, stored_now,
+    AttemptFlow, AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts,
+    ConsumeError, OpenWindow, RegistryError, SignedInUser, SignedInUsers, TenantRecord,
+    TenantRegistry, TenantStatus, stored_now,
 };
 use crate::tenant_id::TenantId;
 
@@ -220,8 +220,10 @@ fn attempt(lifetime: Duration) -> ConsentAttempt {
     let now = stored_now();
     ConsentAttempt {
         nonce: Uuid::new_v4().simple().to_string(),
-        customer_ref: "CRM-7".into(),
-        link: "v2".into(),
+        flow: AttemptFlow::Consent {
+            customer_ref: "CRM-7".into(),
+            link: "v2".into(),
+        },
         status: AttemptStatus::Issued,
         tenant_id: None,
         detail: None,
@@ -240,7 +242,7 @@ async fn attempts_are_consumed_once<R: ConsentAttempts>(store: &R) {
     ));
     let consumed = store.consume(&issued.nonce, Utc::now()).await.unwrap();
     assert_eq!(consumed.status, AttemptStatus::Consumed);
-    assert_eq!(consumed.customer_ref, "CRM-7");
+    assert_eq!(consumed.flow, issued.flow);
     assert_eq!(
         store.consume(&issued.nonce, Utc::now()).await.unwrap_err(),
         ConsumeError::AlreadyUsed

@@ -17,8 +17,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::attempts::classify_failed_consume;
 use super::record::{Ownership, format_time, parse_time, stored_now};
 use super::{
-    AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
-    RegistryError, TenantRecord, TenantRegistry,
+    AttemptFlow, AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts,
+    ConsumeError, RegistryError, TenantRecord, TenantRegistry,
 };
 use crate::tenant_id::TenantId;
 
@@ -278,11 +278,9 @@ fn attempt_item(attempt: &ConsentAttempt) -> HashMap<String, AttributeValue> {
         item.insert(name.to_owned(), value);
     };
     put("nonce", AttributeValue::S(attempt.nonce.clone()));
-    put(
-        "customer_ref",
-        AttributeValue::S(attempt.customer_ref.clone()),
-    );
-    put("link", AttributeValue::S(attempt.link.clone()));
+    let (customer_ref, link) = attempt.flow.to_stored(attempt.tenant_id.as_ref());
+    put("customer_ref", AttributeValue::S(customer_ref));
+    put("link", AttributeValue::S(link));
     put(
         "status",
         AttributeValue::S(attempt.status.as_str().to_owned()),
@@ -326,8 +324,7 @@ fn attempt_record(item: &HashMap<String, AttributeValue>) -> Result<ConsentAttem
     let optional = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
     Ok(ConsentAttempt {
         nonce: text("nonce")?,
-        customer_ref: text("customer_ref")?,
-        link: text("link")?,
+        flow: AttemptFlow::from_stored(text("customer_ref")?, text("link")?).map_err(corrupt)?,
         status: text("status")?.parse().map_err(corrupt)?,
         tenant_id: optional("tenant_id")
             .map(|id| TenantId::parse(&id))
@@ -810,6 +807,40 @@ mod tests {
         let back = record(&item(&original, 0)).unwrap();
         assert_eq!(back.roles, vec!["A"]);
         assert_eq!(back.customer_ref.as_deref(), Some("ref"));
+    }
+
+    #[test]
+    fn attempt_items_round_trip_for_both_flows() {
+        let now = stored_now();
+        let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
+        let consent = ConsentAttempt {
+            nonce: "n1".into(),
+            flow: AttemptFlow::Consent {
+                customer_ref: "CRM-7".into(),
+                link: "v2".into(),
+            },
+            status: AttemptStatus::Issued,
+            tenant_id: None,
+            detail: None,
+            created_at: now,
+            expires_at: now + chrono::Duration::minutes(10),
+            updated_at: now,
+        };
+        let sign_in = ConsentAttempt {
+            nonce: "n2".into(),
+            flow: AttemptFlow::SignIn {
+                api: crate::api::DefenderApi::M365d,
+            },
+            tenant_id: Some(tenant.clone()),
+            ..consent.clone()
+        };
+        for attempt in [consent, sign_in.clone()] {
+            assert_eq!(attempt_record(&attempt_item(&attempt)).unwrap(), attempt);
+        }
+        // The attributes every release has written and read.
+        let item = attempt_item(&sign_in);
+        assert_eq!(item["customer_ref"], AttributeValue::S(tenant.to_string()));
+        assert_eq!(item["link"], AttributeValue::S("signin:m365d".into()));
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod sqlite_signed_in;
 mod sqlite_updates;
 mod updates;
 
-pub use attempts::{AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
+pub use attempts::{AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
 pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
 pub use dynamo::{DynamoRegistry, KIND_INDEX};
 pub use dynamo_updates::WRITEBACK_PREFIX;
@@ -27,8 +27,8 @@ pub use updates::{AuditEntry, KeyClaim, OwnChange, UpdateRecords};
 
 use async_trait::async_trait;
 
-use crate::ErrorCode;
 use crate::tenant_id::TenantId;
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -42,8 +42,8 @@ pub enum RegistryError {
     Corrupt(String),
 }
 
-impl RegistryError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for RegistryError {
+    fn code(&self) -> ErrorCode {
         match self {
             RegistryError::NotFound(_) => ErrorCode::TenantNotRegistered,
             _ => ErrorCode::RegistryUnavailable,

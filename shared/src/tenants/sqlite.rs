@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::attempts::classify_failed_consume;
 use super::record::{Ownership, format_time, parse_time, stored_now};
 use super::{
-    AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
-    RegistryError, TenantRecord, TenantRegistry,
+    AttemptFlow, AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts,
+    ConsumeError, RegistryError, TenantRecord, TenantRegistry,
 };
 use crate::tenant_id::TenantId;
 
@@ -200,8 +200,7 @@ fn read_attempt(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ConsentAttem
         };
         Ok(ConsentAttempt {
             nonce: required(0)?,
-            customer_ref: required(1)?,
-            link: required(2)?,
+            flow: AttemptFlow::from_stored(required(1)?, required(2)?)?,
             status: required(3)?.parse()?,
             tenant_id: texts[4]
                 .as_deref()
@@ -339,6 +338,7 @@ impl TenantRegistry for SqliteRegistry {
 impl ConsentAttempts for SqliteRegistry {
     async fn issue(&self, attempt: &ConsentAttempt) -> Result<(), RegistryError> {
         let attempt = attempt.clone();
+        let (customer_ref, link) = attempt.flow.to_stored(attempt.tenant_id.as_ref());
         self.with_connection(move |connection| {
             let inserted = connection
                 .execute(
@@ -348,8 +348,8 @@ impl ConsentAttempts for SqliteRegistry {
                     ),
                     params![
                         attempt.nonce,
-                        attempt.customer_ref,
-                        attempt.link,
+                        customer_ref,
+                        link,
                         attempt.status.as_str(),
                         attempt.tenant_id.as_ref().map(TenantId::as_str),
                         attempt.detail,
@@ -620,6 +620,40 @@ mod tests {
     async fn passes_the_conformance_suite() {
         let registry = SqliteRegistry::in_memory().unwrap();
         crate::tenants::conformance::run(&registry).await;
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_attempt_reads_back_and_its_row_reads_as_earlier_releases_wrote_it() {
+        let store = SqliteRegistry::in_memory().unwrap();
+        let tenant = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
+        let now = stored_now();
+        let attempt = ConsentAttempt {
+            nonce: "sign-in-nonce".into(),
+            flow: AttemptFlow::SignIn {
+                api: crate::api::DefenderApi::Graph,
+            },
+            status: AttemptStatus::Issued,
+            tenant_id: Some(tenant.clone()),
+            detail: None,
+            created_at: now,
+            expires_at: now + chrono::Duration::minutes(10),
+            updated_at: now,
+        };
+        store.issue(&attempt).await.unwrap();
+        assert_eq!(store.attempt(&attempt.nonce).await.unwrap(), Some(attempt));
+        let columns = store
+            .with_connection(|connection| {
+                connection
+                    .query_row(
+                        "SELECT customer_ref, link FROM consent_attempts WHERE nonce = 'sign-in-nonce'",
+                        [],
+                        |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                    )
+                    .map_err(unavailable)
+            })
+            .await
+            .unwrap();
+        assert_eq!(columns, (tenant.to_string(), "signin:graph".to_owned()));
     }
 
     #[tokio::test]

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use crate::ErrorCode;
 use crate::defender::client::ApiError;
 use crate::minting::MintError;
 use crate::tenant_id::TenantIdError;
 use crate::tenants::RegistryError;
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpdateError {
@@ -72,8 +72,8 @@ pub enum UpdateError {
 /// every update to finish.
 const RETRY_BUSY: Duration = Duration::from_secs(5);
 
-impl UpdateError {
-    pub fn code(&self) -> ErrorCode {
+impl CallerError for UpdateError {
+    fn code(&self) -> ErrorCode {
         match self {
             UpdateError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             UpdateError::InvalidTenantId(_) => ErrorCode::InvalidTenantId,
@@ -95,7 +95,7 @@ impl UpdateError {
         }
     }
 
-    pub fn retry_after(&self) -> Option<Duration> {
+    fn retry_after(&self) -> Option<Duration> {
         match self {
             UpdateError::Token(error) => error.retry_after(),
             UpdateError::Api(error) => error.retry_after(),
@@ -104,7 +104,7 @@ impl UpdateError {
         }
     }
 
-    pub fn claims_challenge(&self) -> Option<&str> {
+    fn claims_challenge(&self) -> Option<&str> {
         match self {
             UpdateError::Token(error) => error.claims_challenge(),
             _ => None,

@@ -4,11 +4,9 @@
 //! back (reference §11).
 
 pub mod comments;
-pub mod entry;
 pub mod error;
 pub mod events;
 pub mod graph;
-pub mod handler;
 pub mod request;
 pub mod service;
 pub mod tags;

@@ -402,6 +402,7 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CallerError;
     use serde_json::json;
 
     const TENANT: &str = "11111111-2222-3333-4444-555555555555";

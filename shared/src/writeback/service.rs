@@ -17,6 +17,7 @@ use super::events::UpdateEvents;
 use super::graph::{Exchange, GraphCall, GraphWriter, error_of};
 use super::request::{Actor, UpdateRequest};
 use super::tags;
+use crate::CallerError;
 use crate::deadline;
 use crate::defender::client::ApiError;
 use crate::minting::{MintRequest, MintedToken, TokenService};

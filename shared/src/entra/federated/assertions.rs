@@ -14,6 +14,7 @@ use super::{
     FederatedIdentity, FederationContext, FederationError, WebIdentityTokenRequest,
     WebIdentityTokenSource,
 };
+use crate::CallerError;
 
 /// How long before its expiry a token is replaced: a minute, or half its life when shorter, so
 /// Entra ID never receives a token that expires in flight and a short token is still reused.

@@ -2,7 +2,7 @@
 //! message ever holds the JWT; AWS's own error messages are not repeated either (only the ARN of
 //! the principal they name, which is not secret and is what the operator must fix).
 
-use crate::ErrorCode;
+use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FederationError {
@@ -37,18 +37,6 @@ pub enum FederationError {
 }
 
 impl FederationError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            FederationError::Disabled { .. } => ErrorCode::FederationDisabled,
-            FederationError::Denied { .. } => ErrorCode::FederationDenied,
-            FederationError::Refused { .. } => ErrorCode::FederationRefused,
-            FederationError::Unavailable(_) | FederationError::Malformed(_) => {
-                ErrorCode::CredentialUnavailable
-            }
-            FederationError::ArrivedExpired { .. } => ErrorCode::ClientAssertionExpired,
-        }
-    }
-
     /// Worth asking STS again.
     pub fn is_transient(&self) -> bool {
         matches!(self, FederationError::Unavailable(_))
@@ -103,6 +91,20 @@ impl FederationError {
                 "the function's own AWS credentials were refused ({aws_code_text})"
             )),
             _ => FederationError::Unavailable(format!("STS error {aws_code_text}")),
+        }
+    }
+}
+
+impl CallerError for FederationError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            FederationError::Disabled { .. } => ErrorCode::FederationDisabled,
+            FederationError::Denied { .. } => ErrorCode::FederationDenied,
+            FederationError::Refused { .. } => ErrorCode::FederationRefused,
+            FederationError::Unavailable(_) | FederationError::Malformed(_) => {
+                ErrorCode::CredentialUnavailable
+            }
+            FederationError::ArrivedExpired { .. } => ErrorCode::ClientAssertionExpired,
         }
     }
 }

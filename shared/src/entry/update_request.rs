@@ -12,9 +12,9 @@
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use serde_json::{Map, Value};
 
-use super::error::UpdateError;
-use super::events::DETAIL_TYPE_REQUESTED;
 use crate::edge::{self, Invocation};
+use crate::writeback::UpdateError;
+use crate::writeback::events::DETAIL_TYPE_REQUESTED;
 
 /// How the request arrived: decides the shape of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +178,7 @@ fn no_route(method: &str, path: &str) -> UpdateError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CallerError;
     use serde_json::json;
 
     const TENANT: &str = "11111111-2222-3333-4444-555555555555";
@@ -277,7 +278,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(decoded.payload["incident_id"], "../users");
-        let error = super::super::UpdateRequest::from_json(decoded.payload).unwrap_err();
+        let error = crate::writeback::UpdateRequest::from_json(decoded.payload).unwrap_err();
         assert_eq!(error.code().as_str(), "invalid_request");
     }
 
@@ -299,6 +300,22 @@ mod tests {
         let mut other = event;
         other["detail-type"] = json!("Scheduled Event");
         assert!(decode(other).is_err());
+    }
+
+    #[test]
+    fn the_sample_events_decode_to_valid_requests() {
+        use crate::entry::samples::event;
+        for (name, arrival) in [
+            ("update-incident-http.json", Arrival::Http),
+            ("update-incident-event.json", Arrival::Event),
+            ("update-incident-direct.json", Arrival::Direct),
+        ] {
+            let decoded = decode(event(name)).unwrap();
+            assert_eq!(decoded.arrival, arrival, "{name}");
+            let request = crate::writeback::UpdateRequest::from_json(decoded.payload)
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert!(request.idempotency_key.is_some(), "{name}");
+        }
     }
 
     #[test]

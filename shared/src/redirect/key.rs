@@ -1,6 +1,7 @@
-//! The key that signs consent `state`s: from Secrets Manager in AWS (the template generates a
-//! random one), from a variable or a local file otherwise. A missing local file is created with a
-//! fresh random key, so a laptop needs no setup.
+//! The service key, from which every `state`, PKCE verifier and OIDC nonce of both browser flows
+//! is keyed: from Secrets Manager in AWS (the template generates a random one), from a variable or
+//! a local file otherwise. A missing local file is created with a fresh random key, so a laptop
+//! needs no setup.
 
 use std::path::Path;
 

@@ -1,0 +1,183 @@
+//! `mint-token`: a bearer token for one consented customer tenant and one Defender API.
+//! Invoked directly (payload `{"tenant", "api"}`; a refusal is a function error whose
+//! `errorType` is its code) or through the IAM-protected HTTP API route `POST /tokens` (a
+//! refusal is `{"error": {"code", "message"}}` with the code's HTTP status).
+
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::Value;
+
+use super::{json_of, lambda_error};
+use crate::edge::{self, EdgeError, Invocation};
+use crate::minting::{MintedToken, TokenService};
+use crate::runtime::Services;
+use crate::secrets::CredentialError;
+use crate::signin::StoredSignIns;
+use crate::{ErrorCode, deadline};
+
+pub struct MintFunction {
+    service: TokenService,
+}
+
+impl MintFunction {
+    /// The function as the settings deploy it; once per cold start.
+    pub async fn build(services: &Services) -> Result<MintFunction, CredentialError> {
+        let mut service = TokenService::new(services);
+        // Only the deployment allowed to act for stored sign-ins reads their sealing keys.
+        if services.settings.signin.mint_from_signin {
+            service = service.with_stored_sign_ins(StoredSignIns::build(services).await?);
+        }
+        Ok(MintFunction::new(service))
+    }
+
+    pub fn new(service: TokenService) -> MintFunction {
+        MintFunction { service }
+    }
+
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
+        self.answer(event.payload, event.context.deadline).await
+    }
+
+    /// Answers `payload`, an invocation whose deadline is `deadline_ms` (the runtime's
+    /// `Lambda-Runtime-Deadline-Ms`).
+    pub async fn answer(&self, payload: Value, deadline_ms: u64) -> Result<Value, Diagnostic> {
+        match Invocation::classify(payload).map_err(|error| lambda_error(&error))? {
+            Invocation::Direct(request) => match self.mint_in_time(request, deadline_ms).await {
+                Ok(token) => Ok(json_of(token)),
+                Err(error) => Err(lambda_error(&refused(error))),
+            },
+            Invocation::Http(request) => {
+                let minted = match edge::json_body(&request) {
+                    Ok(body) => self.mint_in_time(body, deadline_ms).await,
+                    Err(error) => Err(error),
+                };
+                let response: ApiGatewayV2httpResponse = match minted {
+                    Ok(token) => edge::json_response(200, &json_of(token)),
+                    Err(error) => edge::error_response(&refused(error)),
+                };
+                Ok(json_of(response))
+            }
+        }
+    }
+
+    /// Mints within the invocation: token requests, `Retry-After` waits and retries end before
+    /// the invocation's deadline, which then answers `microsoft_unavailable` (retry later)
+    /// instead of Lambda's timeout.
+    async fn mint_in_time(
+        &self,
+        request: Value,
+        deadline_ms: u64,
+    ) -> Result<MintedToken, EdgeError> {
+        deadline::answer_before(
+            deadline_ms,
+            async {
+                self.service
+                    .mint_json(request)
+                    .await
+                    .map_err(|error| EdgeError::from(&error))
+            },
+            || {
+                Err(EdgeError::new(
+                    ErrorCode::MicrosoftUnavailable,
+                    "no token could be minted before this invocation's deadline; retry",
+                ))
+            },
+        )
+        .await
+    }
+}
+
+fn refused(error: EdgeError) -> EdgeError {
+    tracing::warn!(code = %error.code, error = %error.message, "request refused");
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lambda_events::encodings::Body;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::entry::samples;
+
+    /// Far enough ahead for any local runtime's deadline form.
+    const DEADLINE_MS: u64 = 60_000;
+
+    async fn function() -> MintFunction {
+        let settings = Settings::from_lookup(|name| match name {
+            "DP_CREDENTIAL_JSON" => Some(
+                r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": "x"}"#
+                    .into(),
+            ),
+            "DP_SQLITE_PATH" => Some(":memory:".into()),
+            _ => None,
+        })
+        .unwrap();
+        let services = Services::build_with_aws(settings, None).await.unwrap();
+        MintFunction::build(&services).await.unwrap()
+    }
+
+    fn http_answer(answer: Result<Value, Diagnostic>) -> (i64, Value) {
+        let response: ApiGatewayV2httpResponse =
+            serde_json::from_value(answer.expect("an HTTP answer, not a function error")).unwrap();
+        assert_eq!(response.headers["content-type"], "application/json");
+        assert_eq!(response.headers["cache-control"], "no-store");
+        let Some(Body::Text(body)) = response.body else {
+            panic!("a JSON body")
+        };
+        (response.status_code, serde_json::from_str(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_direct_refusal_is_a_function_error_typed_with_its_code() {
+        let function = function().await;
+        // The sample names Contoso, which this empty registry does not hold.
+        let unknown = function
+            .answer(samples::event("mint-token-direct.json"), DEADLINE_MS)
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.error_type, "tenant_not_registered");
+        assert!(
+            unknown
+                .error_message
+                .contains("22222222-2222-4222-8222-222222222222")
+        );
+        let typo = function
+            .answer(
+                serde_json::json!({"tenantId": "x", "api": "m365d"}),
+                DEADLINE_MS,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(typo.error_type, "invalid_request", "{}", typo.error_message);
+    }
+
+    #[tokio::test]
+    async fn an_http_refusal_is_a_json_error_with_the_codes_status() {
+        let function = function().await;
+        let (status, body) = http_answer(
+            function
+                .answer(samples::event("mint-token-http.json"), DEADLINE_MS)
+                .await,
+        );
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["code"], "tenant_not_registered");
+        let mut not_json = samples::event("mint-token-http.json");
+        not_json["body"] = Value::String("tenant=x".into());
+        let (status, body) = http_answer(function.answer(not_json, DEADLINE_MS).await);
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], "invalid_request");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_http_event_is_a_function_error() {
+        let mut broken = samples::event("mint-token-http.json");
+        broken["requestContext"]["http"]["method"] = Value::Bool(true);
+        let error = function()
+            .await
+            .answer(broken, DEADLINE_MS)
+            .await
+            .unwrap_err();
+        assert_eq!(error.error_type, "invalid_request");
+    }
+}
