@@ -36,7 +36,8 @@ pub use aws::{ShortLivedTokens, StsCallCounts, StsFailure};
 pub use consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
-    RateLimitMode, Retirement, TouchWhilePaging,
+    HuntingColumn, HuntingConfig, HuntingTruth, MAX_HUNTING_ROWS, RateLimitMode, Retirement,
+    TouchWhilePaging,
 };
 pub use delegated::{
     DelegatedTokenRecord, DeviceDecision, DeviceVerdict, MintedUserToken, RefreshTokenCounts,
