@@ -23,7 +23,8 @@ mod state;
 pub use aws::{ShortLivedTokens, StsCallCounts, StsFailure};
 pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
-    RateLimitMode, Retirement, TouchWhilePaging,
+    HuntingColumn, HuntingConfig, HuntingTruth, MAX_HUNTING_ROWS, RateLimitMode, Retirement,
+    TouchWhilePaging,
 };
 pub use entra::consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 pub use entra::delegated::{

@@ -53,6 +53,85 @@ pub struct DataConfig {
     /// and Elastic report this from real Graph): a full page is the only sign of more.
     #[serde(default, skip_serializing_if = "is_false")]
     pub omit_alerts_v2_next_link: bool,
+    /// The advanced hunting tables (`POST /v1.0/security/runHuntingQuery`); absent: every
+    /// table is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting: Option<HuntingConfig>,
+}
+
+/// The most rows one hunting table may have: rows are generated while a query reads them, so
+/// this bounds the time of a query that reads a whole table, not memory.
+pub const MAX_HUNTING_ROWS: u32 = 10_000_000;
+
+/// A tenant's advanced hunting tables, generated deterministically from the data's `seed`:
+/// row `i` of a table of `n` rows has a `Timestamp` in the `i`-th of `n` equal slices of the
+/// `span_days` before `end`, so rows are in time order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HuntingConfig {
+    /// Rows of every table not named in `tables`.
+    #[serde(default)]
+    pub rows_per_table: u32,
+    /// Rows of given tables (`DeviceProcessEvents`, `DeviceNetworkEvents`, `EmailEvents`,
+    /// `IdentityLogonEvents`), overriding `rows_per_table`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, u32>,
+    /// Days the rows span (1..=365).
+    #[serde(default = "default_span_days")]
+    pub span_days: u32,
+    /// Time of the end of the span. Absent: when the tenant's data is loaded (to the second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<DateTime<Utc>>,
+    /// How long every query of the tenant runs, in milliseconds: above the
+    /// `hunting_timeout_ms` setting its queries time out (504).
+    #[serde(default)]
+    pub query_ms: u64,
+}
+
+fn default_span_days() -> u32 {
+    7
+}
+
+impl Default for HuntingConfig {
+    fn default() -> Self {
+        HuntingConfig {
+            rows_per_table: 0,
+            tables: std::collections::BTreeMap::new(),
+            span_days: default_span_days(),
+            end: None,
+            query_ms: 0,
+        }
+    }
+}
+
+impl HuntingConfig {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.rows_per_table > MAX_HUNTING_ROWS
+            || self.tables.values().any(|rows| *rows > MAX_HUNTING_ROWS)
+        {
+            bail!("data.hunting: at most {MAX_HUNTING_ROWS} rows per table");
+        }
+        if !(1..=365).contains(&self.span_days) {
+            bail!("data.hunting: span_days must be 1 to 365");
+        }
+        for name in self.tables.keys() {
+            if !super::hunting::TABLE_NAMES.contains(&name.as_str()) {
+                bail!(
+                    "data.hunting: unknown table {name} (the emulator generates {})",
+                    super::hunting::TABLE_NAMES.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of a table.
+    pub(crate) fn rows(&self, table: &str) -> u32 {
+        self.tables
+            .get(table)
+            .copied()
+            .unwrap_or(self.rows_per_table)
+    }
 }
 
 fn is_false(value: &bool) -> bool {
@@ -102,6 +181,7 @@ impl Default for DataConfig {
             expand_alerts_fails_above: None,
             touch_while_paging: None,
             omit_alerts_v2_next_link: false,
+            hunting: None,
         }
     }
 }
@@ -125,6 +205,9 @@ impl DataConfig {
             || self.first_incident_id + u64::from(self.incidents) > (1 << 53)
         {
             bail!("data: first_incident_id must be 1 to 2^52");
+        }
+        if let Some(hunting) = &self.hunting {
+            hunting.validate()?;
         }
         self.modes().validate()
     }

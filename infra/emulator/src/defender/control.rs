@@ -39,6 +39,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             get(get_settings).put(patch_settings),
         )
         .merge(super::record_control::router())
+        .merge(super::hunting::control_router())
 }
 
 /// What `POST /_emulator/tenants/{tenant}/touch` touches.

@@ -242,6 +242,9 @@ impl TenantData {
             start.div_euclid(TICKS_PER_SECOND),
             u32::try_from(start.rem_euclid(TICKS_PER_SECOND) * 100).unwrap_or(0),
         );
+        if let Some(hunting) = &mut config.hunting {
+            super::hunting::resolve_end(hunting, now);
+        }
         let spacing_units = i64::from(config.spacing_seconds) * UNITS_PER_SECOND;
         TenantData {
             tenant_id,

@@ -17,6 +17,7 @@ mod edits;
 mod errors;
 mod facts;
 mod graph;
+mod hunting;
 mod limits;
 mod lost;
 mod m365d;
@@ -38,10 +39,11 @@ use axum::routing::{any, get};
 use serde_json::Value;
 
 pub use config::{
-    DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, RateLimitMode, Retirement,
-    TouchWhilePaging,
+    DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, HuntingConfig,
+    MAX_HUNTING_ROWS, RateLimitMode, Retirement, TouchWhilePaging,
 };
 pub(crate) use control::router as control_router;
+pub use hunting::{HuntingColumn, HuntingTruth};
 pub(crate) use lost::dropped_connection;
 pub(crate) use store::DataStore;
 pub use store::{ApiCalls, DataApiCalls};
@@ -257,6 +259,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/v1.0/security/incidents", get(graph_incidents))
         .route("/v1.0/security/alerts_v2", get(graph_alerts))
         .merge(write::routes())
+        .merge(hunting::routes())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             crate::faults::inject,

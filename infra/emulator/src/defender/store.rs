@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{DataConfig, DataModes, DefenderSettings, RateLimitMode};
 use super::data::TenantData;
+use super::hunting::HuntingUsage;
 use super::limits::{self, Key, Limiter};
 use super::time;
 use super::{Api, Endpoint};
@@ -120,6 +121,8 @@ pub(crate) struct DataStore {
     limiter: Mutex<Limiter>,
     calls: Mutex<BTreeMap<String, DataApiCalls>>,
     decoding_key: OnceLock<Option<DecodingKey>>,
+    /// Advanced hunting's per-tenant call rate and CPU quota.
+    hunting: Mutex<HuntingUsage>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,6 +230,31 @@ impl DataStore {
 
     pub(crate) fn reset_rate_limits(&self) {
         lock(&self.limiter).clear();
+        lock(&self.hunting).reset_calls();
+    }
+
+    /// Counts an advanced hunting call of the tenant: `Some(seconds)` when over the limit.
+    pub(crate) fn hunting_call(&self, tenant_id: &str, per_minute: u32) -> Option<u64> {
+        lock(&self.hunting).call(tenant_id, per_minute, Instant::now())
+    }
+
+    /// Spends one query of the tenant's CPU quota: `Err(seconds)` until its cycle ends.
+    pub(crate) fn hunting_spend(
+        &self,
+        tenant_id: &str,
+        quota: Option<u32>,
+        cycle: std::time::Duration,
+    ) -> Result<(), u64> {
+        lock(&self.hunting).spend(tenant_id, quota, cycle, Instant::now())
+    }
+
+    /// Queries of the tenant's current CPU cycle and the seconds until it ends.
+    pub(crate) fn hunting_cycle(&self, tenant_id: &str, cycle: std::time::Duration) -> (u32, u64) {
+        lock(&self.hunting).state(tenant_id, cycle, Instant::now())
+    }
+
+    pub(crate) fn reset_hunting_quota(&self) {
+        lock(&self.hunting).reset_quota();
     }
 
     pub(crate) fn record_call(&self, tenant_id: &str, endpoint: Endpoint, status: u16) {
