@@ -102,9 +102,9 @@ pub struct Target {
 }
 
 impl Target {
-    /// Graph path under the API base: `security/incidents/{id}`.
+    /// Graph path under the API base (`https://graph.microsoft.com`): `v1.0/security/incidents/{id}`.
     pub fn path(&self) -> String {
-        format!("security/{}/{}", self.kind.collection(), self.id)
+        format!("v1.0/security/{}/{}", self.kind.collection(), self.id)
     }
 }
 
@@ -421,7 +421,7 @@ mod tests {
             "comment": "  closed by the SOC  ", "idempotency_key": "ticket-42"
         }))
         .unwrap();
-        assert_eq!(request.target.path(), "security/incidents/2972395");
+        assert_eq!(request.target.path(), "v1.0/security/incidents/2972395");
         assert_eq!(
             Value::Object(request.change.patch_body()),
             json!({"assignedTo": "analyst@partner.example", "status": "resolved",

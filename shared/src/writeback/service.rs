@@ -17,10 +17,12 @@ use super::events::UpdateEvents;
 use super::graph::{Exchange, GraphCall, GraphWriter, error_of};
 use super::request::{Actor, UpdateRequest};
 use super::tags;
+use super::vocabulary::TargetKind;
 use crate::CallerError;
 use crate::deadline;
 use crate::defender::client::ApiError;
 use crate::minting::{MintRequest, MintedToken, TokenService};
+use crate::tenant_id::TenantId;
 use crate::tenants::{AuditEntry, KeyClaim, OwnChange, TenantRegistry, UpdateRecords};
 
 /// Attempts per Graph call (throttling and failures that are safe to repeat).
@@ -125,7 +127,47 @@ impl UpdateService {
         payload: Value,
         caller: &str,
     ) -> Result<UpdateOutcome, UpdateError> {
-        self.apply(UpdateRequest::from_json(payload)?, caller).await
+        match UpdateRequest::from_json(payload.clone()) {
+            Ok(request) => self.apply(request, caller).await,
+            Err(refusal) => {
+                self.audit_refusal(&payload, caller, &refusal).await;
+                Err(refusal)
+            }
+        }
+    }
+
+    /// A request refused before it could be read whole is audited too, when it names a valid
+    /// tenant and target (anything else belongs to no tenant's trail).
+    async fn audit_refusal(&self, payload: &Value, caller: &str, refusal: &UpdateError) {
+        let text = |name: &str| payload.get(name).and_then(Value::as_str);
+        let Some(tenant) = text("tenant").and_then(|tenant| TenantId::parse(tenant).ok()) else {
+            return;
+        };
+        let (kind, id) = match (text("incident_id"), text("alert_id")) {
+            (Some(id), None) => (TargetKind::Incident, id),
+            (None, Some(id)) => (TargetKind::Alert, id),
+            _ => return,
+        };
+        let acting_as = if payload.get("user_token").is_some() || payload.get("user_oid").is_some()
+        {
+            "user"
+        } else {
+            "app"
+        };
+        let entry = AuditEntry {
+            tenant_id: tenant,
+            at: Utc::now(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            caller: caller.to_owned(),
+            acting_as: acting_as.to_owned(),
+            kind: kind.as_str().to_owned(),
+            id: id.chars().take(128).collect(),
+            before: Value::Null,
+            after: Value::Null,
+            result: refusal.code().as_str().to_owned(),
+            microsoft_request_id: None,
+        };
+        self.record(&entry).await;
     }
 
     pub async fn apply(
@@ -160,9 +202,17 @@ impl UpdateService {
                         .await;
                     return Ok(outcome);
                 }
-                KeyClaim::Running => return Err(UpdateError::InProgress(key.clone())),
+                KeyClaim::Running => {
+                    let error = UpdateError::InProgress(key.clone());
+                    self.audit(&request, &request_id, caller, &trail, error.code().as_str())
+                        .await;
+                    return Err(error);
+                }
                 KeyClaim::OtherRequest => {
-                    return Err(UpdateError::IdempotencyKeyReused(key.clone()));
+                    let error = UpdateError::IdempotencyKeyReused(key.clone());
+                    self.audit(&request, &request_id, caller, &trail, error.code().as_str())
+                        .await;
+                    return Err(error);
                 }
             }
         }
@@ -560,14 +610,28 @@ impl UpdateService {
             result: result.to_owned(),
             microsoft_request_id: trail.microsoft_request_ids.last().cloned(),
         };
+        self.record(&entry).await;
+    }
+}
+
+impl UpdateService {
+    /// Keeps an audit entry and announces it; neither failure fails the request (the change is
+    /// made, and the log line below holds the same facts).
+    async fn record(&self, entry: &AuditEntry) {
+        let request_id = &entry.request_id;
         tracing::info!(
-            tenant_id = %entry.tenant_id, %request_id, caller, target = %format!("{}/{}", entry.kind, entry.id),
-            acting_as = %entry.acting_as, result, "write-back request"
+            tenant_id = %entry.tenant_id,
+            %request_id,
+            caller = %entry.caller,
+            target = %format!("{}/{}", entry.kind, entry.id),
+            acting_as = %entry.acting_as,
+            result = %entry.result,
+            "write-back request"
         );
-        if let Err(error) = self.records.record_audit(&entry).await {
+        if let Err(error) = self.records.record_audit(entry).await {
             tracing::error!(code = %error.code(), %request_id, "audit entry not stored: {error}");
         }
-        if let Err(error) = self.events.announce(&entry).await {
+        if let Err(error) = self.events.announce(entry).await {
             tracing::warn!(%request_id, "IncidentUpdated not announced on the bus: {error}");
         }
     }
