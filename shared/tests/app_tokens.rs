@@ -10,7 +10,6 @@ use common::*;
 use defender_emulator::{Fault, FaultMatch, SecretConfig};
 use defender_partner::ErrorCode;
 use defender_partner::minting::{MintRequest, TokenService};
-use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::TenantStatus;
 use secrecy::ExposeSecret;
@@ -161,6 +160,7 @@ async fn the_registry_decides_who_gets_tokens() {
         TenantStatus::Offboarded,
     ] {
         fixture
+            .world
             .services
             .registry
             .set_status(&TenantId::parse(CONTOSO).unwrap(), status, None)
@@ -311,7 +311,7 @@ async fn a_rotated_secret_heals_without_a_restart() {
             }],
         )
         .unwrap();
-    write_secret(&fixture.dir.join("credential.json"), "rotated-secret-Qw3");
+    fixture.write_secret("rotated-secret-Qw3");
     let token = fixture.mint(CONTOSO, "mde").await.unwrap();
     assert_eq!(token.tenant_id, CONTOSO);
     let statuses: Vec<u16> = fixture
@@ -407,15 +407,11 @@ async fn a_certificate_credential_mints_with_ps256_and_rs256() {
         .unwrap();
     fixture.handle.set_secrets(CLIENT_ID, vec![]).unwrap();
     for (api, algorithm) in [("m365d", "PS256"), ("mde", "RS256")] {
-        std::fs::write(
-            fixture.dir.join("credential.json"),
-            json!({"client_id": CLIENT_ID, "certificate_pem": certificate.pem, "private_key_pem": certificate.key_pem, "signing_algorithm": algorithm}).to_string(),
-        )
-        .unwrap();
+        fixture.world.write_credential_file(
+            &json!({"client_id": CLIENT_ID, "certificate_pem": certificate.pem, "private_key_pem": certificate.key_pem, "signing_algorithm": algorithm}).to_string(),
+        );
         // A fresh service so the new credential file is read.
-        let services = Services::build(fixture.services.settings.clone())
-            .await
-            .unwrap();
+        let services = fixture.world.new_instance().await.unwrap();
         let token = TokenService::new(&services)
             .mint(&MintRequest {
                 tenant: Some(CONTOSO.into()),
@@ -437,14 +433,10 @@ async fn a_certificate_credential_mints_with_ps256_and_rs256() {
     assert_eq!(assertions, 2);
     // Another key than the registered certificate's: refused as an invalid credential.
     let other = test_certificate();
-    std::fs::write(
-        fixture.dir.join("credential.json"),
-        json!({"client_id": CLIENT_ID, "certificate_pem": certificate.pem, "private_key_pem": other.key_pem}).to_string(),
-    )
-    .unwrap();
-    let services = Services::build(fixture.services.settings.clone())
-        .await
-        .unwrap();
+    fixture.world.write_credential_file(
+        &json!({"client_id": CLIENT_ID, "certificate_pem": certificate.pem, "private_key_pem": other.key_pem}).to_string(),
+    );
+    let services = fixture.world.new_instance().await.unwrap();
     let error = TokenService::new(&services)
         .mint(&MintRequest {
             tenant: Some(CONTOSO.into()),

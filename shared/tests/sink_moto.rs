@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
-use defender_partner::sink::conformance::{self, StoredObjects};
 use defender_partner::sink::{
     DETAIL_TYPE_ALERT, DETAIL_TYPE_INCIDENT, ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_PREFIX,
     EVENT_SOURCE, EventBridgeSink, RecordSink, RunId, S3Sink, SinkLine, Source, sink_from_env,
 };
 use defender_partner::tenant_id::TenantId;
+use defender_partner_testkit::conformance::sink::{self as conformance, StoredObjects};
 use flate2::read::GzDecoder;
 
 /// A `moto_server` on a free loopback port, stopped when dropped.

@@ -10,13 +10,14 @@
 //! from, and the record itself exactly as the API sent it. A re-run may write a record again; its
 //! key (tenant, source, id, last-update time) lets consumers drop the repeat.
 
-pub mod conformance;
 mod eventbridge;
 mod fanout;
 mod lines;
 mod local;
 mod s3;
 mod settings;
+#[cfg(test)]
+mod test_records;
 
 pub use eventbridge::{DETAIL_TYPE_ALERT, DETAIL_TYPE_INCIDENT, EVENT_SOURCE, EventBridgeSink};
 pub use fanout::FanOutSink;

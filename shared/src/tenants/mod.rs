@@ -4,7 +4,6 @@
 
 mod attempts;
 mod checkpoints;
-pub mod conformance;
 mod dynamo;
 mod dynamo_signed_in;
 mod record;

@@ -614,12 +614,6 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn passes_the_conformance_suite() {
-        let registry = SqliteRegistry::in_memory().unwrap();
-        crate::tenants::conformance::run(&registry).await;
-    }
-
-    #[tokio::test]
     async fn a_file_registry_survives_reopening() {
         let dir = std::env::temp_dir().join(format!("dp-registry-{}", uuid::Uuid::new_v4()));
         let path = dir.join("nested/registry.sqlite");
@@ -636,30 +630,5 @@ mod tests {
         let reopened = SqliteRegistry::open(&path).unwrap();
         assert_eq!(reopened.list().await.unwrap().len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
-    }
-}
-
-#[cfg(test)]
-mod concurrency_tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_upserts_leave_one_record() {
-        let registry: Arc<dyn TenantRegistry> = Arc::new(SqliteRegistry::in_memory().unwrap());
-        crate::tenants::conformance::concurrent_upserts_leave_one_record(registry).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_lease_takers_one_winner() {
-        let store: Arc<dyn Checkpoints> = Arc::new(SqliteRegistry::in_memory().unwrap());
-        crate::tenants::conformance::concurrent_lease_takers_one_winner(store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_consumers_one_winner() {
-        let store: Arc<dyn ConsentAttempts> = Arc::new(SqliteRegistry::in_memory().unwrap());
-        crate::tenants::conformance::concurrent_consumers_one_winner(store).await;
     }
 }

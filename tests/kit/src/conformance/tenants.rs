@@ -1,5 +1,5 @@
-//! One behaviour, two stores: every registry adapter runs this suite (SQLite in unit tests,
-//! DynamoDB against moto in the end-to-end tests). It panics on the first broken expectation.
+//! One behaviour, two stores: every registry adapter runs this suite (SQLite in
+//! `shared/tests/registry_sqlite.rs`, DynamoDB against moto in `tests/e2e/e2e_registry.rs`). It panics on the first broken expectation.
 
 use std::sync::Arc;
 
@@ -7,12 +7,12 @@ use uuid::Uuid;
 
 use chrono::{Duration, Utc};
 
-use super::{
+use defender_partner::tenant_id::TenantId;
+use defender_partner::tenants::{
     AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts, ConsumeError,
     OpenWindow, RegistryError, SignedInUser, SignedInUsers, TenantRecord, TenantRegistry,
     TenantStatus, stored_now,
 };
-use crate::tenant_id::TenantId;
 
 fn fresh_tenant() -> TenantId {
     TenantId::parse(&Uuid::new_v4().to_string()).expect("a v4 uuid is a tenant id")
@@ -81,7 +81,7 @@ async fn insert_then_get_round_trips<R: TenantRegistry>(registry: &R) {
     record.customer_ref = Some("CRM-42".into());
     record.roles = vec!["Incident.Read.All".into(), "Alert.Read.All".into()];
     record.status_reason = Some("waiting for consent".into());
-    record.ownership = super::Ownership::AdminSignIn;
+    record.ownership = defender_partner::tenants::Ownership::AdminSignIn;
     registry.insert(&record).await.unwrap();
     let stored = registry
         .get(&record.tenant_id)
@@ -93,7 +93,10 @@ async fn insert_then_get_round_trips<R: TenantRegistry>(registry: &R) {
     assert_eq!(stored.roles, record.roles);
     assert_eq!(stored.status, TenantStatus::Pending);
     assert_eq!(stored.status_reason, record.status_reason);
-    assert_eq!(stored.ownership, super::Ownership::AdminSignIn);
+    assert_eq!(
+        stored.ownership,
+        defender_partner::tenants::Ownership::AdminSignIn
+    );
     assert_eq!(stored.version, 0);
     assert_eq!(
         stored.created_at.timestamp_micros(),

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-/// The workspace root (the parent of this crate's directory).
+/// The workspace root (two levels above this crate's directory, `tests/e2e`).
 pub fn workspace_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
@@ -21,8 +21,9 @@ pub fn workspace_root() -> &'static Path {
         std::env::var_os("CARGO_MANIFEST_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-            .parent()
-            .expect("tests/ has a parent")
+            .ancestors()
+            .nth(2)
+            .expect("tests/e2e sits two levels below the workspace root")
             .to_path_buf()
     })
 }

@@ -1,5 +1,5 @@
 //! One behaviour, every file sink: each adapter that stores NDJSON runs this suite (the local
-//! folder in unit tests, S3 against moto in `shared/tests/sink_moto.rs`). It panics on the first
+//! folder in `shared/tests/sink_local.rs`, S3 against moto in `shared/tests/sink_moto.rs`). It panics on the first
 //! broken expectation. Every check uses fresh tenants, so the suite can run again on a store that
 //! holds earlier results.
 
@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-use super::{Change, Partition, RecordSink, RunId, SinkLine, SinkRecord, Source};
-use crate::tenant_id::TenantId;
+use defender_partner::sink::{Change, Partition, RecordSink, RunId, SinkLine, SinkRecord, Source};
+use defender_partner::tenant_id::TenantId;
 
 /// Reads back what a sink stored.
 #[async_trait]
@@ -23,7 +23,7 @@ pub trait StoredObjects: Send + Sync {
     async fn objects(&self, tenant: &TenantId) -> Vec<(String, Vec<u8>)>;
 }
 
-/// The files of a [`super::LocalSink`] rooted at a folder.
+/// The files of a [`defender_partner::sink::LocalSink`] rooted at a folder.
 pub struct LocalFiles {
     root: PathBuf,
 }

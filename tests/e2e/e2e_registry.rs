@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use defender_partner::tenants::{
-    Checkpoints, ConsentAttempts, DynamoRegistry, TenantRegistry, conformance,
-};
+use defender_partner::tenants::{Checkpoints, ConsentAttempts, DynamoRegistry, TenantRegistry};
 use defender_partner_e2e::moto::{Moto, create_registry_table};
+use defender_partner_testkit::conformance::tenants as conformance;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_registry_passes_the_conformance_suite() {
