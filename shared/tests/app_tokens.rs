@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use defender_emulator::{Fault, FaultMatch, SecretConfig};
+use defender_emulator::{FaultMatch, SecretConfig};
 use defender_partner::ErrorCode;
 use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::TenantStatus;
+use defender_partner_testkit::control::delay;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -88,16 +89,7 @@ async fn tokens_are_cached_and_concurrent_callers_share_one_request() {
     // Slow the first token answer so every caller arrives while it is in flight.
     fixture
         .handle
-        .push_fault(Fault {
-            matches: FaultMatch::Token,
-            tenant: None,
-            status: None,
-            retry_after: None,
-            count: 1,
-            delay_ms: Some(300),
-            error: None,
-            error_code: None,
-        })
+        .push_fault(delay(FaultMatch::Token, 300, 1))
         .unwrap();
     let callers: Vec<_> = (0..12)
         .map(|_| {

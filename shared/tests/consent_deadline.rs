@@ -20,16 +20,7 @@ use defender_partner_testkit::World;
 use tokio::time::Instant;
 
 fn throttled_for(tenant: &str, retry_after: u64) -> Fault {
-    Fault {
-        matches: FaultMatch::Token,
-        tenant: Some(tenant.to_owned()),
-        status: Some(429),
-        retry_after: Some(retry_after),
-        count: 1000,
-        delay_ms: None,
-        error: None,
-        error_code: None,
-    }
+    Fault::throttle(FaultMatch::Token, retry_after, 1000).for_tenant(tenant)
 }
 
 #[tokio::test]

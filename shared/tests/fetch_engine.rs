@@ -13,7 +13,7 @@ use defender_partner::fetch::{FetchService, PairResult, PairTask};
 use defender_partner::sink::{Change, SinkLine, Source};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::TenantStatus;
-use defender_partner_testkit::control::resource_of;
+use defender_partner_testkit::control::{delay, resource_of};
 use defender_partner_testkit::records::{keys_once, nothing_missing};
 use defender_partner_testkit::world::active;
 use defender_partner_testkit::{World, scenario};
@@ -54,6 +54,7 @@ impl Fixture {
             tenants,
         ))
         .data_apis()
+        .local_sink()
         .setting(
             ENV_SOURCES,
             "m365d-incidents,graph-incidents,mde-alerts,graph-alerts",
@@ -219,14 +220,8 @@ async fn records_changing_while_paging_are_not_missed() {
 
 fn data_fault(status: u16, retry_after: Option<u64>, count: u32) -> Fault {
     Fault {
-        matches: FaultMatch::Data,
-        tenant: Some(ALPHA.into()),
-        status: Some(status),
         retry_after,
-        count,
-        delay_ms: None,
-        error: None,
-        error_code: None,
+        ..Fault::status(FaultMatch::Data, status, count).for_tenant(ALPHA)
     }
 }
 
@@ -701,16 +696,7 @@ async fn overlapping_runs_of_one_pair_deliver_each_change_once() {
         // Slow pages, so that the two runs overlap whatever the scheduling.
         fixture
             .handle
-            .push_fault(Fault {
-                matches: FaultMatch::Data,
-                tenant: Some(ALPHA.into()),
-                status: None,
-                retry_after: None,
-                count: 8,
-                delay_ms: Some(150),
-                error: None,
-                error_code: None,
-            })
+            .push_fault(delay(FaultMatch::Data, 150, 8).for_tenant(ALPHA))
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mine, theirs) = tokio::join!(

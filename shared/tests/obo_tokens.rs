@@ -12,6 +12,7 @@ use defender_partner::config::ENV_TOKEN_DEADLINE_SECONDS;
 use defender_partner::entra::{OboError, OboProvider, TokenClient};
 use defender_partner::tenant_id::TenantId;
 use defender_partner_testkit::World;
+use defender_partner_testkit::control::delay;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
@@ -361,16 +362,7 @@ async fn concurrent_callers_for_one_user_share_one_exchange() {
         .world
         .emulator
         .handle()
-        .push_fault(Fault {
-            matches: FaultMatch::Token,
-            tenant: None,
-            status: None,
-            retry_after: None,
-            count: 1,
-            delay_ms: Some(300),
-            error: None,
-            error_code: None,
-        })
+        .push_fault(delay(FaultMatch::Token, 300, 1))
         .unwrap();
     let analyst = fixture.user_token(
         demo::CONTOSO_TENANT_ID,
@@ -408,16 +400,7 @@ async fn concurrent_callers_for_one_user_share_one_exchange() {
 #[tokio::test]
 async fn throttling_is_retried_or_passed_on_with_its_wait() {
     let fixture = Fixture::start().await;
-    let throttle = |retry_after: u64| Fault {
-        matches: FaultMatch::Token,
-        tenant: None,
-        status: Some(429),
-        retry_after: Some(retry_after),
-        count: 1,
-        delay_ms: None,
-        error: None,
-        error_code: None,
-    };
+    let throttle = |retry_after: u64| Fault::throttle(FaultMatch::Token, retry_after, 1);
     let analyst = fixture.user_token(
         demo::CONTOSO_TENANT_ID,
         demo::CONTOSO_ANALYST_UPN,

@@ -529,16 +529,11 @@ async fn an_entra_outage_keeps_the_sign_in() {
         .world
         .emulator
         .handle()
-        .push_fault(defender_emulator::Fault {
-            matches: defender_emulator::FaultMatch::Token,
-            tenant: None,
-            status: Some(503),
-            retry_after: None,
-            count: 1000,
-            delay_ms: None,
-            error: None,
-            error_code: None,
-        })
+        .push_fault(defender_emulator::Fault::status(
+            defender_emulator::FaultMatch::Token,
+            503,
+            1000,
+        ))
         .unwrap();
     let error = fixture
         .mint_service()

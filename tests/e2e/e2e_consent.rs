@@ -17,29 +17,30 @@
 //! IAM-protected `/consent/start` is reachable as a plain GET here.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use defender_emulator::browser::{self, Page};
+use defender_emulator::{ConsentDecision, ConsentKind, RequiredPermissionConfig};
+use defender_partner::config::{
+    ENV_CONSENT_APIS, ENV_CONSENT_PROOF_SECONDS, ENV_CONSENT_REDIRECT_URI,
+};
 use defender_partner::consent::state::{ConsentState, StateSigner};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{
     AttemptStatus, ConsentAttempt, ConsentAttempts, DynamoRegistry, Ownership, TenantRecord,
     TenantRegistry, TenantStatus, stored_now,
 };
-use defender_partner_e2e::Cases;
 use defender_partner_e2e::browser::Browser;
-use defender_partner_e2e::emulator::{Emulator, RESOURCE_M365D, ROLE_M365D};
 use defender_partner_e2e::function_url::FunctionUrl;
 use defender_partner_e2e::leaks::assert_no_leaks;
-use defender_partner_e2e::moto::{self, Moto};
-use defender_partner_e2e::process::LogBuffer;
-use defender_partner_e2e::stack::{credential_json, guid, new_client_secret};
-use defender_partner_e2e::tools::TempDir;
+use defender_partner_e2e::stack::{expiring_in_a_year, guid, new_client_secret};
+use defender_partner_e2e::{Cases, Stack};
+use defender_partner_testkit::scenario::{self, RESOURCE_M365D, ROLE_M365D};
 use reqwest::header::HeaderMap;
 use secrecy::SecretSlice;
 use serde_json::{Value, json};
@@ -47,8 +48,6 @@ use url::Url;
 
 const PACKAGE: &str = "consent-callback";
 const FUNCTION: &str = "consent-callback";
-const CREDENTIAL_SECRET: &str = "defender-partner/app-credential";
-const STATE_KEY_SECRET: &str = "defender-partner/consent-state-key";
 /// How long a callback keeps retrying the proof of consent (DP_CONSENT_PROOF_SECONDS).
 const PROOF_SECONDS: u64 = 6;
 
@@ -110,22 +109,16 @@ impl Tenants {
     }
 }
 
-/// The Global Administrator of a test tenant (every tenant has one, and one plain user).
-fn admin_of(tenant: &str) -> String {
-    format!("admin@t{}.example", &tenant[..8])
-}
-
 /// A user of the tenant without any directory role.
 fn user_of(tenant: &str) -> String {
     format!("user@t{}.example", &tenant[..8])
 }
 
-/// moto + emulator + `cargo lambda watch` running consent-callback, and what the cases share.
+/// The stack (moto + emulator) with `cargo lambda watch` running consent-callback, and what the
+/// cases share.
 struct World {
-    moto: Moto,
-    emulator: Emulator,
+    stack: Stack,
     _function: FunctionUrl,
-    logs: LogBuffer,
     /// `http://127.0.0.1:PORT/lambda-url/consent-callback`
     function_url: String,
     /// `{function_url}/consent/callback`: DP_CONSENT_REDIRECT_URI, registered on the app.
@@ -133,12 +126,7 @@ struct World {
     registry: DynamoRegistry,
     /// Follows no redirect: every 302 is asserted.
     http: reqwest::Client,
-    client_id: String,
-    state_key: String,
     tenants: Tenants,
-    /// Values that must never reach a log.
-    sensitive: Mutex<Vec<String>>,
-    _dir: TempDir,
 }
 
 /// One HTTP answer.
@@ -167,23 +155,10 @@ struct Started {
     nonce: String,
 }
 
-/// The emulator's consent page, as a browser would submit it.
-struct ConsentForm {
-    hidden: Vec<(String, String)>,
-    tenants: Vec<String>,
-    html: String,
-}
-
 impl World {
     async fn start() -> Result<World> {
-        let dir = TempDir::new("dp-e2e-consent")?;
         let client_id = guid();
         let client_secret = new_client_secret();
-        let state_key = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
         let tenants = Tenants::new();
 
         // The function URL must be known before anything starts: it is the redirect URI the
@@ -192,119 +167,81 @@ impl World {
         let function_url = reserved.url.clone();
         let redirect_uri = format!("{function_url}/consent/callback");
 
-        let scenario = json!({
-            "token_lifetime_seconds": 3599,
-            "consent_propagation_ms": 0,
-            "apps": [{
-                "client_id": client_id,
-                "display_name": "Contoso SOC (e2e consent)",
-                "disabled": false,
-                "secrets": [{
-                    "value": client_secret,
-                    "expires": (Utc::now() + chrono::Duration::days(365)).to_rfc3339(),
-                }],
-                "redirect_uris": [redirect_uri],
-                "required_permissions": [{ "resource": RESOURCE_M365D, "roles": [ROLE_M365D] }],
-            }],
-            "tenants": tenants.all().into_iter().map(|(label, id)| json!({
-                "id": id,
-                "display_name": format!("Customer {label}"),
-                "domains": [],
-                "users": [
-                    { "oid": guid(), "upn": admin_of(id), "display_name": format!("Admin of {label}"),
-                      "portal_roles": ["Global Administrator"] },
-                    { "oid": guid(), "upn": user_of(id), "display_name": format!("User of {label}"),
-                      "portal_roles": [] },
-                ],
-                // One tenant consented the app earlier, outside this partner's onboarding.
-                "grants": if *id == tenants.consented_elsewhere {
-                    json!([{ "client_id": client_id, "resource": RESOURCE_M365D, "roles": [ROLE_M365D] }])
-                } else {
-                    json!([])
-                },
-            })).collect::<Vec<_>>(),
+        let mut app = scenario::app(&client_id, "Contoso SOC (e2e consent)", &[]);
+        app.secrets.push(expiring_in_a_year(&client_secret));
+        app.redirect_uris.push(redirect_uri.clone());
+        app.required_permissions.push(RequiredPermissionConfig {
+            resource: RESOURCE_M365D.to_owned(),
+            roles: vec![ROLE_M365D.to_owned()],
         });
-        let text = serde_json::to_string_pretty(&scenario)?;
-        defender_emulator::Scenario::from_json(&text)
-            .context("the consent scenario is refused by defender_emulator::Scenario")?;
-        let scenario_path = dir.path().join("scenario.json");
-        std::fs::write(&scenario_path, &text)?;
-
-        let moto = Moto::start().await.context("starting moto")?;
-        let emulator = Emulator::start_file(Some(&scenario_path), "127.0.0.1:0")
-            .await
-            .context("starting the emulator")?;
-        let dynamodb = moto.dynamodb().await;
-        let secretsmanager = moto.secretsmanager().await;
-        let table = format!("defender-partner-e2e-consent-{}", &guid()[..8]);
-        moto::create_registry_table(&dynamodb, &table).await?;
-        moto::create_secret(
-            &secretsmanager,
-            CREDENTIAL_SECRET,
-            &credential_json(&client_id, &client_secret),
-        )
-        .await?;
-        moto::create_secret(&secretsmanager, STATE_KEY_SECRET, &state_key).await?;
-
-        let mut env = moto.function_env();
-        env.extend(
-            [
-                ("DP_AUTHORITY_HOST", emulator.base_url().to_owned()),
-                ("DP_CREDENTIAL_SECRET_ID", CREDENTIAL_SECRET.to_owned()),
-                ("DP_TABLE_NAME", table.clone()),
-                ("DP_STATE_KEY_SECRET_ID", STATE_KEY_SECRET.to_owned()),
-                ("DP_CONSENT_REDIRECT_URI", redirect_uri.clone()),
-                ("DP_CONSENT_APIS", "m365d".to_owned()),
-                ("DP_CONSENT_PROOF_SECONDS", PROOF_SECONDS.to_string()),
-                // Every level, so that `logs_hold_no_secret` proves that no event payload (a
-                // state, a code: the runtime logs raw events at TRACE) reaches the logs.
-                ("RUST_LOG", "trace".to_owned()),
-            ]
+        let customers = tenants
+            .all()
             .into_iter()
-            .map(|(key, value)| (key.to_owned(), value)),
-        );
-        let logs = LogBuffer::new();
-        let function = FunctionUrl::start(
-            PACKAGE,
-            reserved,
-            &env,
-            logs.clone(),
-            "/consent/callback",
-            400,
-        )
-        .await?;
-        let world = World {
-            moto,
-            emulator,
+            .map(|(label, id)| {
+                // One tenant consented the app earlier, outside this partner's onboarding.
+                let grants = if *id == tenants.consented_elsewhere {
+                    vec![scenario::grant(&client_id, RESOURCE_M365D, &[ROLE_M365D])]
+                } else {
+                    vec![]
+                };
+                let mut tenant = scenario::tenant(id, &format!("Customer {label}"), grants);
+                tenant.users.push(scenario::user(
+                    &guid(),
+                    &user_of(id),
+                    &format!("User of {label}"),
+                    &[],
+                ));
+                tenant
+            })
+            .collect();
+        let mut scenario = scenario::with(app, customers);
+        scenario.token_lifetime_seconds = 3599;
+        scenario.consent_propagation_ms = 0;
+
+        let stack = Stack::builder(scenario, &client_id, &client_secret)
+            .with_state_key()
+            .start()
+            .await?;
+        let proof_seconds = PROOF_SECONDS.to_string();
+        let function = stack
+            .start_function_url(
+                PACKAGE,
+                reserved,
+                &[
+                    (ENV_CONSENT_REDIRECT_URI, &redirect_uri),
+                    (ENV_CONSENT_APIS, "m365d"),
+                    (ENV_CONSENT_PROOF_SECONDS, &proof_seconds),
+                    // Every level, so that `logs_hold_no_secret` proves that no event payload (a
+                    // state, a code: the runtime logs raw events at TRACE) reaches the logs.
+                    ("RUST_LOG", "trace"),
+                ],
+                "/consent/callback",
+                400,
+            )
+            .await?;
+        Ok(World {
+            registry: stack.registry(),
+            stack,
             _function: function,
-            logs,
             function_url,
             redirect_uri,
-            registry: DynamoRegistry::new(dynamodb, table),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(90))
                 .build()?,
-            client_id,
-            state_key: state_key.clone(),
             tenants,
-            sensitive: Mutex::new(vec![client_secret, state_key]),
-            _dir: dir,
-        };
-        Ok(world)
+        })
     }
 
     fn remember_sensitive(&self, value: &str) {
-        if value.len() >= 8 {
-            self.sensitive.lock().unwrap().push(value.to_owned());
-        }
+        self.stack.remember_sensitive(value);
     }
 
     async fn get(&self, url: &str) -> Answer {
         let response = self.http.get(url).send().await.unwrap_or_else(|error| {
             panic!(
                 "GET {url}: {error}\ncargo lambda watch output (tail):\n{}",
-                self.logs.tail(40)
+                self.stack.logs().tail(40)
             )
         });
         let status = response.status().as_u16();
@@ -368,7 +305,7 @@ impl World {
             .unwrap_or_else(|| panic!("expires_at is a time: {body}"));
         assert!(expires_at > Utc::now(), "{body}");
         let params = query_map(&location);
-        assert_eq!(params.get("client_id"), Some(&self.client_id));
+        assert_eq!(params.get("client_id"), Some(&self.stack.client_id));
         assert_eq!(params.get("redirect_uri"), Some(&self.redirect_uri));
         let state = params.get("state").expect("a state").clone();
         self.remember_sensitive(&state);
@@ -382,48 +319,35 @@ impl World {
     }
 
     /// The emulator's consent page for a link.
-    async fn consent_page(&self, location: &Url) -> ConsentForm {
-        let answer = self.get(location.as_str()).await;
-        assert_eq!(answer.status, 200, "the consent page: {answer:?}");
-        assert!(answer.body.contains("id=\"accept\""), "{}", answer.body);
-        assert!(answer.body.contains("id=\"decline\""), "{}", answer.body);
-        ConsentForm {
-            hidden: hidden_fields(&answer.body),
-            tenants: option_values(&answer.body),
-            html: answer.body,
-        }
+    async fn consent_page(&self, location: &Url) -> Page {
+        let page = Page::open(location.as_str())
+            .await
+            .expect("opening the consent page");
+        assert_eq!(page.status, 200, "the consent page: {page:?}");
+        assert!(page.html.contains("id=\"accept\""), "{}", page.html);
+        assert!(page.html.contains("id=\"decline\""), "{}", page.html);
+        page
     }
 
     /// Submits the consent form as the administrator of `tenant`; returns where the emulator
     /// redirects: our callback with Microsoft's parameters.
-    async fn decide(&self, form: &ConsentForm, tenant: &str, decision: &str) -> Url {
+    async fn decide(&self, page: &Page, tenant: &str, decision: &str) -> Url {
+        let offered = page.options();
         assert!(
-            form.tenants.iter().any(|option| option == tenant),
-            "tenant {tenant} is offered on the consent page: {:?}",
-            form.tenants
+            offered.iter().any(|(option, _)| option == tenant),
+            "tenant {tenant} is offered on the consent page: {offered:?}"
         );
-        let mut fields = form.hidden.clone();
-        fields.push(("tenant".into(), tenant.into()));
-        fields.push(("decision".into(), decision.into()));
-        let response = self
-            .http
-            .post(format!(
-                "{}/_emulator/consent/decision",
-                self.emulator.base_url()
-            ))
-            .form(&fields)
-            .send()
+        let answer = page
+            .submit(&[("tenant", tenant), ("decision", decision)])
             .await
             .expect("posting the consent decision");
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, 302, "the decision answers a redirect: {body}");
-        let location = Url::parse(&location.expect("a Location")).expect("an absolute Location");
+        assert_eq!(
+            answer.status, 302,
+            "the decision answers a redirect: {}",
+            answer.body
+        );
+        let location =
+            Url::parse(&answer.location.expect("a Location")).expect("an absolute Location");
         assert!(
             location
                 .as_str()
@@ -469,15 +393,16 @@ impl World {
 
     /// A state the function accepts (signed with its key), for a nonce of our choosing.
     fn sign_state(&self, nonce: &str, customer_ref: &str, expires_in: chrono::Duration) -> String {
-        StateSigner::new(&SecretSlice::from(self.state_key.as_bytes().to_vec())).sign(
-            &ConsentState {
-                nonce: nonce.to_owned(),
-                customer_ref: customer_ref.to_owned(),
-                link: "v2".into(),
-                expires: (Utc::now() + expires_in).timestamp(),
-                tenant: None,
-            },
-        )
+        StateSigner::new(&SecretSlice::from(
+            self.stack.state_key().as_bytes().to_vec(),
+        ))
+        .sign(&ConsentState {
+            nonce: nonce.to_owned(),
+            customer_ref: customer_ref.to_owned(),
+            link: "v2".into(),
+            expires: (Utc::now() + expires_in).timestamp(),
+            tenant: None,
+        })
     }
 
     /// The consent callback answered with the next step: a 302 to Microsoft's sign-in, asking
@@ -493,7 +418,7 @@ impl World {
         assert!(
             location.as_str().starts_with(&format!(
                 "{}/{authority}/oauth2/v2.0/authorize?",
-                self.emulator.base_url()
+                self.stack.emulator.base_url()
             )),
             "the sign-in is at {authority}: {location}"
         );
@@ -516,12 +441,10 @@ impl World {
 
     /// Signs in on the emulator's page as `user` at `sign_in`; returns our callback with the code.
     async fn sign_in_as(&self, sign_in: &Url, user: &str) -> Url {
-        let location = defender_emulator::browser::submit_page(
-            sign_in.as_str(),
-            &[("user", user), ("decision", "accept")],
-        )
-        .await
-        .unwrap_or_else(|error| panic!("signing in as {user}: {error:#}"));
+        let location =
+            browser::submit_page(sign_in.as_str(), &[("user", user), ("decision", "accept")])
+                .await
+                .unwrap_or_else(|error| panic!("signing in as {user}: {error:#}"));
         let location = Url::parse(&location).expect("an absolute Location");
         assert!(
             location
@@ -556,33 +479,11 @@ impl World {
     }
 
     async fn emulator_settings(&self, settings: Value) {
-        let response = self
-            .http
-            .put(format!("{}/_emulator/settings", self.emulator.base_url()))
-            .json(&settings)
-            .send()
+        self.stack
+            .emulator
+            .settings(&settings)
             .await
             .expect("PUT /_emulator/settings");
-        assert_eq!(response.status().as_u16(), 204, "{settings}");
-    }
-
-    async fn consent_decisions(&self) -> Vec<Value> {
-        let answer: Value = self
-            .http
-            .get(format!(
-                "{}/_emulator/consent/log",
-                self.emulator.base_url()
-            ))
-            .send()
-            .await
-            .expect("GET /_emulator/consent/log")
-            .json()
-            .await
-            .expect("the consent log is JSON");
-        answer["consent_decisions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
     }
 }
 
@@ -638,39 +539,6 @@ fn tamper(state: &str) -> String {
     let tampered: String = chars.into_iter().collect();
     assert_ne!(tampered, state);
     tampered
-}
-
-fn html_unescape(text: &str) -> String {
-    text.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The consent form's hidden fields, from the emulator's HTML.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    const OPEN: &str = "<input type=\"hidden\" name=\"";
-    html.split(OPEN)
-        .skip(1)
-        .map(|rest| {
-            let (name, rest) = rest.split_once('"').expect("a name");
-            let value = rest
-                .strip_prefix(" value=\"")
-                .and_then(|rest| rest.split_once('"'))
-                .map(|(value, _)| value)
-                .expect("a value");
-            (name.to_owned(), html_unescape(value))
-        })
-        .collect()
-}
-
-/// The tenants offered by the consent page's `<select id="tenant">`.
-fn option_values(html: &str) -> Vec<String> {
-    html.split("<option value=\"")
-        .skip(1)
-        .filter_map(|rest| rest.split_once('"').map(|(value, _)| html_unescape(value)))
-        .collect()
 }
 
 /// A page of ours: its status, its `<h1>`, and the headers every page carries.
@@ -788,17 +656,6 @@ async fn consent_callback_end_to_end() {
         "[e2e] consent cases done in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    if let Some(dir) = std::env::var_os("E2E_LOG_DIR") {
-        let dir = PathBuf::from(dir);
-        let _ = std::fs::create_dir_all(&dir);
-        for (name, text) in [
-            ("functions", world.logs.text()),
-            ("moto", world.moto.logs().text()),
-            ("emulator", world.emulator.logs().text()),
-        ] {
-            let _ = std::fs::write(dir.join(format!("e2e_consent.{name}.log")), text);
-        }
-    }
     cases.finish();
 }
 
@@ -871,7 +728,7 @@ async fn v2_accept_then_replay(world: Arc<World>) {
     assert!(
         started.location.as_str().starts_with(&format!(
             "{}/organizations/v2.0/adminconsent?",
-            world.emulator.base_url()
+            world.stack.emulator.base_url()
         )),
         "{}",
         started.location
@@ -902,7 +759,9 @@ async fn v2_accept_then_replay(world: Arc<World>) {
     assert!(!params.contains_key("error"));
 
     // The consent alone records nothing: the administrator signs in first.
-    let (answer, signed_in) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    let (answer, signed_in) = world
+        .complete(&callback, &tenant, &scenario::admin_upn(&tenant))
+        .await;
     assert_page(&answer, 200, "Onboarding complete");
     assert!(answer.body.contains(&tenant), "{}", answer.body);
     assert!(answer.body.contains("CRM-V2-ACCEPT"), "{}", answer.body);
@@ -936,13 +795,16 @@ async fn v2_accept_then_replay(world: Arc<World>) {
     assert_eq!(attempt.customer_ref, "CRM-V2-ACCEPT");
     assert_eq!(attempt.link, "v2");
 
-    let decisions = world.consent_decisions().await;
+    let decisions = world
+        .stack
+        .emulator
+        .consent_decisions()
+        .await
+        .expect("GET /_emulator/consent/log");
     assert!(
-        decisions
-            .iter()
-            .any(|decision| decision["tenant"] == json!(tenant)
-                && decision["decision"] == "accept"
-                && decision["kind"] == "v2"),
+        decisions.iter().any(|decision| decision.tenant == tenant
+            && decision.decision == ConsentDecision::Accept
+            && decision.kind == ConsentKind::V2),
         "{decisions:?}"
     );
 
@@ -1049,7 +911,9 @@ async fn forged_or_missing_state(world: Arc<World>) {
     );
 
     // The genuine callback still works.
-    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    let (answer, _) = world
+        .complete(&callback, &tenant, &scenario::admin_upn(&tenant))
+        .await;
     assert_page(&answer, 200, "Onboarding complete");
     let record = world.tenant(&tenant).await.expect("recorded");
     assert_eq!(record.status, TenantStatus::Active);
@@ -1089,7 +953,7 @@ async fn forged_tenant(world: Arc<World>) {
     ))
     .unwrap();
     let back = world
-        .sign_in_as(&elsewhere, &admin_of(&attacker_tenant))
+        .sign_in_as(&elsewhere, &scenario::admin_upn(&attacker_tenant))
         .await;
     let answer = world.get(back.as_str()).await;
     assert_page(&answer, 400, "Sign-in was not completed");
@@ -1108,7 +972,7 @@ async fn forged_tenant(world: Arc<World>) {
     )
     .unwrap();
     let back = world
-        .sign_in_as(&anywhere, &admin_of(&attacker_tenant))
+        .sign_in_as(&anywhere, &scenario::admin_upn(&attacker_tenant))
         .await;
     let answer = world.get(back.as_str()).await;
     assert_page(&answer, 400, "Sign-in was not completed");
@@ -1161,7 +1025,9 @@ async fn squatting(world: Arc<World>) {
     let (_, callback) = world
         .consent("CRM-SQUATTED-OWNER", None, &tenant, "accept")
         .await;
-    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    let (answer, _) = world
+        .complete(&callback, &tenant, &scenario::admin_upn(&tenant))
+        .await;
     assert_page(&answer, 200, "Onboarding complete");
     let record = world.tenant(&tenant).await.expect("recorded");
     assert_eq!(record.status, TenantStatus::Active);
@@ -1184,7 +1050,9 @@ async fn unproven_claim_replaced(world: Arc<World>) {
     let (_, callback) = world
         .consent("CRM-REAL-OWNER", None, &tenant, "accept")
         .await;
-    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    let (answer, _) = world
+        .complete(&callback, &tenant, &scenario::admin_upn(&tenant))
+        .await;
     assert_page(&answer, 200, "Onboarding complete");
     let record = world.tenant(&tenant).await.expect("recorded");
     assert_eq!(record.customer_ref.as_deref(), Some("CRM-REAL-OWNER"));
@@ -1200,7 +1068,7 @@ async fn tenant_bound_link(world: Arc<World>) {
     assert!(
         started.location.as_str().starts_with(&format!(
             "{}/{tenant}/v2.0/adminconsent?",
-            world.emulator.base_url()
+            world.stack.emulator.base_url()
         )),
         "{}",
         started.location
@@ -1228,7 +1096,9 @@ async fn tenant_bound_link(world: Arc<World>) {
     // The genuine administrator completes it.
     let form = world.consent_page(&started.location).await;
     let callback = world.decide(&form, &tenant, "accept").await;
-    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    let (answer, _) = world
+        .complete(&callback, &tenant, &scenario::admin_upn(&tenant))
+        .await;
     assert_page(&answer, 200, "Onboarding complete");
     assert_eq!(
         world.tenant(&tenant).await.map(|record| record.status),
@@ -1253,7 +1123,9 @@ async fn another_customers_link(world: Arc<World>) {
         ("admin_consent", "True"),
     ]))
     .unwrap();
-    let (answer, back) = world.complete(&url, &tenant, &admin_of(&tenant)).await;
+    let (answer, back) = world
+        .complete(&url, &tenant, &scenario::admin_upn(&tenant))
+        .await;
     assert_page(&answer, 409, "This tenant is already connected");
     assert_no_echo(&answer, back.as_str());
     assert_eq!(
@@ -1343,7 +1215,7 @@ async fn legacy_link(world: Arc<World>) {
     assert!(
         started.location.as_str().starts_with(&format!(
             "{}/common/oauth2/authorize?",
-            world.emulator.base_url()
+            world.stack.emulator.base_url()
         )),
         "{}",
         started.location
@@ -1362,7 +1234,7 @@ async fn legacy_link(world: Arc<World>) {
     world.remember_sensitive(&code);
 
     let (answer, back) = world
-        .complete(&callback, "organizations", &admin_of(&tenant))
+        .complete(&callback, "organizations", &scenario::admin_upn(&tenant))
         .await;
     assert_page(&answer, 200, "Onboarding complete");
     assert!(answer.body.contains(&tenant), "{}", answer.body);
@@ -1391,12 +1263,14 @@ async fn adminconsent_link(world: Arc<World>) {
     assert!(
         started.location.as_str().starts_with(&format!(
             "{}/common/adminconsent?",
-            world.emulator.base_url()
+            world.stack.emulator.base_url()
         )),
         "{}",
         started.location
     );
-    let (answer, _) = world.complete(&callback, &tenant, &admin_of(&tenant)).await;
+    let (answer, _) = world
+        .complete(&callback, &tenant, &scenario::admin_upn(&tenant))
+        .await;
     assert_page(&answer, 200, "Onboarding complete");
     let record = world.tenant(&tenant).await.expect("recorded");
     assert_eq!(record.status, TenantStatus::Active);
@@ -1417,7 +1291,9 @@ async fn propagation(world: Arc<World>) {
         .await;
     let first = world.get(callback.as_str()).await;
     let sign_in = world.sign_in_link(&first, &tenant);
-    let back = world.sign_in_as(&sign_in, &admin_of(&tenant)).await;
+    let back = world
+        .sign_in_as(&sign_in, &scenario::admin_upn(&tenant))
+        .await;
     let caller = {
         let world = world.clone();
         let url = back.to_string();
@@ -1426,6 +1302,7 @@ async fn propagation(world: Arc<World>) {
     let waited = Instant::now();
     loop {
         let refused = world
+            .stack
             .emulator
             .token_requests_for(&tenant)
             .await
@@ -1745,7 +1622,7 @@ async fn browser(world: Arc<World>) {
 }
 
 async fn browser_flow(world: &World, browser: &Browser) -> Result<Url> {
-    let emulator = world.emulator.base_url();
+    let emulator = world.stack.emulator.base_url();
 
     // Accept for tenant B.
     let tenant = &world.tenants.browser_accept;
@@ -1767,7 +1644,9 @@ async fn browser_flow(world: &World, browser: &Browser) -> Result<Url> {
         .wait_for_url_prefix(&format!("{emulator}/{tenant}/oauth2/v2.0/authorize?"))
         .await?;
     browser.wait_for("#user").await?;
-    browser.select("#user", &admin_of(tenant)).await?;
+    browser
+        .select("#user", &scenario::admin_upn(tenant))
+        .await?;
     browser.click("#accept").await?;
     let callback = browser.wait_for_url_prefix(&world.redirect_uri).await?;
     let h1 = browser.text_of("h1").await?;
@@ -1833,11 +1712,11 @@ async fn browser_flow(world: &World, browser: &Browser) -> Result<Url> {
 /// Neither the app's client secret, the state-signing key, a consent or sign-in `state`, a
 /// nonce, a PKCE challenge nor a `code` reached any log, the function running at TRACE.
 async fn logs_hold_no_secret(world: Arc<World>) {
-    let logs = world.logs.text();
+    let logs = world.stack.logs().text();
     assert!(
         logs.contains("consent callback answered"),
         "the function's log was captured"
     );
-    let sensitive = world.sensitive.lock().unwrap().clone();
+    let sensitive = world.stack.sensitive();
     assert_no_leaks(&[("function", &logs)], &sensitive);
 }

@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use defender_emulator::{UserTokenRequest, demo};
 use defender_partner::tenants::TenantStatus;
-use defender_partner_e2e::emulator::{ROLE_GRAPH, ROLE_M365D, ROLE_MDE};
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
+use defender_partner_testkit::scenario::{ROLE_GRAPH, ROLE_M365D, ROLE_MDE};
 use serde_json::{Value, json};
 
 const PACKAGE: &str = "mint-token";
@@ -96,7 +96,7 @@ impl Fixture {
             .invoke(&json!({ "tenant": tenant, "api": api, "user_token": user_token }))
             .await;
         if let Ok(value) = &answer {
-            remember_tokens(&self.stack, value);
+            self.stack.remember_answer(value);
         }
         answer
     }
@@ -112,7 +112,7 @@ impl Fixture {
         let body_text = response["body"].as_str().unwrap_or_default();
         let body: Value = serde_json::from_str(body_text)
             .unwrap_or_else(|_| panic!("the HTTP body is not JSON: {body_text:?}"));
-        remember_tokens(&self.stack, &body);
+        self.stack.remember_answer(&body);
         (status, body)
     }
 
@@ -182,12 +182,6 @@ impl Fixture {
     async fn clear_emulator_logs(&self) {
         self.stack.emulator.clear_requests().await.unwrap();
         self.stack.emulator.clear_delegated_tokens().await.unwrap();
-    }
-}
-
-fn remember_tokens(stack: &Stack, value: &Value) {
-    if let Some(token) = value["access_token"].as_str() {
-        stack.remember_token(token);
     }
 }
 

@@ -14,19 +14,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use defender_emulator::demo;
+use defender_emulator::{
+    CredentialKind, FederatedCredentialConfig, ShortLivedTokens, StsCallCounts, TenantConfig, demo,
+};
 use defender_partner::sink::Source;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
-use defender_partner_e2e::emulator::{
-    FederatedCredentialConfig, Grant, ROLE_GRAPH, ROLE_M365D, ROLE_MDE, StsCallCounts, Tenant,
-    aws_role_credential,
-};
-use defender_partner_e2e::fetch::{DataApis, FetchAws, jwt_like, scheduled_event};
+use defender_partner_e2e::fetch::{FetchAws, jwt_like, scheduled_event};
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::moto;
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
+use defender_partner_testkit::control::is_for;
+use defender_partner_testkit::scenario::{
+    self, ROLE_GRAPH, ROLE_M365D, ROLE_MDE, aws_role_credential,
+};
 use serde_json::{Value, json};
 
 const MINT: &str = "mint-token";
@@ -93,23 +95,19 @@ impl Tenants {
         tenants
     }
 
-    fn scenario(&self, client_id: &str) -> Vec<Tenant> {
-        let consented = self
-            .minted_for()
-            .into_iter()
-            .chain(&self.fetch)
-            .map(|id| Tenant {
-                id: id.clone(),
-                display_name: format!("Customer {}", &id[..8]),
-                domains: vec![],
-                grants: Grant::all_apis(client_id),
-            });
-        let never_consented = Tenant {
-            id: self.consent.clone(),
-            display_name: "Woodgrove (e2e, onboarded by consent)".to_owned(),
-            domains: vec![],
-            grants: vec![],
-        };
+    fn scenario(&self, client_id: &str) -> Vec<TenantConfig> {
+        let consented = self.minted_for().into_iter().chain(&self.fetch).map(|id| {
+            scenario::tenant(
+                id,
+                &format!("Customer {}", &id[..8]),
+                scenario::read_grants(client_id),
+            )
+        });
+        let never_consented = scenario::tenant(
+            &self.consent,
+            "Woodgrove (e2e, onboarded by consent)",
+            vec![],
+        );
         consented.chain([never_consented]).collect()
     }
 }
@@ -167,10 +165,8 @@ async fn mint(
     let answer = lambda
         .invoke(&json!({ "tenant": tenant, "api": api }))
         .await;
-    if let Ok(value) = &answer
-        && let Some(token) = value["access_token"].as_str()
-    {
-        stack.remember_token(token);
+    if let Ok(value) = &answer {
+        stack.remember_answer(value);
     }
     answer
 }
@@ -214,8 +210,8 @@ async fn assertions_only(stack: &Stack, tenant: &str) -> usize {
         .expect("GET /_emulator/requests");
     for request in &requests {
         assert_eq!(
-            request.credential.as_deref(),
-            Some("assertion"),
+            request.credential,
+            Some(CredentialKind::Assertion),
             "{tenant}: a token request without the federated assertion: {request:?}"
         );
         assert_eq!(
@@ -471,7 +467,10 @@ async fn federated_credential_end_to_end() {
             let cold = start_mint_token(&f.stack).await.expect("a cold mint-token");
             let emulator = &f.stack.emulator;
             emulator
-                .shorten_next_sts_tokens(1, SHORT_AWS_TOKEN_SECONDS)
+                .shorten_next_sts_tokens(&ShortLivedTokens {
+                    count: 1,
+                    lifetime_seconds: SHORT_AWS_TOKEN_SECONDS,
+                })
                 .await
                 .expect("shortening the next AWS token");
             let before = f.sts_calls().await;
@@ -509,7 +508,7 @@ async fn federated_credential_end_to_end() {
                 .await
                 .unwrap()
                 .into_iter()
-                .filter(|request| request.is_for(first) || request.is_for(second))
+                .filter(|request| is_for(request, first) || is_for(request, second))
                 .filter(|request| request.status != 200)
                 .collect();
             assert!(
@@ -622,7 +621,6 @@ async fn federated_credential_end_to_end() {
             moto::create_registry_table(&stack.dynamodb, &table).await.unwrap();
             let registry = DynamoRegistry::new(stack.dynamodb.clone(), table.clone());
             let base = stack.emulator.base_url().to_owned();
-            let data = DataApis::new(&base).unwrap();
             for (index, tenant) in f.t.fetch.iter().enumerate() {
                 let mut record = TenantRecord::new(
                     TenantId::parse(tenant).unwrap(),
@@ -631,13 +629,12 @@ async fn federated_credential_end_to_end() {
                 );
                 record.roles = [ROLE_M365D, ROLE_MDE, ROLE_GRAPH].map(str::to_owned).to_vec();
                 registry.upsert(&record).await.unwrap();
-                data.set_data(
-                    tenant,
-                    json!({"incidents": FETCH_INCIDENTS, "mde_alerts": FETCH_ALERTS,
-                           "seed": index + 1, "spacing_seconds": 60}),
-                )
-                .await
-                .expect("setting a tenant's data");
+                let data = scenario::data(FETCH_INCIDENTS, FETCH_ALERTS, index as u64 + 1, 60);
+                stack
+                    .emulator
+                    .set_data(tenant, &data)
+                    .await
+                    .expect("setting a tenant's data");
             }
             let mut env: Vec<(String, String)> = aws.function_env();
             env.extend(

@@ -12,18 +12,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use defender_emulator::{
+    ApiCalls, DataApiCalls, DefenderSettingsPatch, Fault, FaultMatch, RateLimitMode,
+};
 use defender_partner::sink::{Change, SinkLine, Source};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{DynamoRegistry, TenantRegistry, TenantStatus};
-use defender_partner_e2e::emulator::{
-    Grant, RESOURCE_GRAPH, ROLE_GRAPH, ROLE_M365D, ROLE_MDE, Tenant,
-};
-use defender_partner_e2e::fetch::{
-    DataApis, FetchAws, jwt_like, keys_once, kill_function, lines_of, nothing_missing,
-    scheduled_event, sqs_event,
-};
+use defender_partner_e2e::fetch::{FetchAws, jwt_like, kill_function, scheduled_event, sqs_event};
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, LambdaWatch, Stack};
+use defender_partner_testkit::control::{TouchTarget, delay, is_for};
+use defender_partner_testkit::records::{keys_once, lines_of, nothing_missing};
+use defender_partner_testkit::scenario::{self, RESOURCE_GRAPH, ROLE_GRAPH, ROLE_M365D, ROLE_MDE};
 use serde_json::{Value, json};
 
 const PACKAGE: &str = "fetch-incidents";
@@ -35,7 +35,7 @@ const SOURCES: [Source; 3] = [
 ];
 const BIN: &str = "fetch-incidents";
 /// Generated records are this far apart (the newest ends about when the data is loaded).
-const SPACING_SECONDS: u64 = 30;
+const SPACING_SECONDS: u32 = 30;
 /// M365 Defender's page size: the most one crash may repeat.
 const M365D_PAGE: usize = 100;
 /// A payload the function refuses: the warm-up invoke must not start a run.
@@ -117,7 +117,6 @@ impl Tenants {
 struct Fixture {
     stack: Stack,
     aws: FetchAws,
-    data: DataApis,
     /// The function as deployed: fleets below the fan-out threshold run in place.
     lambda: LambdaWatch,
     t: Tenants,
@@ -131,35 +130,30 @@ impl Fixture {
             tenants: t
                 .data()
                 .into_iter()
-                .map(|(id, _, _)| Tenant {
-                    id: id.clone(),
-                    display_name: format!("Customer {}", &id[..8]),
-                    domains: vec![],
-                    grants: if *id == t.graph_only {
+                .map(|(id, _, _)| {
+                    let grants = if *id == t.graph_only {
                         // Consented to Microsoft Graph only.
-                        vec![Grant {
-                            client_id: client_id.to_owned(),
-                            resource: RESOURCE_GRAPH.to_owned(),
-                            roles: vec![ROLE_GRAPH.to_owned()],
-                        }]
+                        vec![scenario::grant(client_id, RESOURCE_GRAPH, &[ROLE_GRAPH])]
                     } else {
-                        Grant::all_apis(client_id)
-                    },
+                        scenario::read_grants(client_id)
+                    };
+                    scenario::tenant(id, &format!("Customer {}", &id[..8]), grants)
                 })
                 .collect(),
         })
         .await?;
         let aws = FetchAws::create(&stack.moto).await?;
-        let data = DataApis::new(stack.emulator.base_url())?;
         // Throttling comes from injected faults only, so that every 429 is one the test chose.
-        data.settings(json!({ "rate_limits": "off" })).await?;
-        for (index, (tenant, incidents, alerts)) in t.data().into_iter().enumerate() {
-            data.set_data(
-                tenant,
-                json!({"incidents": incidents, "mde_alerts": alerts, "seed": index + 1,
-                       "spacing_seconds": SPACING_SECONDS}),
-            )
+        stack
+            .emulator
+            .data_settings(&DefenderSettingsPatch {
+                rate_limits: Some(RateLimitMode::Off),
+                ..Default::default()
+            })
             .await?;
+        for (index, (tenant, incidents, alerts)) in t.data().into_iter().enumerate() {
+            let data = scenario::data(incidents, alerts, index as u64 + 1, SPACING_SECONDS);
+            stack.emulator.set_data(tenant, &data).await?;
         }
         let lambda = start_function(&stack, &aws, &[]).await?;
         for tenant in [&t.a, &t.b, &t.c] {
@@ -168,7 +162,6 @@ impl Fixture {
         Ok(Fixture {
             stack,
             aws,
-            data,
             lambda,
             t,
         })
@@ -192,18 +185,7 @@ impl Fixture {
 
     /// What the API holds now for a tenant's source (id → last-update time).
     async fn truth(&self, tenant: &str, source: Source) -> HashMap<String, String> {
-        let token = self
-            .data
-            .token(
-                tenant,
-                source,
-                &self.stack.client_id,
-                &self.stack.current_secret(),
-            )
-            .await
-            .unwrap();
-        self.stack.remember_token(&token);
-        self.data.truth(tenant, source, &token).await.unwrap()
+        self.stack.truth(tenant, source).await.unwrap()
     }
 
     async fn lines(&self) -> Vec<SinkLine> {
@@ -299,16 +281,21 @@ async fn enqueue(f: &Fixture, pairs: &[(&str, Source)]) {
     }
 }
 
+/// The calls of the APIs of this deployment's sources (`SOURCES`).
+fn of_sources(calls: &DataApiCalls) -> [ApiCalls; 3] {
+    [
+        calls.m365d_incidents,
+        calls.mde_alerts,
+        calls.graph_incidents,
+    ]
+}
+
 /// API calls served for a tenant, every API and answer counted.
 async fn api_calls(f: &Fixture, tenant: &str) -> u64 {
-    let calls = &f.data.calls(tenant).await.unwrap();
-    ["m365d_incidents", "mde_alerts", "graph_incidents"]
+    let calls = f.stack.emulator.data_calls(tenant).await.unwrap();
+    of_sources(&calls)
         .iter()
-        .flat_map(|api| {
-            ["ok", "throttled", "failed"]
-                .iter()
-                .map(move |kind| calls[api][kind].as_u64().unwrap_or(0))
-        })
+        .map(|api| api.ok + api.throttled + api.failed)
         .sum()
 }
 
@@ -461,7 +448,12 @@ async fn fetch_incidents_end_to_end() {
                 })
                 .collect();
             // Changes to deliver through the queue.
-            let touched = f.data.touch(&t.a, 5).await.unwrap();
+            let touched = f
+                .stack
+                .emulator
+                .touch(&t.a, 5, TouchTarget::Incidents)
+                .await
+                .unwrap();
             assert_eq!(touched.len(), 5);
             tokio::time::sleep(Duration::from_millis(100)).await;
             let before = f.lines().await.len();
@@ -532,16 +524,16 @@ async fn fetch_incidents_end_to_end() {
                 .unwrap();
             assert_eq!(messages.len(), 9);
             for fault in [
-                json!({"match": "data", "tenant": t.b, "status": 429, "retry_after": 600, "count": 1}),
-                json!({"match": "data", "tenant": t.c, "status": 500, "count": 100}),
+                Fault::throttle(FaultMatch::Data, 600, 1).for_tenant(&t.b),
+                Fault::status(FaultMatch::Data, 500, 100).for_tenant(&t.c),
             ] {
-                f.data.push_fault(fault).await.unwrap();
+                f.stack.emulator.push_fault(&fault).await.unwrap();
             }
             let answer = fanout
                 .invoke(&sqs_event(&messages, &f.aws.work_queue_arn))
                 .await
                 .unwrap();
-            f.data.clear_faults().await.unwrap();
+            f.stack.emulator.clear_faults().await.unwrap();
             let failed: HashSet<&str> = answer["batchItemFailures"]
                 .as_array()
                 .unwrap_or_else(|| panic!("no batchItemFailures: {answer}"))
@@ -553,7 +545,10 @@ async fn fetch_incidents_end_to_end() {
                 .filter(|message| message.body().unwrap_or_default().contains(t.c.as_str()))
                 .filter_map(|message| message.message_id())
                 .collect();
-            assert_eq!(failed, of_c, "exactly the failed tenant's messages: {answer}");
+            assert_eq!(
+                failed, of_c,
+                "exactly the failed tenant's messages: {answer}"
+            );
             // The event source mapping deletes the others.
             let done: Vec<_> = messages
                 .iter()
@@ -567,7 +562,10 @@ async fn fetch_incidents_end_to_end() {
                 "the throttled pair waits in a delayed continuation: {depth:?}"
             );
             assert_eq!(depth.visible, 0, "{depth:?}");
-            assert_eq!(depth.in_flight, 3, "the failed messages return later: {depth:?}");
+            assert_eq!(
+                depth.in_flight, 3,
+                "the failed messages return later: {depth:?}"
+            );
             f.aws.purge(&f.aws.work_queue_url).await.unwrap();
             drop(fanout);
             f.aws
@@ -586,15 +584,19 @@ async fn fetch_incidents_end_to_end() {
             register(&f.stack, &tenant).await.unwrap();
             let pair = json!({ "tenant_id": tenant, "source": "m365d-incidents" });
             // 20 pages, each answered 300 ms late: the run lasts seconds.
-            f.data
-                .push_fault(
-                    json!({"match": "data", "tenant": tenant, "delay_ms": 300, "count": 40}),
-                )
+            f.stack
+                .emulator
+                .push_fault(&delay(FaultMatch::Data, 300, 40).for_tenant(&tenant))
                 .await
                 .unwrap();
-            let calls_before = f.data.calls(&tenant).await.unwrap()["m365d_incidents"]["ok"]
-                .as_u64()
-                .unwrap_or(0);
+            let calls_before = f
+                .stack
+                .emulator
+                .data_calls(&tenant)
+                .await
+                .unwrap()
+                .m365d_incidents
+                .ok;
             // An instance of its own: killed below.
             let victim = Arc::new(
                 start_function(&f.stack, &f.aws, &[])
@@ -607,9 +609,14 @@ async fn fetch_incidents_end_to_end() {
             // Wait for a few pages served, then kill the function process.
             let waited = Instant::now();
             loop {
-                let ok = f.data.calls(&tenant).await.unwrap()["m365d_incidents"]["ok"]
-                    .as_u64()
-                    .unwrap_or(0);
+                let ok = f
+                    .stack
+                    .emulator
+                    .data_calls(&tenant)
+                    .await
+                    .unwrap()
+                    .m365d_incidents
+                    .ok;
                 if ok >= calls_before + 4 {
                     break;
                 }
@@ -631,7 +638,7 @@ async fn fetch_incidents_end_to_end() {
                 Err(_) => eprintln!("[e2e] the killed invoke got no answer within 3 s"),
             }
             running.abort();
-            f.data.clear_faults().await.unwrap();
+            f.stack.emulator.clear_faults().await.unwrap();
             let cut = lines_of(&f.lines().await, &tenant, Source::M365dIncidents).len();
             assert!(
                 cut > 0 && cut < 2_000,
@@ -714,18 +721,15 @@ async fn fetch_incidents_end_to_end() {
             }
             let active = 7; // a, b, c and these but the revoked one (kill is offboarded)
             for fault in [
-                json!({"match": "data", "tenant": t.storm, "status": 429, "retry_after": 1, "count": 4}),
-                json!({"match": "data", "tenant": t.outage, "status": 503, "count": 2}),
-                json!({"match": "data", "tenant": t.long, "status": 429, "retry_after": 600, "count": 1}),
+                Fault::throttle(FaultMatch::Data, 1, 4).for_tenant(&t.storm),
+                Fault::status(FaultMatch::Data, 503, 2).for_tenant(&t.outage),
+                Fault::throttle(FaultMatch::Data, 600, 1).for_tenant(&t.long),
                 // Slow paging for the short-token tenant: its pairs outlive several tokens.
-                json!({"match": "data", "tenant": t.token, "delay_ms": 400, "count": 16}),
+                delay(FaultMatch::Data, 400, 16).for_tenant(&t.token),
             ] {
-                f.data.push_fault(fault).await.unwrap();
+                f.stack.emulator.push_fault(&fault).await.unwrap();
             }
-            f.data
-                .settings(json!({ "token_lifetime_seconds": 2 }))
-                .await
-                .unwrap();
+            f.stack.emulator.set_token_lifetime(2).await.unwrap();
             f.stack
                 .emulator
                 .revoke_grants(&t.revoked, &f.stack.client_id)
@@ -733,11 +737,8 @@ async fn fetch_incidents_end_to_end() {
                 .unwrap();
 
             let report = f.scheduled(&f.lambda).await;
-            f.data
-                .settings(json!({ "token_lifetime_seconds": 3600 }))
-                .await
-                .unwrap();
-            f.data.clear_faults().await.unwrap();
+            f.stack.emulator.set_token_lifetime(3600).await.unwrap();
+            f.stack.emulator.clear_faults().await.unwrap();
             assert_eq!(report["tenants"], active + 1, "{report}");
             for outcome in outcomes(&report) {
                 let tenant = outcome["tenant_id"].as_str().unwrap();
@@ -748,11 +749,14 @@ async fn fetch_incidents_end_to_end() {
             }
             // The long throttle: one pair reported with Microsoft's wait, the others done.
             let long = outcomes_of(&report, &t.long);
-            let throttled: Vec<&Value> =
-                long.iter().filter(|o| result(o) == "throttled").collect();
+            let throttled: Vec<&Value> = long.iter().filter(|o| result(o) == "throttled").collect();
             assert_eq!(throttled.len(), 1, "{long:?}");
             assert_eq!(throttled[0]["retry_after_seconds"], 600, "{long:?}");
-            assert!(long.iter().filter(|o| result(o) != "throttled").all(|o| result(o) == "complete"));
+            assert!(
+                long.iter()
+                    .filter(|o| result(o) != "throttled")
+                    .all(|o| result(o) == "complete")
+            );
             // The withdrawn consent: reported, and the tenant marked revoked.
             // A pair that starts after another one marked the tenant revoked is not fetched.
             let revoked = outcomes_of(&report, &t.revoked);
@@ -782,24 +786,13 @@ async fn fetch_incidents_end_to_end() {
                 assert_eq!(record.status, TenantStatus::Active, "{tenant}");
             }
             // The faults were really met.
-            let storm = f.data.calls(&t.storm).await.unwrap();
-            let throttled_calls: u64 = ["m365d_incidents", "mde_alerts", "graph_incidents"]
-                .iter()
-                .map(|api| storm[api]["throttled"].as_u64().unwrap_or(0))
-                .sum();
-            assert_eq!(throttled_calls, 4, "{storm}");
-            let outage = f.data.calls(&t.outage).await.unwrap();
-            let failed_calls: u64 = ["m365d_incidents", "mde_alerts", "graph_incidents"]
-                .iter()
-                .map(|api| outage[api]["failed"].as_u64().unwrap_or(0))
-                .sum();
-            assert_eq!(failed_calls, 2, "{outage}");
-            let token_requests = f
-                .stack
-                .emulator
-                .token_requests_for(&t.token)
-                .await
-                .unwrap();
+            let storm = f.stack.emulator.data_calls(&t.storm).await.unwrap();
+            let throttled_calls: u64 = of_sources(&storm).iter().map(|api| api.throttled).sum();
+            assert_eq!(throttled_calls, 4, "{storm:?}");
+            let outage = f.stack.emulator.data_calls(&t.outage).await.unwrap();
+            let failed_calls: u64 = of_sources(&outage).iter().map(|api| api.failed).sum();
+            assert_eq!(failed_calls, 2, "{outage:?}");
+            let token_requests = f.stack.emulator.token_requests_for(&t.token).await.unwrap();
             assert!(
                 token_requests.len() > 3,
                 "two-second tokens were renewed mid-run: {} token requests",
@@ -814,7 +807,9 @@ async fn fetch_incidents_end_to_end() {
                 }
             }
             assert!(
-                lines.iter().all(|line| line.tenant_id.as_str() != t.revoked),
+                lines
+                    .iter()
+                    .all(|line| line.tenant_id.as_str() != t.revoked),
                 "nothing stored for the revoked tenant"
             );
 
@@ -829,7 +824,10 @@ async fn fetch_incidents_end_to_end() {
             for source in SOURCES {
                 nothing_missing(&lines, &t.long, source, &f.truth(&t.long, source).await);
             }
-            f.aws.take_events(0, Duration::from_millis(500)).await.unwrap();
+            f.aws
+                .take_events(0, Duration::from_millis(500))
+                .await
+                .unwrap();
         })
         .await;
 
@@ -917,7 +915,7 @@ async fn fetch_incidents_end_to_end() {
                 assert!(
                     tokens[tokens_before.min(tokens.len())..]
                         .iter()
-                        .all(|request| !request.is_for(&t.gone) && !request.is_for(&t.stranger)),
+                        .all(|request| !is_for(request, &t.gone) && !is_for(request, &t.stranger)),
                     "a token was asked for a tenant that is not fetched"
                 );
             },
@@ -942,16 +940,17 @@ async fn fetch_incidents_end_to_end() {
                 if round > 0 {
                     // New changes for both runs to see; touched records are stamped 1/300 s
                     // apart from now: let real time pass them.
-                    f.data.touch(&tenant, 60).await.unwrap();
+                    f.stack.emulator.touch(&tenant, 60, TouchTarget::Incidents).await.unwrap();
                     tokio::time::sleep(Duration::from_millis(400)).await;
                 }
                 // Slow pages: the two runs overlap whichever starts first.
-                f.data
-                    .push_fault(json!({"match": "data", "tenant": tenant, "delay_ms": 150, "count": 8}))
+                f.stack
+                .emulator
+                    .push_fault(&delay(FaultMatch::Data, 150, 8).for_tenant(&tenant))
                     .await
                     .unwrap();
                 let (mine, theirs) = tokio::join!(f.lambda.invoke(&pair), other.invoke(&pair));
-                f.data.clear_faults().await.unwrap();
+                f.stack.emulator.clear_faults().await.unwrap();
                 let results: Vec<String> = [mine.unwrap(), theirs.unwrap()]
                     .iter()
                     .map(|answer| result(&outcomes(answer)[0]).to_owned())
@@ -1003,15 +1002,11 @@ async fn fetch_incidents_end_to_end() {
             )
             .await
             .expect("a watch starts");
-            f.data
-                .settings(json!({ "token_lifetime_seconds": 60 }))
-                .await
-                .unwrap();
+            f.stack.emulator.set_token_lifetime(60).await.unwrap();
             // Slow pages: the run outlives half a token's life.
-            f.data
-                .push_fault(
-                    json!({"match": "data", "tenant": tenant, "delay_ms": 1500, "count": 24}),
-                )
+            f.stack
+                .emulator
+                .push_fault(&delay(FaultMatch::Data, 1500, 24).for_tenant(&tenant))
                 .await
                 .unwrap();
             let before = f
@@ -1027,11 +1022,8 @@ async fn fetch_incidents_end_to_end() {
                 .await
                 .unwrap();
             let elapsed = started.elapsed();
-            f.data
-                .settings(json!({ "token_lifetime_seconds": 3600 }))
-                .await
-                .unwrap();
-            f.data.clear_faults().await.unwrap();
+            f.stack.emulator.set_token_lifetime(3600).await.unwrap();
+            f.stack.emulator.clear_faults().await.unwrap();
             drop(lambda);
             let outcome = &outcomes(&answer)[0];
             assert_eq!(result(outcome), "complete", "{outcome}");

@@ -13,21 +13,24 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use defender_emulator::{
+    ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettingsPatch, Fault, FaultMatch,
+    RateLimitMode, Retirement,
+};
 use defender_partner::sink::{Change, SinkLine, Source};
 use defender_partner::tenants::TenantStatus;
-use defender_partner_e2e::emulator::{
-    Grant, RESOURCE_GRAPH, RESOURCE_M365D, RESOURCE_MDE, ROLE_GRAPH, ROLE_M365D, ROLE_MDE, Tenant,
-};
-use defender_partner_e2e::fetch::{
-    DataApis, FetchAws, keys_once, lines_of, nothing_missing, scheduled_event,
-};
+use defender_partner_e2e::fetch::{FetchAws, scheduled_event};
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, LambdaWatch, Stack};
+use defender_partner_testkit::control::TouchTarget;
+use defender_partner_testkit::records::{keys_once, lines_of, nothing_missing};
+use defender_partner_testkit::scenario::{
+    self, ROLE_GRAPH, ROLE_GRAPH_ALERTS, ROLE_M365D, ROLE_MDE,
+};
 use serde_json::{Value, json};
 
 const PACKAGE: &str = "fetch-incidents";
 const BIN: &str = "fetch-incidents";
-const ROLE_GRAPH_ALERTS: &str = "SecurityAlert.Read.All";
 const RETIRING: &str = "m365d-incidents,mde-alerts";
 const GRAPH: &str = "graph-incidents,graph-alerts";
 
@@ -44,25 +47,19 @@ struct Tenants {
 
 impl Tenants {
     /// (tenant, data)
-    fn data(&self) -> Vec<(&String, Value)> {
+    fn data(&self) -> Vec<(&String, DataConfig)> {
         vec![
-            (
-                &self.migrate,
-                json!({"incidents": 5_000, "mde_alerts": 120, "seed": 21, "spacing_seconds": 20}),
-            ),
-            (
-                &self.partial,
-                json!({"incidents": 180, "mde_alerts": 0, "seed": 22, "spacing_seconds": 60}),
-            ),
+            (&self.migrate, scenario::data(5_000, 120, 21, 20)),
+            (&self.partial, scenario::data(180, 0, 22, 60)),
             (
                 &self.bulk,
-                json!({"incidents": 40, "mde_alerts": 0, "graph_alerts": 10_000, "seed": 23,
-                       "spacing_seconds": 5, "omit_alerts_v2_next_link": true}),
+                DataConfig {
+                    graph_alerts: 10_000,
+                    omit_alerts_v2_next_link: true,
+                    ..scenario::data(40, 0, 23, 5)
+                },
             ),
-            (
-                &self.retired,
-                json!({"incidents": 60, "mde_alerts": 30, "seed": 24, "spacing_seconds": 60}),
-            ),
+            (&self.retired, scenario::data(60, 30, 24, 60)),
         ]
     }
 }
@@ -70,7 +67,6 @@ impl Tenants {
 struct Fixture {
     stack: Stack,
     aws: FetchAws,
-    data: DataApis,
     t: Tenants,
 }
 
@@ -87,32 +83,27 @@ impl Fixture {
             tenants: t
                 .data()
                 .into_iter()
-                .map(|(id, _)| Tenant {
-                    id: id.clone(),
-                    display_name: format!("Customer {}", &id[..8]),
-                    domains: vec![],
-                    grants: [
-                        (RESOURCE_M365D, vec![ROLE_M365D]),
-                        (RESOURCE_MDE, vec![ROLE_MDE]),
-                        (RESOURCE_GRAPH, vec![ROLE_GRAPH, ROLE_GRAPH_ALERTS]),
-                    ]
-                    .into_iter()
-                    .map(|(resource, roles)| Grant {
-                        client_id: client_id.to_owned(),
-                        resource: resource.to_owned(),
-                        roles: roles.into_iter().map(str::to_owned).collect(),
-                    })
-                    .collect(),
+                .map(|(id, _)| {
+                    scenario::tenant(
+                        id,
+                        &format!("Customer {}", &id[..8]),
+                        scenario::fetch_grants(client_id),
+                    )
                 })
                 .collect(),
         })
         .await?;
         let aws = FetchAws::create(&stack.moto).await?;
-        let data = DataApis::new(stack.emulator.base_url())?;
         // Throttling comes from injected faults only.
-        data.settings(json!({ "rate_limits": "off" })).await?;
+        stack
+            .emulator
+            .data_settings(&DefenderSettingsPatch {
+                rate_limits: Some(RateLimitMode::Off),
+                ..Default::default()
+            })
+            .await?;
         for (tenant, config) in t.data() {
-            data.set_data(tenant, config).await?;
+            stack.emulator.set_data(tenant, &config).await?;
             stack
                 .register(
                     tenant,
@@ -121,12 +112,7 @@ impl Fixture {
                 )
                 .await?;
         }
-        Ok(Fixture {
-            stack,
-            aws,
-            data,
-            t,
-        })
+        Ok(Fixture { stack, aws, t })
     }
 
     /// The function as deployed with `DP_SOURCES=sources`.
@@ -191,31 +177,17 @@ impl Fixture {
     }
 
     async fn truth(&self, tenant: &str, source: Source) -> HashMap<String, String> {
-        let token = self
-            .data
-            .token(
-                tenant,
-                source,
-                &self.stack.client_id,
-                &self.stack.current_secret(),
-            )
-            .await
-            .unwrap();
-        self.stack.remember_token(&token);
-        self.data.truth(tenant, source, &token).await.unwrap()
+        self.stack.truth(tenant, source).await.unwrap()
     }
 
     async fn lines(&self) -> Vec<SinkLine> {
         self.aws.sink_lines().await.expect("the bucket reads back")
     }
 
-    /// Requests the emulator served for one of a tenant's APIs (`graph_incidents`, …).
-    async fn calls(&self, tenant: &str, api: &str) -> u64 {
-        let calls = self.data.calls(tenant).await.unwrap();
-        ["ok", "throttled", "failed"]
-            .iter()
-            .map(|kind| calls[api][kind].as_u64().unwrap_or(0))
-            .sum()
+    /// Requests the emulator served for one of a tenant's APIs (`api` picks it).
+    async fn calls(&self, tenant: &str, api: fn(&DataApiCalls) -> ApiCalls) -> u64 {
+        let calls = api(&self.stack.emulator.data_calls(tenant).await.unwrap());
+        calls.ok + calls.throttled + calls.failed
     }
 }
 
@@ -240,7 +212,7 @@ async fn graph_first_end_to_end() {
                 fx.pair_to_end(&old, &tenant, source).await;
             }
             // Changes while the deployment still runs the retiring sources…
-            fx.data.touch(&tenant, 6).await.unwrap();
+            fx.stack.emulator.touch(&tenant, 6, TouchTarget::Incidents).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             for source in [Source::M365dIncidents, Source::MdeAlerts] {
                 fx.pair_to_end(&old, &tenant, source).await;
@@ -258,16 +230,16 @@ async fn graph_first_end_to_end() {
 
             // …then the configuration switches to Graph, and incidents and endpoint alerts
             // change again.
-            let touched = fx.data.touch(&tenant, 5).await.unwrap();
-            fx.data.touch_target(&tenant, 4, "mde_alerts").await.unwrap();
+            let touched = fx.stack.emulator.touch(&tenant, 5, TouchTarget::Incidents).await.unwrap();
+            fx.stack.emulator.touch(&tenant, 4, TouchTarget::MdeAlerts).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let calls_before = fx.calls(&tenant, "graph_incidents").await;
-            let alert_calls_before = fx.calls(&tenant, "graph_alerts").await;
+            let calls_before = fx.calls(&tenant, |calls| calls.graph_incidents).await;
+            let alert_calls_before = fx.calls(&tenant, |calls| calls.graph_alerts).await;
             for source in [Source::GraphIncidents, Source::GraphAlerts] {
                 fx.pair_to_end(&new, &tenant, source).await;
             }
-            let incident_calls = fx.calls(&tenant, "graph_incidents").await - calls_before;
-            let alert_calls = fx.calls(&tenant, "graph_alerts").await - alert_calls_before;
+            let incident_calls = fx.calls(&tenant, |calls| calls.graph_incidents).await - calls_before;
+            let alert_calls = fx.calls(&tenant, |calls| calls.graph_alerts).await - alert_calls_before;
             eprintln!(
                 "[measure] crossing over, tenant with 5,000 incidents and 120 alerts: graph-incidents {incident_calls} calls, graph-alerts {alert_calls} calls"
             );
@@ -328,11 +300,15 @@ async fn graph_first_end_to_end() {
     cases
         .run("partial_content_is_never_taken_as_complete", async move {
             let tenant = fx.t.partial.clone();
-            fx.data
+            fx.stack
+                .emulator
                 .push_fault(
-                    json!({"match": "graph_incidents", "tenant": tenant, "status": 206,
-                                   "error": "Microsoft/MicrosoftDefenderForIdentity/503/1200",
-                                   "count": 1}),
+                    &Fault::partial(
+                        FaultMatch::GraphIncidents,
+                        "Microsoft/MicrosoftDefenderForIdentity/503/1200",
+                        1,
+                    )
+                    .for_tenant(&tenant),
                 )
                 .await
                 .unwrap();
@@ -369,11 +345,11 @@ async fn graph_first_end_to_end() {
             let new = fx
                 .function_with(GRAPH, &[("DP_DEADLINE_MARGIN_SECONDS", "570")])
                 .await;
-            let before = fx.calls(&tenant, "graph_alerts").await;
+            let before = fx.calls(&tenant, |calls| calls.graph_alerts).await;
             let started = Instant::now();
             let runs = fx.pair_to_end(&new, &tenant, Source::GraphAlerts).await;
             let wall = started.elapsed();
-            let calls = fx.calls(&tenant, "graph_alerts").await - before;
+            let calls = fx.calls(&tenant, |calls| calls.graph_alerts).await - before;
             let lines = fx.lines().await;
             let delivered = lines_of(&lines, &tenant, Source::GraphAlerts).len();
             eprintln!(
@@ -384,8 +360,15 @@ async fn graph_first_end_to_end() {
             );
             keys_once(&lines);
             // Read by the test with the links switched back on.
-            fx.data
-                .set_data_modes(&tenant, json!({"omit_alerts_v2_next_link": false}))
+            fx.stack
+                .emulator
+                .set_data_modes(
+                    &tenant,
+                    &DataModes {
+                        omit_alerts_v2_next_link: false,
+                        ..Default::default()
+                    },
+                )
                 .await
                 .unwrap();
             let truth = fx.truth(&tenant, Source::GraphAlerts).await;
@@ -400,8 +383,12 @@ async fn graph_first_end_to_end() {
     cases
         .run("retired_routes_report_api_retired", async move {
             let tenant = fx.t.retired.clone();
-            fx.data
-                .settings(json!({"retirement": "gone"}))
+            fx.stack
+                .emulator
+                .data_settings(&DefenderSettingsPatch {
+                    retirement: Some(Retirement::Gone),
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
             let mixed = fx
@@ -430,8 +417,12 @@ async fn graph_first_end_to_end() {
             // The retiring deployment's own pair: reported, not a loop of retries.
             let again = fx.pair(&old, &tenant, Source::M365dIncidents).await;
             assert_eq!(again["code"], "api_retired", "{again}");
-            fx.data
-                .settings(json!({"retirement": "off"}))
+            fx.stack
+                .emulator
+                .data_settings(&DefenderSettingsPatch {
+                    retirement: Some(Retirement::Off),
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
         })

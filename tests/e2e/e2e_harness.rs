@@ -4,10 +4,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use defender_partner_e2e::emulator::{Emulator, Grant, Scenario, Tenant};
+use defender_partner_e2e::emulator::Emulator;
 use defender_partner_e2e::process::{ChildProcess, descendants_of, is_alive};
 use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Moto, events, moto, tools};
+use defender_partner_testkit::scenario;
 
 #[test]
 fn a_missing_tool_is_an_error_that_says_how_to_install_it() {
@@ -81,16 +82,12 @@ async fn moto_starts_serves_dynamodb_and_secrets_and_stops() {
 async fn the_emulator_starts_from_a_written_scenario_and_stops() {
     let client_id = guid();
     let tenant = guid();
-    let scenario = Scenario {
-        token_lifetime_seconds: 3600,
-        apps: vec![],
-        tenants: vec![Tenant {
-            id: tenant.clone(),
-            display_name: "Harness check".to_owned(),
-            domains: vec![],
-            grants: Grant::all_apis(&client_id),
-        }],
-    };
+    let mut scenario = scenario::empty(3600);
+    scenario.tenants.push(scenario::tenant(
+        &tenant,
+        "Harness check",
+        scenario::read_grants(&client_id),
+    ));
     let emulator = Emulator::start(&scenario).await.expect("emulator starts");
     let pid = emulator.pid() as i32;
     assert!(emulator.base_url().starts_with("http://127.0.0.1:"));

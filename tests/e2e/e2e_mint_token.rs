@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use defender_emulator::{Endpoint, Fault, FaultMatch, SecretConfig, TenantConfig};
 use defender_partner::tenants::TenantStatus;
-use defender_partner_e2e::emulator::{
-    Fault, Grant, RESOURCE_GRAPH, RESOURCE_M365D, RESOURCE_MDE, ROLE_GRAPH, ROLE_M365D, ROLE_MDE,
-    Secret, Tenant,
-};
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
+use defender_partner_testkit::scenario::{
+    self, RESOURCE_GRAPH, RESOURCE_M365D, RESOURCE_MDE, ROLE_GRAPH, ROLE_M365D, ROLE_MDE,
+};
 use serde_json::{Value, json};
 
 const PACKAGE: &str = "mint-token";
@@ -103,40 +103,35 @@ impl Tenants {
         active
     }
 
-    fn scenario(&self, client_id: &str) -> Vec<Tenant> {
-        let mut tenants: Vec<Tenant> = self
+    fn scenario(&self, client_id: &str) -> Vec<TenantConfig> {
+        let mut tenants: Vec<TenantConfig> = self
             .consented()
             .into_iter()
-            .map(|id| Tenant {
-                id: id.clone(),
-                display_name: format!("Customer {}", &id[..8]),
-                domains: if *id == self.by_domain {
-                    vec![self.domain.clone()]
-                } else {
-                    vec![]
-                },
-                grants: Grant::all_apis(client_id),
+            .map(|id| {
+                let mut tenant = scenario::tenant(
+                    id,
+                    &format!("Customer {}", &id[..8]),
+                    scenario::read_grants(client_id),
+                );
+                if *id == self.by_domain {
+                    tenant.domains.push(self.domain.clone());
+                }
+                tenant
             })
             .collect();
-        tenants.push(Tenant {
-            id: self.not_consented.clone(),
-            display_name: "Not consented".to_owned(),
-            domains: vec![],
-            grants: vec![],
-        });
-        tenants.push(Tenant {
-            id: self.no_roles.clone(),
-            display_name: "Consented without roles".to_owned(),
-            domains: vec![],
-            grants: [RESOURCE_M365D, RESOURCE_MDE, RESOURCE_GRAPH]
+        tenants.push(scenario::tenant(
+            &self.not_consented,
+            "Not consented",
+            vec![],
+        ));
+        tenants.push(scenario::tenant(
+            &self.no_roles,
+            "Consented without roles",
+            [RESOURCE_M365D, RESOURCE_MDE, RESOURCE_GRAPH]
                 .into_iter()
-                .map(|resource| Grant {
-                    client_id: client_id.to_owned(),
-                    resource: resource.to_owned(),
-                    roles: vec![],
-                })
+                .map(|resource| scenario::grant(client_id, resource, &[]))
                 .collect(),
-        });
+        ));
         tenants
     }
 }
@@ -183,7 +178,7 @@ impl Fixture {
     async fn invoke(&self, payload: Value) -> Result<Value, FunctionError> {
         let answer = self.lambda.invoke(&payload).await;
         if let Ok(value) = &answer {
-            remember_tokens(&self.stack, value);
+            self.stack.remember_answer(value);
         }
         answer
     }
@@ -201,14 +196,8 @@ impl Fixture {
         let body_text = response["body"].as_str().unwrap_or_default();
         let body: Value = serde_json::from_str(body_text)
             .unwrap_or_else(|_| panic!("the HTTP body is not JSON: {body_text:?}"));
-        remember_tokens(&self.stack, &body);
+        self.stack.remember_answer(&body);
         (status, body)
-    }
-}
-
-fn remember_tokens(stack: &Stack, value: &Value) {
-    if let Some(token) = value["access_token"].as_str() {
-        stack.remember_token(token);
     }
 }
 
@@ -329,7 +318,7 @@ async fn mint_token_end_to_end() {
                     .iter()
                     .find(|request| request.resource.as_deref() == Some(resource))
                     .unwrap_or_else(|| panic!("Entra saw no request for {resource}: {requests:?}"));
-                assert_eq!(request.endpoint, "v2", "the default endpoint is v2");
+                assert_eq!(request.endpoint, Endpoint::V2, "the default endpoint is v2");
                 assert_eq!(request.status, 200);
                 assert_eq!(
                     request.client_id.as_deref(),
@@ -362,7 +351,9 @@ async fn mint_token_end_to_end() {
             expect_token(answer, &f.t.v1, "mde", RESOURCE_MDE, ROLE_MDE);
             let requests = f.stack.emulator.token_requests_for(&f.t.v1).await.unwrap();
             assert!(
-                requests.iter().any(|request| request.endpoint == "v1"),
+                requests
+                    .iter()
+                    .any(|request| request.endpoint == Endpoint::V1),
                 "Entra saw no v1 request: {requests:?}"
             );
         })
@@ -512,7 +503,7 @@ async fn mint_token_end_to_end() {
                 .emulator
                 .set_app_secrets(
                     &stack.client_id,
-                    &[Secret {
+                    &[SecretConfig {
                         value: new_secret.clone(),
                         expires: Some(Utc::now() + chrono::Duration::days(365)),
                     }],
@@ -559,7 +550,7 @@ async fn mint_token_end_to_end() {
                     .emulator
                     .set_app_secrets(
                         &stack.client_id,
-                        &[Secret {
+                        &[SecretConfig {
                             value: entra_only,
                             expires: None,
                         }],
@@ -572,7 +563,7 @@ async fn mint_token_end_to_end() {
                     .emulator
                     .set_app_secrets(
                         &stack.client_id,
-                        &[Secret {
+                        &[SecretConfig {
                             value: current,
                             expires: None,
                         }],
@@ -593,7 +584,7 @@ async fn mint_token_end_to_end() {
                 .emulator
                 .set_app_secrets(
                     &stack.client_id,
-                    &[Secret {
+                    &[SecretConfig {
                         value: current.clone(),
                         expires: Some(Utc::now() - chrono::Duration::days(1)),
                     }],
@@ -605,7 +596,7 @@ async fn mint_token_end_to_end() {
                 .emulator
                 .set_app_secrets(
                     &stack.client_id,
-                    &[Secret {
+                    &[SecretConfig {
                         value: current,
                         expires: None,
                     }],
@@ -623,7 +614,7 @@ async fn mint_token_end_to_end() {
         .run("a_short_429_storm_is_ridden_out", async move {
             let emulator = &f.stack.emulator;
             emulator
-                .inject_fault(&Fault::throttle_tokens(&f.t.storm, 1, 2))
+                .push_fault(&Fault::throttle(FaultMatch::Token, 1, 2).for_tenant(&f.t.storm))
                 .await
                 .unwrap();
             let started = Instant::now();
@@ -661,7 +652,9 @@ async fn mint_token_end_to_end() {
                     .expect("a second watch starts");
                 let emulator = &f.stack.emulator;
                 emulator
-                    .inject_fault(&Fault::throttle_tokens(&f.t.long_storm, 1, 1000))
+                    .push_fault(
+                        &Fault::throttle(FaultMatch::Token, 1, 1000).for_tenant(&f.t.long_storm),
+                    )
                     .await
                     .unwrap();
                 let started = Instant::now();
@@ -671,7 +664,7 @@ async fn mint_token_end_to_end() {
                 let elapsed = started.elapsed();
                 emulator.clear_faults().await.unwrap();
                 if let Ok(value) = &answer {
-                    remember_tokens(&f.stack, value);
+                    f.stack.remember_answer(value);
                 }
                 expect_error(answer, "throttled");
                 assert!(

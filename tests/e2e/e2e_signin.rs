@@ -10,50 +10,40 @@
 //! `E2E_CASES=browser,rotation cargo test -p defender-partner-e2e --test e2e_signin`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
 use defender_emulator::{Scenario, demo};
+use defender_partner::config::{
+    ENV_CONSENT_REDIRECT_URI, ENV_MINT_FROM_SIGNIN, ENV_SIGNIN_REDIRECT_URI,
+};
 use defender_partner::tenants::TenantStatus;
 use defender_partner_e2e::browser::Browser;
-use defender_partner_e2e::emulator::{Emulator, ROLE_GRAPH, ROLE_M365D, ROLE_MDE};
 use defender_partner_e2e::function_url::FunctionUrl;
 use defender_partner_e2e::leaks::assert_no_leaks;
-use defender_partner_e2e::moto::{self, Moto};
-use defender_partner_e2e::process::LogBuffer;
-use defender_partner_e2e::stack::{credential_json, guid};
-use defender_partner_e2e::tools::TempDir;
-use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, events, jwt};
+use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
+use defender_partner_testkit::scenario::{ROLE_GRAPH, ROLE_M365D, ROLE_MDE};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use url::Url;
 
 const CONSENT_CALLBACK: &str = "consent-callback";
 const MINT_TOKEN: &str = "mint-token";
-const CREDENTIAL_SECRET: &str = "defender-partner/app-credential";
-const STATE_KEY_SECRET: &str = "defender-partner/consent-state-key";
 const M365D_RESOURCE: &str = "https://api.security.microsoft.com";
 
-/// moto (DynamoDB, Secrets Manager, KMS), the emulator on the demo scenario with our function
-/// URL registered as a redirect URI, consent-callback over HTTP and mint-token by invoke.
+/// The stack (moto with a KMS key and the state key, the emulator on the demo scenario with our
+/// function URL registered as a redirect URI), consent-callback over HTTP and mint-token by
+/// invoke.
 struct World {
-    moto: Moto,
-    emulator: Emulator,
+    stack: Stack,
     signin_function: FunctionUrl,
     mint_token: LambdaWatch,
-    logs: LogBuffer,
-    dynamodb: aws_sdk_dynamodb::Client,
-    kms: aws_sdk_kms::Client,
-    table: String,
     /// Follows no redirect: every 302 is asserted.
     http: reqwest::Client,
     /// The analyst's sign-in through the browser, made once.
     analyst: OnceCell<BrowserSignIn>,
-    /// Values that must never reach a log.
-    sensitive: Mutex<Vec<String>>,
-    _dir: TempDir,
 }
 
 /// What the browser saw at the end of a sign-in.
@@ -77,7 +67,6 @@ struct StoredItem {
 
 impl World {
     async fn start() -> Result<World> {
-        let dir = TempDir::new("dp-e2e-signin")?;
         let reserved = FunctionUrl::reserve(CONSENT_CALLBACK)?;
         let signin_redirect = format!("{}/signin/callback", reserved.url);
         let consent_redirect = format!("{}/consent/callback", reserved.url);
@@ -86,127 +75,52 @@ impl World {
         scenario.apps[0]
             .redirect_uris
             .extend([signin_redirect.clone(), consent_redirect.clone()]);
-        let scenario_path = dir.path().join("scenario.json");
-        std::fs::write(&scenario_path, serde_json::to_string_pretty(&scenario)?)?;
-
-        let moto = Moto::start().await.context("starting moto")?;
-        let emulator = Emulator::start_file(Some(&scenario_path), "127.0.0.1:0")
-            .await
-            .context("starting the emulator")?;
-        let config = moto.sdk_config().await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        let secretsmanager = aws_sdk_secretsmanager::Client::new(&config);
-        let kms = aws_sdk_kms::Client::new(&config);
-
-        let table = format!("defender-partner-e2e-signin-{}", &guid()[..8]);
-        moto::create_registry_table(&dynamodb, &table).await?;
-        moto::create_secret(
-            &secretsmanager,
-            CREDENTIAL_SECRET,
-            &credential_json(demo::CLIENT_ID, demo::CLIENT_SECRET),
-        )
-        .await?;
-        let state_key = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        moto::create_secret(&secretsmanager, STATE_KEY_SECRET, &state_key).await?;
-        let key = kms
-            .create_key()
-            .description("defender-partner sign-in refresh tokens (e2e)")
-            .send()
-            .await
-            .context("creating the KMS key in moto")?;
-        let key_arn = key
-            .key_metadata()
-            .and_then(|meta| meta.arn())
-            .context("moto answered a key without an ARN")?
-            .to_owned();
-
-        let mut env = moto.function_env();
-        env.extend(
-            [
-                ("DP_AUTHORITY_HOST", emulator.base_url().to_owned()),
-                ("DP_CREDENTIAL_SECRET_ID", CREDENTIAL_SECRET.to_owned()),
-                ("DP_TABLE_NAME", table.clone()),
-                ("DP_STATE_KEY_SECRET_ID", STATE_KEY_SECRET.to_owned()),
-                ("DP_CONSENT_REDIRECT_URI", consent_redirect),
-                ("DP_SIGNIN_REDIRECT_URI", signin_redirect),
-                ("DP_SIGNIN_KMS_KEY_ID", key_arn),
-            ]
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value)),
-        );
-        let logs = LogBuffer::new();
-        let signin_function = FunctionUrl::start(
-            CONSENT_CALLBACK,
-            reserved,
-            &env,
-            logs.clone(),
-            "/signin/callback",
-            400,
-        )
-        .await?;
-
-        let mut mint_env = env.clone();
-        mint_env.extend([
-            ("DP_MINT_FROM_SIGNIN".to_owned(), "true".to_owned()),
-            ("RUST_LOG".to_owned(), "debug".to_owned()),
-        ]);
-        let mint_token =
-            LambdaWatch::start_into(MINT_TOKEN, MINT_TOKEN, &mint_env, &json!({}), logs.clone())
+        let stack = Stack::builder(scenario, demo::CLIENT_ID, demo::CLIENT_SECRET)
+            .with_state_key()
+            .with_kms_key()
+            .start()
+            .await?;
+        let redirects = [
+            (ENV_CONSENT_REDIRECT_URI, consent_redirect.as_str()),
+            (ENV_SIGNIN_REDIRECT_URI, signin_redirect.as_str()),
+        ];
+        let signin_function = stack
+            .start_function_url(
+                CONSENT_CALLBACK,
+                reserved,
+                &redirects,
+                "/signin/callback",
+                400,
+            )
+            .await?;
+        let mut mint_env = redirects.to_vec();
+        mint_env.push((ENV_MINT_FROM_SIGNIN, "true"));
+        let mint_token = stack
+            .start_function(MINT_TOKEN, MINT_TOKEN, &mint_env, &json!({}))
+            .await?;
+        for tenant in [demo::CONTOSO_TENANT_ID, demo::FABRIKAM_TENANT_ID] {
+            stack
+                .register(
+                    tenant,
+                    TenantStatus::Active,
+                    &[ROLE_M365D, ROLE_MDE, ROLE_GRAPH],
+                )
                 .await?;
-
-        let world = World {
-            moto,
-            emulator,
+        }
+        Ok(World {
+            stack,
             signin_function,
             mint_token,
-            logs,
-            dynamodb,
-            kms,
-            table,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(90))
                 .build()?,
             analyst: OnceCell::new(),
-            sensitive: Mutex::new(vec![
-                demo::CLIENT_SECRET.to_owned(),
-                state_key,
-                // The emulator's own signing key material never shows either; the user tokens
-                // and codes are added as they appear.
-            ]),
-            _dir: dir,
-        };
-        for tenant in [demo::CONTOSO_TENANT_ID, demo::FABRIKAM_TENANT_ID] {
-            world.register(tenant).await?;
-        }
-        Ok(world)
-    }
-
-    async fn register(&self, tenant: &str) -> Result<()> {
-        use defender_partner::tenant_id::TenantId;
-        use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry};
-        let registry = DynamoRegistry::new(self.dynamodb.clone(), self.table.clone());
-        let mut record = TenantRecord::new(
-            TenantId::parse(tenant)?,
-            format!("Customer {}", &tenant[..8]),
-            TenantStatus::Active,
-        );
-        record.roles = [ROLE_M365D, ROLE_MDE, ROLE_GRAPH]
-            .iter()
-            .map(|role| (*role).to_owned())
-            .collect();
-        registry.upsert(&record).await?;
-        Ok(())
+        })
     }
 
     fn remember_sensitive(&self, value: &str) {
-        if value.len() >= 8 {
-            self.sensitive.lock().unwrap().push(value.to_owned());
-        }
+        self.stack.remember_sensitive(value);
     }
 
     fn signin_start_url(&self, tenant: &str, api: &str) -> String {
@@ -249,7 +163,7 @@ impl World {
             .goto(&self.signin_start_url(demo::CONTOSO_TENANT_ID, "m365d"))
             .await?;
         let at = browser.current_url().await?;
-        if !at.as_str().starts_with(self.emulator.base_url()) {
+        if !at.as_str().starts_with(self.stack.emulator.base_url()) {
             bail!("/signin/start did not lead to the emulator's sign-in page but to {at}");
         }
         let params: HashMap<String, String> = at.query_pairs().into_owned().collect();
@@ -324,9 +238,10 @@ impl World {
     /// The user's sign-in item, if any.
     async fn stored(&self, tenant: &str, user_oid: &str) -> Option<StoredItem> {
         let item = self
+            .stack
             .dynamodb
             .get_item()
-            .table_name(&self.table)
+            .table_name(&self.stack.table)
             .key("pk", AttributeValue::S(format!("SIGNIN#{tenant}")))
             .key("sk", AttributeValue::S(format!("USER#{user_oid}")))
             .consistent_read(true)
@@ -350,7 +265,7 @@ impl World {
         self.http
             .get(format!(
                 "{}/_emulator/tenants/{tenant}/users/{user}/refresh_tokens",
-                self.emulator.base_url()
+                self.stack.emulator.base_url()
             ))
             .send()
             .await
@@ -366,7 +281,7 @@ impl World {
             .http
             .delete(format!(
                 "{}/_emulator/tenants/{tenant}/users/{user}/refresh_tokens",
-                self.emulator.base_url()
+                self.stack.emulator.base_url()
             ))
             .send()
             .await
@@ -380,7 +295,7 @@ impl World {
     /// `GET /api/incidents?$top=1` of the M365 Defender API with `token`.
     async fn list_incidents(&self, token: &str) -> u16 {
         self.http
-            .get(format!("{}/api/incidents", self.emulator.base_url()))
+            .get(format!("{}/api/incidents", self.stack.emulator.base_url()))
             .query(&[("$top", "1")])
             .bearer_auth(token)
             .send()
@@ -519,7 +434,8 @@ async fn sealed_with_kms(world: Arc<World>) {
 
     let decrypt = |tenant: &str, user: &str| {
         world
-            .kms
+            .stack
+            .kms()
             .decrypt()
             .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(wrapped.clone()))
             .encryption_context("purpose", "refresh-token")
@@ -711,16 +627,16 @@ async fn revoked(world: Arc<World>) {
 
 /// No token, code, state, client secret or state key in the functions' or the emulator's output.
 async fn logs_hold_no_secret(world: Arc<World>) {
-    let sensitive = world.sensitive.lock().unwrap().clone();
+    let sensitive = world.stack.sensitive();
     assert!(
         sensitive.len() > 4,
         "the cases saw codes and tokens to look for"
     );
     assert_no_leaks(
         &[
-            ("functions", &world.logs.text()),
-            ("emulator", &world.emulator.logs().text()),
-            ("moto", &world.moto.logs().text()),
+            ("functions", &world.stack.logs().text()),
+            ("emulator", &world.stack.emulator.logs().text()),
+            ("moto", &world.stack.moto.logs().text()),
         ],
         &sensitive,
     );

@@ -115,14 +115,5 @@ pub fn claims(token: &MintedToken) -> serde_json::Value {
 }
 
 pub fn throttle(count: u32, retry_after: u64) -> Fault {
-    Fault {
-        matches: FaultMatch::Token,
-        tenant: None,
-        status: Some(429),
-        retry_after: Some(retry_after),
-        count,
-        delay_ms: None,
-        error: None,
-        error_code: None,
-    }
+    Fault::throttle(FaultMatch::Token, retry_after, count)
 }

@@ -1,27 +1,24 @@
-//! What the ingestion end-to-end test (`e2e_fetch.rs`) needs besides the [`Stack`]:
+//! What the ingestion end-to-end test (`e2e_fetch.rs`) needs besides the [`Stack`] (whose
+//! emulator's control client also reads the truth: what the API holds, paged by the test itself):
 //!
 //! - [`FetchAws`]: the function's AWS world in moto — the records bucket (S3), the fan-out work
 //!   queue with its dead-letter queue (SQS), and the event bus (EventBridge) with a rule whose
 //!   SQS target lets the test read the announcements back;
-//! - [`DataApis`]: the emulator's data-API control calls (per-tenant data, settings, faults with
-//!   `"match":"data"`, call counters, touches) and the truth: what the API holds, paged by the
-//!   test itself with its own token;
 //! - Lambda event payloads (schedule, SQS) and the `fetch-incidents` process under
 //!   `cargo lambda watch` (to SIGKILL it mid-run).
 //!
 //! [`Stack`]: crate::Stack
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttributeName};
-use defender_partner::sink::{EVENT_SOURCE, SinkLine, Source};
+use defender_partner::sink::{EVENT_SOURCE, SinkLine};
 use serde_json::{Value, json};
 
-use crate::emulator::{RESOURCE_GRAPH, RESOURCE_M365D, RESOURCE_MDE};
 use crate::moto::{self, Moto};
 use crate::stack::guid;
 
@@ -429,49 +426,6 @@ async fn create_queue(
 
 /// An EventBridge scheduled event, as the schedule rule delivers it (`aws_lambda_events`'
 /// `CloudWatchEvent` fixture shape).
-/// Every line's key appears once.
-#[track_caller]
-pub fn keys_once(lines: &[SinkLine]) {
-    let mut seen = HashSet::new();
-    for line in lines {
-        assert!(seen.insert(&line.key), "{} delivered twice", line.key);
-    }
-}
-
-/// A tenant's lines of one source.
-pub fn lines_of<'a>(lines: &'a [SinkLine], tenant: &str, source: Source) -> Vec<&'a SinkLine> {
-    lines
-        .iter()
-        .filter(|line| line.tenant_id.as_str() == tenant && line.source == source)
-        .collect()
-}
-
-/// Every (id, last-update) the API holds now (`truth`) is in the sink.
-#[track_caller]
-pub fn nothing_missing(
-    lines: &[SinkLine],
-    tenant: &str,
-    source: Source,
-    truth: &HashMap<String, String>,
-) {
-    let delivered: HashSet<(&str, &str)> = lines_of(lines, tenant, source)
-        .into_iter()
-        .map(|line| (line.id.as_str(), line.last_update_time.as_str()))
-        .collect();
-    let missing: Vec<&String> = truth
-        .iter()
-        .filter(|(id, time)| !delivered.contains(&(id.as_str(), time.as_str())))
-        .map(|(id, _)| id)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{tenant} {source}: {} of {} records missing, e.g. {:?}",
-        missing.len(),
-        truth.len(),
-        &missing[..missing.len().min(5)]
-    );
-}
-
 pub fn scheduled_event() -> Value {
     json!({
         "version": "0",
@@ -515,223 +469,6 @@ pub fn sqs_event(messages: &[Message], queue_arn: &str) -> Value {
         })
         .collect();
     json!({ "Records": records })
-}
-
-/// The emulator's data-API control calls.
-pub struct DataApis {
-    base_url: String,
-    http: reqwest::Client,
-}
-
-/// The resource (token audience) of each source's API.
-pub fn resource_of(source: Source) -> &'static str {
-    match source {
-        Source::M365dIncidents => RESOURCE_M365D,
-        Source::GraphIncidents => RESOURCE_GRAPH,
-        Source::MdeAlerts => RESOURCE_MDE,
-        Source::GraphAlerts => RESOURCE_GRAPH,
-    }
-}
-
-impl DataApis {
-    pub fn new(base_url: &str) -> Result<DataApis> {
-        Ok(DataApis {
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
-        })
-    }
-
-    async fn control(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value> {
-        let url = format!("{}/_emulator/{path}", self.base_url);
-        let mut request = self.http.request(method.clone(), &url);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("{method} {url} answered {status}: {text}");
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Replaces a tenant's generated data (`PUT /_emulator/tenants/{t}/data`): its records end
-    /// about now.
-    pub async fn set_data(&self, tenant: &str, data: Value) -> Result<()> {
-        self.control(
-            reqwest::Method::PUT,
-            &format!("tenants/{tenant}/data"),
-            Some(data),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// `PUT /_emulator/tenants/{tenant}/data/modes` (e.g. `{"omit_alerts_v2_next_link": true}`).
-    pub async fn set_data_modes(&self, tenant: &str, modes: Value) -> Result<()> {
-        self.control(
-            reqwest::Method::PUT,
-            &format!("tenants/{tenant}/data/modes"),
-            Some(modes),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// `PUT /_emulator/settings` (data API settings, token lifetime).
-    pub async fn settings(&self, settings: Value) -> Result<()> {
-        self.control(reqwest::Method::PUT, "settings", Some(settings))
-            .await
-            .map(drop)
-    }
-
-    /// Queues a fault (`POST /_emulator/faults`), e.g. `{"match":"data","tenant":t,
-    /// "status":429,"retry_after":1,"count":3}` or `{"match":"data","delay_ms":300,"count":9}`.
-    pub async fn push_fault(&self, fault: Value) -> Result<()> {
-        self.control(reqwest::Method::POST, "faults", Some(fault))
-            .await
-            .map(drop)
-    }
-
-    pub async fn clear_faults(&self) -> Result<()> {
-        self.control(reqwest::Method::DELETE, "faults", None)
-            .await
-            .map(drop)
-    }
-
-    /// The data-API call counters of a tenant (`GET /_emulator/data/calls?tenant=`):
-    /// `{"m365d_incidents":{"requests","ok","throttled","failed"},…}`.
-    pub async fn calls(&self, tenant: &str) -> Result<Value> {
-        let answer = self
-            .control(
-                reqwest::Method::GET,
-                &format!("data/calls?tenant={tenant}"),
-                None,
-            )
-            .await?;
-        Ok(answer["calls"].clone())
-    }
-
-    /// Touches `count` incidents of a tenant (they get a new last-update time); returns their ids.
-    pub async fn touch(&self, tenant: &str, count: usize) -> Result<Vec<Value>> {
-        let answer = self
-            .control(
-                reqwest::Method::POST,
-                &format!("tenants/{tenant}/touch"),
-                Some(json!({ "count": count })),
-            )
-            .await?;
-        Ok(answer["touched"].as_array().cloned().unwrap_or_default())
-    }
-
-    /// Touches `count` of a tenant's `target` (`incidents`, `mde_alerts`, `graph_alerts`).
-    pub async fn touch_target(
-        &self,
-        tenant: &str,
-        count: usize,
-        target: &str,
-    ) -> Result<Vec<Value>> {
-        let answer = self
-            .control(
-                reqwest::Method::POST,
-                &format!("tenants/{tenant}/touch"),
-                Some(json!({ "count": count, "target": target })),
-            )
-            .await?;
-        Ok(answer["touched"].as_array().cloned().unwrap_or_default())
-    }
-
-    /// A client-credentials token of the app for `tenant` and the API of `source`.
-    pub async fn token(
-        &self,
-        tenant: &str,
-        source: Source,
-        client_id: &str,
-        client_secret: &str,
-    ) -> Result<String> {
-        let answer: Value = self
-            .http
-            .post(format!("{}/{tenant}/oauth2/v2.0/token", self.base_url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id),
-                ("client_secret", client_secret),
-                ("scope", &format!("{}/.default", resource_of(source))),
-            ])
-            .send()
-            .await?
-            .json()
-            .await?;
-        answer["access_token"]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("no token for {tenant}: {answer}"))
-    }
-
-    /// What the API holds now for a tenant's source, read straight from it with `token`:
-    /// id → last-update time, exactly as sent.
-    pub async fn truth(
-        &self,
-        tenant: &str,
-        source: Source,
-        token: &str,
-    ) -> Result<HashMap<String, String>> {
-        let (path, id_field, time_field, top) = match source {
-            Source::M365dIncidents => ("api/incidents", "incidentId", "lastUpdateTime", 100),
-            Source::GraphIncidents => ("v1.0/security/incidents", "id", "lastUpdateDateTime", 50),
-            Source::MdeAlerts => ("api/alerts", "id", "lastUpdateTime", 10_000),
-            Source::GraphAlerts => ("v1.0/security/alerts_v2", "id", "lastUpdateDateTime", 1000),
-        };
-        let mut found = HashMap::new();
-        let mut next = Some(format!("{}/{path}?$top={top}", self.base_url));
-        let mut skip = 0;
-        while let Some(url) = next.take() {
-            let response = self
-                .http
-                .get(&url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .with_context(|| format!("GET {url}"))?;
-            let status = response.status();
-            let body: Value = response.json().await?;
-            if !status.is_success() {
-                bail!("reading the truth of {tenant}: {url} answered {status}: {body}");
-            }
-            let page = body["value"].as_array().cloned().unwrap_or_default();
-            for record in &page {
-                let id = &record[id_field];
-                let id = id
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| id.to_string());
-                let time = record[time_field]
-                    .as_str()
-                    .with_context(|| format!("a record without {time_field}"))?;
-                if found.insert(id.clone(), time.to_owned()).is_some() {
-                    bail!("the truth of {tenant} lists {id} twice");
-                }
-            }
-            if let Some(link) = body["@odata.nextLink"].as_str() {
-                next = Some(link.to_owned());
-            } else if page.len() == top && source != Source::GraphIncidents {
-                skip += top;
-                next = Some(format!("{}/{path}?$top={top}&$skip={skip}", self.base_url));
-            }
-        }
-        Ok(found)
-    }
 }
 
 /// Live `fetch-incidents`-like processes (by `comm`, 15 characters at most) below `root`.

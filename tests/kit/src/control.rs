@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use defender_emulator::{
     ConsentDecisionRecord, DataApiCalls, DataConfig, DataModes, DefenderSettingsPatch,
-    DelegatedTokenRecord, DeviceDecision, Fault, FederatedCredentialConfig, GrantConfig,
-    MintedUserToken, SecretConfig, ShortLivedTokens, StsCallCounts, TokenRequestRecord,
-    UserTokenRequest, demo,
+    DelegatedTokenRecord, DeviceDecision, Fault, FaultMatch, FederatedCredentialConfig,
+    GrantConfig, MintedUserToken, SecretConfig, ShortLivedTokens, StsCallCounts,
+    TokenRequestRecord, UserTokenRequest, demo,
 };
 use defender_partner::sink::Source;
 use reqwest::Method;
@@ -34,6 +34,20 @@ pub enum TouchTarget {
     Incidents,
     MdeAlerts,
     GraphAlerts,
+}
+
+/// `count` requests of what `matches` names, each answered `delay_ms` late, then served.
+pub fn delay(matches: FaultMatch, delay_ms: u64, count: u32) -> Fault {
+    Fault {
+        status: None,
+        delay_ms: Some(delay_ms),
+        ..Fault::status(matches, 500, count)
+    }
+}
+
+/// Whether a token request was for tenant `id` (named by its id, or resolved to it from a domain).
+pub fn is_for(request: &TokenRequestRecord, id: &str) -> bool {
+    request.tenant == id || request.tenant_id.as_deref() == Some(id)
 }
 
 /// The resource (token audience) of each source's API.
@@ -122,9 +136,7 @@ impl EmulatorControl {
             .token_requests()
             .await?
             .into_iter()
-            .filter(|request| {
-                request.tenant == tenant_id || request.tenant_id.as_deref() == Some(tenant_id)
-            })
+            .filter(|request| is_for(request, tenant_id))
             .collect())
     }
 

@@ -190,7 +190,7 @@ impl World {
     /// token cache and store connection.
     pub async fn new_instance(&self) -> anyhow::Result<Services> {
         let settings = Settings::from_lookup(self.lookup())?;
-        Ok(Services::build_with_aws(settings, self.aws.clone()).await?)
+        build_services(settings, self.aws.clone()).await
     }
 
     /// Every line the local sink (`DP_SINK_DIR`) holds.
@@ -262,10 +262,14 @@ impl WorldBuilder {
         self
     }
 
-    /// The three data APIs (`DP_API_BASE_*`) at the emulator, and the local sink (`DP_SINK_DIR`)
-    /// in the folder: what the fetch job needs.
+    /// The three data APIs (`DP_API_BASE_*`) at the emulator.
     pub fn data_apis(mut self) -> WorldBuilder {
         self.data_apis = true;
+        self
+    }
+
+    /// The local sink (`DP_SINK_DIR`) in the world's folder; [`World::sink_lines`] reads it.
+    pub fn local_sink(self) -> WorldBuilder {
         self.folder_setting(ENV_SINK_DIR, "sink")
     }
 
@@ -371,7 +375,7 @@ impl WorldBuilder {
         if let Some(adjust) = self.adjust {
             adjust(&mut parsed);
         }
-        let services = Services::build_with_aws(parsed, aws.clone()).await?;
+        let services = build_services(parsed, aws.clone()).await?;
         for record in &self.tenants {
             services
                 .registry
@@ -387,6 +391,17 @@ impl WorldBuilder {
             folder,
         })
     }
+}
+
+/// The services a function builds: on the emulated AWS when given, else as in Lambda.
+async fn build_services(
+    settings: Settings,
+    aws: Option<aws_config::SdkConfig>,
+) -> anyhow::Result<Services> {
+    Ok(match aws {
+        Some(aws) => Services::build_with_aws(settings, Some(aws)).await?,
+        None => Services::build(settings).await?,
+    })
 }
 
 /// The AWS configuration of a secretless run: a Lambda's AWS SDK finds STS in its region (or at

@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail};
 use defender_emulator::demo;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
-use defender_partner_e2e::emulator::{ROLE_GRAPH, ROLE_M365D, ROLE_MDE};
 use defender_partner_e2e::stack::{SECRET_NAME, credential_json};
 use defender_partner_e2e::{Emulator, Moto, moto, tools};
+use defender_partner_testkit::scenario::{ROLE_GRAPH, ROLE_M365D, ROLE_MDE};
 
 const TABLE: &str = "defender-partner-local";
 

@@ -1,127 +1,24 @@
 //! The AWS sinks against moto (`moto_server`, PyPI `moto[server]`): S3 passes the same
 //! conformance suite as the local folder, objects are gzip NDJSON with the right headers, and
-//! EventBridge events reach a rule's target. moto is required: the test fails, saying how to get
-//! it, when `.venv/bin/moto_server` and `moto_server` on PATH are both missing.
+//! EventBridge events reach a rule's target (as `e2e_registry.rs` does for the DynamoDB
+//! registry). moto is required: the harness fails the test, saying how to get it, when it is
+//! neither in `.venv/bin` nor on PATH.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_s3::config::Credentials;
+use aws_config::SdkConfig;
 use defender_partner::sink::{
     DETAIL_TYPE_ALERT, DETAIL_TYPE_INCIDENT, ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_PREFIX,
     EVENT_SOURCE, EventBridgeSink, RecordSink, RunId, S3Sink, SinkLine, Source, sink_from_env,
 };
 use defender_partner::tenant_id::TenantId;
+use defender_partner_e2e::moto::Moto;
 use defender_partner_testkit::conformance::sink::{self as conformance, StoredObjects};
 use flate2::read::GzDecoder;
-
-/// A `moto_server` on a free loopback port, stopped when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_server() -> PathBuf {
-    // The checkout the test runs in (set by cargo at run time), not the one it was compiled in.
-    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    let venv = crate_dir.join("../.venv/bin/moto_server");
-    let on_path = std::env::var_os("PATH")
-        .map(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("moto_server"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    std::iter::once(venv.clone())
-        .chain(on_path)
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "moto_server is required by the sink tests but was found neither at {} nor on PATH: \
-                 install the project's Python tools (`scripts/venv`, which installs moto[server] into .venv)",
-                venv.display()
-            )
-        })
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        let exe = moto_server();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let child = Command::new(&exe)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| panic!("starting {}: {error}", exe.display()));
-        let mut moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let http = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if let Ok(answer) = http
-                .get(format!("{}/moto-api/", moto.endpoint))
-                .send()
-                .await
-                && answer.status().is_success()
-            {
-                return moto;
-            }
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!(
-                    "moto_server exited ({status}) before answering on {}",
-                    moto.endpoint
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "moto_server did not answer on {} within 60 s",
-                moto.endpoint
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Client configuration pointing at this moto, with dummy credentials set on the config
-    /// itself (the process environment is left alone).
-    async fn config(&self) -> SdkConfig {
-        aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "sink-tests",
-            ))
-            .load()
-            .await
-    }
-}
 
 /// The objects of one S3 sink, read back through the API.
 struct S3Objects {
@@ -185,8 +82,8 @@ async fn create_bucket(config: &SdkConfig, bucket: &str) -> aws_sdk_s3::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_sink_passes_the_conformance_suite() {
-    let moto = Moto::start().await;
-    let config = moto.config().await;
+    let moto = Moto::start().await.expect("starting moto");
+    let config = moto.sdk_config().await;
     let client = create_bucket(&config, "partner-records").await;
     let sink = S3Sink::new(
         client.clone(),
@@ -219,8 +116,8 @@ async fn s3_sink_passes_the_conformance_suite() {
 
 #[tokio::test]
 async fn s3_sink_reports_a_missing_bucket() {
-    let moto = Moto::start().await;
-    let config = moto.config().await;
+    let moto = Moto::start().await.expect("starting moto");
+    let config = moto.sdk_config().await;
     let sink = S3Sink::new(aws_sdk_s3::Client::new(&config), "no-such-bucket", None);
     let tenant = conformance::fresh_tenant();
     let error = sink
@@ -320,8 +217,8 @@ async fn receive(
 
 #[tokio::test]
 async fn eventbridge_sink_delivers_one_summary_event_per_record() {
-    let moto = Moto::start().await;
-    let config = moto.config().await;
+    let moto = Moto::start().await.expect("starting moto");
+    let config = moto.sdk_config().await;
     let (sqs, queue_url) = capture_events(&config, "partner-bus").await;
     let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&config), "partner-bus");
     let tenant = conformance::fresh_tenant();
@@ -377,8 +274,8 @@ async fn eventbridge_sink_delivers_one_summary_event_per_record() {
 
 #[tokio::test]
 async fn sink_settings_build_s3_then_eventbridge() {
-    let moto = Moto::start().await;
-    let config = moto.config().await;
+    let moto = Moto::start().await.expect("starting moto");
+    let config = moto.sdk_config().await;
     let client = create_bucket(&config, "settings-records").await;
     let (sqs, queue_url) = capture_events(&config, "settings-bus").await;
     let env = HashMap::from([
