@@ -17,28 +17,23 @@
 //!
 //! `scripts/bench-fetch` builds it in release and runs it; see docs/performance.md.
 
-use std::collections::HashMap;
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use defender_emulator::{
-    DefenderSettingsPatch, EmulatorHandle, RateLimitMode, RunningEmulator, Scenario,
-};
-use defender_partner::config::Settings;
+use defender_emulator::{DefenderSettingsPatch, RateLimitMode};
+use defender_partner::fetch::settings::{ENV_CONCURRENCY, ENV_LOOKBACK_HOURS, ENV_SOURCES};
 use defender_partner::fetch::{FetchService, PairResult, PairTask};
-use defender_partner::runtime::Services;
 use defender_partner::sink::Source;
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
-use serde_json::json;
+use defender_partner_testkit::world::active;
+use defender_partner_testkit::{World, scenario};
 
 const CLIENT_ID: &str = "bbbbbbbb-1111-4111-8111-111111111111";
 const SECRET: &str = "fetch-bench-secret";
 /// Generated records are this far apart; the newest ends about at load time.
-const SPACING_SECONDS: u64 = 5;
+const SPACING_SECONDS: u32 = 5;
 
 const USAGE: &str = "\
 fetch-bench [options]
@@ -111,107 +106,70 @@ fn tenant_guid(world: u32, n: u32) -> String {
     format!("{world:08x}-0000-4000-8000-{n:012x}")
 }
 
-/// One emulator, registry and sink, and the service built on them.
-struct World {
-    emulator: RunningEmulator,
-    handle: EmulatorHandle,
-    dir: PathBuf,
-    service: FetchService,
+/// The world of one measurement (emulator, registry, sink) and the fetch service built on it.
+/// `tenants`: (id, incidents, MDE alerts), all registered active.
+async fn start(
+    tenants: &[(String, u32, u32)],
+    extra: &[(&str, String)],
+) -> Result<(World, FetchService)> {
+    let scenario_tenants = tenants
+        .iter()
+        .enumerate()
+        .map(|(index, (id, incidents, alerts))| {
+            let mut tenant = scenario::tenant(
+                id,
+                &format!("Bench tenant {index}"),
+                scenario::fetch_grants(CLIENT_ID),
+            );
+            tenant.data = Some(scenario::data(
+                *incidents,
+                *alerts,
+                index as u64 + 1,
+                SPACING_SECONDS,
+            ));
+            tenant
+        })
+        .collect();
+    let deepest = tenants
+        .iter()
+        .map(|(_, n, a)| (*n).max(*a))
+        .max()
+        .unwrap_or(0);
+    let lookback_hours = (u64::from(deepest) * u64::from(SPACING_SECONDS)).div_ceil(3600) + 2;
+    let mut world = World::on(scenario::with(
+        scenario::app(CLIENT_ID, "fetch bench", &[SECRET]),
+        scenario_tenants,
+    ))
+    .data_apis()
+    .local_sink()
+    .setting(ENV_LOOKBACK_HOURS, lookback_hours.to_string())
+    .tenants(tenants.iter().map(|(id, _, _)| active(id, id)));
+    for (name, value) in extra {
+        world = world.setting(name, value.clone());
+    }
+    let world = world.start().await?;
+    world
+        .handle()
+        .patch_defender_settings(&DefenderSettingsPatch {
+            rate_limits: Some(RateLimitMode::Off),
+            ..Default::default()
+        })
+        .map_err(|error| anyhow::anyhow!("rate limits off: {error:?}"))?;
+    let service = FetchService::build(&world.services, world.lookup()).await?;
+    Ok((world, service))
 }
 
-impl World {
-    /// `tenants`: (id, incidents, MDE alerts), all registered active.
-    async fn start(tenants: &[(String, u32, u32)], extra: &[(&str, String)]) -> Result<World> {
-        let grants = json!([
-            {"client_id": CLIENT_ID, "resource": "https://api.security.microsoft.com", "roles": ["Incident.Read.All"]},
-            {"client_id": CLIENT_ID, "resource": "https://api.securitycenter.microsoft.com", "roles": ["Alert.Read.All"]},
-            {"client_id": CLIENT_ID, "resource": "https://graph.microsoft.com", "roles": ["SecurityIncident.Read.All", "SecurityAlert.Read.All"]},
-        ]);
-        let scenario_tenants: Vec<serde_json::Value> = tenants
-            .iter()
-            .enumerate()
-            .map(|(index, (id, incidents, alerts))| {
-                json!({"id": id, "display_name": format!("Bench tenant {index}"), "grants": grants,
-                       "data": {"incidents": incidents, "mde_alerts": alerts, "seed": index + 1,
-                                "spacing_seconds": SPACING_SECONDS}})
-            })
-            .collect();
-        let scenario = Scenario::from_json(
-            &json!({"token_lifetime_seconds": 3600,
-                    "apps": [{"client_id": CLIENT_ID, "display_name": "fetch bench",
-                              "secrets": [{"value": SECRET}]}],
-                    "tenants": scenario_tenants})
-            .to_string(),
-        )?;
-        let emulator =
-            defender_emulator::start(scenario, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
-        let handle = emulator.handle();
-        handle
-            .patch_defender_settings(&DefenderSettingsPatch {
-                rate_limits: Some(RateLimitMode::Off),
-                ..Default::default()
-            })
-            .map_err(|error| anyhow::anyhow!("rate limits off: {error:?}"))?;
-        let dir = std::env::temp_dir().join(format!("dp-fetch-bench-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir)?;
-        let base = emulator.base_url().to_owned();
-        let deepest = tenants
-            .iter()
-            .map(|(_, n, a)| (*n).max(*a))
-            .max()
-            .unwrap_or(0);
-        let lookback_hours = (u64::from(deepest) * SPACING_SECONDS).div_ceil(3600) + 2;
-        let mut variables: HashMap<String, String> = HashMap::from([
-            ("DP_AUTHORITY_HOST".into(), base.clone()),
-            ("DP_API_BASE_M365D".into(), base.clone()),
-            ("DP_API_BASE_MDE".into(), base.clone()),
-            ("DP_API_BASE_GRAPH".into(), base.clone()),
-            (
-                "DP_CREDENTIAL_JSON".into(),
-                json!({"client_id": CLIENT_ID, "client_secret": SECRET}).to_string(),
-            ),
-            (
-                "DP_SQLITE_PATH".into(),
-                dir.join("registry.sqlite").display().to_string(),
-            ),
-            ("DP_SINK_DIR".into(), dir.join("sink").display().to_string()),
-            ("DP_FETCH_LOOKBACK_HOURS".into(), lookback_hours.to_string()),
-        ]);
-        for (name, value) in extra {
-            variables.insert((*name).to_owned(), value.clone());
-        }
-        let lookup = |name: &str| variables.get(name).cloned();
-        let services = Services::build(Settings::from_lookup(lookup)?).await?;
-        for (id, _, _) in tenants {
-            let record = TenantRecord::new(TenantId::parse(id)?, id.as_str(), TenantStatus::Active);
-            services.registry.upsert(&record).await?;
-        }
-        let service = FetchService::build(&services, lookup).await?;
-        Ok(World {
-            emulator,
-            handle,
-            dir,
-            service,
-        })
-    }
-
-    /// Lines stored for a tenant's source (counted, each parsed as JSON on the way).
-    fn stored(&self, tenant: &str, source: Source) -> Result<usize> {
-        let folder = self
-            .dir
-            .join("sink")
-            .join("incidents")
-            .join(format!("tenant={tenant}"))
-            .join(format!("source={source}"));
-        let mut count = 0;
-        count_lines(&folder, &mut count)?;
-        Ok(count)
-    }
-
-    async fn stop(self) {
-        self.emulator.shutdown().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Lines stored for a tenant's source (counted, each parsed as JSON on the way).
+fn stored(world: &World, tenant: &str, source: Source) -> Result<usize> {
+    let folder = world
+        .folder()
+        .join("sink")
+        .join("incidents")
+        .join(format!("tenant={tenant}"))
+        .join(format!("source={source}"));
+    let mut count = 0;
+    count_lines(&folder, &mut count)?;
+    Ok(count)
 }
 
 fn count_lines(dir: &Path, count: &mut usize) -> Result<()> {
@@ -296,9 +254,9 @@ async fn single(label: &str, source: Source, records: u32) -> Result<SingleResul
         Source::MdeAlerts | Source::GraphAlerts => (0, records),
         _ => (records, 0),
     };
-    let world = World::start(
+    let (world, service) = start(
         &[(tenant.clone(), incidents, alerts)],
-        &[("DP_SOURCES", source.as_str().to_owned())],
+        &[(ENV_SOURCES, source.as_str().to_owned())],
     )
     .await?;
     let task = PairTask {
@@ -313,8 +271,7 @@ async fn single(label: &str, source: Source, records: u32) -> Result<SingleResul
     let mut invocations = 0;
     loop {
         invocations += 1;
-        let outcome = world
-            .service
+        let outcome = service
             .pairs(
                 vec![task.clone()],
                 tokio::time::Instant::now() + Duration::from_secs(4 * 3600),
@@ -331,19 +288,19 @@ async fn single(label: &str, source: Source, records: u32) -> Result<SingleResul
     }
     let wall = started.elapsed();
     let peak_kib = peak_rss_kib();
-    let calls = world.handle.data_api_calls(&tenant);
+    let calls = world.handle().data_api_calls(&tenant);
     let emulator_calls = match source {
         Source::M365dIncidents => calls.m365d_incidents.requests,
         Source::GraphIncidents => calls.graph_incidents.requests,
         Source::MdeAlerts => calls.mde_alerts.requests,
         Source::GraphAlerts => calls.graph_alerts.requests,
     };
-    let token_requests = world.handle.token_requests().len();
-    let stored = world.stored(&tenant, source)?;
+    let token_requests = world.handle().token_requests().len();
+    let stored = stored(&world, &tenant, source)?;
     if delivered != records as usize || stored != records as usize {
         bail!("{label}: {records} records at the API, {delivered} delivered, {stored} stored");
     }
-    world.stop().await;
+    world.shutdown().await;
     let result = SingleResult {
         label: label.to_owned(),
         records: delivered,
@@ -395,18 +352,17 @@ async fn fleet(
     let ids: Vec<(String, u32, u32)> = (0..tenants as u32)
         .map(|n| (tenant_guid(world_id, n), incidents, 0))
         .collect();
-    let world = World::start(
+    let (world, service) = start(
         &ids,
         &[
-            ("DP_SOURCES", "m365d-incidents".to_owned()),
-            ("DP_FETCH_CONCURRENCY", concurrency.to_string()),
+            (ENV_SOURCES, "m365d-incidents".to_owned()),
+            (ENV_CONCURRENCY, concurrency.to_string()),
         ],
     )
     .await?;
     reset_peak_rss();
     let started = Instant::now();
-    let report = world
-        .service
+    let report = service
         .scheduled(tokio::time::Instant::now() + Duration::from_secs(4 * 3600))
         .await?;
     let wall = started.elapsed();
@@ -437,7 +393,7 @@ async fn fleet(
             "fleet at concurrency {concurrency}: {pairs_complete}/{tenants} complete, {records} records; e.g. {failed:?}"
         );
     }
-    world.stop().await;
+    world.shutdown().await;
     let result = FleetResult {
         concurrency,
         tenants,

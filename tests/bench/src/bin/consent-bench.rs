@@ -7,26 +7,20 @@
 use std::time::Instant;
 
 use defender_emulator::{browser, demo};
+use defender_partner::config::{ENV_CONSENT_REDIRECT_URI, ENV_STATE_KEY_FILE};
 use defender_partner::consent::{CallbackAnswer, ConsentService};
-use defender_partner_bench::{DemoWorld, build_kind, print_latencies};
+use defender_partner_bench::{build_kind, print_latencies};
+use defender_partner_testkit::World;
 
 const ROUNDS: usize = 500;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let world = DemoWorld::start("consent-bench", |folder| {
-        vec![
-            (
-                "DP_STATE_KEY_FILE",
-                folder.join("state-key").display().to_string(),
-            ),
-            (
-                "DP_CONSENT_REDIRECT_URI",
-                demo::CONSENT_REDIRECT_URI_IP.to_owned(),
-            ),
-        ]
-    })
-    .await?;
+    let world = World::builder()
+        .folder_setting(ENV_STATE_KEY_FILE, "state-key")
+        .setting(ENV_CONSENT_REDIRECT_URI, demo::CONSENT_REDIRECT_URI_IP)
+        .start()
+        .await?;
     let services = &world.services;
     let consent = ConsentService::build(services).await?;
 

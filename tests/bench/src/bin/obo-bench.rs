@@ -10,8 +10,9 @@ use defender_partner::api::DefenderApi;
 use defender_partner::entra::{OboProvider, TokenClient};
 use defender_partner::minting::TokenService;
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
-use defender_partner_bench::{DemoWorld, build_kind, print_latencies};
+use defender_partner_bench::{build_kind, print_latencies};
+use defender_partner_testkit::World;
+use defender_partner_testkit::world::active;
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -19,17 +20,12 @@ const ROUNDS: usize = 500;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let world = DemoWorld::start("obo-bench", |_| Vec::new()).await?;
+    let world = World::builder()
+        .tenant(active(demo::CONTOSO_TENANT_ID, "Contoso"))
+        .start()
+        .await?;
     let (emulator, services) = (&world.emulator, &world.services);
     let tenant = TenantId::parse(demo::CONTOSO_TENANT_ID)?;
-    services
-        .registry
-        .upsert(&TenantRecord::new(
-            tenant.clone(),
-            "Contoso",
-            TenantStatus::Active,
-        ))
-        .await?;
     let user_token = emulator
         .handle()
         .mint_user_token(&UserTokenRequest {

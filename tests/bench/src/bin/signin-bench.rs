@@ -6,14 +6,15 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, bail};
-use defender_emulator::demo;
+use anyhow::bail;
+use defender_emulator::{browser, demo};
 use defender_partner::api::DefenderApi;
+use defender_partner::config::{ENV_SIGNIN_REDIRECT_URI, ENV_STATE_KEY};
 use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
-use defender_partner_bench::{DemoWorld, build_kind, print_latencies};
-use url::Url;
+use defender_partner_bench::{build_kind, print_latencies};
+use defender_partner_testkit::World;
+use defender_partner_testkit::world::active;
 
 const ROUNDS: usize = 300;
 const SIGN_INS: usize = 100;
@@ -21,34 +22,19 @@ const REDIRECT_URI: &str = "http://127.0.0.1/signin/callback";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let world = DemoWorld::start("signin-bench", |_| {
-        vec![
-            (
-                "DP_STATE_KEY",
-                "a-bench-state-key-of-at-least-32-characters".to_owned(),
-            ),
-            ("DP_SIGNIN_REDIRECT_URI", REDIRECT_URI.to_owned()),
-        ]
-    })
-    .await?;
-    let (emulator, services) = (&world.emulator, &world.services);
-    let tenant = TenantId::parse(demo::CONTOSO_TENANT_ID)?;
-    services
-        .registry
-        .upsert(&TenantRecord::new(
-            tenant.clone(),
-            "Contoso",
-            TenantStatus::Active,
-        ))
+    let world = World::builder()
+        .setting(ENV_STATE_KEY, "a-bench-state-key-of-at-least-32-characters")
+        .setting(ENV_SIGNIN_REDIRECT_URI, REDIRECT_URI)
+        .tenant(active(demo::CONTOSO_TENANT_ID, "Contoso"))
+        .start()
         .await?;
+    let services = &world.services;
+    let tenant = TenantId::parse(demo::CONTOSO_TENANT_ID)?;
     let signin = SignInService::build(services).await?;
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
 
     let mut callbacks = Vec::with_capacity(SIGN_INS);
     for _ in 0..SIGN_INS {
-        let query = authorize(&signin, &browser, emulator.base_url()).await?;
+        let query = authorize(&signin).await?;
         let started = Instant::now();
         let page = signin.callback(&query).await;
         callbacks.push(started.elapsed());
@@ -108,30 +94,14 @@ async fn main() -> anyhow::Result<()> {
 
 /// What the browser does before the callback: follows the sign-in link, and the analyst accepts
 /// on the emulator's page; answers the query Microsoft redirects back with.
-async fn authorize(
-    signin: &SignInService,
-    browser: &reqwest::Client,
-    emulator: &str,
-) -> anyhow::Result<String> {
+async fn authorize(signin: &SignInService) -> anyhow::Result<String> {
     let link = signin
         .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
         .await?;
-    let url = Url::parse(&link.url)?;
-    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    form.extend([
-        ("authority_tenant".into(), demo::CONTOSO_TENANT_ID.into()),
-        ("user".into(), demo::CONTOSO_ANALYST_UPN.into()),
-        ("decision".into(), "accept".into()),
-    ]);
-    let answer = browser
-        .post(format!("{emulator}/_emulator/signin/decision"))
-        .form(&form)
-        .send()
-        .await?;
-    let location = answer
-        .headers()
-        .get("location")
-        .and_then(|value| value.to_str().ok())
-        .context("the emulator's decision did not redirect")?;
-    Ok(Url::parse(location)?.query().unwrap_or("").to_owned())
+    let location = browser::submit_page(
+        &link.url,
+        &[("user", demo::CONTOSO_ANALYST_UPN), ("decision", "accept")],
+    )
+    .await?;
+    browser::query_of(&location)
 }
