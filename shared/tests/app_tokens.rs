@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use defender_emulator::{Fault, FaultMatch, SecretConfig};
+use defender_emulator::{FaultMatch, SecretConfig};
+use defender_partner::ErrorCode;
 use defender_partner::minting::{MintRequest, TokenService};
-use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::TenantStatus;
-use defender_partner::{CallerError, ErrorCode};
+use defender_partner_testkit::control::delay;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use defender_partner::CallerError;
 #[tokio::test]
 async fn mints_verified_tokens_for_each_api_on_both_endpoints() {
     let fixture = Fixture::start(&[]).await;
@@ -89,16 +90,7 @@ async fn tokens_are_cached_and_concurrent_callers_share_one_request() {
     // Slow the first token answer so every caller arrives while it is in flight.
     fixture
         .handle
-        .push_fault(Fault {
-            matches: FaultMatch::Token,
-            tenant: None,
-            status: None,
-            retry_after: None,
-            count: 1,
-            delay_ms: Some(300),
-            error: None,
-            error_code: None,
-        })
+        .push_fault(delay(FaultMatch::Token, 300, 1))
         .unwrap();
     let callers: Vec<_> = (0..12)
         .map(|_| {
@@ -161,6 +153,7 @@ async fn the_registry_decides_who_gets_tokens() {
         TenantStatus::Offboarded,
     ] {
         fixture
+            .world
             .services
             .registry
             .set_status(&TenantId::parse(CONTOSO).unwrap(), status, None)
@@ -311,7 +304,7 @@ async fn a_rotated_secret_heals_without_a_restart() {
             }],
         )
         .unwrap();
-    write_secret(&fixture.dir.join("credential.json"), "rotated-secret-Qw3");
+    fixture.write_secret("rotated-secret-Qw3");
     let token = fixture.mint(CONTOSO, "mde").await.unwrap();
     assert_eq!(token.tenant_id, CONTOSO);
     let statuses: Vec<u16> = fixture
@@ -407,15 +400,11 @@ async fn a_certificate_credential_mints_with_ps256_and_rs256() {
         .unwrap();
     fixture.handle.set_secrets(CLIENT_ID, vec![]).unwrap();
     for (api, algorithm) in [("m365d", "PS256"), ("mde", "RS256")] {
-        std::fs::write(
-            fixture.dir.join("credential.json"),
-            json!({"client_id": CLIENT_ID, "certificate_pem": certificate.pem, "private_key_pem": certificate.key_pem, "signing_algorithm": algorithm}).to_string(),
-        )
-        .unwrap();
+        fixture.world.write_credential_file(
+            &json!({"client_id": CLIENT_ID, "certificate_pem": certificate.pem, "private_key_pem": certificate.key_pem, "signing_algorithm": algorithm}).to_string(),
+        );
         // A fresh service so the new credential file is read.
-        let services = Services::build(fixture.services.settings.clone())
-            .await
-            .unwrap();
+        let services = fixture.world.new_instance().await.unwrap();
         let token = TokenService::new(&services)
             .mint(&MintRequest {
                 tenant: Some(CONTOSO.into()),
@@ -437,14 +426,10 @@ async fn a_certificate_credential_mints_with_ps256_and_rs256() {
     assert_eq!(assertions, 2);
     // Another key than the registered certificate's: refused as an invalid credential.
     let other = test_certificate();
-    std::fs::write(
-        fixture.dir.join("credential.json"),
-        json!({"client_id": CLIENT_ID, "certificate_pem": certificate.pem, "private_key_pem": other.key_pem}).to_string(),
-    )
-    .unwrap();
-    let services = Services::build(fixture.services.settings.clone())
-        .await
-        .unwrap();
+    fixture.world.write_credential_file(
+        &json!({"client_id": CLIENT_ID, "certificate_pem": certificate.pem, "private_key_pem": other.key_pem}).to_string(),
+    );
+    let services = fixture.world.new_instance().await.unwrap();
     let error = TokenService::new(&services)
         .mint(&MintRequest {
             tenant: Some(CONTOSO.into()),

@@ -3,68 +3,39 @@
 //! before the deadline, the tenant is recorded `pending` with the tenant its administrator
 //! proved, and the fetch cycle's re-verification completes it once Entra answers again.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use defender_emulator::{Fault, FaultMatch, Scenario, browser, demo};
-use defender_partner::config::Settings;
+use defender_emulator::{Fault, FaultMatch, browser, demo};
+use defender_partner::ErrorCode;
+use defender_partner::config::{
+    ENV_CONSENT_PROOF_SECONDS, ENV_CONSENT_REDIRECT_URI, ENV_STATE_KEY, ENV_TOKEN_DEADLINE_SECONDS,
+};
 use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind};
 use defender_partner::deadline;
 use defender_partner::fetch::Reverifier;
 use defender_partner::minting::{MintRequest, TokenService};
-use defender_partner::runtime::Services;
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{Ownership, TenantStatus};
-use defender_partner::{CallerError, ErrorCode};
-use serde_json::json;
+use defender_partner_testkit::World;
 use tokio::time::Instant;
 
+use defender_partner::CallerError;
 fn throttled_for(tenant: &str, retry_after: u64) -> Fault {
-    Fault {
-        matches: FaultMatch::Token,
-        tenant: Some(tenant.to_owned()),
-        status: Some(429),
-        retry_after: Some(retry_after),
-        count: 1000,
-        delay_ms: None,
-        error: None,
-        error_code: None,
-    }
+    Fault::throttle(FaultMatch::Token, retry_after, 1000).for_tenant(tenant)
 }
 
 #[tokio::test]
 async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
-    let emulator =
-        defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await
-            .unwrap();
-    let dir = std::env::temp_dir().join(format!("dp-consent-deadline-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let credential = json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET});
-    let variables = [
-        ("DP_AUTHORITY_HOST", emulator.base_url().to_owned()),
-        ("DP_CREDENTIAL_JSON", credential.to_string()),
-        (
-            "DP_SQLITE_PATH",
-            dir.join("registry.sqlite").display().to_string(),
-        ),
-        ("DP_STATE_KEY", "k".repeat(40)),
-        (
-            "DP_CONSENT_REDIRECT_URI",
-            demo::CONSENT_REDIRECT_URI_IP.to_owned(),
-        ),
-        ("DP_CONSENT_PROOF_SECONDS", "20".to_owned()),
-        ("DP_TOKEN_DEADLINE_SECONDS", "20".to_owned()),
-    ];
-    let settings = Settings::from_lookup(|name| {
-        variables
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.clone())
-    })
-    .unwrap();
-    let services = Services::build(settings).await.unwrap();
-    let consent = ConsentService::build(&services).await.unwrap();
+    let world = World::builder()
+        .setting(ENV_STATE_KEY, "k".repeat(40))
+        .setting(ENV_CONSENT_REDIRECT_URI, demo::CONSENT_REDIRECT_URI_IP)
+        .setting(ENV_CONSENT_PROOF_SECONDS, "20")
+        .setting(ENV_TOKEN_DEADLINE_SECONDS, "20")
+        .start()
+        .await
+        .unwrap();
+    let (emulator, services) = (&world.emulator, &world.services);
+    let consent = ConsentService::build(services).await.unwrap();
     let woodgrove = TenantId::parse(demo::WOODGROVE_TENANT_ID).unwrap();
 
     // The administrator consents (the legacy link: the sign-in is redeemed at `organizations`,
@@ -134,7 +105,7 @@ async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
     );
 
     // mint-token under the same throttling answers at once with the wait, not after it.
-    let minting = TokenService::new(&services);
+    let minting = TokenService::new(services);
     let request = MintRequest {
         tenant: Some(demo::CONTOSO_TENANT_ID.to_owned()),
         api: Some("m365d".to_owned()),
@@ -179,6 +150,5 @@ async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
         .unwrap();
     assert_eq!(record.status, TenantStatus::Active, "{record:?}");
     assert_eq!(record.ownership, Ownership::AdminSignIn);
-    emulator.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    world.shutdown().await;
 }

@@ -2,21 +2,22 @@
 //! tokens, the embedded registry and the local sink. Every assertion is about records: each
 //! change delivered once, nothing missing, whatever happens while paging.
 
-use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use defender_emulator::{
-    DefenderSettingsPatch, EmulatorHandle, Fault, FaultMatch, RunningEmulator, Scenario,
+use defender_emulator::{DefenderSettingsPatch, EmulatorHandle, Fault, FaultMatch};
+use defender_partner::config::fetch::{
+    ENV_DEADLINE_MARGIN_SECONDS, ENV_LOOKBACK_HOURS, ENV_PAGE_SIZE_PREFIX, ENV_SOURCES,
 };
-use defender_partner::config::Settings;
 use defender_partner::defender::Source;
 use defender_partner::fetch::{FetchService, PairResult, PairTask};
-use defender_partner::runtime::Services;
 use defender_partner::sink::{Change, SinkLine};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
+use defender_partner::tenants::TenantStatus;
+use defender_partner_testkit::control::{delay, resource_of};
+use defender_partner_testkit::records::{keys_once, nothing_missing};
+use defender_partner_testkit::world::active;
+use defender_partner_testkit::{World, scenario};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -26,106 +27,64 @@ const ALPHA: &str = "a1a1a1a1-2222-4222-8222-222222222222";
 const BRAVO: &str = "b2b2b2b2-3333-4333-8333-333333333333";
 const CHARLIE: &str = "c3c3c3c3-4444-4444-8444-444444444444";
 
+/// The fetch service of a function on a [`World`] of three tenants with data.
 struct Fixture {
-    emulator: RunningEmulator,
+    world: World,
     handle: EmulatorHandle,
-    dir: PathBuf,
     service: FetchService,
-    services: Services,
-    /// The environment the service was built from: a second instance is built from it.
-    variables: HashMap<String, String>,
-}
-
-fn grants() -> serde_json::Value {
-    json!([
-        {"client_id": CLIENT_ID, "resource": "https://api.security.microsoft.com", "roles": ["Incident.Read.All"]},
-        {"client_id": CLIENT_ID, "resource": "https://api.securitycenter.microsoft.com", "roles": ["Alert.Read.All"]},
-        {"client_id": CLIENT_ID, "resource": "https://graph.microsoft.com", "roles": ["SecurityIncident.Read.All", "SecurityAlert.Read.All"]},
-    ])
 }
 
 impl Fixture {
     async fn start(sizes: [(u32, u32); 3], extra: &[(&str, &str)]) -> Fixture {
-        let tenants: Vec<serde_json::Value> = [ALPHA, BRAVO, CHARLIE]
+        let tenants = [ALPHA, BRAVO, CHARLIE]
             .iter()
             .zip(sizes)
             .enumerate()
             .map(|(index, (id, (incidents, alerts)))| {
-                json!({"id": id, "display_name": format!("Tenant {index}"), "grants": grants(),
-                       "data": {"incidents": incidents, "mde_alerts": alerts, "seed": index + 1, "spacing_seconds": 37}})
+                let mut tenant = scenario::tenant(
+                    id,
+                    &format!("Tenant {index}"),
+                    scenario::fetch_grants(CLIENT_ID),
+                );
+                tenant.data = Some(scenario::data(incidents, alerts, index as u64 + 1, 37));
+                tenant
             })
             .collect();
-        let scenario = Scenario::from_json(
-            &json!({"token_lifetime_seconds": 3600,
-                    "apps": [{"client_id": CLIENT_ID, "display_name": "engine test", "secrets": [{"value": SECRET}]}],
-                    "tenants": tenants})
-            .to_string(),
+        let mut world = World::on(scenario::with(
+            scenario::app(CLIENT_ID, "engine test", &[SECRET]),
+            tenants,
+        ))
+        .data_apis()
+        .local_sink()
+        .setting(
+            ENV_SOURCES,
+            "m365d-incidents,graph-incidents,mde-alerts,graph-alerts",
         )
-        .unwrap();
-        let emulator =
-            defender_emulator::start(scenario, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                .await
-                .unwrap();
-        let handle = emulator.handle();
-        let dir = std::env::temp_dir().join(format!("dp-engine-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let base = emulator.base_url().to_owned();
-        let mut variables: HashMap<String, String> = HashMap::from([
-            ("DP_AUTHORITY_HOST".into(), base.clone()),
-            ("DP_API_BASE_M365D".into(), base.clone()),
-            ("DP_API_BASE_MDE".into(), base.clone()),
-            ("DP_API_BASE_GRAPH".into(), base.clone()),
-            (
-                "DP_CREDENTIAL_JSON".into(),
-                json!({"client_id": CLIENT_ID, "client_secret": SECRET}).to_string(),
-            ),
-            (
-                "DP_SQLITE_PATH".into(),
-                dir.join("registry.sqlite").display().to_string(),
-            ),
-            ("DP_SINK_DIR".into(), dir.join("sink").display().to_string()),
-            (
-                "DP_SOURCES".into(),
-                "m365d-incidents,graph-incidents,mde-alerts,graph-alerts".into(),
-            ),
-            ("DP_PAGE_SIZE_MDE_ALERTS".into(), "200".into()),
-            ("DP_FETCH_LOOKBACK_HOURS".into(), "720".into()),
-            ("DP_DEADLINE_MARGIN_SECONDS".into(), "2".into()),
-        ]);
+        .setting(&format!("{ENV_PAGE_SIZE_PREFIX}MDE_ALERTS"), "200")
+        .setting(ENV_LOOKBACK_HOURS, "720")
+        .setting(ENV_DEADLINE_MARGIN_SECONDS, "2")
+        .tenants([ALPHA, BRAVO, CHARLIE].map(|tenant| active(tenant, tenant)));
         for (name, value) in extra {
-            variables.insert((*name).into(), (*value).into());
+            world = world.setting(name, *value);
         }
-        let lookup = |name: &str| variables.get(name).cloned();
-        let services = Services::build(Settings::from_lookup(lookup).unwrap())
+        let world = world.start().await.unwrap();
+        let service = FetchService::build(&world.services, world.lookup())
             .await
             .unwrap();
-        for tenant in [ALPHA, BRAVO, CHARLIE] {
-            let record = TenantRecord::new(
-                TenantId::parse(tenant).unwrap(),
-                tenant,
-                TenantStatus::Active,
-            );
-            services.registry.upsert(&record).await.unwrap();
-        }
-        let service = FetchService::build(&services, lookup).await.unwrap();
         Fixture {
-            emulator,
-            handle,
-            dir,
+            handle: world.handle(),
             service,
-            services,
-            variables,
+            world,
         }
     }
 
     /// Another function instance on the same registry file, sink and APIs (what a second
     /// Lambda sandbox is): its own token cache and store connection.
     async fn second_instance(&self) -> FetchService {
-        let lookup = |name: &str| self.variables.get(name).cloned();
-        let services = Services::build(Settings::from_lookup(lookup).unwrap())
+        let services = self.world.new_instance().await.unwrap();
+        FetchService::build(&services, self.world.lookup())
             .await
-            .unwrap();
-        FetchService::build(&services, lookup).await.unwrap()
+            .unwrap()
     }
 
     async fn run(&self) -> Vec<defender_partner::fetch::PairOutcome> {
@@ -137,144 +96,21 @@ impl Fixture {
     }
 
     fn lines(&self) -> Vec<SinkLine> {
-        let mut lines = Vec::new();
-        collect(&self.dir.join("sink"), &mut lines);
-        lines
+        self.world.sink_lines()
     }
 
     /// What the API holds now for a tenant's source: id → last-update, read straight from it.
     async fn truth(&self, tenant: &str, source: Source) -> HashMap<String, String> {
-        let http = reqwest::Client::new();
-        let answer: serde_json::Value = http
-            .post(format!(
-                "{}/{tenant}/oauth2/v2.0/token",
-                self.emulator.base_url()
-            ))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", CLIENT_ID),
-                ("client_secret", SECRET),
-                ("scope", &format!("{}/.default", source_resource(source))),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
+        let control = self.world.control();
+        let token = control
+            .app_token(tenant, resource_of(source), CLIENT_ID, SECRET)
             .await
             .unwrap();
-        let token = answer["access_token"].as_str().unwrap().to_owned();
-        let (path, id_field, time_field, top) = match source {
-            Source::M365dIncidents => ("api/incidents", "incidentId", "lastUpdateTime", 100),
-            Source::GraphIncidents => ("v1.0/security/incidents", "id", "lastUpdateDateTime", 50),
-            Source::MdeAlerts => ("api/alerts", "id", "lastUpdateTime", 10_000),
-            Source::GraphAlerts => ("v1.0/security/alerts_v2", "id", "lastUpdateDateTime", 1000),
-        };
-        let mut found = HashMap::new();
-        let mut skip = 0;
-        // Graph refuses `$skip` above 500: its pages are followed by their links.
-        let mut next = format!("{}/{path}?$top={top}", self.emulator.base_url());
-        let mut visited: Vec<(String, usize, bool)> = Vec::new();
-        loop {
-            let body: serde_json::Value = http
-                .get(&next)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let page = body["value"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{next}: {body} after {visited:?}"))
-                .clone();
-            for record in &page {
-                let id = &record[id_field];
-                let id = id
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| id.to_string());
-                found.insert(id, record[time_field].as_str().unwrap().to_owned());
-            }
-            visited.push((
-                next.clone(),
-                page.len(),
-                body.get("@odata.nextLink").is_some(),
-            ));
-            if let Some(link) = body["@odata.nextLink"].as_str() {
-                next = link.to_owned();
-                continue;
-            }
-            // Graph pages by links only (the emulator's are reliable unless told otherwise).
-            if page.len() < top || path.starts_with("v1.0/") {
-                return found;
-            }
-            skip += top;
-            next = format!(
-                "{}/{path}?$top={top}&$skip={skip}",
-                self.emulator.base_url()
-            );
-        }
+        control.truth(tenant, source, &token).await.unwrap()
     }
 
     async fn stop(self) {
-        self.emulator.shutdown().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn source_resource(source: Source) -> &'static str {
-    match source {
-        Source::M365dIncidents => "https://api.security.microsoft.com",
-        Source::GraphIncidents => "https://graph.microsoft.com",
-        Source::MdeAlerts => "https://api.securitycenter.microsoft.com",
-        Source::GraphAlerts => "https://graph.microsoft.com",
-    }
-}
-
-fn collect(dir: &Path, lines: &mut Vec<SinkLine>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect(&path, lines);
-        } else if path.extension().is_some_and(|ext| ext == "ndjson") {
-            lines.extend(SinkLine::parse_all(&std::fs::read(&path).unwrap()).unwrap());
-        }
-    }
-}
-
-/// Every (id, last-update) the API holds now is in the sink.
-fn assert_nothing_missing(
-    lines: &[SinkLine],
-    tenant: &str,
-    source: Source,
-    truth: &HashMap<String, String>,
-) {
-    let delivered: HashSet<(String, String)> = lines
-        .iter()
-        .filter(|line| line.tenant_id.as_str() == tenant && line.source == source)
-        .map(|line| (line.id.clone(), line.last_update_time.clone()))
-        .collect();
-    for (id, last_update) in truth {
-        assert!(
-            delivered.contains(&(id.clone(), last_update.clone())),
-            "{tenant} {} {id} @ {last_update} missing",
-            source.as_str()
-        );
-    }
-}
-
-fn keys_once(lines: &[SinkLine]) {
-    let mut seen = HashSet::new();
-    for line in lines {
-        assert!(
-            seen.insert(line.key.clone()),
-            "{} delivered twice",
-            line.key
-        );
+        self.world.shutdown().await;
     }
 }
 
@@ -291,7 +127,7 @@ async fn three_tenants_three_sources_each_change_once() {
     for tenant in [ALPHA, BRAVO, CHARLIE] {
         for source in Source::ALL {
             let truth = fixture.truth(tenant, source).await;
-            assert_nothing_missing(&lines, tenant, source, &truth);
+            nothing_missing(&lines, tenant, source, &truth);
             let count = lines
                 .iter()
                 .filter(|l| l.tenant_id.as_str() == tenant && l.source == source)
@@ -325,7 +161,7 @@ async fn three_tenants_three_sources_each_change_once() {
     assert_eq!(m365d.new, 0);
     let lines = fixture.lines();
     keys_once(&lines);
-    assert_nothing_missing(
+    nothing_missing(
         &lines,
         ALPHA,
         Source::M365dIncidents,
@@ -378,21 +214,15 @@ async fn records_changing_while_paging_are_not_missed() {
     let lines = fixture.lines();
     keys_once(&lines);
     for source in [Source::M365dIncidents, Source::GraphIncidents] {
-        assert_nothing_missing(&lines, ALPHA, source, &fixture.truth(ALPHA, source).await);
+        nothing_missing(&lines, ALPHA, source, &fixture.truth(ALPHA, source).await);
     }
     fixture.stop().await;
 }
 
 fn data_fault(status: u16, retry_after: Option<u64>, count: u32) -> Fault {
     Fault {
-        matches: FaultMatch::Data,
-        tenant: Some(ALPHA.into()),
-        status: Some(status),
         retry_after,
-        count,
-        delay_ms: None,
-        error: None,
-        error_code: None,
+        ..Fault::status(FaultMatch::Data, status, count).for_tenant(ALPHA)
     }
 }
 
@@ -438,7 +268,7 @@ async fn throttling_outages_and_revocation_stay_with_their_tenant() {
     );
     let lines = fixture.lines();
     keys_once(&lines);
-    assert_nothing_missing(
+    nothing_missing(
         &lines,
         ALPHA,
         Source::M365dIncidents,
@@ -459,6 +289,7 @@ async fn throttling_outages_and_revocation_stay_with_their_tenant() {
         "{alpha:?}"
     );
     let checkpoint = fixture
+        .world
         .services
         .checkpoints
         .checkpoint(&TenantId::parse(ALPHA).unwrap(), "m365d-incidents")
@@ -474,6 +305,7 @@ async fn throttling_outages_and_revocation_stay_with_their_tenant() {
     // Consent withdrawn: the tenant is marked revoked; the others go on.
     fixture.handle.revoke_consent(BRAVO, CLIENT_ID).unwrap();
     fixture
+        .world
         .services
         .tokens
         .invalidate(
@@ -491,6 +323,7 @@ async fn throttling_outages_and_revocation_stay_with_their_tenant() {
         "{bravo:?}"
     );
     let record = fixture
+        .world
         .services
         .registry
         .get(&TenantId::parse(BRAVO).unwrap())
@@ -546,7 +379,7 @@ async fn a_run_cut_by_its_deadline_resumes_and_tokens_expiring_mid_run_refresh()
     assert!(partial_runs >= 1, "the deadline cut at least one run");
     let lines = fixture.lines();
     keys_once(&lines);
-    assert_nothing_missing(
+    nothing_missing(
         &lines,
         ALPHA,
         Source::GraphIncidents,
@@ -620,6 +453,7 @@ async fn a_wrong_client_id_does_not_mark_the_fleet_revoked() {
     }
     for tenant in [ALPHA, BRAVO, CHARLIE] {
         let record = fixture
+            .world
             .services
             .registry
             .get(&TenantId::parse(tenant).unwrap())
@@ -665,7 +499,7 @@ async fn a_short_page_with_a_next_link_does_not_end_the_window() {
         .unwrap();
     let truth = fixture.truth(ALPHA, Source::GraphIncidents).await;
     assert_eq!(truth.len(), 230);
-    assert_nothing_missing(&lines, ALPHA, Source::GraphIncidents, &truth);
+    nothing_missing(&lines, ALPHA, Source::GraphIncidents, &truth);
     fixture.stop().await;
 }
 
@@ -678,6 +512,7 @@ async fn a_short_run_leaves_pending_tenants_for_the_next_cycle() {
     .await;
     let alpha = TenantId::parse(ALPHA).unwrap();
     fixture
+        .world
         .services
         .registry
         .set_status(&alpha, TenantStatus::Pending, None)
@@ -691,6 +526,7 @@ async fn a_short_run_leaves_pending_tenants_for_the_next_cycle() {
         .await
         .unwrap();
     let record = fixture
+        .world
         .services
         .registry
         .get(&alpha)
@@ -718,6 +554,7 @@ async fn a_short_run_leaves_pending_tenants_for_the_next_cycle() {
     // With time enough, the next cycle proves it.
     fixture.run().await;
     let record = fixture
+        .world
         .services
         .registry
         .get(&alpha)
@@ -741,6 +578,7 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
     .await;
     let alpha = TenantId::parse(ALPHA).unwrap();
     fixture
+        .world
         .services
         .registry
         .set_status(
@@ -752,6 +590,7 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
         .unwrap();
     let outcomes = fixture.run().await;
     let record = fixture
+        .world
         .services
         .registry
         .get(&alpha)
@@ -774,6 +613,7 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
     let bravo = TenantId::parse(BRAVO).unwrap();
     fixture.handle.revoke_consent(BRAVO, CLIENT_ID).unwrap();
     fixture
+        .world
         .services
         .registry
         .set_status(&bravo, TenantStatus::Pending, None)
@@ -782,6 +622,7 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
     let outcomes = fixture.run().await;
     assert!(outcomes.iter().all(|outcome| outcome.tenant_id != bravo));
     let record = fixture
+        .world
         .services
         .registry
         .get(&bravo)
@@ -793,6 +634,7 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
     // A pending claim whose ownership nobody proved (an older release's callback) is never
     // activated by the cycle, though Entra would give its token: that is the operator's call.
     let mut claim = fixture
+        .world
         .services
         .registry
         .get(&alpha)
@@ -801,10 +643,17 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
         .unwrap();
     claim.status = TenantStatus::Pending;
     claim.ownership = defender_partner::tenants::Ownership::Unverified;
-    fixture.services.registry.replace(&claim).await.unwrap();
+    fixture
+        .world
+        .services
+        .registry
+        .replace(&claim)
+        .await
+        .unwrap();
     let outcomes = fixture.run().await;
     assert!(outcomes.iter().all(|outcome| outcome.tenant_id != alpha));
     let record = fixture
+        .world
         .services
         .registry
         .get(&alpha)
@@ -848,16 +697,7 @@ async fn overlapping_runs_of_one_pair_deliver_each_change_once() {
         // Slow pages, so that the two runs overlap whatever the scheduling.
         fixture
             .handle
-            .push_fault(Fault {
-                matches: FaultMatch::Data,
-                tenant: Some(ALPHA.into()),
-                status: None,
-                retry_after: None,
-                count: 8,
-                delay_ms: Some(150),
-                error: None,
-                error_code: None,
-            })
+            .push_fault(delay(FaultMatch::Data, 150, 8).for_tenant(ALPHA))
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mine, theirs) = tokio::join!(
@@ -881,7 +721,7 @@ async fn overlapping_runs_of_one_pair_deliver_each_change_once() {
     );
     assert_eq!(duplicates, 0, "records delivered twice");
     assert_eq!(busy, rounds, "one run of each round skips the pair as busy");
-    assert_nothing_missing(
+    nothing_missing(
         &lines,
         ALPHA,
         Source::M365dIncidents,

@@ -1,65 +1,42 @@
 //! `mint-token`'s service with a `user_token`: the on-behalf-of answer a calling workflow gets,
 //! and the typed refusals — the registry and the emulator's demo scenario in one process.
 
-use std::net::{Ipv4Addr, SocketAddr};
-
-use defender_emulator::{RunningEmulator, Scenario, UserTokenRequest, demo};
-use defender_partner::config::Settings;
+use defender_emulator::{UserTokenRequest, demo};
+use defender_partner::ErrorCode;
+use defender_partner::config::ENV_TOKEN_DEADLINE_SECONDS;
 use defender_partner::edge::EdgeError;
 use defender_partner::minting::TokenService;
-use defender_partner::runtime::Services;
-use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
-use defender_partner::{CallerError, ErrorCode};
+use defender_partner_testkit::World;
+use defender_partner_testkit::world::active;
 use serde_json::{Value, json};
 
+use defender_partner::CallerError;
+/// The token service of a function on a [`World`] of the demo scenario, Contoso and Fabrikam
+/// registered.
 struct Fixture {
-    emulator: RunningEmulator,
+    world: World,
     service: TokenService,
-    dir: std::path::PathBuf,
 }
 
 impl Fixture {
     async fn start() -> Fixture {
-        let emulator =
-            defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                .await
-                .unwrap();
-        let dir = std::env::temp_dir().join(format!("dp-mint-obo-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let base_url = emulator.base_url().to_owned();
-        let registry = dir.join("registry.sqlite").display().to_string();
-        let credential =
-            json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET}).to_string();
-        let settings = Settings::from_lookup(|name| match name {
-            "DP_AUTHORITY_HOST" => Some(base_url.clone()),
-            "DP_CREDENTIAL_JSON" => Some(credential.clone()),
-            "DP_SQLITE_PATH" => Some(registry.clone()),
-            "DP_TOKEN_DEADLINE_SECONDS" => Some("10".into()),
-            _ => None,
-        })
-        .unwrap();
-        let services = Services::build(settings).await.unwrap();
-        for tenant in [demo::CONTOSO_TENANT_ID, demo::FABRIKAM_TENANT_ID] {
-            services
-                .registry
-                .upsert(&TenantRecord::new(
-                    TenantId::parse(tenant).unwrap(),
-                    tenant,
-                    TenantStatus::Active,
-                ))
-                .await
-                .unwrap();
-        }
+        let world = World::builder()
+            .setting(ENV_TOKEN_DEADLINE_SECONDS, "10")
+            .tenants(
+                [demo::CONTOSO_TENANT_ID, demo::FABRIKAM_TENANT_ID]
+                    .map(|tenant| active(tenant, tenant)),
+            )
+            .start()
+            .await
+            .unwrap();
         Fixture {
-            service: TokenService::new(&services),
-            emulator,
-            dir,
+            service: TokenService::new(&world.services),
+            world,
         }
     }
 
     fn user_token(&self, tenant: &str, user: &str) -> String {
-        self.emulator
+        self.world
             .handle()
             .mint_user_token(&UserTokenRequest {
                 tenant: tenant.into(),
@@ -75,8 +52,7 @@ impl Fixture {
     }
 
     async fn stop(self) {
-        self.emulator.shutdown().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.world.shutdown().await;
     }
 }
 

@@ -61,7 +61,7 @@ async fn no_token_or_secret_reaches_the_logs() {
             }],
         )
         .unwrap();
-    write_secret(&fixture.dir.join("credential.json"), "rotated-secret-Lk9");
+    fixture.write_secret("rotated-secret-Lk9");
     tokens.push(
         fixture
             .mint(CONTOSO, "m365d")

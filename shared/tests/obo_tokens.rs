@@ -2,26 +2,25 @@
 //! demo scenario (Contoso's analyst and MFA user, Fabrikam's analyst without consent) on a
 //! loopback port.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use defender_emulator::{
-    CredentialKind, Fault, FaultMatch, RunningEmulator, Scenario, UserTokenRequest, demo,
-};
+use defender_emulator::{CredentialKind, Fault, FaultMatch, UserTokenRequest, demo};
+use defender_partner::ErrorCode;
 use defender_partner::api::DefenderApi;
-use defender_partner::config::Settings;
+use defender_partner::config::ENV_TOKEN_DEADLINE_SECONDS;
 use defender_partner::entra::{OboError, OboProvider, TokenClient};
-use defender_partner::secrets::{CredentialStore, InlineSource};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::{CallerError, ErrorCode};
+use defender_partner_testkit::World;
+use defender_partner_testkit::control::delay;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+use defender_partner::CallerError;
+/// The on-behalf-of provider of a function on a [`World`] of the demo scenario.
 struct Fixture {
-    emulator: RunningEmulator,
+    world: World,
     provider: OboProvider,
-    settings: Settings,
 }
 
 impl Fixture {
@@ -34,29 +33,19 @@ impl Fixture {
     async fn start_with(credential: String) -> Fixture {
         // Every test logs into the capture, installed before any of them logs anything.
         logs();
-        let emulator =
-            defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                .await
-                .unwrap();
-        let base_url = emulator.base_url().to_owned();
-        let settings = Settings::from_lookup(|name| match name {
-            "DP_AUTHORITY_HOST" => Some(base_url.clone()),
-            "DP_CREDENTIAL_JSON" => Some(credential.clone()),
-            "DP_TOKEN_DEADLINE_SECONDS" => Some("10".into()),
-            _ => None,
-        })
-        .unwrap();
-        let client = TokenClient::new(reqwest::Client::new(), settings.endpoints.clone());
-        let credentials = Arc::new(CredentialStore::new(
-            Arc::new(InlineSource(SecretString::from(credential))),
-            Duration::from_secs(300),
-        ));
-        let provider = OboProvider::new(client, credentials, settings.token.clone());
-        Fixture {
-            emulator,
-            provider,
-            settings,
-        }
+        let world = World::builder()
+            .credential_json(credential)
+            .setting(ENV_TOKEN_DEADLINE_SECONDS, "10")
+            .start()
+            .await
+            .unwrap();
+        let services = &world.services;
+        let provider = OboProvider::new(
+            TokenClient::new(services.http.clone(), services.settings.endpoints.clone()),
+            services.credentials.clone(),
+            services.settings.token.clone(),
+        );
+        Fixture { world, provider }
     }
 
     /// A user token as the calling app would receive it (`aud` = our app unless said).
@@ -68,6 +57,7 @@ impl Fixture {
         expires_in: Option<i64>,
     ) -> SecretString {
         let minted = self
+            .world
             .emulator
             .handle()
             .mint_user_token(&UserTokenRequest {
@@ -94,19 +84,20 @@ impl Fixture {
                 &TenantId::parse(tenant).unwrap(),
                 api,
                 user_token,
-                self.settings.required_scopes(api),
+                self.world.services.settings.required_scopes(api),
             )
             .await
     }
 
     /// Requests that reached the token endpoint.
     fn token_requests(&self) -> usize {
-        self.emulator.handle().token_requests().len()
+        self.world.emulator.handle().token_requests().len()
     }
 
     /// On-behalf-of exchanges the emulator answered with a token.
     fn obo_grants(&self) -> Vec<defender_emulator::DelegatedTokenRecord> {
-        self.emulator
+        self.world
+            .emulator
             .handle()
             .delegated_tokens()
             .into_iter()
@@ -236,7 +227,7 @@ async fn exchanges_a_user_token_and_caches_it_per_user() {
             .iter()
             .all(|grant| grant.client_id == demo::CLIENT_ID)
     );
-    fixture.emulator.shutdown().await;
+    fixture.world.shutdown().await;
 }
 
 #[tokio::test]
@@ -294,7 +285,7 @@ async fn bad_user_tokens_are_refused_before_entra_is_called() {
     assert_eq!(error.code(), ErrorCode::UserTokenInvalid);
 
     assert_eq!(fixture.token_requests(), 0, "Entra ID was never called");
-    fixture.emulator.shutdown().await;
+    fixture.world.shutdown().await;
 }
 
 #[tokio::test]
@@ -330,7 +321,7 @@ async fn consent_and_mfa_errors_reach_the_caller_typed() {
     let raw = reqwest::Client::new()
         .post(format!(
             "{}/{}/oauth2/v2.0/token",
-            fixture.emulator.base_url(),
+            fixture.world.emulator.base_url(),
             demo::CONTOSO_TENANT_ID
         ))
         .form(&[
@@ -362,25 +353,17 @@ async fn consent_and_mfa_errors_reach_the_caller_typed() {
         .exchange(demo::CONTOSO_TENANT_ID, DefenderApi::Mde, &analyst)
         .await
         .unwrap();
-    fixture.emulator.shutdown().await;
+    fixture.world.shutdown().await;
 }
 
 #[tokio::test]
 async fn concurrent_callers_for_one_user_share_one_exchange() {
     let fixture = Arc::new(Fixture::start().await);
     fixture
+        .world
         .emulator
         .handle()
-        .push_fault(Fault {
-            matches: FaultMatch::Token,
-            tenant: None,
-            status: None,
-            retry_after: None,
-            count: 1,
-            delay_ms: Some(300),
-            error: None,
-            error_code: None,
-        })
+        .push_fault(delay(FaultMatch::Token, 300, 1))
         .unwrap();
     let analyst = fixture.user_token(
         demo::CONTOSO_TENANT_ID,
@@ -418,16 +401,7 @@ async fn concurrent_callers_for_one_user_share_one_exchange() {
 #[tokio::test]
 async fn throttling_is_retried_or_passed_on_with_its_wait() {
     let fixture = Fixture::start().await;
-    let throttle = |retry_after: u64| Fault {
-        matches: FaultMatch::Token,
-        tenant: None,
-        status: Some(429),
-        retry_after: Some(retry_after),
-        count: 1,
-        delay_ms: None,
-        error: None,
-        error_code: None,
-    };
+    let throttle = |retry_after: u64| Fault::throttle(FaultMatch::Token, retry_after, 1);
     let analyst = fixture.user_token(
         demo::CONTOSO_TENANT_ID,
         demo::CONTOSO_ANALYST_UPN,
@@ -435,21 +409,31 @@ async fn throttling_is_retried_or_passed_on_with_its_wait() {
         None,
     );
     // A wait that fits in the deadline: retried after it, then a token.
-    fixture.emulator.handle().push_fault(throttle(1)).unwrap();
+    fixture
+        .world
+        .emulator
+        .handle()
+        .push_fault(throttle(1))
+        .unwrap();
     fixture
         .exchange(demo::CONTOSO_TENANT_ID, DefenderApi::M365d, &analyst)
         .await
         .unwrap();
     assert_eq!(fixture.token_requests(), 2);
     // A wait past the deadline: the throttle is handed back with Microsoft's wait.
-    fixture.emulator.handle().push_fault(throttle(120)).unwrap();
+    fixture
+        .world
+        .emulator
+        .handle()
+        .push_fault(throttle(120))
+        .unwrap();
     let error = fixture
         .exchange(demo::CONTOSO_TENANT_ID, DefenderApi::Graph, &analyst)
         .await
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::Throttled);
     assert_eq!(error.retry_after(), Some(Duration::from_secs(120)));
-    fixture.emulator.shutdown().await;
+    fixture.world.shutdown().await;
 }
 
 #[tokio::test]
@@ -464,7 +448,7 @@ async fn a_certificate_credential_exchanges_with_a_client_assertion() {
             .to_string(),
     )
     .await;
-    let handle = fixture.emulator.handle();
+    let handle = fixture.world.emulator.handle();
     handle
         .set_certificates(
             demo::CLIENT_ID,
@@ -487,7 +471,7 @@ async fn a_certificate_credential_exchanges_with_a_client_assertion() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].credential, Some(CredentialKind::Assertion));
     assert_eq!(requests[0].status, 200);
-    fixture.emulator.shutdown().await;
+    fixture.world.shutdown().await;
 }
 
 /// Everything any test of this binary logged, at TRACE, every crate (HTTP client included). One
@@ -573,7 +557,7 @@ async fn no_user_or_delegated_token_reaches_the_logs() {
             .unwrap_err();
         tracing::warn!(error = %error, debug = ?error, "exchange refused");
     }
-    fixture.emulator.shutdown().await;
+    fixture.world.shutdown().await;
 
     let logs = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
     assert!(

@@ -3,32 +3,27 @@
 //! follow, the callback redeems the code and keeps the refresh token sealed; `mint-token`'s service
 //! then mints for that user from the stored sign-in, rotating the token, until it is revoked.
 
-use std::net::{Ipv4Addr, SocketAddr};
-
-use defender_emulator::{RunningEmulator, Scenario, demo};
-use defender_partner::config::Settings;
+use defender_emulator::browser::Page;
+use defender_emulator::demo;
+use defender_partner::ErrorCode;
+use defender_partner::config::{
+    ENV_SIGNIN_REDIRECT_URI, ENV_STATE_KEY, ENV_TOKEN_DEADLINE_SECONDS, Settings,
+};
 use defender_partner::minting::{MintError, MintRequest, TokenService};
-use defender_partner::runtime::Services;
 use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
-use defender_partner::{CallerError, ErrorCode};
+use defender_partner_testkit::World;
+use defender_partner_testkit::world::active;
 use secrecy::ExposeSecret;
 use url::Url;
 
+use defender_partner::CallerError;
 const REDIRECT_URI: &str = "http://127.0.0.1/signin/callback";
 
+/// The sign-in service of a function on a [`World`] of the demo scenario, Contoso registered.
 struct Fixture {
-    emulator: RunningEmulator,
-    services: Services,
+    world: World,
     signin: SignInService,
-    folder: std::path::PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.folder);
-    }
 }
 
 impl Fixture {
@@ -37,42 +32,18 @@ impl Fixture {
     }
 
     /// As [`Fixture::start`], with the settings adjusted first.
-    async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Fixture {
-        let emulator =
-            defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                .await
-                .unwrap();
-        let folder = std::env::temp_dir().join(format!("dp-signin-{}", uuid::Uuid::new_v4()));
-        let base_url = emulator.base_url().to_owned();
-        let sqlite = folder.join("store.sqlite").display().to_string();
-        let credential =
-            serde_json::json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET})
-                .to_string();
-        let mut settings = Settings::from_lookup(|name| match name {
-            "DP_AUTHORITY_HOST" => Some(base_url.clone()),
-            "DP_CREDENTIAL_JSON" => Some(credential.clone()),
-            "DP_SQLITE_PATH" => Some(sqlite.clone()),
-            "DP_STATE_KEY" => Some("a-test-state-key-of-at-least-32-characters".into()),
-            "DP_SIGNIN_REDIRECT_URI" => Some(REDIRECT_URI.into()),
-            "DP_TOKEN_DEADLINE_SECONDS" => Some("10".into()),
-            _ => None,
-        })
-        .unwrap();
-        adjust(&mut settings);
-        let services = Services::build(settings).await.unwrap();
-        let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
-        services
-            .registry
-            .insert(&TenantRecord::new(contoso, "Contoso", TenantStatus::Active))
+    async fn start_with(adjust: impl FnOnce(&mut Settings) + Send + 'static) -> Fixture {
+        let world = World::builder()
+            .setting(ENV_STATE_KEY, "a-test-state-key-of-at-least-32-characters")
+            .setting(ENV_SIGNIN_REDIRECT_URI, REDIRECT_URI)
+            .setting(ENV_TOKEN_DEADLINE_SECONDS, "10")
+            .adjust(adjust)
+            .tenant(active(demo::CONTOSO_TENANT_ID, "Contoso"))
+            .start()
             .await
             .unwrap();
-        let signin = SignInService::build(&services).await.unwrap();
-        Fixture {
-            emulator,
-            services,
-            signin,
-            folder,
-        }
+        let signin = SignInService::build(&world.services).await.unwrap();
+        Fixture { world, signin }
     }
 
     /// What the browser does: opens the link, the user picks `user` and decides; answers the
@@ -89,37 +60,27 @@ impl Fixture {
             .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
             .await
             .unwrap();
-        let url = Url::parse(&link.url).unwrap();
-        assert!(url.as_str().starts_with(self.emulator.base_url()));
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let page = http.get(url.clone()).send().await.unwrap();
-        assert_eq!(page.status(), 200, "the authorize page is shown");
-        let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-        form.push(("authority_tenant".into(), authority_tenant.into()));
-        form.push(("user".into(), user.into()));
-        form.push(("decision".into(), decision.into()));
-        let answer = http
-            .post(format!(
-                "{}/_emulator/signin/decision",
-                self.emulator.base_url()
-            ))
-            .form(&form)
-            .send()
+        assert!(link.url.starts_with(self.world.base_url()));
+        let page = Page::open(&link.url).await.unwrap();
+        assert_eq!(page.status, 200, "the authorize page is shown");
+        let answer = page
+            .submit(&[
+                ("authority_tenant", authority_tenant),
+                ("user", user),
+                ("decision", decision),
+            ])
             .await
             .unwrap();
-        assert_eq!(answer.status(), 302);
-        let location = Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap();
+        assert_eq!(answer.status, 302);
+        let location = Url::parse(&answer.location.unwrap()).unwrap();
         assert_eq!(location.path(), "/signin/callback");
         location.query().unwrap_or("").to_owned()
     }
 
     /// A fresh `mint-token` service (a cold start): its token cache is empty.
     async fn mint_service(&self) -> TokenService {
-        let stored = StoredSignIns::build(&self.services).await.unwrap();
-        TokenService::new(&self.services).with_stored_sign_ins(stored)
+        let stored = StoredSignIns::build(&self.world.services).await.unwrap();
+        TokenService::new(&self.world.services).with_stored_sign_ins(stored)
     }
 }
 
@@ -159,6 +120,7 @@ async fn sign_in_keeps_a_sealed_refresh_token_that_mints_rotates_and_dies_when_r
     // Stored, sealed: the refresh token is not readable in the store.
     let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
     let stored = fixture
+        .world
         .services
         .signed_in
         .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
@@ -171,7 +133,7 @@ async fn sign_in_keeps_a_sealed_refresh_token_that_mints_rotates_and_dies_when_r
     assert_eq!(fixture.signin.callback(&query).await.status, 409);
 
     // Minting from the stored sign-in, twice from two cold caches: each redeems and rotates.
-    let handle = fixture.emulator.handle();
+    let handle = fixture.world.handle();
     let minted = fixture
         .mint_service()
         .await
@@ -191,6 +153,7 @@ async fn sign_in_keeps_a_sealed_refresh_token_that_mints_rotates_and_dies_when_r
         "rotated once"
     );
     let rotated = fixture
+        .world
         .services
         .signed_in
         .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
@@ -225,6 +188,7 @@ async fn sign_in_keeps_a_sealed_refresh_token_that_mints_rotates_and_dies_when_r
     assert_eq!(error.code(), ErrorCode::SignInRequired, "{error}");
     assert!(
         fixture
+            .world
             .services
             .signed_in
             .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
@@ -253,6 +217,7 @@ async fn a_declined_sign_in_keeps_nothing_and_minting_needs_the_enabled_function
     let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
     assert!(
         fixture
+            .world
             .services
             .signed_in
             .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
@@ -289,7 +254,7 @@ async fn a_declined_sign_in_keeps_nothing_and_minting_needs_the_enabled_function
     }
 
     // The plain mint-token deployment does not act for stored sign-ins.
-    let error = TokenService::new(&fixture.services)
+    let error = TokenService::new(&fixture.world.services)
         .mint(&request(demo::CONTOSO_ANALYST_OID))
         .await
         .unwrap_err();
@@ -321,7 +286,8 @@ impl Fixture {
 
     async fn stored_analyst(&self) -> Option<defender_partner::tenants::SignedInUser> {
         let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
-        self.services
+        self.world
+            .services
             .signed_in
             .signed_in_user(&contoso, demo::CONTOSO_ANALYST_OID)
             .await
@@ -358,6 +324,7 @@ async fn concurrent_mints_for_one_user_never_lose_the_sign_in() {
     let after_two_instances = fixture.stored_analyst().await.expect("still signed in");
     assert_eq!(after_two_instances.version, after_one_instance.version + 2);
     let counts = fixture
+        .world
         .emulator
         .handle()
         .refresh_token_counts(demo::CONTOSO_TENANT_ID, demo::CONTOSO_ANALYST_UPN)
@@ -383,6 +350,7 @@ async fn an_unreadable_sign_in_asks_for_a_new_one_and_is_kept() {
     let last = stored.sealed_refresh_token.len() - 1;
     stored.sealed_refresh_token[last] ^= 0x55;
     fixture
+        .world
         .services
         .signed_in
         .save_sign_in(&stored)
@@ -462,6 +430,7 @@ async fn a_sign_in_to_another_tenant_keeps_nothing() {
     let fixture = Fixture::start().await;
     // Fabrikam's users may sign in to the app too; but the link was for Contoso.
     fixture
+        .world
         .emulator
         .handle()
         .set_delegated_grant(
@@ -494,6 +463,7 @@ async fn a_sign_in_to_another_tenant_keeps_nothing() {
     let fabrikam = TenantId::parse(demo::FABRIKAM_TENANT_ID).unwrap();
     assert!(
         fixture
+            .world
             .services
             .signed_in
             .signed_in_user(&fabrikam, demo::FABRIKAM_ANALYST_OID)
@@ -524,6 +494,7 @@ async fn the_page_says_when_the_granted_permissions_are_not_enough() {
     let fixture = Fixture::start().await;
     // Contoso's administrator consented to a permission of the API that reads no incidents.
     fixture
+        .world
         .emulator
         .handle()
         .set_delegated_grant(
@@ -558,18 +529,14 @@ async fn an_entra_outage_keeps_the_sign_in() {
     .await;
     let before = fixture.signed_in_analyst().await;
     fixture
+        .world
         .emulator
         .handle()
-        .push_fault(defender_emulator::Fault {
-            matches: defender_emulator::FaultMatch::Token,
-            tenant: None,
-            status: Some(503),
-            retry_after: None,
-            count: 1000,
-            delay_ms: None,
-            error: None,
-            error_code: None,
-        })
+        .push_fault(defender_emulator::Fault::status(
+            defender_emulator::FaultMatch::Token,
+            503,
+            1000,
+        ))
         .unwrap();
     let error = fixture
         .mint_service()
@@ -584,7 +551,7 @@ async fn an_entra_outage_keeps_the_sign_in() {
         .expect("an outage deletes nothing");
     assert_eq!(kept.version, before.version, "and rotates nothing");
 
-    fixture.emulator.handle().clear_faults();
+    fixture.world.handle().clear_faults();
     fixture
         .mint_service()
         .await

@@ -12,17 +12,17 @@
 //! identity token (from the emulator's STS, as a Lambda gets one from AWS STS) as the client
 //! assertion, and the demo ends with how many STS calls that took.
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-
 use anyhow::Context;
 use defender_emulator::{browser, demo};
 use defender_partner::CallerError;
 use defender_partner::api::DefenderApi;
-use defender_partner::config::{DEFAULT_SOURCES, RETIREMENT_DATE};
+use defender_partner::config::fetch::{
+    DEFAULT_SOURCES, ENV_QUEUE_URL, ENV_SOURCES, RETIREMENT_DATE,
+};
 use defender_partner::config::{
-    ENV_AUTHORITY_HOST, ENV_CONSENT_REDIRECT_URI, ENV_CREDENTIAL_JSON, ENV_CREDENTIAL_SECRET_ID,
-    ENV_SQLITE_PATH, ENV_STATE_KEY_FILE, ENV_TABLE_NAME, Settings,
+    ENV_CONSENT_APIS, ENV_CONSENT_REDIRECT_URI, ENV_CREDENTIAL_FILE, ENV_CREDENTIAL_SECRET_ID,
+    ENV_REQUIRED_ROLES_PREFIX, ENV_SIGNIN_KMS_KEY_ID, ENV_SIGNIN_REDIRECT_URI, ENV_SQLITE_PATH,
+    ENV_STATE_KEY_FILE, ENV_TABLE_NAME,
 };
 use defender_partner::consent::{CallbackAnswer, ConsentService};
 use defender_partner::fetch::{FetchService, PairResult};
@@ -30,12 +30,17 @@ use defender_partner::minting::{MintRequest, TokenService};
 use defender_partner::runtime::Services;
 use defender_partner::secrets::AWS_FEDERATED;
 use defender_partner::signin::{SignInService, StoredSignIns};
+use defender_partner::sink::{ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_DIR};
 use defender_partner::tenant_id::TenantId;
 use defender_partner::tenants::{TenantRecord, TenantStatus};
+use defender_partner_testkit::{World, app_credential};
 use secrecy::ExposeSecret;
 
+/// Where the demo keeps its files; kept after the run.
+const DEMO_FOLDER: &str = ".local";
 const DEMO_REGISTRY: &str = ".local/demo.sqlite";
 const DEMO_SINK: &str = ".local/demo-sink";
+const DEMO_STATE_KEY: &str = ".local/demo-state-key";
 /// Registered on the demo app in the emulator's scenario (loopback: any port).
 const DEMO_REDIRECT_URI: &str = "http://127.0.0.1/consent/callback";
 const DEMO_SIGNIN_REDIRECT_URI: &str = "http://127.0.0.1/signin/callback";
@@ -47,6 +52,20 @@ struct SampleTenant {
     note: &'static str,
     /// The roles its consent granted, as a consent proof records them.
     roles: &'static [&'static str],
+}
+
+impl SampleTenant {
+    /// The registry record of a tenant its consent proved (or that is still onboarding).
+    fn record(&self) -> TenantRecord {
+        let mut record = TenantRecord::new(
+            TenantId::parse(self.id).expect("the sample ids are GUIDs"),
+            self.name,
+            self.status,
+        );
+        record.customer_ref = Some(format!("DEMO-{}", self.name.to_uppercase()));
+        record.roles = self.roles.iter().map(|role| role.to_string()).collect();
+        record
+    }
 }
 
 const SAMPLE_TENANTS: [SampleTenant; 4] = [
@@ -148,13 +167,6 @@ async fn main() -> anyhow::Result<()> {
         "warn",
     );
 
-    let emulator = defender_emulator::start(
-        graph_first_scenario(),
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-    )
-    .await
-    .context("starting the Entra emulator")?;
-
     let registry_path = std::env::var(ENV_SQLITE_PATH).unwrap_or_else(|_| DEMO_REGISTRY.to_owned());
     // The emulator generates its data anew each start: so does the demo's embedded store.
     for stale in [
@@ -165,57 +177,56 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(stale);
     }
     let _ = std::fs::remove_dir_all(DEMO_SINK);
+    let world = World::on(graph_first_scenario()).in_folder(DEMO_FOLDER);
+    let world = match credential {
+        DemoCredential::ClientSecret => {
+            world.credential_json(app_credential(demo::CLIENT_ID, demo::CLIENT_SECRET))
+        }
+        DemoCredential::AwsFederated => world
+            .credential_json(
+                serde_json::json!({"client_id": demo::CLIENT_ID, "credential": AWS_FEDERATED})
+                    .to_string(),
+            )
+            // The SDK finds STS at the emulator, as a Lambda's finds AWS STS in its region.
+            .emulated_aws(),
+    };
     // The demo's own settings win over the environment, so a shell configured for AWS still runs
     // the embedded defaults; everything else (cloud, deadlines, roles) is read as usual.
-    let overrides: HashMap<&str, String> = HashMap::from([
-        (ENV_AUTHORITY_HOST, emulator.base_url().to_owned()),
-        (
-            ENV_CREDENTIAL_JSON,
-            match credential {
-                DemoCredential::ClientSecret => serde_json::json!({
-                    "client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET
-                }),
-                DemoCredential::AwsFederated => {
-                    serde_json::json!({"client_id": demo::CLIENT_ID, "credential": AWS_FEDERATED})
-                }
-            }
-            .to_string(),
-        ),
-        (ENV_SQLITE_PATH, registry_path.clone()),
-        (ENV_CONSENT_REDIRECT_URI, DEMO_REDIRECT_URI.to_owned()),
-        (
-            "DP_SIGNIN_REDIRECT_URI",
-            DEMO_SIGNIN_REDIRECT_URI.to_owned(),
-        ),
-        ("DP_SIGNIN_KMS_KEY_ID", String::new()),
-        (ENV_STATE_KEY_FILE, ".local/demo-state-key".to_owned()),
-        (ENV_CREDENTIAL_SECRET_ID, String::new()),
-        ("DP_API_BASE_M365D", emulator.base_url().to_owned()),
-        ("DP_API_BASE_MDE", emulator.base_url().to_owned()),
-        ("DP_API_BASE_GRAPH", emulator.base_url().to_owned()),
-        ("DP_SINK_DIR", DEMO_SINK.to_owned()),
-        ("DP_SINK_BUCKET", String::new()),
-        ("DP_EVENT_BUS", String::new()),
-        ("DP_FETCH_QUEUE_URL", String::new()),
+    let world = world
+        .environment_fallback()
+        .data_apis()
+        .setting(ENV_SQLITE_PATH, registry_path.clone())
+        .setting(ENV_SINK_DIR, DEMO_SINK)
+        .setting(ENV_CONSENT_REDIRECT_URI, DEMO_REDIRECT_URI)
+        .setting(ENV_SIGNIN_REDIRECT_URI, DEMO_SIGNIN_REDIRECT_URI)
+        .setting(ENV_SIGNIN_KMS_KEY_ID, "")
+        .setting(ENV_STATE_KEY_FILE, DEMO_STATE_KEY)
+        .setting(ENV_CREDENTIAL_SECRET_ID, "")
+        .setting(ENV_CREDENTIAL_FILE, "")
+        .setting(ENV_TABLE_NAME, "")
+        .setting(ENV_SINK_BUCKET, "")
+        .setting(ENV_EVENT_BUS, "")
+        .setting(ENV_QUEUE_URL, "")
         // Graph first: the sources and the consent every deployment now starts with.
-        ("DP_SOURCES", graph_sources()),
-        ("DP_CONSENT_APIS", "graph".to_owned()),
-        ("DP_REQUIRED_ROLES_GRAPH", String::new()),
-        (ENV_TABLE_NAME, String::new()),
-        ("DP_CREDENTIAL_FILE", String::new()),
-    ]);
-    let lookup = |name: &str| match overrides.get(name) {
-        Some(value) => Some(value.clone()),
-        None => std::env::var(name).ok(),
-    };
-    let settings = Settings::from_lookup(lookup)?;
-    let services = match credential {
-        DemoCredential::ClientSecret => Services::build(settings).await?,
-        DemoCredential::AwsFederated => {
-            let aws = emulated_sts(emulator.base_url()).await;
-            Services::build_with_aws(settings, Some(aws)).await?
-        }
-    };
+        .setting(ENV_SOURCES, graph_sources())
+        .setting(ENV_CONSENT_APIS, "graph")
+        .setting(
+            &format!(
+                "{ENV_REQUIRED_ROLES_PREFIX}{}",
+                DefenderApi::Graph.env_suffix()
+            ),
+            "",
+        )
+        .tenants(
+            SAMPLE_TENANTS
+                .iter()
+                .filter(|sample| sample.name != "Woodgrove")
+                .map(SampleTenant::record),
+        )
+        .start()
+        .await
+        .context("starting the emulator and the services")?;
+    let (emulator, services) = (&world.emulator, &world.services);
 
     println!("defender-partner demo");
     println!("  Entra ID emulator  {}", emulator.base_url());
@@ -237,20 +248,16 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .filter(|sample| sample.name != "Woodgrove")
     {
-        let mut record = TenantRecord::new(TenantId::parse(sample.id)?, sample.name, sample.status);
-        record.customer_ref = Some(format!("DEMO-{}", sample.name.to_uppercase()));
-        record.roles = sample.roles.iter().map(|role| role.to_string()).collect();
-        services.registry.upsert(&record).await?;
         println!(
             "  {}  {:<10} {:<8} {}",
             sample.id, sample.name, sample.status, sample.note
         );
     }
     println!();
-    onboard_woodgrove(&services).await?;
+    onboard_woodgrove(services).await?;
     println!();
     println!("Tokens minted:");
-    let service = TokenService::new(&services);
+    let service = TokenService::new(services);
     let mut minted = 0;
     let mut refused = 0;
     for sample in &SAMPLE_TENANTS {
@@ -299,14 +306,14 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("{minted} tokens minted, {refused} requests refused with a typed error.");
     println!();
-    act_as_signed_in_analyst(&services).await?;
+    act_as_signed_in_analyst(services).await?;
     println!();
-    ingest(&services, &emulator, lookup).await?;
+    ingest(services, emulator, world.lookup()).await?;
     if credential == DemoCredential::AwsFederated {
         println!();
-        print_federation_summary(&emulator);
+        print_federation_summary(emulator);
     }
-    emulator.shutdown().await;
+    world.shutdown().await;
     Ok(())
 }
 
@@ -357,25 +364,6 @@ fn graph_first_scenario() -> defender_emulator::Scenario {
         }
     }
     scenario
-}
-
-/// The AWS configuration of the secretless run: a Lambda's AWS SDK finds STS in its region (or at
-/// `AWS_ENDPOINT_URL_STS`) and signs with the role's credentials; the demo runs without an AWS
-/// account, so the SDK gets the emulator's URL and placeholder keys (the emulator reads the
-/// access key id, not the signature).
-async fn emulated_sts(emulator_url: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(emulator_url)
-        .credentials_provider(aws_sdk_sts::config::Credentials::new(
-            "AKIADEMOFUNCTIONROLE",
-            "demo-not-a-secret",
-            None,
-            None,
-            "defender-partner-demo",
-        ))
-        .load()
-        .await
 }
 
 /// What the secretless run cost at AWS: STS calls against the Entra token requests they served.

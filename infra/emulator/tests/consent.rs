@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use defender_emulator::browser::{self, Page, Submitted};
 use defender_emulator::demo::{
     CONSENT_REDIRECT_URI, WOODGROVE_DOMAIN, WOODGROVE_TENANT_ID as WOODGROVE,
 };
@@ -75,105 +76,25 @@ fn legacy_link(emulator: &RunningEmulator, prompt: &str) -> String {
     )
 }
 
-struct Page {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    html: String,
-}
-
 async fn open(url: &str) -> Page {
-    let response = no_redirects().get(url).send().await.expect("request");
-    Page {
-        status: response.status(),
-        headers: response.headers().clone(),
-        html: response.text().await.unwrap(),
-    }
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
-/// The value of `name="..."` inside one tag.
-fn attribute(tag: &str, name: &str) -> Option<String> {
-    let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
-    let end = start + tag[start..].find('"')?;
-    Some(unescape(&tag[start..end]))
-}
-
-/// Every `<{element} ...>` tag of the page.
-fn tags<'a>(html: &'a str, element: &str) -> Vec<&'a str> {
-    let open = format!("<{element} ");
-    html.match_indices(&open)
-        .map(|(start, _)| &html[start..start + html[start..].find('>').unwrap()])
-        .collect()
-}
-
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    tags(html, "input")
-        .into_iter()
-        .filter(|tag| attribute(tag, "type").as_deref() == Some("hidden"))
-        .map(|tag| {
-            (
-                attribute(tag, "name").unwrap(),
-                attribute(tag, "value").unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// `(value, selected)` of each tenant option.
-fn tenant_options(html: &str) -> Vec<(String, bool)> {
-    tags(html, "option")
-        .into_iter()
-        .map(|tag| (attribute(tag, "value").unwrap(), tag.contains(" selected")))
-        .collect()
+    Page::open(url).await.expect("the page opens")
 }
 
 fn error_code(html: &str) -> String {
-    let start = html
-        .find("<span id=\"error-code\">")
-        .expect("an error page")
-        + 22;
-    html[start..start + html[start..].find('<').unwrap()].to_owned()
+    browser::error_code(html).expect("an error page")
 }
 
-/// Posts the page's form as a browser would, with the chosen tenant and button.
-async fn decide(
-    emulator: &RunningEmulator,
-    page: &Page,
-    tenant: &str,
-    decision: &str,
-) -> reqwest::Response {
-    let mut fields = hidden_fields(&page.html);
-    fields.push(("tenant".to_owned(), tenant.to_owned()));
-    fields.push(("decision".to_owned(), decision.to_owned()));
-    post_decision(emulator, &fields).await
-}
-
-async fn post_decision(
-    emulator: &RunningEmulator,
-    fields: &[(String, String)],
-) -> reqwest::Response {
-    no_redirects()
-        .post(format!(
-            "{}/_emulator/consent/decision",
-            emulator.base_url()
-        ))
-        .form(fields)
-        .send()
+/// Submits the page's form as a browser would, with the chosen tenant and button.
+async fn decide(page: &Page, tenant: &str, decision: &str) -> Submitted {
+    page.submit(&[("tenant", tenant), ("decision", decision)])
         .await
         .expect("decision")
 }
 
 /// The redirect target without its query, and the query's parameters in order.
-fn location(response: &reqwest::Response) -> (String, Vec<(String, String)>) {
-    assert_eq!(response.status(), StatusCode::FOUND);
-    let location = response.headers()[LOCATION].to_str().unwrap();
+fn location(response: &Submitted) -> (String, Vec<(String, String)>) {
+    assert_eq!(response.status, StatusCode::FOUND);
+    let location = response.location.as_deref().expect("a Location");
     let url = Url::parse(location).unwrap();
     let params = url
         .query_pairs()
@@ -264,11 +185,11 @@ async fn v2_link_shows_the_page_and_accepting_grants_the_scoped_roles() {
     // Graph was not in the scope.
     assert!(!page.html.contains("SecurityIncident.Read.All"));
     // organizations: the admin may be signed in to any tenant of the scenario.
-    let options = tenant_options(&page.html);
+    let options = page.options();
     assert_eq!(options.len(), 4);
     assert!(options.iter().any(|(id, _)| id == WOODGROVE));
 
-    let response = decide(&emulator, &page, WOODGROVE, "accept").await;
+    let response = decide(&page, WOODGROVE, "accept").await;
     let (base, params) = location(&response);
     assert_eq!(base, CALLBACK);
     assert_eq!(
@@ -312,7 +233,7 @@ async fn admin_consent_link_grants_every_required_permission() {
     ] {
         assert!(page.html.contains(role), "{role}");
     }
-    let response = decide(&emulator, &page, WOODGROVE, "accept").await;
+    let response = decide(&page, WOODGROVE, "accept").await;
     let (base, params) = location(&response);
     assert_eq!(base, CALLBACK);
     assert_eq!(names(&params), ["tenant", "state", "admin_consent"]);
@@ -341,16 +262,16 @@ async fn a_link_naming_a_tenant_fixes_the_tenant() {
     let emulator = start_demo().await;
     let page = open(&admin_consent_link(&emulator, WOODGROVE_DOMAIN)).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert_eq!(tenant_options(&page.html), [(WOODGROVE.to_owned(), true)]);
+    assert_eq!(page.options(), [(WOODGROVE.to_owned(), true)]);
 
     // An admin of another tenant cannot consent through it.
-    let response = decide(&emulator, &page, NORTHWIND, "accept").await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(response.headers().get(LOCATION).is_none());
-    assert_eq!(error_code(&response.text().await.unwrap()), "AADSTS50020");
+    let response = decide(&page, NORTHWIND, "accept").await;
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    assert!(response.location.is_none());
+    assert_eq!(error_code(&response.body), "AADSTS50020");
     assert_eq!(roles(&emulator, NORTHWIND, M365D).await, Err(700016));
 
-    let response = decide(&emulator, &page, WOODGROVE, "accept").await;
+    let response = decide(&page, WOODGROVE, "accept").await;
     let (_, params) = location(&response);
     assert_eq!(param(&params, "tenant"), WOODGROVE);
 
@@ -362,7 +283,7 @@ async fn a_link_naming_a_tenant_fixes_the_tenant() {
         STATE,
     ))
     .await;
-    assert_eq!(tenant_options(&page.html), [(NORTHWIND.to_owned(), true)]);
+    assert_eq!(page.options(), [(NORTHWIND.to_owned(), true)]);
     emulator.shutdown().await;
 }
 
@@ -372,7 +293,7 @@ async fn legacy_link_answers_a_code_and_no_tenant() {
     for prompt in ["consent", "admin_consent"] {
         let page = open(&legacy_link(&emulator, prompt)).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.html);
-        let response = decide(&emulator, &page, WOODGROVE, "accept").await;
+        let response = decide(&page, WOODGROVE, "accept").await;
         let (base, params) = location(&response);
         assert_eq!(base, CALLBACK);
         assert_eq!(
@@ -405,7 +326,7 @@ async fn declining_redirects_with_each_links_error_shape() {
         STATE,
     ))
     .await;
-    let (base, params) = location(&decide(&emulator, &page, WOODGROVE, "decline").await);
+    let (base, params) = location(&decide(&page, WOODGROVE, "decline").await);
     assert_eq!(base, CALLBACK);
     assert_eq!(param(&params, "error"), "access_denied");
     assert_eq!(param(&params, "error_subcode"), "cancel");
@@ -419,13 +340,13 @@ async fn declining_redirects_with_each_links_error_shape() {
     assert!(!names(&params).contains(&"tenant"));
 
     let page = open(&admin_consent_link(&emulator, "common")).await;
-    let (_, params) = location(&decide(&emulator, &page, WOODGROVE, "decline").await);
+    let (_, params) = location(&decide(&page, WOODGROVE, "decline").await);
     assert_eq!(names(&params), ["error", "error_description", "state"]);
     assert_eq!(param(&params, "error"), "permission_denied");
     assert_eq!(param(&params, "state"), STATE);
 
     let page = open(&legacy_link(&emulator, "consent")).await;
-    let (_, params) = location(&decide(&emulator, &page, WOODGROVE, "decline").await);
+    let (_, params) = location(&decide(&page, WOODGROVE, "decline").await);
     assert_eq!(param(&params, "error"), "access_denied");
     assert!(param(&params, "error_description").starts_with("AADSTS65004:"));
     assert_eq!(param(&params, "state"), STATE);
@@ -572,18 +493,17 @@ async fn invalid_links_get_an_error_page_never_a_redirect() {
 
     // A hand-made decision cannot do what the link could not.
     let page = open(&admin_consent_link(&emulator, "common")).await;
-    let mut fields = hidden_fields(&page.html);
-    for (name, value) in &mut fields {
-        if name == "redirect_uri" {
-            *value = "https://evil.example/consent/callback".to_owned();
-        }
-    }
-    fields.push(("tenant".to_owned(), WOODGROVE.to_owned()));
-    fields.push(("decision".to_owned(), "accept".to_owned()));
-    let response = post_decision(&emulator, &fields).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(response.headers().get(LOCATION).is_none());
-    assert_eq!(error_code(&response.text().await.unwrap()), "AADSTS50011");
+    let response = page
+        .submit(&[
+            ("redirect_uri", "https://evil.example/consent/callback"),
+            ("tenant", WOODGROVE),
+            ("decision", "accept"),
+        ])
+        .await
+        .expect("decision");
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    assert!(response.location.is_none());
+    assert_eq!(error_code(&response.body), "AADSTS50011");
     assert_eq!(roles(&emulator, WOODGROVE, M365D).await, Err(700016));
     assert!(emulator.handle().consent_decisions().is_empty());
     emulator.shutdown().await;
@@ -605,7 +525,7 @@ async fn echoed_values_are_escaped_and_state_comes_back_intact() {
     assert!(page.html.contains("&lt;script&gt;"));
     assert!(page.html.contains("&amp;amp;"));
 
-    let (_, params) = location(&decide(&emulator, &page, WOODGROVE, "accept").await);
+    let (_, params) = location(&decide(&page, WOODGROVE, "accept").await);
     assert_eq!(param(&params, "state"), state);
 
     // Error pages escape what they echo too.
@@ -637,9 +557,9 @@ async fn grants_wait_for_the_propagation_delay() {
     assert_eq!(settings.status(), StatusCode::NO_CONTENT);
 
     let page = open(&admin_consent_link(&emulator, "common")).await;
-    location(&decide(&emulator, &page, WOODGROVE, "accept").await);
+    location(&decide(&page, WOODGROVE, "accept").await);
     let page = open(&admin_consent_link(&emulator, "common")).await;
-    location(&decide(&emulator, &page, FABRIKAM, "accept").await);
+    location(&decide(&page, FABRIKAM, "accept").await);
 
     assert_eq!(roles(&emulator, WOODGROVE, M365D).await, Err(700016));
     // Fabrikam keeps its old grants meanwhile: M365 Defender only.
@@ -677,7 +597,7 @@ async fn a_short_delay_passes_by_itself() {
     let emulator = start_demo().await;
     emulator.handle().set_consent_propagation(200).unwrap();
     let page = open(&admin_consent_link(&emulator, "common")).await;
-    location(&decide(&emulator, &page, WOODGROVE, "accept").await);
+    location(&decide(&page, WOODGROVE, "accept").await);
     let mut granted = Err(0);
     for _ in 0..200 {
         granted = roles(&emulator, WOODGROVE, MDE).await;
@@ -712,7 +632,7 @@ async fn re_consent_merges_with_existing_grants() {
         .unwrap();
     for _ in 0..2 {
         let page = open(&admin_consent_link(&emulator, CONTOSO)).await;
-        location(&decide(&emulator, &page, CONTOSO, "accept").await);
+        location(&decide(&page, CONTOSO, "accept").await);
     }
     assert_eq!(
         roles(&emulator, CONTOSO, M365D).await,
@@ -803,7 +723,7 @@ async fn redirect_uris_match_case_sensitively_with_loopback_ports_ignored() {
         page.html
             .contains("Partner &lt;b&gt;&quot;quoted&quot;&lt;/b&gt;")
     );
-    let response = decide(&emulator, &page, WOODGROVE, "accept").await;
+    let response = decide(&page, WOODGROVE, "accept").await;
     let (base, params) = location(&response);
     assert_eq!(base, "https://partner.example/Consent/Callback");
     assert_eq!(names(&params), ["src", "tenant", "admin_consent"]);
@@ -815,7 +735,7 @@ async fn redirect_uris_match_case_sensitively_with_loopback_ports_ignored() {
 async fn the_decision_log_is_served_and_cleared() {
     let emulator = start_demo().await;
     let page = open(&admin_consent_link(&emulator, "common")).await;
-    location(&decide(&emulator, &page, WOODGROVE, "decline").await);
+    location(&decide(&page, WOODGROVE, "decline").await);
 
     let log_url = format!("{}/_emulator/consent/log", emulator.base_url());
     let log = get(&log_url).await;

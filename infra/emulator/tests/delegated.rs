@@ -10,6 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use defender_emulator::RunningEmulator;
+use defender_emulator::browser::Page;
 use defender_emulator::demo::{
     CONTOSO_ANALYST_OID, CONTOSO_ANALYST_UPN, CONTOSO_MFA_USER_UPN, CONTOSO_NO_ROLE_UPN,
     CONTOSO_TENANT_ID, FABRIKAM_ANALYST_UPN, SIGNIN_REDIRECT_URI, WOODGROVE_ADMIN_OID,
@@ -78,7 +79,8 @@ fn query_of(location: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Posts the sign-in page's form as a browser would; returns the redirect's query.
+/// Opens the sign-in page of a link and submits its form as a browser would; returns the
+/// redirect's query.
 async fn decide(
     emulator: &RunningEmulator,
     tenant: &str,
@@ -87,21 +89,17 @@ async fn decide(
     decision: &str,
     mfa: bool,
 ) -> HashMap<String, String> {
-    let mut form: Vec<(&str, String)> = link_params(scope);
-    form.push(("authority_tenant", tenant.to_owned()));
-    form.push(("user", user.to_owned()));
-    form.push(("decision", decision.to_owned()));
-    if mfa {
-        form.push(("mfa", "true".to_owned()));
-    }
-    let response = no_redirects()
-        .post(format!("{}/_emulator/signin/decision", emulator.base_url()))
-        .form(&form)
-        .send()
+    let page = Page::open(&authorize_url(emulator, tenant, &link_params(scope)))
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::FOUND);
-    let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let mut fields = vec![("user", user), ("decision", decision)];
+    if mfa {
+        fields.push(("mfa", "true"));
+    }
+    let response = page.submit(&fields).await.unwrap();
+    assert_eq!(response.status, StatusCode::FOUND);
+    let location = response.location.expect("a Location");
     assert!(location.starts_with(CALLBACK), "{location}");
     query_of(&location)
 }

@@ -1,72 +1,15 @@
 //! `dp-operator` as an operator runs it: the real binary, the embedded store, the emulator.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Output;
+mod common;
 
-use defender_emulator::{Scenario, demo};
-use serde_json::{Value, json};
-
-struct Operator {
-    base_url: String,
-    dir: PathBuf,
-}
-
-impl Operator {
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_dp-operator"))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DP_AUTHORITY_HOST", &self.base_url)
-            .env(
-                "DP_CREDENTIAL_JSON",
-                json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET})
-                    .to_string(),
-            )
-            .env("DP_SQLITE_PATH", self.dir.join("registry.sqlite"))
-            .env("DP_STATE_KEY_FILE", self.dir.join("state-key"))
-            .env("DP_CONSENT_REDIRECT_URI", demo::CONSENT_REDIRECT_URI)
-            .env("DP_CONSENT_PROOF_SECONDS", "0")
-            .output()
-            .await
-            .expect("dp-operator runs")
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let output = self.run(args).await;
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-            panic!(
-                "{args:?}: {error}: {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })
-    }
-
-    async fn fails(&self, args: &[&str], expected: &str) {
-        let output = self.run(args).await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
-    }
-}
+use common::Operator;
+use defender_emulator::demo;
+use serde_json::json;
 
 #[tokio::test]
 async fn an_operator_onboards_verifies_lists_and_offboards() {
-    let emulator =
-        defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await
-            .unwrap();
-    let dir = std::env::temp_dir().join(format!("dp-operator-{}", uuid::Uuid::new_v4()));
-    let operator = Operator {
-        base_url: emulator.base_url().to_owned(),
-        dir: dir.clone(),
-    };
+    let operator = Operator::on_demo().await;
+    let emulator = &operator.world.emulator;
 
     let link = operator
         .json(&["--json", "consent-link", "--customer", "CRM-1042"])
@@ -153,7 +96,7 @@ async fn an_operator_onboards_verifies_lists_and_offboards() {
 
     let listed = operator.json(&["--json", "tenants", "list"]).await;
     assert_eq!(listed.as_array().unwrap().len(), 2);
-    let text = operator.run(&["tenants", "list"]).await;
+    let text = operator.run(&["tenants", "list"], &[]).await;
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains(demo::CONTOSO_TENANT_ID) && text.contains("active") && text.contains("CRM-C"),
@@ -174,7 +117,4 @@ async fn an_operator_onboards_verifies_lists_and_offboards() {
             "not registered",
         )
         .await;
-
-    emulator.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }

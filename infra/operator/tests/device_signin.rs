@@ -1,11 +1,10 @@
 //! `dp-operator signin` as an operator runs it: the real binary polls the emulator (in this
 //! process, on its demo scenario) while the test plays the user on the emulator's control route.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::process::Stdio;
 
-use defender_emulator::{DeviceDecision, DeviceVerdict, RunningEmulator, Scenario, demo};
+use defender_emulator::{DeviceDecision, DeviceVerdict, Scenario, demo};
+use defender_partner_testkit::World;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 
@@ -22,9 +21,9 @@ impl Finished {
     }
 }
 
+/// A [`World`] for `dp-operator signin` to run in.
 struct Fixture {
-    emulator: RunningEmulator,
-    dir: PathBuf,
+    world: World,
 }
 
 impl Fixture {
@@ -33,33 +32,18 @@ impl Fixture {
         let mut scenario = Scenario::demo();
         scenario.delegated.device_code_interval_seconds = 1;
         scenario.delegated.device_code_lifetime_seconds = lifetime;
-        let emulator =
-            defender_emulator::start(scenario, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                .await
-                .unwrap();
-        let dir = std::env::temp_dir().join(format!("dp-operator-signin-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Fixture { emulator, dir }
+        let world = World::on(scenario).data_apis().start().await.unwrap();
+        Fixture { world }
     }
 
     /// Runs `dp-operator signin …`; once it shows the code, `decide` plays the user (or not,
     /// with `None`).
     async fn sign_in(&self, args: &[&str], decide: Option<DeviceDecision>) -> Finished {
-        let base_url = self.emulator.base_url();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dp-operator"))
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DP_AUTHORITY_HOST", base_url)
-            .env("DP_API_BASE_M365D", base_url)
-            .env("DP_API_BASE_MDE", base_url)
-            .env("DP_API_BASE_GRAPH", base_url)
-            .env(
-                "DP_CREDENTIAL_JSON",
-                json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET})
-                    .to_string(),
-            )
-            .env("DP_SQLITE_PATH", self.dir.join("registry.sqlite"))
+            .envs(self.world.env())
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -85,13 +69,11 @@ impl Fixture {
             }
         };
         if let Some(decision) = decide {
-            let response = reqwest::Client::new()
-                .post(format!("{base_url}/_emulator/device/{code}"))
-                .json(&decision)
-                .send()
+            self.world
+                .control()
+                .decide_device_code(&code, &decision)
                 .await
                 .unwrap();
-            assert!(response.status().is_success(), "{response:?}");
         }
         let mut rest_out = String::new();
         let mut rest_err = String::new();
@@ -112,7 +94,7 @@ impl Fixture {
 
     /// Polls the emulator saw, by their `error` (`None`: answered with a token).
     fn polls(&self) -> Vec<Option<String>> {
-        self.emulator
+        self.world
             .handle()
             .token_requests()
             .into_iter()
@@ -121,8 +103,7 @@ impl Fixture {
     }
 
     async fn stop(self) {
-        self.emulator.shutdown().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.world.shutdown().await;
     }
 }
 
@@ -187,7 +168,7 @@ async fn an_approved_sign_in_reports_the_user_and_reads_incidents() {
         "{polls:?}"
     );
     assert_eq!(polls.last(), Some(&None), "the last poll got the token");
-    let issued = fixture.emulator.handle().delegated_tokens();
+    let issued = fixture.world.handle().delegated_tokens();
     assert!(
         issued
             .iter()

@@ -1,41 +1,14 @@
 //! `dp-operator migration` as an operator runs it before 2027-02-01: the real binary, the
 //! embedded store, the emulator's demo tenants.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Output;
+mod common;
 
-use defender_emulator::{GrantConfig, Scenario, demo};
+use common::Operator;
+use defender_emulator::{GrantConfig, demo};
 use serde_json::{Value, json};
 
-struct Operator {
-    base_url: String,
-    dir: PathBuf,
-}
-
+/// What the migration tests ask of the operator.
 impl Operator {
-    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dp-operator"));
-        command
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DP_AUTHORITY_HOST", &self.base_url)
-            .env(
-                "DP_CREDENTIAL_JSON",
-                json!({"client_id": demo::CLIENT_ID, "client_secret": demo::CLIENT_SECRET})
-                    .to_string(),
-            )
-            .env("DP_SQLITE_PATH", self.dir.join("registry.sqlite"))
-            .env("DP_STATE_KEY_FILE", self.dir.join("state-key"))
-            .env("DP_CONSENT_REDIRECT_URI", demo::CONSENT_REDIRECT_URI)
-            .env("DP_CONSENT_PROOF_SECONDS", "0");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        command.output().await.expect("dp-operator runs")
-    }
-
     /// The JSON report and whether the command exited 0.
     async fn migration(&self, args: &[&str], sources: &str) -> (Value, bool) {
         let mut all = vec!["--json", "migration"];
@@ -85,15 +58,8 @@ fn tenant<'a>(report: &'a Value, id: &str) -> &'a Value {
 
 #[tokio::test]
 async fn migration_reports_each_tenant_and_issues_the_consent_links_needed() {
-    let emulator =
-        defender_emulator::start(Scenario::demo(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await
-            .unwrap();
-    let dir = std::env::temp_dir().join(format!("dp-migration-{}", uuid::Uuid::new_v4()));
-    let operator = Operator {
-        base_url: emulator.base_url().to_owned(),
-        dir: dir.clone(),
-    };
+    let operator = Operator::on_demo().await;
+    let emulator = &operator.world.emulator;
     // The default consent proves Graph: Contoso granted the incident role only; Fabrikam
     // consented to M365 Defender only, so its Graph proof leaves it pending.
     let contoso = operator.verify(demo::CONTOSO_TENANT_ID, "CRM-C").await;
@@ -202,7 +168,4 @@ async fn migration_reports_each_tenant_and_issues_the_consent_links_needed() {
     assert_eq!(report["retiring_sources"], json!([]));
     assert_eq!(tenant(&report, demo::CONTOSO_TENANT_ID)["action"], "none");
     assert_eq!(report["tenants"].as_array().unwrap().len(), 1);
-
-    emulator.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }

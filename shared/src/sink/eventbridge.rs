@@ -300,7 +300,7 @@ mod tests {
     use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
     use super::*;
-    use crate::sink::conformance::{fresh_tenant, record};
+    use crate::sink::test_records::{fresh_tenant, record};
 
     type Plan = dyn Fn(usize, &[Value]) -> Value + Send + Sync;
 

@@ -44,7 +44,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::sink::conformance::{fresh_tenant, sample_batch};
+    use crate::sink::test_records::{batch, fresh_tenant};
 
     /// Notes each write in a shared log; fails when told to.
     struct Probe {
@@ -85,7 +85,7 @@ mod tests {
     #[tokio::test]
     async fn writes_every_sink_in_order() {
         let (fan_out, log) = probes(&[]);
-        let batch = sample_batch(&fresh_tenant());
+        let batch = batch(&fresh_tenant());
         fan_out.write(&RunId::new(), &batch).await.unwrap();
         let n = batch.len();
         assert_eq!(
@@ -103,7 +103,7 @@ mod tests {
     async fn stops_at_the_first_failure() {
         let (fan_out, log) = probes(&["events"]);
         let error = fan_out
-            .write(&RunId::new(), &sample_batch(&fresh_tenant()))
+            .write(&RunId::new(), &batch(&fresh_tenant()))
             .await
             .unwrap_err();
         assert_eq!(error, SinkError::Unavailable("events is down".into()));

@@ -152,44 +152,19 @@ fn sync_folder(folder: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::conformance::{self, LocalFiles};
+    use crate::sink::test_records::{batch, fresh_tenant};
 
     fn scratch() -> PathBuf {
         std::env::temp_dir().join(format!("dp-sink-{}", uuid::Uuid::new_v4().simple()))
     }
 
     #[tokio::test]
-    async fn passes_the_conformance_suite() {
-        let root = scratch();
-        let sink = LocalSink::new(root.join("nested/sink"));
-        conformance::run(&sink, &LocalFiles::new(sink.root())).await;
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writers_with_one_run_id_never_overwrite() {
-        let root = scratch();
-        // Two sinks (two processes) sharing one folder and one run id: their part counters
-        // collide, the names must not.
-        let sinks = [
-            Arc::new(LocalSink::new(&root)),
-            Arc::new(LocalSink::new(&root)),
-        ];
-        conformance::concurrent_writers_never_overwrite(
-            sinks.map(|sink| sink as Arc<dyn RecordSink>),
-            &LocalFiles::new(&root),
-        )
-        .await;
-        fs::remove_dir_all(root).unwrap();
-    }
-
-    #[tokio::test]
     async fn temporary_files_are_not_left_behind() {
         let root = scratch();
         let sink = LocalSink::new(&root);
-        let tenant = conformance::fresh_tenant();
-        let batch = conformance::sample_batch(&tenant);
-        sink.write(&RunId::new(), &batch).await.unwrap();
+        sink.write(&RunId::new(), &batch(&fresh_tenant()))
+            .await
+            .unwrap();
         let mut names = Vec::new();
         let mut folders = vec![root.clone()];
         while let Some(folder) = folders.pop() {
@@ -219,9 +194,8 @@ mod tests {
         let blocker = root.join("file");
         fs::write(&blocker, b"not a folder").unwrap();
         let sink = LocalSink::new(&blocker);
-        let tenant = conformance::fresh_tenant();
         let error = sink
-            .write(&RunId::new(), &conformance::sample_batch(&tenant))
+            .write(&RunId::new(), &batch(&fresh_tenant()))
             .await
             .unwrap_err();
         assert!(matches!(error, SinkError::Unavailable(_)), "{error}");

@@ -11,12 +11,13 @@
 //! key (tenant, source, id, last-update time) lets consumers drop the repeat.
 
 mod build;
-pub mod conformance;
 mod eventbridge;
 mod fanout;
 mod lines;
 mod local;
 mod s3;
+#[cfg(test)]
+mod test_records;
 
 /// The sink's settings, read with the others in `crate::config`.
 pub use crate::config::{

@@ -159,7 +159,7 @@ mod tests {
     fn prefixes_are_normalised() {
         let run: RunId = "r".parse().unwrap();
         let partition =
-            crate::sink::conformance::sample_batch(&crate::sink::conformance::fresh_tenant())[0]
+            crate::sink::test_records::batch(&crate::sink::test_records::fresh_tenant())[0]
                 .partition();
         let name = partition.object_name(&run, 1, EXTENSION);
         for (prefix, expected) in [

@@ -4,8 +4,6 @@
 
 mod attempts;
 mod checkpoints;
-pub mod conformance;
-pub mod conformance_updates;
 mod dynamo;
 mod dynamo_signed_in;
 mod dynamo_updates;

@@ -1,16 +1,12 @@
-//! A running emulator, an embedded registry with sample tenants and the real token service.
+//! The real token service on a [`World`]: the emulator on a test scenario, the embedded registry
+//! with sample tenants.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-
-use defender_emulator::{EmulatorHandle, Fault, FaultMatch, RunningEmulator, Scenario};
-use defender_partner::config::Settings;
+use defender_emulator::{EmulatorHandle, Fault, FaultMatch, Scenario};
+use defender_partner::config::ENV_TOKEN_DEADLINE_SECONDS;
 use defender_partner::minting::{MintError, MintRequest, MintedToken, TokenService};
-use defender_partner::runtime::Services;
-use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
+use defender_partner_testkit::world::active;
+use defender_partner_testkit::{World, app_credential};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -21,12 +17,12 @@ pub const FABRIKAM: &str = "cccccccc-3333-4333-8333-333333333333";
 pub const NORTHWIND: &str = "dddddddd-4444-4444-8444-444444444444";
 pub const GHOST: &str = "eeeeeeee-5555-4555-8555-555555555555";
 
+/// The token service of a function on a [`World`] of the test scenario, its four tenants
+/// registered active; the app credential in a file, which a test may rewrite to rotate it.
 pub struct Fixture {
-    pub emulator: RunningEmulator,
+    pub world: World,
     pub handle: EmulatorHandle,
-    pub dir: PathBuf,
     pub service: TokenService,
-    pub services: Services,
 }
 
 pub fn scenario() -> Scenario {
@@ -54,48 +50,23 @@ pub fn scenario() -> Scenario {
 
 impl Fixture {
     pub async fn start(extra: &[(&str, &str)]) -> Fixture {
-        let emulator =
-            defender_emulator::start(scenario(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                .await
-                .unwrap();
-        let handle = emulator.handle();
-        let dir = std::env::temp_dir().join(format!("dp-tokens-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let credential_file = dir.join("credential.json");
-        write_secret(&credential_file, SECRET);
-        let mut variables: HashMap<String, String> = HashMap::from([
-            ("DP_AUTHORITY_HOST".into(), emulator.base_url().to_owned()),
-            (
-                "DP_CREDENTIAL_FILE".into(),
-                credential_file.display().to_string(),
-            ),
-            (
-                "DP_SQLITE_PATH".into(),
-                dir.join("registry.sqlite").display().to_string(),
-            ),
-            ("DP_TOKEN_DEADLINE_SECONDS".into(), "10".into()),
-        ]);
+        let mut world = World::on(scenario())
+            .credential_file()
+            .setting(ENV_TOKEN_DEADLINE_SECONDS, "10")
+            .tenants([
+                active(CONTOSO, "Contoso"),
+                active(FABRIKAM, "Fabrikam"),
+                active(NORTHWIND, "Northwind"),
+                active(GHOST, "Ghost"),
+            ]);
         for (name, value) in extra {
-            variables.insert((*name).to_owned(), (*value).to_owned());
+            world = world.setting(name, *value);
         }
-        let settings = Settings::from_lookup(|name| variables.get(name).cloned()).unwrap();
-        let services = Services::build(settings).await.unwrap();
-        for (tenant, name, status) in [
-            (CONTOSO, "Contoso", TenantStatus::Active),
-            (FABRIKAM, "Fabrikam", TenantStatus::Active),
-            (NORTHWIND, "Northwind", TenantStatus::Active),
-            (GHOST, "Ghost", TenantStatus::Active),
-        ] {
-            let record = TenantRecord::new(TenantId::parse(tenant).unwrap(), name, status);
-            services.registry.upsert(&record).await.unwrap();
-        }
-        let service = TokenService::new(&services);
+        let world = world.start().await.unwrap();
         Fixture {
-            emulator,
-            handle,
-            dir,
-            service,
-            services,
+            handle: world.handle(),
+            service: TokenService::new(&world.services),
+            world,
         }
     }
 
@@ -115,18 +86,15 @@ impl Fixture {
         self.handle.token_requests().len()
     }
 
-    pub async fn stop(self) {
-        self.emulator.shutdown().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+    /// Stores `secret` in the credential file, as an operator rotating it does.
+    pub fn write_secret(&self, secret: &str) {
+        self.world
+            .write_credential_file(&app_credential(CLIENT_ID, secret));
     }
-}
 
-pub fn write_secret(path: &PathBuf, secret: &str) {
-    std::fs::write(
-        path,
-        json!({"client_id": CLIENT_ID, "client_secret": secret}).to_string(),
-    )
-    .unwrap();
+    pub async fn stop(self) {
+        self.world.shutdown().await;
+    }
 }
 
 pub fn claims(token: &MintedToken) -> serde_json::Value {
@@ -147,14 +115,5 @@ pub fn claims(token: &MintedToken) -> serde_json::Value {
 }
 
 pub fn throttle(count: u32, retry_after: u64) -> Fault {
-    Fault {
-        matches: FaultMatch::Token,
-        tenant: None,
-        status: Some(429),
-        retry_after: Some(retry_after),
-        count,
-        delay_ms: None,
-        error: None,
-        error_code: None,
-    }
+    Fault::throttle(FaultMatch::Token, retry_after, count)
 }

@@ -1,0 +1,7 @@
+//! The conformance suites of the ports: every adapter of a port runs the same suite, so that the
+//! AWS adapter and the embedded one behave alike. Each suite panics on the first broken
+//! expectation and uses fresh tenants, so it can run again on a store holding earlier results.
+
+pub mod sink;
+pub mod tenants;
+pub mod updates;
