@@ -605,6 +605,97 @@ mod tests {
     }
 
     #[test]
+    fn write_and_hunting_matches_pick_their_routes() {
+        let patch_incident = Route::of(&Method::PATCH, "/v1.0/security/incidents/7");
+        let patch_alert = Route::of(&Method::PATCH, "/v1.0/security/alerts_v2/ea1");
+        let comment_incident = Route::of(&Method::POST, "/v1.0/security/incidents/7/comments");
+        let comment_alert = Route::of(&Method::POST, "/v1.0/security/alerts_v2/ea1/comments");
+        let get_incident = Route::of(&Method::GET, "/v1.0/security/incidents/7");
+        let hunting = Route::of(&Method::POST, "/v1.0/security/runHuntingQuery");
+        let list = Route::of(&Method::GET, "/v1.0/security/incidents");
+        let cases = [
+            (
+                FaultMatch::GraphIncidentWrite,
+                [true, false, false, false, false, false, false],
+            ),
+            (
+                FaultMatch::GraphAlertWrite,
+                [false, true, false, false, false, false, false],
+            ),
+            (
+                FaultMatch::GraphComments,
+                [false, false, true, true, false, false, false],
+            ),
+            (
+                FaultMatch::GraphWrites,
+                [true, true, true, true, false, false, false],
+            ),
+            (
+                FaultMatch::GraphRecords,
+                [false, false, false, false, true, false, false],
+            ),
+            (
+                FaultMatch::GraphHunting,
+                [false, false, false, false, false, true, false],
+            ),
+            (
+                FaultMatch::Graph,
+                [false, false, false, false, false, false, true],
+            ),
+            (FaultMatch::Data, [true; 7]),
+        ];
+        let routes = [
+            &patch_incident,
+            &patch_alert,
+            &comment_incident,
+            &comment_alert,
+            &get_incident,
+            &hunting,
+            &list,
+        ];
+        for (matches, expected) in cases {
+            for (route, expected) in routes.iter().zip(expected) {
+                assert_eq!(matches.matches(route), expected, "{matches:?}");
+            }
+        }
+        // Every Graph route is the data API, for the tenant taken from the token.
+        assert_eq!(hunting.data_api, Some(crate::defender::Api::Graph));
+    }
+
+    #[test]
+    fn after_apply_faults_serve_writes_only() {
+        let served = Fault::served(FaultMatch::GraphWrites, 1);
+        assert!(served.validate_after_apply(AfterApply::Drop).is_ok());
+        assert!(served.validate_after_apply(AfterApply::Delay).is_err());
+        assert!(
+            served
+                .clone()
+                .with_delay_ms(10)
+                .validate_after_apply(AfterApply::Delay)
+                .is_ok()
+        );
+        assert!(
+            served
+                .clone()
+                .with_delay_ms(10)
+                .validate_after_apply(AfterApply::Drop)
+                .is_err()
+        );
+        let with_status = Fault::status(FaultMatch::GraphWrites, 503, 1);
+        assert!(with_status.validate_after_apply(AfterApply::Drop).is_err());
+        let not_a_write = Fault::served(FaultMatch::GraphHunting, 1);
+        assert!(not_a_write.validate_after_apply(AfterApply::Drop).is_err());
+        let (fault, after) =
+            parse_posted(br#"{"match":"graph_comments","after_apply":"drop","count":2}"#).unwrap();
+        assert_eq!((fault.count, after), (2, Some(AfterApply::Drop)));
+        assert!(parse_posted(br#"{"match":"graph_comments","after_apply":"never"}"#).is_err());
+        let mut queue = FaultQueue::default();
+        queue.push_after_apply(fault, AfterApply::Drop);
+        assert_eq!(queue.pending_json()[0]["after_apply"], "drop");
+        assert_eq!(queue.pending().len(), 1);
+    }
+
+    #[test]
     fn parses_the_documented_shape() {
         let fault: Fault = serde_json::from_str(
             r#"{"match":"any","tenant":"contoso.com","status":429,"retry_after":7,"count":3}"#,
