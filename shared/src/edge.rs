@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn any_caller_error_answers_alike_as_a_value_and_over_http() {
-        let registry = crate::tenants::RegistryError::Unavailable("timeout".into());
+        let registry = crate::store::RegistryError::Unavailable("timeout".into());
         let edge = EdgeError::from(&registry);
         assert_eq!(edge.code, ErrorCode::RegistryUnavailable);
         assert_eq!(edge.message, registry.to_string());

@@ -20,9 +20,9 @@ pub mod runtime;
 pub mod secrets;
 pub mod signin;
 pub mod sink;
+pub mod store;
 pub mod telemetry;
 pub mod tenant_id;
-pub mod tenants;
 pub mod writeback;
 
 pub use error_code::{CallerError, ErrorCode};

@@ -14,8 +14,8 @@ use crate::entra::{
     AccessToken, AppTokenError, AppTokenProvider, EntraError, OboError, OboProvider, TokenClient,
 };
 use crate::runtime::Services;
+use crate::store::{RegistryError, TenantRegistry, TenantStatus};
 use crate::tenant_id::{TenantId, TenantIdError, TenantRef};
-use crate::tenants::{RegistryError, TenantRegistry, TenantStatus};
 use crate::{CallerError, ErrorCode};
 
 /// What a calling workflow sends. Every field is checked; unknown fields are refused so that a

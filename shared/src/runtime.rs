@@ -15,7 +15,7 @@ use crate::secrets::{
     CredentialSource, CredentialStore, FederatedSettingSource, FileSource, InlineSource,
     SecretsManagerSource,
 };
-use crate::tenants::{
+use crate::store::{
     Checkpoints, ConsentAttempts, DynamoRegistry, RegistryError, SignedInUsers, SqliteRegistry,
     Store, TenantRegistry, UpdateRecords,
 };

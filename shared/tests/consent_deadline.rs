@@ -14,8 +14,8 @@ use defender_partner::consent::{CallbackAnswer, ConsentService, LinkKind};
 use defender_partner::deadline;
 use defender_partner::fetch::Reverifier;
 use defender_partner::minting::{MintRequest, TokenService};
+use defender_partner::store::{Ownership, TenantStatus};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{Ownership, TenantStatus};
 use defender_partner_testkit::World;
 use tokio::time::Instant;
 
@@ -119,7 +119,7 @@ async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
         .unwrap();
     services
         .registry
-        .upsert(&defender_partner::tenants::TenantRecord::new(
+        .upsert(&defender_partner::store::TenantRecord::new(
             TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap(),
             "Contoso",
             TenantStatus::Active,

@@ -12,8 +12,8 @@ use defender_partner::config::fetch::{
 use defender_partner::defender::Source;
 use defender_partner::fetch::{FetchService, PairResult, PairTask};
 use defender_partner::sink::{Change, SinkLine};
+use defender_partner::store::TenantStatus;
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::TenantStatus;
 use defender_partner_testkit::control::{delay, resource_of};
 use defender_partner_testkit::records::{keys_once, nothing_missing};
 use defender_partner_testkit::world::active;
@@ -642,7 +642,7 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
         .unwrap()
         .unwrap();
     claim.status = TenantStatus::Pending;
-    claim.ownership = defender_partner::tenants::Ownership::Unverified;
+    claim.ownership = defender_partner::store::Ownership::Unverified;
     fixture
         .world
         .services
@@ -663,7 +663,7 @@ async fn a_pending_tenant_is_reverified_by_the_fetch_cycle() {
     assert_eq!(record.status, TenantStatus::Pending);
     assert_eq!(
         record.ownership,
-        defender_partner::tenants::Ownership::Unverified
+        defender_partner::store::Ownership::Unverified
     );
     fixture.stop().await;
 }

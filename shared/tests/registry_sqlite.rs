@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use defender_partner::tenants::{Checkpoints, ConsentAttempts, SqliteRegistry, TenantRegistry};
-use defender_partner_testkit::conformance::tenants as conformance;
+use defender_partner::store::{Checkpoints, ConsentAttempts, SqliteRegistry, TenantRegistry};
+use defender_partner_testkit::conformance::store as conformance;
 
 #[tokio::test]
 async fn passes_the_conformance_suite() {

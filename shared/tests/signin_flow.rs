@@ -278,13 +278,13 @@ fn request_for(user_oid: &str, api: &str) -> MintRequest {
 }
 
 impl Fixture {
-    async fn signed_in_analyst(&self) -> defender_partner::tenants::SignedInUser {
+    async fn signed_in_analyst(&self) -> defender_partner::store::SignedInUser {
         let query = self.sign_in(demo::CONTOSO_ANALYST_UPN, "accept").await;
         assert_eq!(self.signin.callback(&query).await.status, 200);
         self.stored_analyst().await.expect("the sign-in is kept")
     }
 
-    async fn stored_analyst(&self) -> Option<defender_partner::tenants::SignedInUser> {
+    async fn stored_analyst(&self) -> Option<defender_partner::store::SignedInUser> {
         let contoso = TenantId::parse(demo::CONTOSO_TENANT_ID).unwrap();
         self.world
             .services

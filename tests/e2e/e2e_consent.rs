@@ -1,5 +1,5 @@
-//! `consent-callback` end to end: the real function under `cargo lambda watch`, reached through
-//! the watch's HTTP function URL (`http://127.0.0.1:PORT/lambda-url/consent-callback/...`, which
+//! `consent-signin` end to end: the real function under `cargo lambda watch`, reached through
+//! the watch's HTTP function URL (`http://127.0.0.1:PORT/lambda-url/consent-signin/...`, which
 //! cargo-lambda turns into API Gateway HTTP API 2.0 events), its credential and state-signing
 //! key in Secrets Manager and its registry in DynamoDB (both moto), and Microsoft's admin
 //! consent played by the Entra emulator (its consent page, its decision form, its redirect).
@@ -31,11 +31,11 @@ use defender_partner::config::{
 };
 use defender_partner::consent::{ConsentClaims, ConsentState};
 use defender_partner::redirect::{Purpose, StateSigner};
-use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{
+use defender_partner::store::{
     AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, DynamoRegistry, Ownership,
     TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
+use defender_partner::tenant_id::TenantId;
 use defender_partner_e2e::browser::Browser;
 use defender_partner_e2e::function_url::FunctionUrl;
 use defender_partner_e2e::leaks::assert_no_leaks;
@@ -47,8 +47,8 @@ use secrecy::SecretSlice;
 use serde_json::{Value, json};
 use url::Url;
 
-const PACKAGE: &str = "consent-callback";
-const FUNCTION: &str = "consent-callback";
+const PACKAGE: &str = "consent-signin";
+const FUNCTION: &str = "consent-signin";
 /// How long a callback keeps retrying the proof of consent (DP_CONSENT_PROOF_SECONDS).
 const PROOF_SECONDS: u64 = 6;
 
@@ -115,12 +115,12 @@ fn user_of(tenant: &str) -> String {
     format!("user@t{}.example", &tenant[..8])
 }
 
-/// The stack (moto + emulator) with `cargo lambda watch` running consent-callback, and what the
+/// The stack (moto + emulator) with `cargo lambda watch` running consent-signin, and what the
 /// cases share.
 struct World {
     stack: Stack,
     _function: FunctionUrl,
-    /// `http://127.0.0.1:PORT/lambda-url/consent-callback`
+    /// `http://127.0.0.1:PORT/lambda-url/consent-signin`
     function_url: String,
     /// `{function_url}/consent/callback`: DP_CONSENT_REDIRECT_URI, registered on the app.
     redirect_uri: String,

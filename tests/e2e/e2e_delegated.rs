@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use defender_emulator::{UserTokenRequest, demo};
-use defender_partner::tenants::TenantStatus;
+use defender_partner::store::TenantStatus;
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};

@@ -18,8 +18,8 @@ use defender_emulator::{
     CredentialKind, FederatedCredentialConfig, ShortLivedTokens, StsCallCounts, TenantConfig, demo,
 };
 use defender_partner::defender::Source;
+use defender_partner::store::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
 use defender_partner_e2e::fetch::{FetchAws, jwt_like, scheduled_event};
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::moto;
@@ -32,7 +32,7 @@ use defender_partner_testkit::scenario::{
 use serde_json::{Value, json};
 
 const MINT: &str = "mint-token";
-const CONSENT: &str = "consent-callback";
+const CONSENT: &str = "consent-signin";
 const FETCH: &str = "fetch-incidents";
 const STATE_KEY_SECRET: &str = "defender-partner/consent-state-key";
 /// The tenants of the fleet the token case mints for.
@@ -547,7 +547,7 @@ async fn federated_credential_end_to_end() {
                     &http_get("/consent/callback", ""),
                 )
                 .await
-                .expect("consent-callback starts");
+                .expect("consent-signin starts");
             let before = f.sts_calls().await;
             let customer_ref = "CRM-SECRETLESS";
             let start = consent
@@ -605,7 +605,7 @@ async fn federated_credential_end_to_end() {
             // The proof was a token minted with the AWS token as the app's credential.
             assert!(assertions_only(&f.stack, &f.t.consent).await >= 1);
             let calls = f.sts_calls().await.get_web_identity_token - before.get_web_identity_token;
-            assert_eq!(calls, 1, "the cold consent-callback fetched one AWS token");
+            assert_eq!(calls, 1, "the cold consent-signin fetched one AWS token");
         })
         .await;
 

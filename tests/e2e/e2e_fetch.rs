@@ -17,8 +17,8 @@ use defender_emulator::{
 };
 use defender_partner::defender::Source;
 use defender_partner::sink::{Change, SinkLine};
+use defender_partner::store::{DynamoRegistry, TenantRegistry, TenantStatus};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{DynamoRegistry, TenantRegistry, TenantStatus};
 use defender_partner_e2e::fetch::{FetchAws, jwt_like, kill_function, scheduled_event, sqs_event};
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, LambdaWatch, Stack};

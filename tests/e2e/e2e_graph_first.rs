@@ -19,7 +19,7 @@ use defender_emulator::{
 };
 use defender_partner::defender::Source;
 use defender_partner::sink::{Change, SinkLine};
-use defender_partner::tenants::TenantStatus;
+use defender_partner::store::TenantStatus;
 use defender_partner_e2e::fetch::{FetchAws, scheduled_event};
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, LambdaWatch, Stack};

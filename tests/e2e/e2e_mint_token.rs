@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use defender_emulator::{Endpoint, Fault, FaultMatch, SecretConfig, TenantConfig};
-use defender_partner::tenants::TenantStatus;
+use defender_partner::store::TenantStatus;
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::stack::{StackSpec, guid};
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};

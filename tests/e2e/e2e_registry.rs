@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use defender_partner::tenants::{
+use defender_partner::store::{
     Checkpoints, ConsentAttempts, DynamoRegistry, TenantRegistry, UpdateRecords,
 };
 use defender_partner_e2e::moto::{Moto, create_registry_table};
-use defender_partner_testkit::conformance::tenants as conformance;
+use defender_partner_testkit::conformance::store as conformance;
 use defender_partner_testkit::conformance::updates as conformance_updates;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,5 +1,5 @@
 //! Interactive sign-in end to end with the real binaries: a headless Chromium opens
-//! `consent-callback`'s `/signin/start` (under `cargo lambda watch`, over its function URL), signs
+//! `consent-signin`'s `/signin/start` (under `cargo lambda watch`, over its function URL), signs
 //! in on the emulator's page and lands on our result page; the refresh token is then sealed with
 //! a KMS data key (moto's KMS) in the registry table (moto's DynamoDB). The real `mint-token`
 //! mints delegated tokens from that stored sign-in, rotating the refresh token on each use, and
@@ -19,7 +19,7 @@ use defender_emulator::{Scenario, demo};
 use defender_partner::config::{
     ENV_CONSENT_REDIRECT_URI, ENV_MINT_FROM_SIGNIN, ENV_SIGNIN_REDIRECT_URI,
 };
-use defender_partner::tenants::TenantStatus;
+use defender_partner::store::TenantStatus;
 use defender_partner_e2e::browser::Browser;
 use defender_partner_e2e::function_url::FunctionUrl;
 use defender_partner_e2e::leaks::assert_no_leaks;
@@ -29,12 +29,12 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use url::Url;
 
-const CONSENT_CALLBACK: &str = "consent-callback";
+const CONSENT_CALLBACK: &str = "consent-signin";
 const MINT_TOKEN: &str = "mint-token";
 const M365D_RESOURCE: &str = "https://api.security.microsoft.com";
 
 /// The stack (moto with a KMS key and the state key, the emulator on the demo scenario with our
-/// function URL registered as a redirect URI), consent-callback over HTTP and mint-token by
+/// function URL registered as a redirect URI), consent-signin over HTTP and mint-token by
 /// invoke.
 struct World {
     stack: Stack,

@@ -16,7 +16,7 @@ use defender_partner_e2e::tools;
 
 const FUNCTIONS: [&str; 4] = [
     "mint-token",
-    "consent-callback",
+    "consent-signin",
     "fetch-incidents",
     "update-incident",
 ];
@@ -341,8 +341,8 @@ fn check_configuration(binary: &str, env: &HashMap<String, String>) -> Result<()
     let lookup = |name: &str| env.get(name).cloned();
     let settings = Settings::from_lookup(lookup).map_err(|error| error.to_string())?;
     match binary {
-        "consent-callback" if settings.consent.redirect_uri.is_none() => {
-            Err("consent-callback has no DP_CONSENT_REDIRECT_URI".into())
+        "consent-signin" if settings.consent.redirect_uri.is_none() => {
+            Err("consent-signin has no DP_CONSENT_REDIRECT_URI".into())
         }
         "fetch-incidents" => {
             FetchSettings::from_lookup(lookup).map_err(|error| error.to_string())?;
@@ -464,10 +464,10 @@ fn the_consent_and_sign_in_callbacks_are_the_only_open_routes() {
         .collect();
     let expected: BTreeSet<(String, String, String)> = [
         ("POST /tokens", "AWS_IAM", "mint-token"),
-        ("GET /consent/start", "AWS_IAM", "consent-callback"),
-        ("GET /consent/callback", "NONE", "consent-callback"),
-        ("GET /signin/start", "AWS_IAM", "consent-callback"),
-        ("GET /signin/callback", "NONE", "consent-callback"),
+        ("GET /consent/start", "AWS_IAM", "consent-signin"),
+        ("GET /consent/callback", "NONE", "consent-signin"),
+        ("GET /signin/start", "AWS_IAM", "consent-signin"),
+        ("GET /signin/callback", "NONE", "consent-signin"),
         (
             "PATCH /tenants/{tenant}/incidents/{id}",
             "AWS_IAM",
@@ -495,14 +495,14 @@ fn the_consent_and_sign_in_callbacks_are_the_only_open_routes() {
     assert_eq!(routes, expected);
 
     // The redirect URI the function sends Microsoft is that route, and the output to register.
-    let env = template.lambda_environment("consent-callback", &HashMap::new(), true);
+    let env = template.lambda_environment("consent-signin", &HashMap::new(), true);
     let redirect = &env["DP_CONSENT_REDIRECT_URI"];
     assert_eq!(
         redirect,
         "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/consent/callback"
     );
     let written = template
-        .environment(&template.function("consent-callback"))
+        .environment(&template.function("consent-signin"))
         .into_iter()
         .find(|(name, _)| name == "DP_CONSENT_REDIRECT_URI")
         .expect("set")
@@ -546,21 +546,21 @@ fn every_function_is_built_from_its_workspace_crate() {
 #[test]
 fn the_timeouts_leave_room_for_the_work() {
     let template = Template::load();
-    // consent-callback answers the administrator's browser through the HTTP API.
-    let consent = template.function("consent-callback");
+    // consent-signin answers the administrator's browser through the HTTP API.
+    let consent = template.function("consent-signin");
     let timeout: u64 = value(template.resource(&consent), "Timeout")
-        .expect("consent-callback sets its Timeout")
+        .expect("consent-signin sets its Timeout")
         .parse()
         .expect("a number");
-    let env = template.lambda_environment("consent-callback", &HashMap::new(), true);
+    let env = template.lambda_environment("consent-signin", &HashMap::new(), true);
     let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("valid");
     assert!(
         timeout < HTTP_API_TIMEOUT_SECONDS,
-        "consent-callback Timeout {timeout}"
+        "consent-signin Timeout {timeout}"
     );
     assert!(
         settings.consent.proof_window.as_secs() + 5 <= timeout,
-        "the proof window ({:?}) does not fit in consent-callback's {timeout} s",
+        "the proof window ({:?}) does not fit in consent-signin's {timeout} s",
         settings.consent.proof_window
     );
 
@@ -808,7 +808,7 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
         "{opener}"
     );
     assert!(
-        read("shared/src/tenants/dynamo_signed_in.rs")
+        read("shared/src/store/dynamo_signed_in.rs")
             .contains("const SIGNIN_PREFIX: &str = \"SIGNIN#\";"),
         "the sign-in partition prefix changed in the code but not in template.yaml"
     );
@@ -820,7 +820,7 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
         "{writer}"
     );
     assert!(
-        read("shared/src/tenants/dynamo_updates.rs")
+        read("shared/src/store/dynamo_updates.rs")
             .contains("pub const WRITEBACK_PREFIX: &str = \"WRITEBACK#\";"),
         "the write-back partition prefix changed in the code but not in template.yaml"
     );
@@ -846,7 +846,7 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
     }
     // Refresh tokens are kept only when something may use them.
     let consent: HashMap<String, String> = template
-        .environment(&template.function("consent-callback"))
+        .environment(&template.function("consent-signin"))
         .into_iter()
         .collect();
     assert_eq!(

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use defender_emulator::{UserTokenRequest, demo};
 use defender_partner::defender::Source;
+use defender_partner::store::{DynamoRegistry, TenantStatus, UpdateRecords};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{DynamoRegistry, TenantStatus, UpdateRecords};
 use defender_partner_e2e::fetch::FetchAws;
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack};

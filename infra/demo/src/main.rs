@@ -31,8 +31,8 @@ use defender_partner::runtime::Services;
 use defender_partner::secrets::AWS_FEDERATED;
 use defender_partner::signin::{SignInService, StoredSignIns};
 use defender_partner::sink::{ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_DIR};
+use defender_partner::store::{TenantRecord, TenantStatus};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
 use defender_partner_testkit::{World, app_credential};
 use secrecy::ExposeSecret;
 

@@ -109,7 +109,7 @@ impl FederationPlan {
         }
         if self.subject_is_caller {
             text.push_str(
-                "\nNote: the subject above is the identity running dp-operator. Pass --role-arn with each\nfunction's role ARN (the stack outputs MintTokenRoleArn, ConsentCallbackRoleArn,\nFetchIncidentsRoleArn) to get the subjects Entra ID will see.\n",
+                "\nNote: the subject above is the identity running dp-operator. Pass --role-arn with each\nfunction's role ARN (the stack outputs MintTokenRoleArn, ConsentSigninRoleArn,\nFetchIncidentsRoleArn) to get the subjects Entra ID will see.\n",
             );
         }
         text.push_str(

@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand};
 use defender_partner::api::DefenderApi;
 use defender_partner::consent::{ConsentService, LinkKind};
 use defender_partner::runtime::Services;
+use defender_partner::store::{AuditEntry, TenantRecord};
 use defender_partner::telemetry::{self, LogFormat};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{AuditEntry, TenantRecord};
 use defender_partner::writeback::writable_kinds;
 
 #[derive(Parser)]

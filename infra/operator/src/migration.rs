@@ -13,7 +13,7 @@ use defender_partner::config::{RETIREMENT_DATE, sources_from_lookup};
 use defender_partner::consent::{ConsentLink, ConsentService};
 use defender_partner::defender::Source;
 use defender_partner::runtime::Services;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
+use defender_partner::store::{TenantRecord, TenantStatus};
 use serde::Serialize;
 
 /// What a tenant needs before the retirement.

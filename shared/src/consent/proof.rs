@@ -10,10 +10,10 @@ use crate::api::DefenderApi;
 use crate::config::ProofSettings;
 use crate::entra::provider::verify;
 use crate::entra::{AppTokenError, AppTokenProvider};
-use crate::tenant_id::TenantId;
-use crate::tenants::{
+use crate::store::{
     Ownership, RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::tenant_id::TenantId;
 use crate::{CallerError, ErrorCode};
 
 /// Why a tenant could not be proven consented.

@@ -22,11 +22,11 @@ use crate::redirect::{
 };
 use crate::runtime::Services;
 use crate::secrets::{AppCredential, CredentialError, CredentialStore};
-use crate::tenant_id::TenantId;
-use crate::tenants::{
+use crate::store::{
     AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, Ownership,
     RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::tenant_id::TenantId;
 use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! `consent-callback`: onboards a customer tenant, and signs users in.
+//! `consent-signin`: onboards a customer tenant, and signs users in.
 //! `GET /consent/start?customer=REF[&tenant=ID][&link=v2|adminconsent|legacy]` (IAM-protected)
 //! redirects to Microsoft's admin-consent page with a signed single-use `state`;
 //! `GET /consent/callback` (public: the app's redirect URI) receives the consent, sends the
@@ -24,7 +24,7 @@ use crate::{CallerError, ErrorCode, deadline};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackRoute {
     ConsentStart,
-    ConsentCallback,
+    ConsentSignin,
     SignInStart,
     SignInCallback,
 }
@@ -38,7 +38,7 @@ impl CallbackRoute {
         }
         let path = path.trim_end_matches('/');
         [
-            ("/consent/callback", CallbackRoute::ConsentCallback),
+            ("/consent/callback", CallbackRoute::ConsentSignin),
             ("/consent/start", CallbackRoute::ConsentStart),
             ("/signin/callback", CallbackRoute::SignInCallback),
             ("/signin/start", CallbackRoute::SignInStart),
@@ -82,7 +82,7 @@ impl CallbackFunction {
                     Ok(Invocation::Http(request)) => Ok(json_of(self.route(&request).await)),
                     Ok(Invocation::Direct(_)) => Err(lambda_error(&EdgeError::new(
                         ErrorCode::InvalidRequest,
-                        "consent-callback answers HTTP API requests only",
+                        "consent-signin answers HTTP API requests only",
                     ))),
                     Err(error) => Ok(json_of(edge::error_response(&error))),
                 }
@@ -96,7 +96,7 @@ impl CallbackFunction {
         let (method, path) = edge::route_of(request);
         let query = request.raw_query_string.as_deref().unwrap_or("");
         match CallbackRoute::of(&method, &path) {
-            Some(CallbackRoute::ConsentCallback) => self.consent.callback(query).await.response(),
+            Some(CallbackRoute::ConsentSignin) => self.consent.callback(query).await.response(),
             Some(CallbackRoute::ConsentStart) => self.consent_start(request).await,
             Some(CallbackRoute::SignInCallback) => self.signin.callback(query).await.response(),
             Some(CallbackRoute::SignInStart) => self.signin_start(request).await,
@@ -178,7 +178,7 @@ mod tests {
     fn each_sample_event_reaches_its_route() {
         for (sample, route) in [
             ("consent-start-http.json", CallbackRoute::ConsentStart),
-            ("consent-callback-http.json", CallbackRoute::ConsentCallback),
+            ("consent-signin-http.json", CallbackRoute::ConsentSignin),
             ("signin-start-http.json", CallbackRoute::SignInStart),
             ("signin-callback-http.json", CallbackRoute::SignInCallback),
         ] {
@@ -196,7 +196,7 @@ mod tests {
             (
                 "GET",
                 "/consent/callback/",
-                Some(CallbackRoute::ConsentCallback),
+                Some(CallbackRoute::ConsentSignin),
             ),
             (
                 "GET",
@@ -205,7 +205,7 @@ mod tests {
             ),
             (
                 "GET",
-                "/lambda-url/consent-callback/signin/callback",
+                "/lambda-url/consent-signin/signin/callback",
                 Some(CallbackRoute::SignInCallback),
             ),
             ("GET", "/signin/start//", Some(CallbackRoute::SignInStart)),
@@ -246,7 +246,7 @@ mod tests {
     }
 
     fn get(path: &str, query: &str) -> Value {
-        let mut event = samples::event("consent-callback-http.json");
+        let mut event = samples::event("consent-signin-http.json");
         event["rawPath"] = Value::String(path.into());
         event["requestContext"]["http"]["path"] = Value::String(path.into());
         event["rawQueryString"] = Value::String(query.into());
@@ -282,7 +282,7 @@ mod tests {
     async fn callbacks_answer_pages_with_their_security_headers() {
         let function = function().await;
         for (sample, title) in [
-            ("consent-callback-http.json", "This link is not valid"),
+            ("consent-signin-http.json", "This link is not valid"),
             (
                 "signin-callback-http.json",
                 "This sign-in link is not valid",

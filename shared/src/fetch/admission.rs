@@ -9,7 +9,7 @@ use crate::config::ProofSettings;
 use crate::defender::Source;
 use crate::defender::spec;
 use crate::entra::roles::RoleRequirement;
-use crate::tenants::{TenantRecord, TenantStatus};
+use crate::store::{TenantRecord, TenantStatus};
 
 /// Prefix of the status reason that lists the sources a tenant's consent does not cover.
 pub const ROLES_MISSING_PREFIX: &str = "roles_missing: ";

@@ -34,10 +34,10 @@ use crate::defender::graph_alerts::attach_alerts;
 use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
 use crate::sink::{Change, ChangeOrigin, Continues, RecordSink, RunId, SinkRecord};
-use crate::tenant_id::TenantId;
-use crate::tenants::{
+use crate::store::{
     Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, UpdateRecords,
 };
+use crate::tenant_id::TenantId;
 use crate::writeback::TargetKind;
 
 pub struct Fetcher {

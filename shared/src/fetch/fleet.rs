@@ -14,8 +14,8 @@ use super::admission::{ROLES_MISSING_PREFIX, plan_sources, roles_missing_reason}
 use super::engine::Fetcher;
 use super::outcome::{PairOutcome, PairResult};
 use crate::defender::Source;
+use crate::store::{RegistryError, TenantRecord, TenantStatus, stored_now};
 use crate::tenant_id::TenantId;
-use crate::tenants::{RegistryError, TenantRecord, TenantStatus, stored_now};
 
 /// Time a scheduled run keeps for its active tenants before it re-verifies pending ones.
 const REVERIFY_RESERVE: Duration = Duration::from_secs(60);

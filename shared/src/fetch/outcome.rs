@@ -4,8 +4,8 @@
 use crate::CallerError;
 use crate::ErrorCode;
 use crate::defender::{ApiError, Source};
+use crate::store::RegistryError;
 use crate::tenant_id::TenantId;
-use crate::tenants::RegistryError;
 
 /// How a pair's run ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

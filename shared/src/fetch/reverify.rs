@@ -9,8 +9,8 @@ use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::config::ProofSettings;
 use crate::entra::AppTokenProvider;
+use crate::store::{RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now};
 use crate::tenant_id::TenantId;
-use crate::tenants::{RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now};
 
 /// Proves a pending tenant's consent (the fetch cycle's re-verification), one API at a time: a
 /// tenant that consented to some APIs only becomes active for what it granted (its other sources

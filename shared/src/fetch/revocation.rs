@@ -8,8 +8,8 @@ use super::outcome::{Failure, PairResult};
 use crate::CallerError;
 use crate::ErrorCode;
 use crate::defender::{ApiError, DefenderClient, Source, spec};
+use crate::store::{TenantRegistry, TenantStatus};
 use crate::tenant_id::TenantId;
-use crate::tenants::{TenantRegistry, TenantStatus};
 
 /// Enough witnesses to outvote one or two tenants that also withdrew.
 const WITNESSES: usize = 3;
@@ -114,7 +114,7 @@ mod tests {
     use super::*;
     use crate::entra::AppTokenError;
     use crate::entra::errors::{EntraError, Trace};
-    use crate::tenants::RegistryError;
+    use crate::store::RegistryError;
 
     fn entra(error: EntraError) -> Failure {
         Failure::Api(ApiError::Token(AppTokenError::Entra(error)))

@@ -15,7 +15,7 @@ use super::reverify::Reverifier;
 use crate::config::{ConfigError, ENV_EVENT_BUS, ENV_QUEUE_URL, ENV_SINK_BUCKET, FetchJobSettings};
 use crate::defender::DefenderClient;
 use crate::runtime::Services;
-use crate::tenants::RegistryError;
+use crate::store::RegistryError;
 
 pub struct FetchService {
     pub fetcher: Arc<Fetcher>,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::defender::time::parse_api_time;
-use crate::tenants::OpenWindow;
+use crate::store::OpenWindow;
 
 /// The narrowest time range an unordered source's query is split to; below it, links.
 pub(super) const MIN_SPLIT: chrono::Duration = chrono::Duration::milliseconds(1);

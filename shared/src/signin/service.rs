@@ -25,11 +25,11 @@ use crate::redirect::{
     Page, Purpose, Refusal, SignedState, StateError, StateSigner, answer_callback,
 };
 use crate::secrets::{CredentialError, CredentialStore};
-use crate::tenant_id::{TenantId, TenantIdError};
-use crate::tenants::{
+use crate::store::{
     AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, RegistryError,
     SignedInUser, SignedInUsers, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::tenant_id::{TenantId, TenantIdError};
 use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,8 +18,8 @@ use crate::entra::retry::with_retries;
 use crate::entra::roles::RoleRequirement;
 use crate::entra::{AccessToken, DelegatedToken, EntraError, OboError, TokenCache, TokenClient};
 use crate::secrets::{CredentialError, CredentialStore};
+use crate::store::{RegistryError, SignedInUser, SignedInUsers};
 use crate::tenant_id::TenantId;
-use crate::tenants::{RegistryError, SignedInUser, SignedInUsers};
 use crate::{CallerError, ErrorCode};
 
 /// Rounds of re-reading a sign-in that another instance rotated while we redeemed it.

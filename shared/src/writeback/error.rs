@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::defender::client::ApiError;
 use crate::minting::MintError;
+use crate::store::RegistryError;
 use crate::tenant_id::TenantIdError;
-use crate::tenants::RegistryError;
 use crate::{CallerError, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,7 @@ use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use crate::sink::EVENT_SOURCE;
-use crate::tenants::AuditEntry;
+use crate::store::AuditEntry;
 
 pub const DETAIL_TYPE_UPDATED: &str = "IncidentUpdated";
 /// The detail type a partner's workflow puts on the bus to ask for a change.

@@ -22,8 +22,8 @@ use crate::CallerError;
 use crate::deadline;
 use crate::defender::client::ApiError;
 use crate::minting::{MintRequest, MintedToken, TokenService};
+use crate::store::{AuditEntry, KeyClaim, OwnChange, TenantRegistry, UpdateRecords};
 use crate::tenant_id::TenantId;
-use crate::tenants::{AuditEntry, KeyClaim, OwnChange, TenantRegistry, UpdateRecords};
 
 /// Attempts per Graph call (throttling and failures that are safe to repeat).
 const CALL_ATTEMPTS: u32 = 3;
@@ -192,7 +192,7 @@ impl UpdateService {
                 KeyClaim::Answered(answer) => {
                     let mut outcome: UpdateOutcome =
                         serde_json::from_value(answer).map_err(|error| {
-                            UpdateError::Store(crate::tenants::RegistryError::Corrupt(
+                            UpdateError::Store(crate::store::RegistryError::Corrupt(
                                 error.to_string(),
                             ))
                         })?;

@@ -159,7 +159,7 @@ pub async fn create_registry_table(client: &aws_sdk_dynamodb::Client, name: &str
         )
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
-                .index_name(defender_partner::tenants::KIND_INDEX)
+                .index_name(defender_partner::store::KIND_INDEX)
                 .key_schema(
                     KeySchemaElement::builder()
                         .attribute_name("kind")

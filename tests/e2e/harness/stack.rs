@@ -19,8 +19,8 @@ use defender_partner::config::{
     ENV_TABLE_NAME,
 };
 use defender_partner::defender::Source;
+use defender_partner::store::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
 use defender_partner_testkit::control::resource_of;
 use defender_partner_testkit::scenario::{self, RESOURCE_M365D, ROLE_M365D};
 use serde_json::{Value, json};

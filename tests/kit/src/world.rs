@@ -30,8 +30,8 @@ use defender_partner::config::{
 };
 use defender_partner::runtime::Services;
 use defender_partner::sink::{ENV_SINK_DIR, SinkLine};
+use defender_partner::store::{TenantRecord, TenantStatus};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{TenantRecord, TenantStatus};
 
 use crate::control::EmulatorControl;
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use defender_emulator::demo;
+use defender_partner::store::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
 use defender_partner_e2e::stack::{SECRET_NAME, credential_json};
 use defender_partner_e2e::{Emulator, Moto, moto, tools};
 use defender_partner_testkit::scenario::{ROLE_GRAPH, ROLE_M365D, ROLE_MDE};

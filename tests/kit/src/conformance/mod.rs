@@ -3,5 +3,5 @@
 //! expectation and uses fresh tenants, so it can run again on a store holding earlier results.
 
 pub mod sink;
-pub mod tenants;
+pub mod store;
 pub mod updates;

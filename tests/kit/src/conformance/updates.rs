@@ -7,8 +7,8 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use defender_partner::store::{AuditEntry, KeyClaim, OwnChange, UpdateRecords};
 use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{AuditEntry, KeyClaim, OwnChange, UpdateRecords};
 
 fn fresh_tenant() -> TenantId {
     TenantId::parse(&Uuid::new_v4().to_string()).expect("a v4 uuid is a tenant id")

@@ -1,4 +1,4 @@
-//! `consent-callback`: onboards customer tenants (`/consent/start`, `/consent/callback`) and
+//! `consent-signin`: onboards customer tenants (`/consent/start`, `/consent/callback`) and
 //! signs users in (`/signin/start`, `/signin/callback`) over the HTTP API. What it does is
 //! `defender_partner::entry::callback`; this binary builds it once and serves the runtime.
 
@@ -10,7 +10,7 @@ use defender_partner::telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
-const NAME: &str = "consent-callback";
+const NAME: &str = "consent-signin";
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

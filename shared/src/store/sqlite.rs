@@ -654,10 +654,10 @@ mod tests {
     async fn a_file_registry_survives_reopening() {
         let dir = std::env::temp_dir().join(format!("dp-registry-{}", uuid::Uuid::new_v4()));
         let path = dir.join("nested/registry.sqlite");
-        let record = crate::tenants::TenantRecord::new(
+        let record = crate::store::TenantRecord::new(
             TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap(),
             "Contoso",
-            crate::tenants::TenantStatus::Active,
+            crate::store::TenantStatus::Active,
         );
         SqliteRegistry::open(&path)
             .unwrap()

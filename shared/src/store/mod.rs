@@ -1,6 +1,8 @@
-//! The tenant registry: which customer tenants exist for the partner, and whether tokens may be
-//! minted for them. One port, two adapters (DynamoDB in AWS, SQLite locally) that pass the same
-//! conformance suite.
+//! The store: everything the functions keep (the tenant registry, consent and sign-in attempts,
+//! checkpoints and the delivery ledger, leases, signed-in users, write-back records), one port per
+//! concern, each with an embedded (SQLite) and an AWS (DynamoDB) adapter that pass the same
+//! conformance suite (`tests/kit/src/conformance`). The tenant registry says which customer
+//! tenants exist for the partner, and whether tokens may be minted for them.
 
 mod attempts;
 mod checkpoints;

@@ -7,12 +7,12 @@ use uuid::Uuid;
 
 use chrono::{Duration, Utc};
 
-use defender_partner::tenant_id::TenantId;
-use defender_partner::tenants::{
+use defender_partner::store::{
     AttemptFlow, AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts,
     ConsumeError, OpenWindow, RegistryError, SignedInUser, SignedInUsers, TenantRecord,
     TenantRegistry, TenantStatus, stored_now,
 };
+use defender_partner::tenant_id::TenantId;
 
 fn fresh_tenant() -> TenantId {
     TenantId::parse(&Uuid::new_v4().to_string()).expect("a v4 uuid is a tenant id")
@@ -81,7 +81,7 @@ async fn insert_then_get_round_trips<R: TenantRegistry>(registry: &R) {
     record.customer_ref = Some("CRM-42".into());
     record.roles = vec!["Incident.Read.All".into(), "Alert.Read.All".into()];
     record.status_reason = Some("waiting for consent".into());
-    record.ownership = defender_partner::tenants::Ownership::AdminSignIn;
+    record.ownership = defender_partner::store::Ownership::AdminSignIn;
     registry.insert(&record).await.unwrap();
     let stored = registry
         .get(&record.tenant_id)
@@ -95,7 +95,7 @@ async fn insert_then_get_round_trips<R: TenantRegistry>(registry: &R) {
     assert_eq!(stored.status_reason, record.status_reason);
     assert_eq!(
         stored.ownership,
-        defender_partner::tenants::Ownership::AdminSignIn
+        defender_partner::store::Ownership::AdminSignIn
     );
     assert_eq!(stored.version, 0);
     assert_eq!(

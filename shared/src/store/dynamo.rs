@@ -790,7 +790,7 @@ impl Checkpoints for DynamoRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenants::TenantStatus;
+    use crate::store::TenantStatus;
 
     #[test]
     fn items_round_trip_including_empty_roles() {
