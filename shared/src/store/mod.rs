@@ -7,11 +7,15 @@
 mod attempts;
 mod checkpoints;
 mod dynamo;
+mod dynamo_attempts;
+mod dynamo_checkpoints;
 mod dynamo_signed_in;
 mod dynamo_updates;
 mod record;
 mod signed_in;
 mod sqlite;
+mod sqlite_attempts;
+mod sqlite_checkpoints;
 mod sqlite_signed_in;
 mod sqlite_updates;
 mod updates;

@@ -1,18 +1,13 @@
 //! The embedded registry: one SQLite file, the default when no DynamoDB table is configured.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::attempts::classify_failed_consume;
-use super::record::{Ownership, format_time, parse_time, stored_now};
-use super::{
-    AttemptFlow, AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts,
-    ConsumeError, RegistryError, TenantRecord, TenantRegistry,
-};
+use super::record::{Ownership, format_time, parse_time};
+use super::{RegistryError, TenantRecord, TenantRegistry};
 use crate::tenant_id::TenantId;
 
 #[derive(Clone)]
@@ -66,9 +61,6 @@ CREATE TABLE IF NOT EXISTS leases (
     until_ms  INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, source)
 );";
-
-const ATTEMPT_COLUMNS: &str =
-    "nonce, customer_ref, link, status, tenant_id, detail, created_at, expires_at, updated_at";
 
 const COLUMNS: &str = "tenant_id, display_name, customer_ref, status, roles, status_reason, created_at, updated_at, version, ownership";
 
@@ -188,49 +180,6 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TenantRecord, St
     })())
 }
 
-fn read_attempt(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ConsentAttempt, String>> {
-    let texts: Vec<Option<String>> = (0..9)
-        .map(|index| row.get(index))
-        .collect::<Result<_, _>>()?;
-    Ok((|| {
-        let required = |index: usize| {
-            texts[index]
-                .clone()
-                .ok_or_else(|| format!("column {index} is null"))
-        };
-        Ok(ConsentAttempt {
-            nonce: required(0)?,
-            flow: AttemptFlow::from_stored(required(1)?, required(2)?)?,
-            status: required(3)?.parse()?,
-            tenant_id: texts[4]
-                .as_deref()
-                .map(TenantId::parse)
-                .transpose()
-                .map_err(|error| error.to_string())?,
-            detail: texts[5].clone(),
-            created_at: parse_time(&required(6)?)?,
-            expires_at: parse_time(&required(7)?)?,
-            updated_at: parse_time(&required(8)?)?,
-        })
-    })())
-}
-
-fn select_attempt(
-    connection: &Connection,
-    nonce: &str,
-) -> Result<Option<ConsentAttempt>, RegistryError> {
-    connection
-        .query_row(
-            &format!("SELECT {ATTEMPT_COLUMNS} FROM consent_attempts WHERE nonce = ?1"),
-            params![nonce],
-            read_attempt,
-        )
-        .optional()
-        .map_err(unavailable)?
-        .transpose()
-        .map_err(RegistryError::Corrupt)
-}
-
 fn roles_json(record: &TenantRecord) -> String {
     serde_json::to_string(&record.roles).expect("a list of strings serialises")
 }
@@ -334,287 +283,10 @@ impl TenantRegistry for SqliteRegistry {
     }
 }
 
-#[async_trait]
-impl ConsentAttempts for SqliteRegistry {
-    async fn issue(&self, attempt: &ConsentAttempt) -> Result<(), RegistryError> {
-        let attempt = attempt.clone();
-        let (customer_ref, link) = attempt.flow.to_stored(attempt.tenant_id.as_ref());
-        self.with_connection(move |connection| {
-            let inserted = connection
-                .execute(
-                    &format!(
-                        "INSERT INTO consent_attempts ({ATTEMPT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                         ON CONFLICT(nonce) DO NOTHING"
-                    ),
-                    params![
-                        attempt.nonce,
-                        customer_ref,
-                        link,
-                        attempt.status.as_str(),
-                        attempt.tenant_id.as_ref().map(TenantId::as_str),
-                        attempt.detail,
-                        format_time(&attempt.created_at),
-                        format_time(&attempt.expires_at),
-                        format_time(&attempt.updated_at),
-                    ],
-                )
-                .map_err(unavailable)?;
-            if inserted == 0 {
-                return Err(RegistryError::Conflict(format!("consent attempt {}", attempt.nonce)));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn consume(
-        &self,
-        nonce: &str,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<ConsentAttempt, ConsumeError> {
-        let nonce = nonce.to_owned();
-        self.with_connection(move |connection| {
-            let consumed = connection
-                .execute(
-                    "UPDATE consent_attempts SET status = 'consumed', updated_at = ?3
-                     WHERE nonce = ?1 AND status = 'issued' AND expires_at > ?2",
-                    params![nonce, format_time(&now), format_time(&stored_now())],
-                )
-                .map_err(unavailable)?;
-            let stored = select_attempt(connection, &nonce)?;
-            Ok(match (consumed, stored) {
-                (1, Some(attempt)) => Ok(attempt),
-                (_, stored) => Err(classify_failed_consume(stored.as_ref(), now)),
-            })
-        })
-        .await?
-    }
-
-    async fn finish(
-        &self,
-        nonce: &str,
-        status: AttemptStatus,
-        tenant_id: Option<&TenantId>,
-        detail: Option<&str>,
-    ) -> Result<(), RegistryError> {
-        let (nonce, tenant_id, detail) = (
-            nonce.to_owned(),
-            tenant_id.map(|id| id.to_string()),
-            detail.map(str::to_owned),
-        );
-        self.with_connection(move |connection| {
-            let updated = connection
-                .execute(
-                    "UPDATE consent_attempts SET status = ?2, tenant_id = COALESCE(?3, tenant_id),
-                        detail = ?4, updated_at = ?5 WHERE nonce = ?1",
-                    params![
-                        nonce,
-                        status.as_str(),
-                        tenant_id,
-                        detail,
-                        format_time(&stored_now())
-                    ],
-                )
-                .map_err(unavailable)?;
-            if updated == 0 {
-                return Err(RegistryError::NotFound(format!("consent attempt {nonce}")));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn attempt(&self, nonce: &str) -> Result<Option<ConsentAttempt>, RegistryError> {
-        let nonce = nonce.to_owned();
-        self.with_connection(move |connection| select_attempt(connection, &nonce))
-            .await
-    }
-}
-
-fn checkpoint_json(checkpoint: &Checkpoint) -> String {
-    serde_json::to_string(checkpoint).expect("a checkpoint serialises")
-}
-
-fn parse_checkpoint(body: &str, version: i64) -> Result<Checkpoint, RegistryError> {
-    let mut checkpoint: Checkpoint = serde_json::from_str(body)
-        .map_err(|error| RegistryError::Corrupt(format!("checkpoint: {error}")))?;
-    checkpoint.version =
-        u64::try_from(version).map_err(|error| RegistryError::Corrupt(error.to_string()))?;
-    Ok(checkpoint)
-}
-
-#[async_trait]
-impl Checkpoints for SqliteRegistry {
-    async fn checkpoint(
-        &self,
-        tenant: &TenantId,
-        source: &str,
-    ) -> Result<Option<Checkpoint>, RegistryError> {
-        let (tenant, source) = (tenant.to_string(), source.to_owned());
-        self.with_connection(move |connection| {
-            connection
-                .query_row(
-                    "SELECT body, version FROM checkpoints WHERE tenant_id = ?1 AND source = ?2",
-                    params![tenant, source],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
-                )
-                .optional()
-                .map_err(unavailable)?
-                .map(|(body, version)| parse_checkpoint(&body, version))
-                .transpose()
-        })
-        .await
-    }
-
-    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RegistryError> {
-        let mut saved = checkpoint.clone();
-        saved.updated_at = stored_now();
-        saved.version = checkpoint.version + 1;
-        let body = checkpoint_json(&saved);
-        let expected = checkpoint.version as i64;
-        let (tenant, source) = (checkpoint.tenant_id.to_string(), checkpoint.source.clone());
-        self.with_connection(move |connection| {
-            let changed = if expected == 0 {
-                connection.execute(
-                    "INSERT INTO checkpoints (tenant_id, source, body, version) VALUES (?1, ?2, ?3, 1)
-                     ON CONFLICT(tenant_id, source) DO NOTHING",
-                    params![tenant, source, body],
-                )
-            } else {
-                connection.execute(
-                    "UPDATE checkpoints SET body = ?3, version = ?4 + 1
-                     WHERE tenant_id = ?1 AND source = ?2 AND version = ?4",
-                    params![tenant, source, body, expected],
-                )
-            }
-            .map_err(unavailable)?;
-            if changed == 0 {
-                return Err(RegistryError::Conflict(format!("checkpoint {tenant}/{source}")));
-            }
-            Ok(saved)
-        })
-        .await
-    }
-
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, RegistryError> {
-        self.with_connection(|connection| {
-            let mut statement = connection
-                .prepare("SELECT body, version FROM checkpoints ORDER BY tenant_id, source")
-                .map_err(unavailable)?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })
-                .map_err(unavailable)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(|(body, version)| parse_checkpoint(body, *version))
-                .collect()
-        })
-        .await
-    }
-
-    async fn delivered(
-        &self,
-        tenant: &TenantId,
-        source: &str,
-        ids: &[String],
-    ) -> Result<HashMap<String, String>, RegistryError> {
-        let (tenant, source, ids) = (tenant.to_string(), source.to_owned(), ids.to_vec());
-        self.with_connection(move |connection| {
-            let mut statement = connection
-                .prepare_cached("SELECT last_update FROM ledger WHERE tenant_id = ?1 AND source = ?2 AND id = ?3")
-                .map_err(unavailable)?;
-            let mut found = HashMap::new();
-            for id in ids {
-                if let Some(last_update) = statement
-                    .query_row(params![tenant, source, id], |row| row.get::<_, String>(0))
-                    .optional()
-                    .map_err(unavailable)?
-                {
-                    found.insert(id, last_update);
-                }
-            }
-            Ok(found)
-        })
-        .await
-    }
-
-    async fn mark_delivered(
-        &self,
-        tenant: &TenantId,
-        source: &str,
-        entries: &[(String, String)],
-    ) -> Result<(), RegistryError> {
-        let (tenant, source, entries) = (tenant.to_string(), source.to_owned(), entries.to_vec());
-        self.with_connection(move |connection| {
-            let transaction = connection.unchecked_transaction().map_err(unavailable)?;
-            {
-                let mut statement = transaction
-                    .prepare_cached(
-                        "INSERT INTO ledger (tenant_id, source, id, last_update) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT(tenant_id, source, id) DO UPDATE SET last_update = excluded.last_update",
-                    )
-                    .map_err(unavailable)?;
-                for (id, last_update) in &entries {
-                    statement.execute(params![tenant, source, id, last_update]).map_err(unavailable)?;
-                }
-            }
-            transaction.commit().map_err(unavailable)
-        })
-        .await
-    }
-
-    async fn take_lease(
-        &self,
-        tenant: &TenantId,
-        source: &str,
-        holder: &str,
-        now: chrono::DateTime<chrono::Utc>,
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, RegistryError> {
-        let (tenant, source, holder) = (tenant.to_string(), source.to_owned(), holder.to_owned());
-        let (now_ms, until_ms) = (now.timestamp_millis(), until.timestamp_millis());
-        self.with_connection(move |connection| {
-            // One statement: the row is written only if it is new, expired or already ours.
-            let changed = connection
-                .execute(
-                    "INSERT INTO leases (tenant_id, source, holder, until_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(tenant_id, source) DO UPDATE
-                        SET holder = excluded.holder, until_ms = excluded.until_ms
-                        WHERE leases.until_ms <= ?5 OR leases.holder = excluded.holder",
-                    params![tenant, source, holder, until_ms, now_ms],
-                )
-                .map_err(unavailable)?;
-            Ok(changed == 1)
-        })
-        .await
-    }
-
-    async fn release_lease(
-        &self,
-        tenant: &TenantId,
-        source: &str,
-        holder: &str,
-    ) -> Result<(), RegistryError> {
-        let (tenant, source, holder) = (tenant.to_string(), source.to_owned(), holder.to_owned());
-        self.with_connection(move |connection| {
-            connection
-                .execute(
-                    "DELETE FROM leases WHERE tenant_id = ?1 AND source = ?2 AND holder = ?3",
-                    params![tenant, source, holder],
-                )
-                .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, stored_now};
 
     #[tokio::test]
     async fn a_sign_in_attempt_reads_back_and_its_row_reads_as_earlier_releases_wrote_it() {

@@ -1,0 +1,349 @@
+//! Checkpoints, the delivery ledger and pair leases in DynamoDB, in the tenant's partition
+//! (`sk = CHECKPOINT#{source}`, `LEDGER#{source}#{id}`, `LEASE#{source}`).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::dynamo::*;
+use super::record::stored_now;
+use super::{Checkpoint, Checkpoints, DynamoRegistry, RegistryError};
+use crate::tenant_id::TenantId;
+
+fn checkpoint_key(tenant: &TenantId, source: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("{TENANT_PREFIX}{tenant}")),
+        ),
+        (
+            "sk".to_owned(),
+            AttributeValue::S(format!("{CHECKPOINT_PREFIX}{source}")),
+        ),
+    ])
+}
+
+fn ledger_key(tenant: &TenantId, source: &str, id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("{LEDGER_PREFIX}{tenant}#{source}")),
+        ),
+        ("sk".to_owned(), AttributeValue::S(id.to_owned())),
+    ])
+}
+
+fn lease_item(
+    tenant: &TenantId,
+    source: &str,
+    holder: &str,
+    until: chrono::DateTime<chrono::Utc>,
+) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("{TENANT_PREFIX}{tenant}")),
+        ),
+        (
+            "sk".to_owned(),
+            AttributeValue::S(format!("{LEASE_PREFIX}{source}")),
+        ),
+    ]);
+    item.insert("holder".into(), AttributeValue::S(holder.to_owned()));
+    item.insert(
+        "lease_until".into(),
+        AttributeValue::N(until.timestamp_millis().to_string()),
+    );
+    let remove_after = until.max(chrono::Utc::now()) + chrono::Duration::days(LEASE_RETENTION_DAYS);
+    item.insert(
+        "expires_at".into(),
+        AttributeValue::N(remove_after.timestamp().to_string()),
+    );
+    item
+}
+
+fn checkpoint_from(item: &HashMap<String, AttributeValue>) -> Result<Checkpoint, RegistryError> {
+    let body = item
+        .get("body")
+        .and_then(|value| value.as_s().ok())
+        .ok_or_else(|| RegistryError::Corrupt("checkpoint body is missing".into()))?;
+    let mut checkpoint: Checkpoint = serde_json::from_str(body)
+        .map_err(|error| RegistryError::Corrupt(format!("checkpoint: {error}")))?;
+    checkpoint.version = item
+        .get("version")
+        .and_then(|value| value.as_n().ok())
+        .and_then(|number| number.parse().ok())
+        .ok_or_else(|| RegistryError::Corrupt("checkpoint version is missing".into()))?;
+    Ok(checkpoint)
+}
+
+async fn pause_before_round(round: u32) {
+    tokio::time::sleep(std::time::Duration::from_millis(
+        50 * 2u64.pow(round.min(6)),
+    ))
+    .await;
+}
+
+#[async_trait]
+impl Checkpoints for DynamoRegistry {
+    async fn checkpoint(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+    ) -> Result<Option<Checkpoint>, RegistryError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(checkpoint_key(tenant, source)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        answer.item.as_ref().map(checkpoint_from).transpose()
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RegistryError> {
+        let mut saved = checkpoint.clone();
+        saved.updated_at = stored_now();
+        saved.version = checkpoint.version + 1;
+        let mut item = checkpoint_key(&checkpoint.tenant_id, &checkpoint.source);
+        item.insert(
+            "body".into(),
+            AttributeValue::S(serde_json::to_string(&saved).expect("a checkpoint serialises")),
+        );
+        item.insert(
+            "version".into(),
+            AttributeValue::N(saved.version.to_string()),
+        );
+        item.insert("kind".into(), AttributeValue::S(KIND_CHECKPOINT.to_owned()));
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let request = if checkpoint.version == 0 {
+            request.condition_expression("attribute_not_exists(pk)")
+        } else {
+            request
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(
+                    ":expected",
+                    AttributeValue::N(checkpoint.version.to_string()),
+                )
+        };
+        match request.send().await {
+            Ok(_) => Ok(saved),
+            Err(error) if is_condition_failure(&error) => Err(RegistryError::Conflict(format!(
+                "checkpoint {}/{}",
+                checkpoint.tenant_id, checkpoint.source
+            ))),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, RegistryError> {
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(KIND_INDEX)
+                .key_condition_expression("#kind = :kind")
+                .expression_attribute_names("#kind", "kind")
+                .expression_attribute_values(":kind", AttributeValue::S(KIND_CHECKPOINT.to_owned()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                found.push(checkpoint_from(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| (&a.tenant_id, &a.source).cmp(&(&b.tenant_id, &b.source)));
+        Ok(found)
+    }
+
+    async fn delivered(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>, RegistryError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = HashMap::new();
+        let mut unique: Vec<&String> = ids.iter().collect();
+        unique.sort();
+        unique.dedup();
+        for chunk in unique.chunks(BATCH_GET_LIMIT) {
+            let keys: Vec<_> = chunk
+                .iter()
+                .map(|id| ledger_key(tenant, source, id))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|error| RegistryError::Unavailable(error.to_string()))?,
+            );
+            let mut round = 0;
+            while let Some(request) = pending.take() {
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in answer
+                    .responses
+                    .as_ref()
+                    .and_then(|tables| tables.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(AttributeValue::S(id)), Some(AttributeValue::S(last_update))) =
+                        (item.get("sk"), item.get("last_update"))
+                    {
+                        found.insert(id.clone(), last_update.clone());
+                    }
+                }
+                pending = answer
+                    .unprocessed_keys
+                    .and_then(|mut tables| tables.remove(&self.table))
+                    .filter(|rest| !rest.keys().is_empty());
+                if pending.is_some() {
+                    round += 1;
+                    if round > BATCH_ROUNDS {
+                        return Err(RegistryError::Unavailable(
+                            "DynamoDB kept keys unprocessed (throttled)".into(),
+                        ));
+                    }
+                    pause_before_round(round).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn mark_delivered(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        entries: &[(String, String)],
+    ) -> Result<(), RegistryError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        // A batch may not name one key twice: the last write of an id wins.
+        let mut latest: HashMap<&String, &String> = HashMap::new();
+        for (id, last_update) in entries {
+            latest.insert(id, last_update);
+        }
+        let requests: Vec<WriteRequest> = latest
+            .into_iter()
+            .map(|(id, last_update)| {
+                let mut item = ledger_key(tenant, source, id);
+                item.insert("last_update".into(), AttributeValue::S(last_update.clone()));
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(|error| RegistryError::Unavailable(error.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        for chunk in requests.chunks(BATCH_WRITE_LIMIT) {
+            let mut pending = chunk.to_vec();
+            let mut round = 0;
+            while !pending.is_empty() {
+                let answer = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                pending = answer
+                    .unprocessed_items
+                    .and_then(|mut tables| tables.remove(&self.table))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    round += 1;
+                    if round > BATCH_ROUNDS {
+                        return Err(RegistryError::Unavailable(
+                            "DynamoDB kept writes unprocessed (throttled)".into(),
+                        ));
+                    }
+                    pause_before_round(round).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn take_lease(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, RegistryError> {
+        // The lease item sits in the tenant's partition beside its checkpoint, so it is under the
+        // same IAM scope; it carries no `kind`, so listings never see it.
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lease_item(tenant, source, holder, until)))
+            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR #holder = :holder")
+            // Names, not the bare words: DynamoDB reserves many attribute names.
+            .expression_attribute_names("#until", "lease_until")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(now.timestamp_millis().to_string()),
+            )
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(error) if is_condition_failure(&error) => Ok(false),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn release_lease(
+        &self,
+        tenant: &TenantId,
+        source: &str,
+        holder: &str,
+    ) -> Result<(), RegistryError> {
+        // Released by writing an expired lease (PutItem, which the role already has), not by a
+        // delete: fetch-incidents' role deletes nothing in the table.
+        let released = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(lease_item(tenant, source, holder, released)))
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Ok(()),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+}
