@@ -72,6 +72,13 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     UpdateInProgress,
     UpdateConflict,
+    TimespanInvalid,
+    HuntQueryInvalid,
+    HuntNotFound,
+    HuntNoTenants,
+    HuntTimedOut,
+    HuntResultsUnavailable,
+    HuntQueueUnavailable,
 }
 
 impl ErrorCode {
@@ -138,6 +145,13 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::UpdateInProgress => "update_in_progress",
             ErrorCode::UpdateConflict => "update_conflict",
+            ErrorCode::TimespanInvalid => "timespan_invalid",
+            ErrorCode::HuntQueryInvalid => "hunt_query_invalid",
+            ErrorCode::HuntNotFound => "hunt_not_found",
+            ErrorCode::HuntNoTenants => "hunt_no_tenants",
+            ErrorCode::HuntTimedOut => "hunt_timed_out",
+            ErrorCode::HuntResultsUnavailable => "hunt_results_unavailable",
+            ErrorCode::HuntQueueUnavailable => "hunt_queue_unavailable",
         }
     }
 
@@ -152,6 +166,8 @@ impl ErrorCode {
                 | ErrorCode::KeyServiceUnavailable
                 | ErrorCode::CredentialUnavailable
                 | ErrorCode::PartialContent
+                | ErrorCode::HuntResultsUnavailable
+                | ErrorCode::HuntQueueUnavailable
         )
     }
 
@@ -191,6 +207,11 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused
             | ErrorCode::UpdateInProgress
             | ErrorCode::UpdateConflict => 409,
+            // Fleet hunting (hunt).
+            ErrorCode::TimespanInvalid | ErrorCode::HuntQueryInvalid => 400,
+            ErrorCode::HuntNotFound | ErrorCode::HuntNoTenants => 404,
+            ErrorCode::HuntTimedOut => 504,
+            ErrorCode::HuntResultsUnavailable | ErrorCode::HuntQueueUnavailable => 503,
             ErrorCode::UserMismatch => 502,
             ErrorCode::Throttled => 429,
             ErrorCode::TokenTenantMismatch => 502,
@@ -252,6 +273,13 @@ mod tests {
             ErrorCode::AdminRoleMissing,
             ErrorCode::ApiRetired,
             ErrorCode::PartialContent,
+            ErrorCode::TimespanInvalid,
+            ErrorCode::HuntQueryInvalid,
+            ErrorCode::HuntNotFound,
+            ErrorCode::HuntNoTenants,
+            ErrorCode::HuntTimedOut,
+            ErrorCode::HuntResultsUnavailable,
+            ErrorCode::HuntQueueUnavailable,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

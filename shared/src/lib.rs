@@ -13,6 +13,7 @@ pub mod entra;
 pub mod error_code;
 pub mod fetch;
 pub mod http;
+pub mod hunting;
 pub mod minting;
 pub mod runtime;
 pub mod secrets;

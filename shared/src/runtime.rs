@@ -11,8 +11,8 @@ use crate::secrets::{
     SecretsManagerSource,
 };
 use crate::tenants::{
-    Checkpoints, ConsentAttempts, DynamoRegistry, RegistryError, SignedInUsers, SqliteRegistry,
-    Store, TenantRegistry, UpdateRecords,
+    Checkpoints, ConsentAttempts, DynamoRegistry, HuntRecords, RegistryError, SignedInUsers,
+    SqliteRegistry, Store, TenantRegistry, UpdateRecords,
 };
 
 pub struct Services {
@@ -30,6 +30,8 @@ pub struct Services {
     pub signed_in: Arc<dyn SignedInUsers>,
     /// And through its write-back port.
     pub updates: Arc<dyn UpdateRecords>,
+    /// And through its fleet-hunting port.
+    pub hunts: Arc<dyn HuntRecords>,
     pub tokens: Arc<AppTokenProvider>,
 }
 
@@ -130,7 +132,8 @@ impl Services {
             attempts: store.clone(),
             checkpoints: store.clone(),
             signed_in: store.clone(),
-            updates: store,
+            updates: store.clone(),
+            hunts: store,
             tokens,
         })
     }

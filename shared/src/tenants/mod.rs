@@ -5,13 +5,17 @@
 mod attempts;
 mod checkpoints;
 pub mod conformance;
+pub mod conformance_hunts;
 pub mod conformance_updates;
 mod dynamo;
+mod dynamo_hunts;
 mod dynamo_signed_in;
 mod dynamo_updates;
+mod hunts;
 mod record;
 mod signed_in;
 mod sqlite;
+mod sqlite_hunts;
 mod sqlite_signed_in;
 mod sqlite_updates;
 mod updates;
@@ -19,7 +23,12 @@ mod updates;
 pub use attempts::{AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
 pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
 pub use dynamo::{DynamoRegistry, KIND_INDEX};
+pub use dynamo_hunts::HUNT_PREFIX;
 pub use dynamo_updates::WRITEBACK_PREFIX;
+pub use hunts::{
+    HUNT_RETENTION_DAYS, HuntRecord, HuntRecords, HuntStatus, HuntTarget, SavedHunt,
+    TenantHuntResult, TenantHuntStatus,
+};
 pub use record::{Ownership, TenantRecord, TenantStatus, stored_now};
 pub use signed_in::{SignedInUser, SignedInUsers};
 pub use sqlite::SqliteRegistry;
@@ -52,14 +61,15 @@ impl RegistryError {
 }
 
 /// Everything the functions keep: the tenant registry, the consent attempts, fetch progress,
-/// signed-in users and write-back records, in one store.
+/// signed-in users, write-back records and hunts, in one store.
 pub trait Store:
-    TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + UpdateRecords
+    TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + UpdateRecords + HuntRecords
 {
 }
 
-impl<T: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + UpdateRecords> Store
-    for T
+impl<
+    T: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + UpdateRecords + HuntRecords,
+> Store for T
 {
 }
 

@@ -114,6 +114,9 @@ impl SqliteRegistry {
         connection
             .execute_batch(super::sqlite_updates::SCHEMA)
             .map_err(unavailable)?;
+        connection
+            .execute_batch(super::sqlite_hunts::SCHEMA)
+            .map_err(unavailable)?;
         Ok(SqliteRegistry {
             connection: Arc::new(Mutex::new(connection)),
         })
@@ -664,6 +667,14 @@ mod concurrency_tests {
     async fn concurrent_consumers_one_winner() {
         let store: Arc<dyn ConsentAttempts> = Arc::new(SqliteRegistry::in_memory().unwrap());
         crate::tenants::conformance::concurrent_consumers_one_winner(store).await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_hunting_conformance_suite() {
+        let store = SqliteRegistry::in_memory().unwrap();
+        crate::tenants::conformance_hunts::run(&store).await;
+        crate::tenants::conformance_hunts::concurrent_finishers_one_sees_zero(Arc::new(store))
+            .await;
     }
 
     #[tokio::test]
