@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::faults::Fault;
 use crate::handle::{ControlError, EmulatorHandle};
 use crate::scenario::{
     AppConfig, CertificateConfig, FederatedCredentialConfig, GrantConfig, SecretConfig,
@@ -88,14 +87,20 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn push_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let handle = handle(shared);
-    match parse::<Fault>(&body).and_then(|fault| handle.push_fault(fault)) {
-        Ok(()) => Json(json!({ "pending": handle.pending_faults() })).into_response(),
+    let pushed = crate::faults::parse_posted(&body)
+        .map_err(ControlError::Invalid)
+        .and_then(|(fault, after_apply)| match after_apply {
+            Some(after_apply) => handle.push_fault_after_apply(fault, after_apply),
+            None => handle.push_fault(fault),
+        });
+    match pushed {
+        Ok(()) => Json(json!({ "pending": handle.pending_faults_json() })).into_response(),
         Err(error) => error.into_response(),
     }
 }
 
 async fn list_faults(State(shared): State<Arc<Shared>>) -> Response {
-    Json(json!({ "pending": handle(shared).pending_faults() })).into_response()
+    Json(json!({ "pending": handle(shared).pending_faults_json() })).into_response()
 }
 
 async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
@@ -202,18 +207,13 @@ async fn revoke_consent(
     done(handle(shared).revoke_consent(&tenant, &client_id))
 }
 
+/// The Entra and delegated settings of `PUT /_emulator/settings`; the data APIs' own fields
+/// ([`crate::defender::DefenderSettingsPatch::FIELDS`]) are split off before parsing this.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     token_lifetime_seconds: Option<u64>,
     consent_propagation_ms: Option<u64>,
-    // The data APIs' settings (see `crate::defender::DefenderSettingsPatch`).
-    rate_limits: Option<crate::defender::RateLimitMode>,
-    rate_limit_scale: Option<f64>,
-    m365d_next_link: Option<bool>,
-    m365d_retry_after_in_body_only: Option<bool>,
-    graph_page_cut: Option<u32>,
-    retirement: Option<crate::defender::Retirement>,
     // The delegated flows' lifetimes (see `crate::scenario::DelegatedSettings`).
     authorization_code_lifetime_seconds: Option<u64>,
     refresh_token_lifetime_seconds: Option<u64>,
@@ -221,20 +221,31 @@ struct Settings {
     device_code_interval_seconds: Option<u64>,
 }
 
+/// Splits a settings body into the data APIs' patch and the rest.
+fn split_settings(
+    body: &Bytes,
+) -> Result<(Settings, crate::defender::DefenderSettingsPatch), ControlError> {
+    let mut object: serde_json::Map<String, serde_json::Value> = parse(body)?;
+    let mut data = serde_json::Map::new();
+    for field in crate::defender::DefenderSettingsPatch::FIELDS {
+        if let Some(value) = object.remove(*field) {
+            data.insert((*field).to_owned(), value);
+        }
+    }
+    let invalid =
+        |error: serde_json::Error| ControlError::Invalid(format!("invalid body: {error}"));
+    let settings = serde_json::from_value(serde_json::Value::Object(object)).map_err(invalid)?;
+    let patch = serde_json::from_value(serde_json::Value::Object(data)).map_err(invalid)?;
+    Ok((settings, patch))
+}
+
 async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    done(parse::<Settings>(&body).and_then(|settings| {
+    done(split_settings(&body).and_then(|(settings, patch)| {
         let handle = handle(shared);
         if let Some(ms) = settings.consent_propagation_ms {
             handle.set_consent_propagation(ms)?;
         }
-        handle.patch_defender_settings(&crate::defender::DefenderSettingsPatch {
-            rate_limits: settings.rate_limits,
-            rate_limit_scale: settings.rate_limit_scale,
-            m365d_next_link: settings.m365d_next_link,
-            m365d_retry_after_in_body_only: settings.m365d_retry_after_in_body_only,
-            graph_page_cut: settings.graph_page_cut,
-            retirement: settings.retirement,
-        })?;
+        handle.patch_defender_settings(&patch)?;
         let mut delegated = handle.delegated_settings();
         for (slot, value) in [
             (

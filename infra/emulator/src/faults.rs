@@ -45,6 +45,24 @@ pub enum FaultMatch {
     /// `GET /api/alerts` (Defender for Endpoint) only.
     #[serde(rename = "mde_alerts")]
     MdeAlerts,
+    /// `GET /v1.0/security/incidents/{id}` and `GET /v1.0/security/alerts_v2/{id}`.
+    #[serde(rename = "graph_records")]
+    GraphRecords,
+    /// `PATCH /v1.0/security/incidents/{id}`.
+    #[serde(rename = "graph_incident_write")]
+    GraphIncidentWrite,
+    /// `PATCH /v1.0/security/alerts_v2/{id}`.
+    #[serde(rename = "graph_alert_write")]
+    GraphAlertWrite,
+    /// `POST /v1.0/security/incidents/{id}/comments` and `POST /v1.0/security/alerts_v2/{id}/comments`.
+    #[serde(rename = "graph_comments")]
+    GraphComments,
+    /// Every Graph write: both `PATCH`es and both comment `POST`s.
+    #[serde(rename = "graph_writes")]
+    GraphWrites,
+    /// `POST /v1.0/security/runHuntingQuery`.
+    #[serde(rename = "graph_hunting")]
+    GraphHunting,
 }
 
 impl FaultMatch {
@@ -52,6 +70,66 @@ impl FaultMatch {
     fn data_only(self) -> bool {
         !matches!(self, FaultMatch::Token | FaultMatch::Any)
     }
+
+    /// Matches write routes only (those an [`AfterApply`] fault may take).
+    fn writes_only(self) -> bool {
+        matches!(
+            self,
+            FaultMatch::GraphIncidentWrite
+                | FaultMatch::GraphAlertWrite
+                | FaultMatch::GraphComments
+                | FaultMatch::GraphWrites
+        )
+    }
+
+    fn matches(self, route: &Route) -> bool {
+        let endpoint = route.data_endpoint;
+        match self {
+            FaultMatch::Any => true,
+            FaultMatch::Token => route.token_endpoint.is_some(),
+            FaultMatch::Data => route.data_api.is_some(),
+            FaultMatch::Graph => matches!(
+                endpoint,
+                Some(DataEndpoint::GraphIncidents | DataEndpoint::GraphAlerts)
+            ),
+            FaultMatch::GraphIncidents => endpoint == Some(DataEndpoint::GraphIncidents),
+            FaultMatch::GraphAlerts => endpoint == Some(DataEndpoint::GraphAlerts),
+            FaultMatch::M365dIncidents => endpoint == Some(DataEndpoint::M365dIncidents),
+            FaultMatch::MdeAlerts => endpoint == Some(DataEndpoint::MdeAlerts),
+            FaultMatch::GraphRecords => matches!(
+                endpoint,
+                Some(DataEndpoint::GraphIncident | DataEndpoint::GraphAlert)
+            ),
+            FaultMatch::GraphIncidentWrite => endpoint == Some(DataEndpoint::GraphIncidentUpdate),
+            FaultMatch::GraphAlertWrite => endpoint == Some(DataEndpoint::GraphAlertUpdate),
+            FaultMatch::GraphComments => matches!(
+                endpoint,
+                Some(DataEndpoint::GraphIncidentComment | DataEndpoint::GraphAlertComment)
+            ),
+            FaultMatch::GraphWrites => matches!(
+                endpoint,
+                Some(
+                    DataEndpoint::GraphIncidentUpdate
+                        | DataEndpoint::GraphAlertUpdate
+                        | DataEndpoint::GraphIncidentComment
+                        | DataEndpoint::GraphAlertComment
+                )
+            ),
+            FaultMatch::GraphHunting => endpoint == Some(DataEndpoint::GraphHunting),
+        }
+    }
+}
+
+/// How a write's answer is lost after the write was applied ("answer lost": the change is made,
+/// the client never learns it). Sent as `"after_apply"` beside a fault's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterApply {
+    /// The connection is closed without an answer.
+    Drop,
+    /// The answer is held for the fault's `delay_ms` (longer than the client's timeout), then
+    /// sent.
+    Delay,
 }
 
 /// The `Warning` of an injected 206 when the fault's `error` does not name one.
@@ -112,6 +190,23 @@ impl Fault {
         }
     }
 
+    /// `count` matching requests served as usual: with [`EmulatorHandle::push_fault_after_apply`]
+    /// their answers are then lost, with [`Fault::with_delay_ms`] they are delayed.
+    ///
+    /// [`EmulatorHandle::push_fault_after_apply`]: crate::EmulatorHandle::push_fault_after_apply
+    pub fn served(matches: FaultMatch, count: u32) -> Fault {
+        Fault {
+            status: None,
+            ..Fault::status(matches, 500, count)
+        }
+    }
+
+    /// Waits `delay_ms` before answering (with [`AfterApply::Delay`]: after serving).
+    pub fn with_delay_ms(mut self, delay_ms: u64) -> Fault {
+        self.delay_ms = Some(delay_ms);
+        self
+    }
+
     /// Only requests for this tenant (GUID or domain).
     pub fn for_tenant(mut self, tenant: &str) -> Fault {
         self.tenant = Some(tenant.to_owned());
@@ -162,6 +257,28 @@ impl Fault {
         }
     }
 
+    /// Validation of a fault that loses the answer of an applied write.
+    pub(crate) fn validate_after_apply(&self, after: AfterApply) -> Result<(), String> {
+        if self.count == 0 {
+            return Err("count must be at least 1".to_owned());
+        }
+        if !self.matches.writes_only() {
+            return Err("after_apply needs a write match (graph_incident_write, graph_alert_write, graph_comments, graph_writes)".to_owned());
+        }
+        if self.status.is_some() {
+            return Err("after_apply serves the request: it takes no status".to_owned());
+        }
+        match (after, self.delay_ms) {
+            (AfterApply::Drop, Some(_)) => Err(
+                "after_apply drop takes no delay_ms (the connection is closed at once)".to_owned(),
+            ),
+            (AfterApply::Delay, None) => {
+                Err("after_apply delay needs delay_ms: how long the answer is held".to_owned())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn entra_error(&self, status: StatusCode) -> EntraError {
         let mut error = EntraError::transient(status);
         if let Some(name) = &self.error {
@@ -175,15 +292,32 @@ impl Fault {
     }
 }
 
+/// One queued fault: a [`Fault`], and for a write whose answer is lost, how.
+#[derive(Debug, Clone)]
+struct Queued {
+    fault: Fault,
+    after_apply: Option<AfterApply>,
+}
+
 /// Pending faults, consumed in the order they were queued.
 #[derive(Default)]
 pub(crate) struct FaultQueue {
-    pending: VecDeque<Fault>,
+    pending: VecDeque<Queued>,
 }
 
 impl FaultQueue {
     pub(crate) fn push(&mut self, fault: Fault) {
-        self.pending.push_back(fault);
+        self.pending.push_back(Queued {
+            fault,
+            after_apply: None,
+        });
+    }
+
+    pub(crate) fn push_after_apply(&mut self, fault: Fault, after_apply: AfterApply) {
+        self.pending.push_back(Queued {
+            fault,
+            after_apply: Some(after_apply),
+        });
     }
 
     pub(crate) fn clear(&mut self) {
@@ -191,35 +325,40 @@ impl FaultQueue {
     }
 
     pub(crate) fn pending(&self) -> Vec<Fault> {
-        self.pending.iter().cloned().collect()
+        self.pending
+            .iter()
+            .map(|queued| queued.fault.clone())
+            .collect()
+    }
+
+    /// The pending faults as the control API shows them (`after_apply` beside the fields).
+    pub(crate) fn pending_json(&self) -> Vec<serde_json::Value> {
+        self.pending
+            .iter()
+            .map(|queued| {
+                let mut value = serde_json::to_value(&queued.fault).unwrap_or_default();
+                if let (Some(after), Some(object)) = (queued.after_apply, value.as_object_mut()) {
+                    object.insert("after_apply".to_owned(), serde_json::json!(after));
+                }
+                value
+            })
+            .collect()
     }
 
     /// Takes one use of the first fault that matches; the fault goes once its count is spent.
-    fn take(&mut self, route: &Route, same_tenant: impl Fn(&str) -> bool) -> Option<Fault> {
-        let index = self.pending.iter().position(|fault| {
-            let kind_matches = match fault.matches {
-                FaultMatch::Any => true,
-                FaultMatch::Token => route.token_endpoint.is_some(),
-                FaultMatch::Data => route.data_api.is_some(),
-                FaultMatch::Graph => matches!(
-                    route.data_endpoint,
-                    Some(DataEndpoint::GraphIncidents | DataEndpoint::GraphAlerts)
-                ),
-                FaultMatch::GraphIncidents => {
-                    route.data_endpoint == Some(DataEndpoint::GraphIncidents)
-                }
-                FaultMatch::GraphAlerts => route.data_endpoint == Some(DataEndpoint::GraphAlerts),
-                FaultMatch::M365dIncidents => {
-                    route.data_endpoint == Some(DataEndpoint::M365dIncidents)
-                }
-                FaultMatch::MdeAlerts => route.data_endpoint == Some(DataEndpoint::MdeAlerts),
-            };
-            kind_matches && fault.tenant.as_deref().is_none_or(&same_tenant)
+    fn take(
+        &mut self,
+        route: &Route,
+        same_tenant: impl Fn(&str) -> bool,
+    ) -> Option<(Fault, Option<AfterApply>)> {
+        let index = self.pending.iter().position(|queued| {
+            queued.fault.matches.matches(route)
+                && queued.fault.tenant.as_deref().is_none_or(&same_tenant)
         })?;
-        let fault = &mut self.pending[index];
-        fault.count -= 1;
-        let taken = fault.clone();
-        if fault.count == 0 {
+        let queued = &mut self.pending[index];
+        queued.fault.count -= 1;
+        let taken = (queued.fault.clone(), queued.after_apply);
+        if queued.fault.count == 0 {
             self.pending.remove(index);
         }
         Some(taken)
@@ -248,9 +387,45 @@ impl Route {
             tenant,
             token_endpoint,
             data_api: crate::defender::api_of_path(path),
-            data_endpoint: crate::defender::endpoint_of_path(path),
+            data_endpoint: crate::defender::endpoint_of_request(method, path),
         }
     }
+}
+
+impl crate::handle::EmulatorHandle {
+    /// Queues a fault that serves a write and then loses its answer ([`AfterApply`]): the
+    /// change is made, the client sees a dropped connection or no answer before its timeout.
+    pub fn push_fault_after_apply(
+        &self,
+        fault: Fault,
+        after_apply: AfterApply,
+    ) -> Result<(), crate::handle::ControlError> {
+        fault
+            .validate_after_apply(after_apply)
+            .map_err(crate::handle::ControlError::Invalid)?;
+        self.shared.faults().push_after_apply(fault, after_apply);
+        Ok(())
+    }
+
+    /// The pending faults as JSON, `after_apply` included (`GET /_emulator/faults`).
+    pub(crate) fn pending_faults_json(&self) -> Vec<serde_json::Value> {
+        self.shared.faults().pending_json()
+    }
+}
+
+/// Parses the body of `POST /_emulator/faults`: a [`Fault`], optionally with `after_apply`.
+pub(crate) fn parse_posted(body: &[u8]) -> Result<(Fault, Option<AfterApply>), String> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| format!("invalid body: {error}"))?;
+    let after_apply = match value.as_object_mut().and_then(|o| o.remove("after_apply")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(after) => Some(
+            serde_json::from_value(after)
+                .map_err(|error| format!("invalid body: after_apply: {error}"))?,
+        ),
+    };
+    let fault = serde_json::from_value(value).map_err(|error| format!("invalid body: {error}"))?;
+    Ok((fault, after_apply))
 }
 
 /// Token request bodies are small; anything larger is not a token request worth recording.
@@ -276,9 +451,25 @@ pub(crate) async fn inject(
                     && directory.tenant_id_of(fault_tenant) == request_tenant)
         })
     };
-    let Some(fault) = fault else {
+    let Some((fault, after_apply)) = fault else {
         return next.run(request).await;
     };
+    if let Some(after_apply) = after_apply {
+        // Served first: the write is applied, then its answer lost.
+        let response = next.run(request).await;
+        tracing::info!(
+            ?after_apply,
+            status = response.status().as_u16(),
+            "answer lost after the write"
+        );
+        return match after_apply {
+            AfterApply::Drop => crate::defender::dropped_connection(response),
+            AfterApply::Delay => {
+                tokio::time::sleep(Duration::from_millis(fault.delay_ms.unwrap_or_default())).await;
+                response
+            }
+        };
+    }
     if let Some(delay) = fault.delay_ms {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
@@ -351,7 +542,7 @@ mod tests {
         queue.push(Fault::status(FaultMatch::Any, 503, 1));
         let route = token_route("a.com");
         let taken: Vec<Option<u16>> = (0..4)
-            .map(|_| queue.take(&route, |_| true).and_then(|f| f.status))
+            .map(|_| queue.take(&route, |_| true).and_then(|(f, _)| f.status))
             .collect();
         assert_eq!(taken, [Some(429), Some(429), Some(503), None]);
     }

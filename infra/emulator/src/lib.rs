@@ -36,13 +36,14 @@ pub use aws::{ShortLivedTokens, StsCallCounts, StsFailure};
 pub use consent::{ConsentDecision, ConsentDecisionRecord, ConsentKind};
 pub use defender::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch,
-    RateLimitMode, Retirement, TouchWhilePaging,
+    HuntingColumn, HuntingConfig, HuntingTruth, MAX_HUNTING_ROWS, RateLimitMode, Retirement,
+    TouchWhilePaging,
 };
 pub use delegated::{
     DelegatedTokenRecord, DeviceDecision, DeviceVerdict, MintedUserToken, RefreshTokenCounts,
     UserTokenRequest,
 };
-pub use faults::{DEFAULT_PARTIAL_WARNING, Fault, FaultMatch};
+pub use faults::{AfterApply, DEFAULT_PARTIAL_WARNING, Fault, FaultMatch};
 pub use handle::{ControlError, EmulatorHandle};
 pub use request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 pub use scenario::{

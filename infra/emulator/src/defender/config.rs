@@ -53,6 +53,85 @@ pub struct DataConfig {
     /// and Elastic report this from real Graph): a full page is the only sign of more.
     #[serde(default, skip_serializing_if = "is_false")]
     pub omit_alerts_v2_next_link: bool,
+    /// The advanced hunting tables (`POST /v1.0/security/runHuntingQuery`); absent: every
+    /// table is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting: Option<HuntingConfig>,
+}
+
+/// The most rows one hunting table may have: rows are generated while a query reads them, so
+/// this bounds the time of a query that reads a whole table, not memory.
+pub const MAX_HUNTING_ROWS: u32 = 10_000_000;
+
+/// A tenant's advanced hunting tables, generated deterministically from the data's `seed`:
+/// row `i` of a table of `n` rows has a `Timestamp` in the `i`-th of `n` equal slices of the
+/// `span_days` before `end`, so rows are in time order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HuntingConfig {
+    /// Rows of every table not named in `tables`.
+    #[serde(default)]
+    pub rows_per_table: u32,
+    /// Rows of given tables (`DeviceProcessEvents`, `DeviceNetworkEvents`, `EmailEvents`,
+    /// `IdentityLogonEvents`), overriding `rows_per_table`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, u32>,
+    /// Days the rows span (1..=365).
+    #[serde(default = "default_span_days")]
+    pub span_days: u32,
+    /// Time of the end of the span. Absent: when the tenant's data is loaded (to the second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<DateTime<Utc>>,
+    /// How long every query of the tenant runs, in milliseconds: above the
+    /// `hunting_timeout_ms` setting its queries time out (504).
+    #[serde(default)]
+    pub query_ms: u64,
+}
+
+fn default_span_days() -> u32 {
+    7
+}
+
+impl Default for HuntingConfig {
+    fn default() -> Self {
+        HuntingConfig {
+            rows_per_table: 0,
+            tables: std::collections::BTreeMap::new(),
+            span_days: default_span_days(),
+            end: None,
+            query_ms: 0,
+        }
+    }
+}
+
+impl HuntingConfig {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.rows_per_table > MAX_HUNTING_ROWS
+            || self.tables.values().any(|rows| *rows > MAX_HUNTING_ROWS)
+        {
+            bail!("data.hunting: at most {MAX_HUNTING_ROWS} rows per table");
+        }
+        if !(1..=365).contains(&self.span_days) {
+            bail!("data.hunting: span_days must be 1 to 365");
+        }
+        for name in self.tables.keys() {
+            if !super::hunting::TABLE_NAMES.contains(&name.as_str()) {
+                bail!(
+                    "data.hunting: unknown table {name} (the emulator generates {})",
+                    super::hunting::TABLE_NAMES.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of a table.
+    pub(crate) fn rows(&self, table: &str) -> u32 {
+        self.tables
+            .get(table)
+            .copied()
+            .unwrap_or(self.rows_per_table)
+    }
 }
 
 fn is_false(value: &bool) -> bool {
@@ -102,6 +181,7 @@ impl Default for DataConfig {
             expand_alerts_fails_above: None,
             touch_while_paging: None,
             omit_alerts_v2_next_link: false,
+            hunting: None,
         }
     }
 }
@@ -125,6 +205,9 @@ impl DataConfig {
             || self.first_incident_id + u64::from(self.incidents) > (1 << 53)
         {
             bail!("data: first_incident_id must be 1 to 2^52");
+        }
+        if let Some(hunting) = &self.hunting {
+            hunting.validate()?;
         }
         self.modes().validate()
     }
@@ -200,6 +283,54 @@ pub struct DefenderSettings {
     /// The legacy APIs answer as retired (Graph keeps working).
     #[serde(default)]
     pub retirement: Retirement,
+    /// Graph incident updates refuse a determination other than `unknown` unless the
+    /// classification is `truePositive` (the legacy M365 Defender rule, reference §11): 400.
+    #[serde(default = "yes")]
+    pub incident_determination_rule: bool,
+    /// Advanced hunting calls allowed per minute and tenant (documented: at least 45).
+    #[serde(default = "default_hunting_calls_per_minute")]
+    pub hunting_calls_per_minute: u32,
+    /// Queries a tenant may run per CPU cycle before its quota is spent (429 until the cycle
+    /// ends); `None`: no quota.
+    #[serde(default)]
+    pub hunting_cpu_quota: Option<u32>,
+    /// Length of a CPU quota cycle (documented: 15 minutes).
+    #[serde(default = "default_hunting_cpu_cycle_seconds")]
+    pub hunting_cpu_cycle_seconds: u32,
+    /// How long a query may run before it fails (documented: 3 minutes); a tenant's
+    /// `hunting.query_ms` above it makes its queries time out.
+    #[serde(default = "default_hunting_timeout_ms")]
+    pub hunting_timeout_ms: u64,
+    /// Rows of a hunting result at most (documented: 100,000); beyond it the result is cut.
+    #[serde(default = "default_hunting_max_rows")]
+    pub hunting_max_rows: u32,
+    /// Hunting answers spell the schema `Name`/`Type` (older answers) instead of `name`/`type`.
+    #[serde(default)]
+    pub hunting_legacy_schema: bool,
+    /// "Now" of advanced hunting (`ago()`, the default and relative `Timespan`s); `None`: the
+    /// real clock. Set it so that a query and its truth agree to the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting_clock: Option<DateTime<Utc>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_hunting_calls_per_minute() -> u32 {
+    45
+}
+
+fn default_hunting_cpu_cycle_seconds() -> u32 {
+    900
+}
+
+fn default_hunting_timeout_ms() -> u64 {
+    180_000
+}
+
+fn default_hunting_max_rows() -> u32 {
+    100_000
 }
 
 impl Default for DefenderSettings {
@@ -211,6 +342,14 @@ impl Default for DefenderSettings {
             m365d_retry_after_in_body_only: false,
             graph_page_cut: None,
             retirement: Retirement::Off,
+            incident_determination_rule: true,
+            hunting_calls_per_minute: default_hunting_calls_per_minute(),
+            hunting_cpu_quota: None,
+            hunting_cpu_cycle_seconds: default_hunting_cpu_cycle_seconds(),
+            hunting_timeout_ms: default_hunting_timeout_ms(),
+            hunting_max_rows: default_hunting_max_rows(),
+            hunting_legacy_schema: false,
+            hunting_clock: None,
         }
     }
 }
@@ -222,6 +361,18 @@ impl DefenderSettings {
         }
         if self.graph_page_cut == Some(0) {
             return Err("graph_page_cut must be at least 1".to_owned());
+        }
+        if self.hunting_calls_per_minute == 0 {
+            return Err("hunting_calls_per_minute must be at least 1".to_owned());
+        }
+        if self.hunting_cpu_quota == Some(0) {
+            return Err("hunting_cpu_quota must be at least 1 (or null: no quota)".to_owned());
+        }
+        if self.hunting_cpu_cycle_seconds == 0 {
+            return Err("hunting_cpu_cycle_seconds must be at least 1".to_owned());
+        }
+        if self.hunting_max_rows == 0 {
+            return Err("hunting_max_rows must be at least 1".to_owned());
         }
         Ok(())
     }
@@ -244,9 +395,59 @@ pub struct DefenderSettingsPatch {
     pub graph_page_cut: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retirement: Option<Retirement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_determination_rule: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting_calls_per_minute: Option<u32>,
+    /// `Some(0)` removes the quota; `Some(n)`: `n` queries per cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting_cpu_quota: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting_cpu_cycle_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting_max_rows: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunting_legacy_schema: Option<bool>,
+    /// `Some(None)` (JSON `null`) returns hunting to the real clock.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hunting_clock: Option<Option<DateTime<Utc>>>,
+}
+
+/// A field that is present, `null` included: `Some(None)` for `null`, absent stays `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl DefenderSettingsPatch {
+    /// Every field name, so that `PUT /_emulator/settings` can split its body among the parts
+    /// of the emulator.
+    pub const FIELDS: &'static [&'static str] = &[
+        "rate_limits",
+        "rate_limit_scale",
+        "m365d_next_link",
+        "m365d_retry_after_in_body_only",
+        "graph_page_cut",
+        "retirement",
+        "incident_determination_rule",
+        "hunting_calls_per_minute",
+        "hunting_cpu_quota",
+        "hunting_cpu_cycle_seconds",
+        "hunting_timeout_ms",
+        "hunting_max_rows",
+        "hunting_legacy_schema",
+        "hunting_clock",
+    ];
+
     pub(crate) fn apply(&self, settings: &mut DefenderSettings) {
         if let Some(value) = self.rate_limits {
             settings.rate_limits = value;
@@ -265,6 +466,30 @@ impl DefenderSettingsPatch {
         }
         if let Some(value) = self.retirement {
             settings.retirement = value;
+        }
+        if let Some(value) = self.incident_determination_rule {
+            settings.incident_determination_rule = value;
+        }
+        if let Some(value) = self.hunting_calls_per_minute {
+            settings.hunting_calls_per_minute = value;
+        }
+        if let Some(value) = self.hunting_cpu_quota {
+            settings.hunting_cpu_quota = (value > 0).then_some(value);
+        }
+        if let Some(value) = self.hunting_cpu_cycle_seconds {
+            settings.hunting_cpu_cycle_seconds = value;
+        }
+        if let Some(value) = self.hunting_timeout_ms {
+            settings.hunting_timeout_ms = value;
+        }
+        if let Some(value) = self.hunting_max_rows {
+            settings.hunting_max_rows = value;
+        }
+        if let Some(value) = self.hunting_legacy_schema {
+            settings.hunting_legacy_schema = value;
+        }
+        if let Some(value) = self.hunting_clock {
+            settings.hunting_clock = value;
         }
     }
 }
@@ -310,5 +535,53 @@ mod tests {
         assert_eq!(settings.rate_limit_scale, 1.0);
         settings.rate_limit_scale = 0.0;
         assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn every_patch_field_is_listed() {
+        let mut full = serde_json::Map::new();
+        for field in DefenderSettingsPatch::FIELDS {
+            full.insert((*field).to_owned(), serde_json::Value::Null);
+        }
+        // Every listed name is a field (null is accepted by every Option)...
+        let patch: DefenderSettingsPatch =
+            serde_json::from_value(serde_json::Value::Object(full)).unwrap();
+        assert_eq!(patch.hunting_clock, Some(None));
+        // ...and every field is listed: a patch naming all fields serializes only listed names.
+        let all = DefenderSettingsPatch {
+            rate_limits: Some(RateLimitMode::On),
+            rate_limit_scale: Some(1.0),
+            m365d_next_link: Some(true),
+            m365d_retry_after_in_body_only: Some(true),
+            graph_page_cut: Some(1),
+            retirement: Some(Retirement::Off),
+            incident_determination_rule: Some(true),
+            hunting_calls_per_minute: Some(1),
+            hunting_cpu_quota: Some(1),
+            hunting_cpu_cycle_seconds: Some(1),
+            hunting_timeout_ms: Some(1),
+            hunting_max_rows: Some(1),
+            hunting_legacy_schema: Some(true),
+            hunting_clock: Some(None),
+        };
+        let value = serde_json::to_value(all).unwrap();
+        let names: Vec<&String> = value.as_object().unwrap().keys().collect();
+        assert_eq!(names.len(), DefenderSettingsPatch::FIELDS.len());
+        for name in names {
+            assert!(
+                DefenderSettingsPatch::FIELDS.contains(&name.as_str()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_without_the_new_fields_still_parse() {
+        let settings: DefenderSettings = serde_json::from_str(
+            r#"{"rate_limits":"on","rate_limit_scale":1.0,"m365d_next_link":false,
+                "m365d_retry_after_in_body_only":false,"graph_page_cut":null}"#,
+        )
+        .unwrap();
+        assert_eq!(settings, DefenderSettings::default());
     }
 }

@@ -38,6 +38,8 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             "/_emulator/data/settings",
             get(get_settings).put(patch_settings),
         )
+        .merge(super::record_control::router())
+        .merge(super::hunting::control_router())
 }
 
 /// What `POST /_emulator/tenants/{tenant}/touch` touches.
@@ -111,11 +113,11 @@ async fn set_data(
 }
 
 async fn get_data(State(shared): State<Arc<Shared>>, Path(tenant): Path<String>) -> Response {
-    answer(
-        handle(shared)
-            .tenant_data(&tenant)
-            .map(|(config, touched)| json!({ "data": config, "touched_records": touched })),
-    )
+    let handle = handle(shared);
+    let edited = handle.edited_records(&tenant).unwrap_or_default();
+    answer(handle.tenant_data(&tenant).map(|(config, touched)| {
+        json!({ "data": config, "touched_records": touched, "edited_records": edited })
+    }))
 }
 
 async fn set_modes(
@@ -239,6 +241,14 @@ impl EmulatorHandle {
         .unwrap_or_else(|| format!("tenant-{}.onmicrosoft.com", &id[..8]));
         self.shared.defender.set_data(&id, domain, data);
         Ok(())
+    }
+
+    /// How many records of the tenant carry written values (updates, comments, portal edits).
+    pub fn edited_records(&self, tenant: &str) -> Result<usize, ControlError> {
+        let id = self.tenant_id(tenant)?;
+        let data = self.shared.defender.tenant(&id);
+        let data = lock(&data);
+        Ok(data.edited_count())
     }
 
     /// The tenant's data settings (with `start` resolved) and how many records were touched.

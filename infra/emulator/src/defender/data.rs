@@ -24,6 +24,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::iter::Peekable;
 
 use super::config::DataConfig;
+use super::edits::Edits;
 use super::time::{self, TICKS_PER_SECOND, UNITS_PER_SECOND, units_to_ticks};
 
 /// One record of a tenant.
@@ -211,6 +212,10 @@ pub(crate) struct TenantData {
     /// Successful list pages served for this tenant (any data API).
     pub pages_served: u64,
     touch_rounds: u64,
+    /// Values written by updates, comments and portal edits.
+    pub edits: Edits,
+    /// Graph alert ids already looked up (ids are computed, so finding one scans the alerts).
+    pub alert_ids: HashMap<String, Rec>,
 }
 
 impl TenantData {
@@ -237,6 +242,9 @@ impl TenantData {
             start.div_euclid(TICKS_PER_SECOND),
             u32::try_from(start.rem_euclid(TICKS_PER_SECOND) * 100).unwrap_or(0),
         );
+        if let Some(hunting) = &mut config.hunting {
+            super::hunting::resolve_end(hunting, now);
+        }
         let spacing_units = i64::from(config.spacing_seconds) * UNITS_PER_SECOND;
         TenantData {
             tenant_id,
@@ -251,6 +259,8 @@ impl TenantData {
             graph: Overrides::default(),
             pages_served: 0,
             touch_rounds: 0,
+            edits: Edits::default(),
+            alert_ids: HashMap::new(),
         }
     }
 
@@ -264,6 +274,11 @@ impl TenantData {
 
     pub(crate) fn touched_count(&self) -> usize {
         self.incidents.len() + self.mde.len() + self.extra.len() + self.graph.len()
+    }
+
+    /// How many records carry written values.
+    pub(crate) fn edited_count(&self) -> usize {
+        self.edits.len()
     }
 
     pub(crate) fn incident_id(&self, index: u32) -> u64 {
@@ -426,6 +441,11 @@ impl TenantData {
         }
     }
 
+    /// The generated last-update time, ignoring touches and writes.
+    pub(crate) fn generated_updated(&self, rec: Rec) -> i64 {
+        self.base_updated(rec)
+    }
+
     /// The last-update time, touched or generated.
     pub(crate) fn updated(&self, rec: Rec) -> i64 {
         self.overrides(rec.space())
@@ -433,7 +453,7 @@ impl TenantData {
             .unwrap_or_else(|| self.base_updated(rec))
     }
 
-    fn exists(&self, rec: Rec) -> bool {
+    pub(crate) fn exists(&self, rec: Rec) -> bool {
         match rec {
             Rec::Extra(i) => {
                 self.mde_block(i).is_empty()
@@ -667,6 +687,31 @@ impl TenantData {
             }
         }
         chosen
+    }
+
+    /// Gives `records` one new last-update time, after every existing one and not before now
+    /// (so each call's time is strictly later than the previous one's). Returns it.
+    pub(crate) fn stamp(&mut self, records: &[Rec], now: i64) -> i64 {
+        let at = self.touch_times(now)(0);
+        for record in records {
+            self.overrides_mut(record.space()).set(record.index(), at);
+        }
+        at
+    }
+
+    /// Every alert of the tenant whose Graph id could start with `prefix` (two letters), in
+    /// index order: the endpoint alerts for `ea`, the others otherwise.
+    pub(crate) fn alerts_with_prefix(&self, prefix: &str) -> Box<dyn Iterator<Item = Rec> + '_> {
+        if prefix == "ea" {
+            Box::new((0..self.config.mde_alerts).map(Rec::Mde))
+        } else {
+            Box::new(
+                (0..self.config.incidents)
+                    .map(Rec::Extra)
+                    .filter(|rec| self.exists(*rec))
+                    .chain((0..self.config.graph_alerts).map(Rec::Graph)),
+            )
+        }
     }
 
     /// Counts a served page and applies `touch_while_paging`.

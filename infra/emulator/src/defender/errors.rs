@@ -147,6 +147,35 @@ impl ApiError {
         ApiError::new(api, StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
+    /// A delegated write whose user holds none of the portal roles that allow it: the message
+    /// names the roles needed and those held.
+    pub(crate) fn forbidden_user_role(api: Api, needed: &[&str], held: &[String]) -> Self {
+        let held = if held.is_empty() {
+            "none".to_owned()
+        } else {
+            held.join(", ")
+        };
+        ApiError::new(
+            api,
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "The signed-in user does not have a role that allows this operation: one of {} is needed (roles held: {held}).",
+                needed.join(", ")
+            ),
+        )
+    }
+
+    /// A 400 `BadRequest` of Graph.
+    pub(crate) fn graph_bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(Api::Graph, StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    /// A 404 of Graph for a record id the tenant does not have.
+    pub(crate) fn graph_not_found(message: impl Into<String>) -> Self {
+        ApiError::new(Api::Graph, StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
     /// A 429. M365 Defender states the wait in the message; `header` adds `Retry-After`.
     pub(crate) fn throttled(api: Api, seconds: u64, header: bool) -> Self {
         let message = match api {

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use uuid::Builder;
 
 use super::data::{Rec, TenantData, stream};
+use super::edits::AlertEdit;
 use super::odata::TextField;
 use super::time::{self, TICKS_PER_SECOND};
 
@@ -455,10 +456,11 @@ pub(crate) struct Device {
     pub tag: &'static str,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Comment {
     pub text: String,
     pub by: String,
-    pub by_display: &'static str,
+    pub by_display: String,
     pub at: i64,
 }
 
@@ -473,8 +475,10 @@ pub(crate) struct IncidentFacts {
     pub classification: &'static str,
     pub determination: &'static str,
     pub assigned_to: Option<(String, &'static str)>,
-    pub tags: Vec<&'static str>,
+    pub tags: Vec<String>,
     pub comments: Vec<Comment>,
+    /// Who changed it last through the API or the portal (`lastModifiedBy`), if anyone did.
+    pub last_modified_by: Option<String>,
     pub redirect_to: Option<u64>,
     pub alerts: Vec<Rec>,
     pub priority_score: u64,
@@ -513,6 +517,8 @@ pub(crate) struct AlertFacts {
     pub process_id: u64,
     pub parent_process_id: u64,
     pub comments: Vec<Comment>,
+    /// Graph `customDetails` written by an update (`{}` otherwise).
+    pub custom_details: Option<serde_json::Map<String, Value>>,
 }
 
 /// Lower-case hex of `len` characters.
@@ -615,6 +621,42 @@ fn incident_state(data: &TenantData, index: u32) -> IncidentState {
     }
 }
 
+/// What an incident shows: its generated state with any written values laid over it. Alerts
+/// keep inheriting the generated state (a write to an incident does not cascade to them).
+struct IncidentView {
+    status: &'static str,
+    severity: &'static str,
+    classification: &'static str,
+    determination: &'static str,
+    assigned_to: Option<(String, &'static str)>,
+}
+
+fn incident_view(data: &TenantData, index: u32, state: &IncidentState) -> IncidentView {
+    let (classification, determination) = state.verdict.unwrap_or(("Unknown", "NotAvailable"));
+    let mut view = IncidentView {
+        status: state.status,
+        severity: state.severity,
+        classification,
+        determination,
+        assigned_to: state.assigned_to.clone(),
+    };
+    if let Some(edit) = data.edits.incidents.get(&index) {
+        if let Some(status) = edit.status {
+            view.status = status;
+        }
+        if let Some(classification) = edit.classification {
+            view.classification = classification;
+        }
+        if let Some(determination) = edit.determination {
+            view.determination = determination;
+        }
+        if let Some(assigned) = &edit.assigned_to {
+            view.assigned_to = assigned.clone().map(|upn| (upn, ""));
+        }
+    }
+    view
+}
+
 fn kind_of(data: &TenantData, alert: Rec) -> &'static AlertKind {
     match alert {
         Rec::Mde(j) => {
@@ -633,6 +675,7 @@ fn kind_of(data: &TenantData, alert: Rec) -> &'static AlertKind {
 pub(crate) fn incident(data: &TenantData, index: u32) -> IncidentFacts {
     let key = u64::from(index);
     let state = incident_state(data, index);
+    let edit = data.edits.incidents.get(&index);
     let created = data.created(Rec::Incident(index));
     let updated = data.updated(Rec::Incident(index));
     let alerts = data.alerts_of(index);
@@ -665,11 +708,13 @@ pub(crate) fn incident(data: &TenantData, index: u32) -> IncidentFacts {
         format!("{} {scope}", lead_kind.title.trim_end_matches('\u{200b}'))
     };
 
-    let tags: Vec<&'static str> = match data.hash(stream::TAGS, key) % 4 {
-        0 => vec![pick(&TAGS, data.hash(stream::TAGS, key + 1))],
-        _ => Vec::new(),
+    let tags: Vec<String> = match edit.and_then(|edit| edit.custom_tags.as_ref()) {
+        Some(tags) => tags.clone(),
+        None => match data.hash(stream::TAGS, key) % 4 {
+            0 => vec![pick(&TAGS, data.hash(stream::TAGS, key + 1)).to_owned()],
+            _ => Vec::new(),
+        },
     };
-    let (classification, determination) = state.verdict.unwrap_or(("Unknown", "NotAvailable"));
     let mut comments = Vec::new();
     if let Some((upn, display)) = &state.assigned_to
         && state.status != "Redirected"
@@ -679,27 +724,34 @@ pub(crate) fn incident(data: &TenantData, index: u32) -> IncidentFacts {
         } else {
             "Escalated from tier 1 for review.".to_owned()
         };
+        // From the generated last update, so that a later touch or write does not move it.
+        let generated_updated = data.generated_updated(Rec::Incident(index));
         comments.push(Comment {
             text,
             by: upn.clone(),
-            by_display: display,
+            by_display: (*display).to_owned(),
             at: created
-                + (updated - created) / 2
+                + (generated_updated - created) / 2
                 + (data.hash(stream::ACTIVITY, key) % 1000) as i64,
         });
     }
+    if let Some(edit) = edit {
+        comments.extend(edit.comments.iter().cloned());
+    }
+    let view = incident_view(data, index, &state);
     IncidentFacts {
         id: data.incident_id(index),
         name,
         created,
         updated,
-        status: state.status,
-        severity: state.severity,
-        classification,
-        determination,
-        assigned_to: state.assigned_to,
+        status: view.status,
+        severity: view.severity,
+        classification: view.classification,
+        determination: view.determination,
+        assigned_to: view.assigned_to,
         tags,
         comments,
+        last_modified_by: edit.and_then(|edit| edit.last_modified_by.clone()),
         redirect_to,
         alerts,
         priority_score: data.hash(stream::PRIORITY, key) % 101,
@@ -729,11 +781,7 @@ pub(crate) fn alert(data: &TenantData, alert: Rec) -> AlertFacts {
         | (None, Rec::Incident(j))
         | (None, Rec::Graph(j)) => u64::from(j) | (1 << 41),
     };
-    let key = match alert {
-        Rec::Mde(j) => u64::from(j),
-        Rec::Extra(i) | Rec::Incident(i) => u64::from(i) | (1 << 42),
-        Rec::Graph(j) => u64::from(j) | (1 << 43),
-    };
+    let key = alert_key(alert);
     let state = match owner {
         Some(incident) => incident_state(data, incident),
         None => {
@@ -807,11 +855,11 @@ pub(crate) fn alert(data: &TenantData, alert: Rec) -> AlertFacts {
         comments.push(Comment {
             text: "Isolation requested; waiting on approval.".to_owned(),
             by: upn.clone(),
-            by_display: display,
-            at: (updated - TICKS_PER_SECOND).max(created),
+            by_display: (*display).to_owned(),
+            at: (data.generated_updated(alert) - TICKS_PER_SECOND).max(created),
         });
     }
-    AlertFacts {
+    let mut facts = AlertFacts {
         id,
         graph_id,
         provider_id,
@@ -842,6 +890,54 @@ pub(crate) fn alert(data: &TenantData, alert: Rec) -> AlertFacts {
         process_id: 1000 + data.hash(stream::HASH, key ^ 11) % 9000,
         parent_process_id: 1000 + data.hash(stream::HASH, key ^ 13) % 9000,
         comments,
+        custom_details: None,
+    };
+    if let Some(edit) = data.edits.alerts.get(&alert) {
+        apply_alert_edit(&mut facts, edit);
+    }
+    facts
+}
+
+/// Lays an alert's written values over its generated facts.
+fn apply_alert_edit(facts: &mut AlertFacts, edit: &AlertEdit) {
+    if let Some(status) = edit.status {
+        facts.status = status;
+    }
+    if let Some(resolved) = edit.resolved {
+        facts.resolved = resolved;
+    }
+    if let Some(assigned) = &edit.assigned_to {
+        facts.assigned_to = assigned.clone().map(|upn| (upn, ""));
+    }
+    if let Some(classification) = edit.classification {
+        facts.classification = Some(classification);
+    }
+    if let Some(determination) = edit.determination {
+        facts.determination = Some(determination);
+    }
+    if edit.custom_details.is_some() {
+        facts.custom_details.clone_from(&edit.custom_details);
+    }
+    facts.comments.extend(edit.comments.iter().cloned());
+}
+
+/// The per-alert key of the hash streams (ids, activity times, hashes).
+fn alert_key(alert: Rec) -> u64 {
+    match alert {
+        Rec::Mde(j) => u64::from(j),
+        Rec::Extra(i) | Rec::Incident(i) => u64::from(i) | (1 << 42),
+        Rec::Graph(j) => u64::from(j) | (1 << 43),
+    }
+}
+
+/// An alert's Graph `alerts_v2` id alone, without computing the rest of its facts (it must
+/// equal [`alert`]'s `graph_id`): for finding an alert by id.
+pub(crate) fn graph_alert_id(data: &TenantData, alert: Rec) -> String {
+    let kind = kind_of(data, alert);
+    let id_guid = guid(data, stream::ID, alert_key(alert));
+    match kind.service {
+        Service::Endpoint => format!("ea{id_guid}"),
+        service => format!("{}{id_guid}", service.prefix()),
     }
 }
 
@@ -860,14 +956,13 @@ pub(crate) fn incident_text(
     field: TextField,
     graph: bool,
 ) -> Option<String> {
-    let state = incident_state(data, index);
-    let (classification, determination) = state.verdict.unwrap_or(("Unknown", "NotAvailable"));
+    let view = incident_view(data, index, &incident_state(data, index));
     let value = match field {
-        TextField::Status => state.status,
-        TextField::Severity => state.severity,
-        TextField::Classification => classification,
-        TextField::Determination => determination,
-        TextField::AssignedTo => return state.assigned_to.map(|(upn, _)| upn),
+        TextField::Status => view.status,
+        TextField::Severity => view.severity,
+        TextField::Classification => view.classification,
+        TextField::Determination => view.determination,
+        TextField::AssignedTo => return view.assigned_to.map(|(upn, _)| upn),
         TextField::Id => return Some(data.incident_id(index).to_string()),
         TextField::ServiceSource => return None,
     };

@@ -283,7 +283,7 @@ pub(crate) fn alerts_page(data: &TenantData, query: &Query, context: &Context<'_
     )
 }
 
-fn comments(comments: &[Comment]) -> Vec<Value> {
+pub(crate) fn comments(comments: &[Comment]) -> Vec<Value> {
     comments
         .iter()
         .map(|comment| {
@@ -296,10 +296,16 @@ fn comments(comments: &[Comment]) -> Vec<Value> {
         .collect()
 }
 
-fn incident(data: &TenantData, index: u32, context: &Context<'_>, expand: bool) -> Value {
+pub(crate) fn incident(
+    data: &TenantData,
+    index: u32,
+    context: &Context<'_>,
+    expand: bool,
+) -> Value {
     let facts = facts::incident(data, index);
-    let last_modified_by = match &facts.assigned_to {
-        Some((upn, _)) if facts.status != "Active" => format!("User-{upn}"),
+    let last_modified_by = match (&facts.last_modified_by, &facts.assigned_to) {
+        (Some(by), _) => by.clone(),
+        (None, Some((upn, _))) if facts.status != "Active" => format!("User-{upn}"),
         _ => format!("API-App:soc-automation@{}", data.domain),
     };
     let mut value = json!({
@@ -514,7 +520,7 @@ fn evidence(alert: &AlertFacts, domain: &str) -> Vec<Value> {
     list
 }
 
-fn alert(data: &TenantData, alert: &AlertFacts, context: &Context<'_>) -> Value {
+pub(crate) fn alert(data: &TenantData, alert: &AlertFacts, context: &Context<'_>) -> Value {
     let tenant = context.tenant_id;
     let incident_url = alert
         .incident_id
@@ -560,7 +566,7 @@ fn alert(data: &TenantData, alert: &AlertFacts, context: &Context<'_>) -> Value 
         "alertPolicyId": null,
         "investigationState": camel(alert.investigation_state),
         "comments": comments(&alert.comments),
-        "customDetails": {},
+        "customDetails": alert.custom_details.clone().unwrap_or_default(),
         "evidence": evidence(alert, &data.domain),
         "additionalData": {},
     })

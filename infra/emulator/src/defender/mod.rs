@@ -13,31 +13,38 @@ mod auth;
 mod config;
 mod control;
 mod data;
+mod edits;
 mod errors;
 mod facts;
 mod graph;
+mod hunting;
 mod limits;
+mod lost;
 mod m365d;
 mod mde;
 mod odata;
+mod record_control;
 mod store;
 mod time;
+mod write;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::Value;
 
 pub use config::{
-    DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, RateLimitMode, Retirement,
-    TouchWhilePaging,
+    DataConfig, DataModes, DefenderSettings, DefenderSettingsPatch, HuntingConfig,
+    MAX_HUNTING_ROWS, RateLimitMode, Retirement, TouchWhilePaging,
 };
 pub(crate) use control::router as control_router;
+pub use hunting::{HuntingColumn, HuntingTruth};
+pub(crate) use lost::dropped_connection;
 pub(crate) use store::DataStore;
 pub use store::{ApiCalls, DataApiCalls};
 
@@ -54,31 +61,65 @@ pub(crate) enum Api {
     Graph,
 }
 
-/// One list endpoint.
+/// One data endpoint: the lists, Graph's single records, updates, comments and advanced
+/// hunting. It picks the call counter, the roles and the fault matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Endpoint {
     M365dIncidents,
     MdeAlerts,
     GraphIncidents,
     GraphAlerts,
+    /// `GET /v1.0/security/incidents/{id}`
+    GraphIncident,
+    /// `PATCH /v1.0/security/incidents/{id}`
+    GraphIncidentUpdate,
+    /// `POST /v1.0/security/incidents/{id}/comments`
+    GraphIncidentComment,
+    /// `GET /v1.0/security/alerts_v2/{id}`
+    GraphAlert,
+    /// `PATCH /v1.0/security/alerts_v2/{id}`
+    GraphAlertUpdate,
+    /// `POST /v1.0/security/alerts_v2/{id}/comments`
+    GraphAlertComment,
+    /// `POST /v1.0/security/runHuntingQuery`
+    GraphHunting,
 }
 
 impl Endpoint {
-    fn of_path(path: &str) -> Option<Endpoint> {
+    /// The endpoint a request is for. The lists are recognised whatever the method (their
+    /// other methods are answered by the list routes too).
+    fn of_request(method: &Method, path: &str) -> Option<Endpoint> {
         match path {
-            "/api/incidents" => Some(Endpoint::M365dIncidents),
-            "/api/alerts" => Some(Endpoint::MdeAlerts),
-            "/v1.0/security/incidents" => Some(Endpoint::GraphIncidents),
-            "/v1.0/security/alerts_v2" => Some(Endpoint::GraphAlerts),
-            _ => None,
+            "/api/incidents" => return Some(Endpoint::M365dIncidents),
+            "/api/alerts" => return Some(Endpoint::MdeAlerts),
+            "/v1.0/security/incidents" => return Some(Endpoint::GraphIncidents),
+            "/v1.0/security/alerts_v2" => return Some(Endpoint::GraphAlerts),
+            _ => {}
         }
+        let rest = path.strip_prefix("/v1.0/security/")?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        let endpoint = match (segments.as_slice(), method.as_str()) {
+            (["incidents", id], "GET") if !id.is_empty() => Endpoint::GraphIncident,
+            (["incidents", id], "PATCH") if !id.is_empty() => Endpoint::GraphIncidentUpdate,
+            (["incidents", id, "comments"], "POST") if !id.is_empty() => {
+                Endpoint::GraphIncidentComment
+            }
+            (["alerts_v2", id], "GET") if !id.is_empty() => Endpoint::GraphAlert,
+            (["alerts_v2", id], "PATCH") if !id.is_empty() => Endpoint::GraphAlertUpdate,
+            (["alerts_v2", id, "comments"], "POST") if !id.is_empty() => {
+                Endpoint::GraphAlertComment
+            }
+            (["runHuntingQuery"], "POST") => Endpoint::GraphHunting,
+            _ => return None,
+        };
+        Some(endpoint)
     }
 
     fn api(self) -> Api {
         match self {
             Endpoint::M365dIncidents => Api::M365d,
             Endpoint::MdeAlerts => Api::Mde,
-            Endpoint::GraphIncidents | Endpoint::GraphAlerts => Api::Graph,
+            _ => Api::Graph,
         }
     }
 
@@ -87,12 +128,22 @@ impl Endpoint {
         match self {
             Endpoint::M365dIncidents => &["Incident.Read.All", "Incident.ReadWrite.All"],
             Endpoint::MdeAlerts => &["Alert.Read.All", "Alert.ReadWrite.All"],
-            Endpoint::GraphIncidents => &[
+            Endpoint::GraphIncidents | Endpoint::GraphIncident => &[
                 "SecurityIncident.Read.All",
                 "SecurityIncident.ReadWrite.All",
             ],
             // As documented: the incident roles do not open alerts_v2.
-            Endpoint::GraphAlerts => &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"],
+            Endpoint::GraphAlerts | Endpoint::GraphAlert => {
+                &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"]
+            }
+            // Writing needs the ReadWrite role (reference §10, §11).
+            Endpoint::GraphIncidentUpdate | Endpoint::GraphIncidentComment => {
+                &["SecurityIncident.ReadWrite.All"]
+            }
+            Endpoint::GraphAlertUpdate | Endpoint::GraphAlertComment => {
+                &["SecurityAlert.ReadWrite.All"]
+            }
+            Endpoint::GraphHunting => &["ThreatHunting.Read.All"],
         }
     }
 
@@ -101,27 +152,38 @@ impl Endpoint {
         match self {
             Endpoint::M365dIncidents => &["Incident.Read", "Incident.ReadWrite"],
             Endpoint::MdeAlerts => &["Alert.Read", "Alert.ReadWrite"],
-            Endpoint::GraphIncidents => &[
-                "SecurityIncident.Read.All",
-                "SecurityIncident.ReadWrite.All",
-            ],
-            Endpoint::GraphAlerts => &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"],
+            // Graph's delegated permissions carry the same names as its application ones.
+            graph => graph.roles(),
         }
     }
 
-    fn spec(self) -> &'static ApiSpec {
+    /// Whether the call changes data: a delegated caller's user then needs a portal role that
+    /// may write, not only read.
+    fn writes(self) -> bool {
+        matches!(
+            self,
+            Endpoint::GraphIncidentUpdate
+                | Endpoint::GraphIncidentComment
+                | Endpoint::GraphAlertUpdate
+                | Endpoint::GraphAlertComment
+        )
+    }
+
+    /// The query options of a list endpoint.
+    fn spec(self) -> Option<&'static ApiSpec> {
         match self {
-            Endpoint::M365dIncidents => &m365d::SPEC,
-            Endpoint::MdeAlerts => &mde::SPEC,
-            Endpoint::GraphIncidents => &graph::INCIDENTS_SPEC,
-            Endpoint::GraphAlerts => &graph::ALERTS_SPEC,
+            Endpoint::M365dIncidents => Some(&m365d::SPEC),
+            Endpoint::MdeAlerts => Some(&mde::SPEC),
+            Endpoint::GraphIncidents => Some(&graph::INCIDENTS_SPEC),
+            Endpoint::GraphAlerts => Some(&graph::ALERTS_SPEC),
+            _ => None,
         }
     }
 }
 
-/// The list endpoint of a path, for the fault middleware.
-pub(crate) fn endpoint_of_path(path: &str) -> Option<Endpoint> {
-    Endpoint::of_path(path)
+/// The data endpoint of a request, for the fault middleware.
+pub(crate) fn endpoint_of_request(method: &Method, path: &str) -> Option<Endpoint> {
+    Endpoint::of_request(method, path)
 }
 
 /// A served page turned into `206 Partial Content`: half of `value` (rounded down) and
@@ -148,9 +210,15 @@ pub(crate) async fn partial_response(response: Response, warning: &str) -> Respo
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
-/// The API whose path this is, for the fault middleware.
+/// The API whose path this is, for the fault middleware: the list routes and every Graph
+/// security route.
 pub(crate) fn api_of_path(path: &str) -> Option<Api> {
-    Endpoint::of_path(path).map(Endpoint::api)
+    match path {
+        "/api/incidents" => Some(Api::M365d),
+        "/api/alerts" => Some(Api::Mde),
+        _ if path.starts_with("/v1.0/security/") || path == "/v1.0/security" => Some(Api::Graph),
+        _ => None,
+    }
 }
 
 /// The (unverified) tenant of a data request's token, for fault matching.
@@ -190,6 +258,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/api/alerts/{*rest}", any(legacy_record))
         .route("/v1.0/security/incidents", get(graph_incidents))
         .route("/v1.0/security/alerts_v2", get(graph_alerts))
+        .merge(write::routes())
+        .merge(hunting::routes())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             crate::faults::inject,
@@ -198,7 +268,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
 }
 
 async fn count_calls(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let endpoint = Endpoint::of_path(request.uri().path());
+    let endpoint = Endpoint::of_request(request.method(), request.uri().path());
     let tenant = auth::unverified_tenant(request.headers());
     let response = next.run(request).await;
     if let (Some(endpoint), Some(tenant)) = (endpoint, tenant) {
@@ -289,15 +359,16 @@ async fn legacy_record(State(shared): State<Arc<Shared>>, request: Request) -> R
     })
 }
 
-fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&str>) -> Response {
+/// The token, role and (delegated calls) scope and portal-role checks of a data call, in that
+/// order: the caller, or the refusal to answer.
+pub(crate) fn authorize(
+    shared: &Shared,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+) -> Result<auth::Caller, ApiError> {
     let api = endpoint.api();
-    if api != Api::Graph
-        && let Some(answer) = retired(shared, api, headers)
-    {
-        return answer;
-    }
     let Some(key) = shared.defender.decoding_key(|| auth::decoding_key(shared)) else {
-        return ApiError::internal(api).render(headers);
+        return Err(ApiError::internal(api));
     };
     let caller = match auth::authenticate(shared, key, api, headers) {
         Ok(caller) => caller,
@@ -307,33 +378,67 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
                 reason = failure.reason(),
                 "data API refused the token"
             );
-            return ApiError::unauthorized(api, failure).render(headers);
+            return Err(ApiError::unauthorized(api, failure));
         }
     };
     if let Some(user_oid) = &caller.user_oid {
         let scopes = endpoint.scopes();
         if !caller.has_any_scope(scopes) {
             tracing::info!(?endpoint, tenant = %caller.tenant_id, "data API: scope missing");
-            return ApiError::forbidden_scopes(api, scopes, &caller.scopes).render(headers);
+            return Err(ApiError::forbidden_scopes(api, scopes, &caller.scopes));
         }
-        let allowed = shared
+        let held: Vec<String> = shared
             .directory()
             .tenants()
             .iter()
             .find(|tenant| tenant.id == caller.tenant_id)
             .and_then(|tenant| tenant.user(user_oid))
-            .is_some_and(|user| portal_role_allows_read(&user.portal_roles));
-        if !allowed {
+            .map(|user| user.portal_roles.clone())
+            .unwrap_or_default();
+        let needed: &[&str] = if endpoint.writes() {
+            &WRITE_PORTAL_ROLES
+        } else {
+            &READ_PORTAL_ROLES
+        };
+        if !portal_role_allows(&held, needed) {
             tracing::info!(?endpoint, tenant = %caller.tenant_id, "data API: portal role missing");
-            return ApiError::forbidden_user(api).render(headers);
+            let error = if endpoint.writes() {
+                ApiError::forbidden_user_role(api, needed, &held)
+            } else {
+                ApiError::forbidden_user(api)
+            };
+            return Err(error);
         }
     } else {
         let roles = endpoint.roles();
         if !caller.has_any(roles) {
             tracing::info!(?endpoint, tenant = %caller.tenant_id, "data API: role missing");
-            return ApiError::forbidden(api, roles, &caller.roles).render(headers);
+            return Err(ApiError::forbidden(api, roles, &caller.roles));
         }
     }
+    Ok(caller)
+}
+
+/// Counts a Graph call against the per-app, per-tenant limit: the 429 when over it.
+pub(crate) fn throttle_graph(shared: &Shared, caller: &auth::Caller) -> Option<ApiError> {
+    let wait = shared
+        .defender
+        .throttle(&caller.client_id, &caller.tenant_id, Api::Graph)?;
+    tracing::info!(tenant = %caller.tenant_id, wait, "Graph throttled");
+    Some(ApiError::throttled(Api::Graph, wait, true))
+}
+
+fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&str>) -> Response {
+    let api = endpoint.api();
+    if api != Api::Graph
+        && let Some(answer) = retired(shared, api, headers)
+    {
+        return answer;
+    }
+    let caller = match authorize(shared, endpoint, headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.render(headers),
+    };
     let settings = shared.defender.settings();
     if let Some(wait) = shared
         .defender
@@ -343,7 +448,10 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
         tracing::info!(?endpoint, tenant = %caller.tenant_id, wait, "data API throttled");
         return ApiError::throttled(api, wait, header).render(headers);
     }
-    let query = match odata::parse(endpoint.spec(), raw) {
+    let Some(spec) = endpoint.spec() else {
+        return ApiError::internal(api).render(headers);
+    };
+    let query = match odata::parse(spec, raw) {
         Ok(query) => query,
         Err(error) => return ApiError::bad_query(api, error).render(headers),
     };
@@ -361,6 +469,7 @@ fn serve(shared: &Shared, endpoint: Endpoint, headers: &HeaderMap, raw: Option<&
             Endpoint::MdeAlerts => mde::page(&data, &query, &context),
             Endpoint::GraphIncidents => graph::incidents_page(&data, &query, &context),
             Endpoint::GraphAlerts => graph::alerts_page(&data, &query, &context),
+            _ => Err(ApiError::internal(api)),
         };
         if result.is_ok() {
             data.page_served(time::now());
@@ -395,12 +504,17 @@ pub(crate) const READ_PORTAL_ROLES: [&str; 5] = [
     "Global Administrator",
 ];
 
-fn portal_role_allows_read(roles: &[String]) -> bool {
-    roles.iter().any(|role| {
-        READ_PORTAL_ROLES
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(role.trim()))
-    })
+/// Portal roles that may change incidents and alerts (reference §11: Security Operator or
+/// Security Administrator; a Global Administrator holds every role).
+pub(crate) const WRITE_PORTAL_ROLES: [&str; 3] = [
+    "Security Operator",
+    "Security Administrator",
+    "Global Administrator",
+];
+
+fn portal_role_allows(held: &[String], needed: &[&str]) -> bool {
+    held.iter()
+        .any(|role| needed.iter().any(|r| r.eq_ignore_ascii_case(role.trim())))
 }
 
 /// A page of a scan: `skip` records passed over, then up to `top` taken; whether more remain.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{DataConfig, DataModes, DefenderSettings, RateLimitMode};
 use super::data::TenantData;
+use super::hunting::HuntingUsage;
 use super::limits::{self, Key, Limiter};
 use super::time;
 use super::{Api, Endpoint};
@@ -41,6 +42,27 @@ pub struct DataApiCalls {
     pub graph_incidents: ApiCalls,
     /// `GET /v1.0/security/alerts_v2`
     pub graph_alerts: ApiCalls,
+    /// `GET /v1.0/security/incidents/{id}`
+    #[serde(default)]
+    pub graph_incident_get: ApiCalls,
+    /// `PATCH /v1.0/security/incidents/{id}`
+    #[serde(default)]
+    pub graph_incident_update: ApiCalls,
+    /// `POST /v1.0/security/incidents/{id}/comments`
+    #[serde(default)]
+    pub graph_incident_comments: ApiCalls,
+    /// `GET /v1.0/security/alerts_v2/{id}`
+    #[serde(default)]
+    pub graph_alert_get: ApiCalls,
+    /// `PATCH /v1.0/security/alerts_v2/{id}`
+    #[serde(default)]
+    pub graph_alert_update: ApiCalls,
+    /// `POST /v1.0/security/alerts_v2/{id}/comments`
+    #[serde(default)]
+    pub graph_alert_comments: ApiCalls,
+    /// `POST /v1.0/security/runHuntingQuery`
+    #[serde(default)]
+    pub graph_hunting: ApiCalls,
 }
 
 impl DataApiCalls {
@@ -50,15 +72,43 @@ impl DataApiCalls {
             Endpoint::MdeAlerts => &mut self.mde_alerts,
             Endpoint::GraphIncidents => &mut self.graph_incidents,
             Endpoint::GraphAlerts => &mut self.graph_alerts,
+            Endpoint::GraphIncident => &mut self.graph_incident_get,
+            Endpoint::GraphIncidentUpdate => &mut self.graph_incident_update,
+            Endpoint::GraphIncidentComment => &mut self.graph_incident_comments,
+            Endpoint::GraphAlert => &mut self.graph_alert_get,
+            Endpoint::GraphAlertUpdate => &mut self.graph_alert_update,
+            Endpoint::GraphAlertComment => &mut self.graph_alert_comments,
+            Endpoint::GraphHunting => &mut self.graph_hunting,
         }
     }
 
-    /// Requests of all four endpoints.
+    /// Requests of every endpoint.
     pub fn total(&self) -> u64 {
-        self.m365d_incidents.requests
-            + self.mde_alerts.requests
-            + self.graph_incidents.requests
-            + self.graph_alerts.requests
+        self.all().iter().map(|calls| calls.requests).sum()
+    }
+
+    /// Writes that reached the emulator (updates and comments of incidents and alerts).
+    pub fn writes(&self) -> u64 {
+        self.graph_incident_update.requests
+            + self.graph_incident_comments.requests
+            + self.graph_alert_update.requests
+            + self.graph_alert_comments.requests
+    }
+
+    fn all(&self) -> [ApiCalls; 11] {
+        [
+            self.m365d_incidents,
+            self.mde_alerts,
+            self.graph_incidents,
+            self.graph_alerts,
+            self.graph_incident_get,
+            self.graph_incident_update,
+            self.graph_incident_comments,
+            self.graph_alert_get,
+            self.graph_alert_update,
+            self.graph_alert_comments,
+            self.graph_hunting,
+        ]
     }
 }
 
@@ -71,6 +121,8 @@ pub(crate) struct DataStore {
     limiter: Mutex<Limiter>,
     calls: Mutex<BTreeMap<String, DataApiCalls>>,
     decoding_key: OnceLock<Option<DecodingKey>>,
+    /// Advanced hunting's per-tenant call rate and CPU quota.
+    hunting: Mutex<HuntingUsage>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -178,6 +230,31 @@ impl DataStore {
 
     pub(crate) fn reset_rate_limits(&self) {
         lock(&self.limiter).clear();
+        lock(&self.hunting).reset_calls();
+    }
+
+    /// Counts an advanced hunting call of the tenant: `Some(seconds)` when over the limit.
+    pub(crate) fn hunting_call(&self, tenant_id: &str, per_minute: u32) -> Option<u64> {
+        lock(&self.hunting).call(tenant_id, per_minute, Instant::now())
+    }
+
+    /// Spends one query of the tenant's CPU quota: `Err(seconds)` until its cycle ends.
+    pub(crate) fn hunting_spend(
+        &self,
+        tenant_id: &str,
+        quota: Option<u32>,
+        cycle: std::time::Duration,
+    ) -> Result<(), u64> {
+        lock(&self.hunting).spend(tenant_id, quota, cycle, Instant::now())
+    }
+
+    /// Queries of the tenant's current CPU cycle and the seconds until it ends.
+    pub(crate) fn hunting_cycle(&self, tenant_id: &str, cycle: std::time::Duration) -> (u32, u64) {
+        lock(&self.hunting).state(tenant_id, cycle, Instant::now())
+    }
+
+    pub(crate) fn reset_hunting_quota(&self) {
+        lock(&self.hunting).reset_quota();
     }
 
     pub(crate) fn record_call(&self, tenant_id: &str, endpoint: Endpoint, status: u16) {
