@@ -25,6 +25,8 @@ use crate::tenants::TenantHuntStatus;
 
 /// The permission advanced hunting needs (reference §12).
 pub const HUNTING_ROLE: &str = "ThreatHunting.Read.All";
+/// Under Graph's base (the host), as the other Graph paths are.
+const HUNTING_PATH: &str = "v1.0/security/runHuntingQuery";
 /// Microsoft's row cap per answer: an answer this long was cut.
 pub const DEFAULT_ROW_CAP: u64 = 100_000;
 /// Microsoft's CPU quota is counted per 15-minute cycle.
@@ -128,7 +130,7 @@ impl HuntRunner {
 
     fn url(&self) -> Url {
         let base = self.graph_base.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}/security/runHuntingQuery")).expect("Graph's base is a URL")
+        Url::parse(&format!("{base}/{HUNTING_PATH}")).expect("Graph's base is a URL")
     }
 
     pub async fn run(&self, run: &TenantRun<'_>) -> Verdict {

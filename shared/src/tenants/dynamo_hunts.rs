@@ -5,7 +5,8 @@
 //! `sk = SAVED#{name}`; rows seen by a saved hunt are `pk = HUNT#SEEN#{name}#{tenant}`,
 //! `sk = ROW#{hash}`. No `kind` attribute: the registry's listings never see them. The table's
 //! TTL (`expires_at`) removes hunts and seen rows when their time ends; reads check it
-//! themselves, since DynamoDB deletes late.
+//! themselves, since DynamoDB deletes late. Only the operator deletes (a saved hunt): the function
+//! expires what it gives up.
 
 use std::collections::HashMap;
 
@@ -404,11 +405,15 @@ impl HuntRecords for DynamoRegistry {
         tenant: &TenantId,
         hashes: &[String],
     ) -> Result<(), RegistryError> {
+        // Expired rather than deleted: the next claim takes an expired row as new, and the hunt
+        // function needs no right to delete.
         for hash in hashes {
             self.client
-                .delete_item()
+                .update_item()
                 .table_name(&self.table)
                 .set_key(Some(seen_key(saved, tenant, hash)))
+                .update_expression("SET expires_ms = :expired")
+                .expression_attribute_values(":expired", number(0))
                 .send()
                 .await
                 .map_err(unavailable)?;
