@@ -288,10 +288,7 @@ mod tests {
             br#"{"schema":[{"name":"a","type":"Int64"}],"results":[{"a":1},{"a":22},{"a":333}]}"#;
         for split in [1, 3, 7, 40] {
             let (sender, mut stream) = AnswerStream::from_chunks();
-            let chunks: Vec<Bytes> = body
-                .chunks(split)
-                .map(|chunk| Bytes::copy_from_slice(chunk))
-                .collect();
+            let chunks: Vec<Bytes> = body.chunks(split).map(Bytes::copy_from_slice).collect();
             tokio::spawn(async move {
                 for chunk in chunks {
                     sender.send(Ok(chunk)).await.unwrap();

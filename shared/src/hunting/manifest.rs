@@ -64,41 +64,40 @@ pub struct ManifestSummary {
 
 impl Manifest {
     pub fn build(hunt: &HuntRecord, results: &[TenantHuntResult], results_at: String) -> Manifest {
+        let by_tenant: std::collections::HashMap<&str, &TenantHuntResult> = results
+            .iter()
+            .map(|result| (result.tenant_id.as_str(), result))
+            .collect();
         let tenants: Vec<ManifestTenant> = hunt
             .targets
             .iter()
-            .map(|target| {
-                match results
-                    .iter()
-                    .find(|result| result.tenant_id == target.tenant_id)
-                {
-                    Some(result) => ManifestTenant {
-                        tenant_id: result.tenant_id.to_string(),
-                        customer_ref: target.customer_ref.clone(),
-                        status: result.status.to_string(),
-                        rows: result.rows,
-                        truncated: result.truncated,
-                        parts: result.parts,
-                        new_rows: result.new_rows,
-                        error_code: result.error_code.clone(),
-                        error: result.error.clone(),
-                        duration_ms: Some(result.duration_ms),
-                        attempts: result.attempts,
-                    },
-                    None => ManifestTenant {
-                        tenant_id: target.tenant_id.to_string(),
-                        customer_ref: target.customer_ref.clone(),
-                        status: "queued".into(),
-                        rows: 0,
-                        truncated: false,
-                        parts: 0,
-                        new_rows: None,
-                        error_code: None,
-                        error: None,
-                        duration_ms: None,
-                        attempts: 0,
-                    },
-                }
+            .map(|target| match by_tenant.get(target.tenant_id.as_str()) {
+                Some(result) => ManifestTenant {
+                    tenant_id: result.tenant_id.to_string(),
+                    customer_ref: target.customer_ref.clone(),
+                    status: result.status.to_string(),
+                    rows: result.rows,
+                    truncated: result.truncated,
+                    parts: result.parts,
+                    new_rows: result.new_rows,
+                    error_code: result.error_code.clone(),
+                    error: result.error.clone(),
+                    duration_ms: Some(result.duration_ms),
+                    attempts: result.attempts,
+                },
+                None => ManifestTenant {
+                    tenant_id: target.tenant_id.to_string(),
+                    customer_ref: target.customer_ref.clone(),
+                    status: "queued".into(),
+                    rows: 0,
+                    truncated: false,
+                    parts: 0,
+                    new_rows: None,
+                    error_code: None,
+                    error: None,
+                    duration_ms: None,
+                    attempts: 0,
+                },
             })
             .collect();
         Manifest {
@@ -145,5 +144,73 @@ impl Manifest {
                 .count(),
             manifest: format!("{}manifest.json", self.results),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::tenant_id::TenantId;
+    use crate::tenants::{HuntStatus, HuntTarget, TenantHuntStatus};
+
+    fn tenant(n: u8) -> TenantId {
+        TenantId::parse(&format!("72f988bf-86f1-41af-91ab-2d7cd011db4{n}")).unwrap()
+    }
+
+    #[test]
+    fn unfinished_tenants_are_queued_and_the_summary_counts_each_status() {
+        let targets: Vec<HuntTarget> = (1..=3)
+            .map(|n| HuntTarget {
+                tenant_id: tenant(n),
+                customer_ref: Some(format!("CRM-{n}")),
+            })
+            .collect();
+        let hunt = HuntRecord {
+            id: "2b1e4c1e-0c57-4a53-9d2e-4b3f2b0e7a11".into(),
+            name: Some("xz".into()),
+            query: "DeviceProcessEvents".into(),
+            timespan: None,
+            targets,
+            submitted_at: Utc::now(),
+            submitted_by: "test".into(),
+            saved: None,
+            status: HuntStatus::Running,
+            remaining: 1,
+            error_code: None,
+            error: None,
+            finished_at: None,
+        };
+        let result = |n: u8, status, rows, truncated| TenantHuntResult {
+            tenant_id: tenant(n),
+            customer_ref: Some(format!("CRM-{n}")),
+            status,
+            rows,
+            truncated,
+            parts: 1,
+            new_rows: None,
+            error_code: None,
+            error: None,
+            duration_ms: 5,
+            attempts: 1,
+            finished_at: Utc::now(),
+        };
+        let results = [
+            result(1, TenantHuntStatus::Succeeded, 100_000, true),
+            result(3, TenantHuntStatus::RolesMissing, 0, false),
+        ];
+        let manifest = Manifest::build(&hunt, &results, "s3://b/hunts/x/".into());
+        assert_eq!(manifest.tenants_total, 3);
+        assert_eq!(manifest.tenants_finished, 2);
+        assert_eq!(manifest.rows_total, 100_000);
+        assert_eq!(manifest.tenants[1].status, "queued");
+        assert_eq!(manifest.tenants[1].customer_ref.as_deref(), Some("CRM-2"));
+        let summary = manifest.summary();
+        assert_eq!(summary.tenants_by_status["succeeded"], 1);
+        assert_eq!(summary.tenants_by_status["queued"], 1);
+        assert_eq!(summary.tenants_by_status["roles_missing"], 1);
+        assert_eq!(summary.truncated_tenants, 1);
+        assert_eq!(summary.manifest, "s3://b/hunts/x/manifest.json");
     }
 }

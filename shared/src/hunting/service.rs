@@ -530,6 +530,10 @@ impl HuntService {
 
     /// The hunt's state as the store holds it.
     pub async fn manifest(&self, hunt_id: &str) -> Result<Manifest, HuntError> {
+        // Hunt ids are UUIDs: anything else names no hunt (and no other partition of the store).
+        if uuid::Uuid::parse_str(hunt_id).is_err() {
+            return Err(HuntError::NotFound(hunt_id.to_owned()));
+        }
         let hunt = self
             .store
             .hunt(hunt_id)
