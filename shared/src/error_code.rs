@@ -110,6 +110,13 @@ error_codes! {
     IdempotencyKeyReused => "idempotency_key_reused",
     UpdateInProgress => "update_in_progress",
     UpdateConflict => "update_conflict",
+    TimespanInvalid => "timespan_invalid",
+    HuntQueryInvalid => "hunt_query_invalid",
+    HuntNotFound => "hunt_not_found",
+    HuntNoTenants => "hunt_no_tenants",
+    HuntTimedOut => "hunt_timed_out",
+    HuntResultsUnavailable => "hunt_results_unavailable",
+    HuntQueueUnavailable => "hunt_queue_unavailable",
 }
 
 impl ErrorCode {
@@ -124,6 +131,8 @@ impl ErrorCode {
                 | ErrorCode::KeyServiceUnavailable
                 | ErrorCode::CredentialUnavailable
                 | ErrorCode::PartialContent
+                | ErrorCode::HuntResultsUnavailable
+                | ErrorCode::HuntQueueUnavailable
         )
     }
 
@@ -163,6 +172,11 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused
             | ErrorCode::UpdateInProgress
             | ErrorCode::UpdateConflict => 409,
+            // Fleet hunting (hunt).
+            ErrorCode::TimespanInvalid | ErrorCode::HuntQueryInvalid => 400,
+            ErrorCode::HuntNotFound | ErrorCode::HuntNoTenants => 404,
+            ErrorCode::HuntTimedOut => 504,
+            ErrorCode::HuntResultsUnavailable | ErrorCode::HuntQueueUnavailable => 503,
             ErrorCode::UserMismatch => 502,
             ErrorCode::Throttled => 429,
             ErrorCode::TokenTenantMismatch => 502,

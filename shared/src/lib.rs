@@ -14,6 +14,7 @@ pub mod entry;
 pub mod error_code;
 pub mod fetch;
 pub mod http;
+pub mod hunting;
 pub mod minting;
 pub mod redirect;
 pub mod runtime;

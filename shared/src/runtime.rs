@@ -16,8 +16,8 @@ use crate::secrets::{
     SecretsManagerSource,
 };
 use crate::store::{
-    Checkpoints, ConsentAttempts, DynamoRegistry, RegistryError, SignedInUsers, SqliteRegistry,
-    Store, TenantRegistry, UpdateRecords,
+    Checkpoints, ConsentAttempts, DynamoRegistry, HuntRecords, RegistryError, SignedInUsers,
+    SqliteRegistry, Store, TenantRegistry, UpdateRecords,
 };
 
 pub struct Services {
@@ -36,6 +36,8 @@ pub struct Services {
     pub signed_in: Arc<dyn SignedInUsers>,
     /// And through its write-back port.
     pub updates: Arc<dyn UpdateRecords>,
+    /// And through its fleet-hunting port.
+    pub hunts: Arc<dyn HuntRecords>,
     pub tokens: Arc<AppTokenProvider>,
 }
 
@@ -104,7 +106,8 @@ impl Services {
             attempts: store.clone(),
             checkpoints: store.clone(),
             signed_in: store.clone(),
-            updates: store,
+            updates: store.clone(),
+            hunts: store,
             tokens,
         })
     }

@@ -39,3 +39,13 @@ async fn passes_the_write_back_conformance_suite() {
     ))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_hunting_conformance_suite() {
+    let store = SqliteRegistry::in_memory().unwrap();
+    defender_partner_testkit::conformance::hunts::run(&store).await;
+    defender_partner_testkit::conformance::hunts::concurrent_finishers_one_sees_zero(Arc::new(
+        store,
+    ))
+    .await;
+}

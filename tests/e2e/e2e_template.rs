@@ -11,14 +11,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use defender_partner::config::Settings;
 use defender_partner::fetch::FetchSettings;
+use defender_partner::hunting::settings::HuntSettings;
 use defender_partner::sink::SinkSettings;
 use defender_partner_e2e::tools;
 
-const FUNCTIONS: [&str; 4] = [
+const FUNCTIONS: [&str; 5] = [
     "mint-token",
     "consent-signin",
     "fetch-incidents",
     "update-incident",
+    "hunt",
 ];
 /// API Gateway gives up on an integration after 30 s.
 const HTTP_API_TIMEOUT_SECONDS: u64 = 30;
@@ -349,6 +351,15 @@ fn check_configuration(binary: &str, env: &HashMap<String, String>) -> Result<()
             SinkSettings::from_lookup(lookup).map_err(|error| error.to_string())?;
             Ok(())
         }
+        "hunt" => {
+            HuntSettings::from_lookup(|name| match name {
+                // As in Lambda, where the queue and the bucket are required.
+                "AWS_LAMBDA_FUNCTION_NAME" => Some("hunt".into()),
+                _ => lookup(name),
+            })
+            .map_err(|error| error.to_string())?;
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -359,6 +370,13 @@ fn every_setting_in_the_template_is_one_the_code_reads() {
     let code = std::fs::read_dir(&folder)
         .unwrap_or_else(|error| panic!("{} is not readable: {error}", folder.display()))
         .map(|entry| std::fs::read_to_string(entry.expect("listed").path()).expect("readable"))
+        .chain(
+            [
+                "shared/src/hunting/settings.rs",
+                "shared/src/hunting/output.rs",
+            ]
+            .map(read),
+        )
         .collect::<Vec<_>>()
         .join("\n");
     let template = Template::load();
@@ -488,6 +506,8 @@ fn the_consent_and_sign_in_callbacks_are_the_only_open_routes() {
             "AWS_IAM",
             "update-incident",
         ),
+        ("POST /hunts", "AWS_IAM", "hunt"),
+        ("GET /hunts/{id}", "AWS_IAM", "hunt"),
     ]
     .into_iter()
     .map(|(key, authorization, binary)| (key.into(), authorization.into(), binary.into()))
@@ -682,6 +702,8 @@ fn iam_action(operation: &str) -> String {
         "SendMessageBatch" | "DeleteMessageBatch" | "ChangeMessageVisibilityBatch" => {
             pascal.trim_end_matches("Batch").to_owned()
         }
+        // Authorized per item, as the PutItem and UpdateItem it holds (the hunts' store).
+        "TransactWriteItems" => "PutItem".to_owned(),
         _ => pascal,
     }
 }
@@ -823,6 +845,19 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
         read("shared/src/store/dynamo_updates.rs")
             .contains("pub const WRITEBACK_PREFIX: &str = \"WRITEBACK#\";"),
         "the write-back partition prefix changed in the code but not in template.yaml"
+    );
+
+    // hunt writes only in the hunting partitions and under hunts/ in the bucket.
+    let hunter = policy_of(&template.function("hunt"));
+    assert!(
+        hunter.contains("dynamodb:PutItem") && hunter.contains("\"HUNT#*\""),
+        "{hunter}"
+    );
+    assert!(hunter.contains("${RecordsBucket.Arn}/hunts/*"), "{hunter}");
+    assert!(
+        read("shared/src/store/dynamo_hunts.rs")
+            .contains("pub const HUNT_PREFIX: &str = \"HUNT#\";"),
+        "the hunting partition prefix changed in the code but not in template.yaml"
     );
 
     let mint_token = template.function("mint-token");

@@ -4,6 +4,7 @@
 
 mod device_signin;
 mod federation;
+mod hunt;
 mod migration;
 
 use std::process::ExitCode;
@@ -64,6 +65,12 @@ enum Command {
         /// From this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z); default: the last 7 days.
         #[arg(long)]
         since: Option<String>,
+    },
+    /// Fleet hunting: one KQL query in every customer tenant (run, status, results), and saved
+    /// hunts that run on the schedule as detections over the fleet (save, list, delete).
+    Hunt {
+        #[command(subcommand)]
+        command: hunt::HuntCommand,
     },
     /// The tenant registry.
     Tenants {
@@ -126,6 +133,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Migration { issue_links } => {
             return migration::run(&services, issue_links, cli.json).await;
+        }
+        Command::Hunt { command } => {
+            return hunt::run(&services, command, cli.json).await;
         }
         Command::ConsentLink {
             customer,

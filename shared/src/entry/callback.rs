@@ -178,7 +178,7 @@ mod tests {
     fn each_sample_event_reaches_its_route() {
         for (sample, route) in [
             ("consent-start-http.json", CallbackRoute::ConsentStart),
-            ("consent-signin-http.json", CallbackRoute::ConsentSignin),
+            ("consent-callback-http.json", CallbackRoute::ConsentSignin),
             ("signin-start-http.json", CallbackRoute::SignInStart),
             ("signin-callback-http.json", CallbackRoute::SignInCallback),
         ] {
@@ -246,7 +246,7 @@ mod tests {
     }
 
     fn get(path: &str, query: &str) -> Value {
-        let mut event = samples::event("consent-signin-http.json");
+        let mut event = samples::event("consent-callback-http.json");
         event["rawPath"] = Value::String(path.into());
         event["requestContext"]["http"]["path"] = Value::String(path.into());
         event["rawQueryString"] = Value::String(query.into());
@@ -282,7 +282,7 @@ mod tests {
     async fn callbacks_answer_pages_with_their_security_headers() {
         let function = function().await;
         for (sample, title) in [
-            ("consent-signin-http.json", "This link is not valid"),
+            ("consent-callback-http.json", "This link is not valid"),
             (
                 "signin-callback-http.json",
                 "This sign-in link is not valid",

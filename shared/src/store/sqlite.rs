@@ -106,6 +106,9 @@ impl SqliteRegistry {
         connection
             .execute_batch(super::sqlite_updates::SCHEMA)
             .map_err(unavailable)?;
+        connection
+            .execute_batch(super::sqlite_hunts::SCHEMA)
+            .map_err(unavailable)?;
         Ok(SqliteRegistry {
             connection: Arc::new(Mutex::new(connection)),
         })
