@@ -347,10 +347,11 @@ async fn dynamodb_hunt_records_pass_the_conformance_suite() {
         .expect("table");
     let store = DynamoRegistry::new(client, "registry");
     defender_partner_testkit::conformance::hunts::run(&store).await;
-    defender_partner_testkit::conformance::hunts::concurrent_finishers_one_sees_zero(Arc::new(
-        store,
-    ))
-    .await;
+    // Not `concurrent_finishers_one_sees_zero` here: moto's TransactWriteItems backs the whole
+    // table up and, when a transaction is cancelled, restores that copy, erasing what concurrent
+    // requests wrote meanwhile (moto/dynamodb/models/__init__.py, `original_table_state`), so a
+    // race of finishers is moto's, not DynamoDB's (whose transactions are serializable). The race
+    // is checked on the SQLite store; a repeated message is checked here, one after the other.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
