@@ -44,27 +44,18 @@ async fn throttled_entra_leaves_a_proven_tenant_pending_before_the_deadline() {
         .start("CRM-SLOW", Some(LinkKind::Legacy), None)
         .await
         .unwrap();
-    let location = browser::submit_page(
-        &link.url,
-        &[
-            ("tenant", demo::WOODGROVE_TENANT_ID),
-            ("decision", "accept"),
-        ],
-    )
-    .await
-    .unwrap();
+    let location = browser::consent(&link.url, demo::WOODGROVE_TENANT_ID, "accept")
+        .await
+        .unwrap();
     let CallbackAnswer::Redirect(sign_in) = consent
         .callback(&browser::query_of(&location).unwrap())
         .await
     else {
         panic!("the consent continues to the administrator's sign-in");
     };
-    let location = browser::submit_page(
-        &sign_in,
-        &[("user", demo::WOODGROVE_ADMIN_UPN), ("decision", "accept")],
-    )
-    .await
-    .unwrap();
+    let location = browser::sign_in(&sign_in, demo::WOODGROVE_ADMIN_UPN)
+        .await
+        .unwrap();
 
     // Entra now throttles every token request for Woodgrove with a wait longer than the
     // invocation has left.

@@ -4,26 +4,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use defender_emulator::SecretConfig;
 use defender_partner::minting::MintRequest;
+use defender_partner_testkit::logs::Captured;
 use secrecy::ExposeSecret;
-
-/// Collects everything logged on this thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn no_token_or_secret_reaches_the_logs() {
@@ -88,7 +73,7 @@ async fn no_token_or_secret_reaches_the_logs() {
     );
     fixture.stop().await;
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("token handed out"),
         "the run was logged at all"

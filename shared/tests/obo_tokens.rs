@@ -2,7 +2,7 @@
 //! demo scenario (Contoso's analyst and MFA user, Fabrikam's analyst without consent) on a
 //! loopback port.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use defender_emulator::{CredentialKind, Fault, FaultMatch, UserTokenRequest, demo};
@@ -13,6 +13,7 @@ use defender_partner::entra::{OboError, OboProvider, TokenClient};
 use defender_partner::tenant_id::TenantId;
 use defender_partner_testkit::World;
 use defender_partner_testkit::control::delay;
+use defender_partner_testkit::logs::Captured;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
@@ -492,20 +493,6 @@ fn logs() -> &'static Captured {
     })
 }
 
-/// A shared log buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn no_user_or_delegated_token_reaches_the_logs() {
     let fixture = Fixture::start().await;
@@ -559,7 +546,7 @@ async fn no_user_or_delegated_token_reaches_the_logs() {
     }
     fixture.world.shutdown().await;
 
-    let logs = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let logs = logs().text();
     assert!(
         logs.contains("delegated token handed out"),
         "the run was logged"

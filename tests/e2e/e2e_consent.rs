@@ -445,10 +445,9 @@ impl World {
 
     /// Signs in on the emulator's page as `user` at `sign_in`; returns our callback with the code.
     async fn sign_in_as(&self, sign_in: &Url, user: &str) -> Url {
-        let location =
-            browser::submit_page(sign_in.as_str(), &[("user", user), ("decision", "accept")])
-                .await
-                .unwrap_or_else(|error| panic!("signing in as {user}: {error:#}"));
+        let location = browser::sign_in(sign_in.as_str(), user)
+            .await
+            .unwrap_or_else(|error| panic!("signing in as {user}: {error:#}"));
         let location = Url::parse(&location).expect("an absolute Location");
         assert!(
             location

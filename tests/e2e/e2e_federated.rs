@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use defender_emulator::{
-    CredentialKind, FederatedCredentialConfig, ShortLivedTokens, StsCallCounts, TenantConfig, demo,
+    CredentialKind, FederatedCredentialConfig, ShortLivedTokens, StsCallCounts, TenantConfig,
+    browser, demo,
 };
 use defender_partner::defender::Source;
 use defender_partner::store::{DynamoRegistry, TenantRecord, TenantRegistry, TenantStatus};
@@ -23,7 +24,7 @@ use defender_partner::tenant_id::TenantId;
 use defender_partner_e2e::fetch::{FetchAws, jwt_like, scheduled_event};
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::moto;
-use defender_partner_e2e::stack::{StackSpec, guid};
+use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
 use defender_partner_testkit::control::is_for;
 use defender_partner_testkit::scenario::{
@@ -122,20 +123,10 @@ struct Fixture {
 impl Fixture {
     async fn start() -> anyhow::Result<Fixture> {
         let t = Tenants::new();
-        let stack = Stack::start_federated(|client_id| StackSpec {
-            token_lifetime_seconds: 3600,
-            tenants: t.scenario(client_id),
-        })
-        .await?;
-        for id in t.minted_for() {
-            stack
-                .register(
-                    id,
-                    TenantStatus::Active,
-                    &[ROLE_M365D, ROLE_MDE, ROLE_GRAPH],
-                )
-                .await?;
-        }
+        let stack = Stack::start_federated(|client_id| t.scenario(client_id)).await?;
+        stack
+            .register_active(t.minted_for(), &[ROLE_M365D, ROLE_MDE, ROLE_GRAPH])
+            .await?;
         let mint = start_mint_token(&stack).await?;
         Ok(Fixture { stack, mint, t })
     }
@@ -559,30 +550,27 @@ async fn federated_credential_end_to_end() {
                 .expect("/consent/start answers");
             assert_eq!(start["statusCode"], 302, "{start}");
             let link = header(&start, "location").to_owned();
-            let callback = f
-                .stack
-                .emulator
-                .decide_consent(&link, &f.t.consent, "accept")
+            let callback = browser::consent(&link, &f.t.consent, "accept")
                 .await
                 .expect("the administrator accepts");
             let next = consent
                 .invoke(&http_get(
                     "/consent/callback",
-                    callback.query().unwrap_or(""),
+                    &browser::query_of(&callback).unwrap(),
                 ))
                 .await
                 .expect("/consent/callback answers");
             assert_eq!(next["statusCode"], 302, "{next}");
-            let signed_in = f
-                .stack
-                .emulator
-                .admin_sign_in(header(&next, "location"), &f.t.consent)
-                .await
-                .expect("the administrator signs in");
+            let signed_in = browser::sign_in(
+                header(&next, "location"),
+                &scenario::admin_upn(&f.t.consent),
+            )
+            .await
+            .expect("the administrator signs in");
             let page = consent
                 .invoke(&http_get(
                     "/consent/callback",
-                    signed_in.query().unwrap_or(""),
+                    &browser::query_of(&signed_in).unwrap(),
                 ))
                 .await
                 .expect("/consent/callback answers");

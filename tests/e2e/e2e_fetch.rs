@@ -12,15 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use defender_emulator::{
-    ApiCalls, DataApiCalls, DefenderSettingsPatch, Fault, FaultMatch, RateLimitMode,
-};
+use defender_emulator::{ApiCalls, DataApiCalls, Fault, FaultMatch};
 use defender_partner::defender::Source;
 use defender_partner::sink::{Change, SinkLine};
 use defender_partner::store::{DynamoRegistry, TenantRegistry, TenantStatus};
 use defender_partner::tenant_id::TenantId;
 use defender_partner_e2e::fetch::{FetchAws, jwt_like, kill_function, scheduled_event, sqs_event};
-use defender_partner_e2e::stack::{StackSpec, guid};
+use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, LambdaWatch, Stack};
 use defender_partner_testkit::control::{TouchTarget, delay, is_for};
 use defender_partner_testkit::records::{keys_once, lines_of, nothing_missing};
@@ -126,10 +124,8 @@ struct Fixture {
 impl Fixture {
     async fn start() -> anyhow::Result<Fixture> {
         let t = Tenants::new();
-        let stack = Stack::start_with(|client_id| StackSpec {
-            token_lifetime_seconds: 3600,
-            tenants: t
-                .data()
+        let stack = Stack::start_with(|client_id| {
+            t.data()
                 .into_iter()
                 .map(|(id, _, _)| {
                     let grants = if *id == t.graph_only {
@@ -140,18 +136,12 @@ impl Fixture {
                     };
                     scenario::tenant(id, &format!("Customer {}", &id[..8]), grants)
                 })
-                .collect(),
+                .collect()
         })
         .await?;
         let aws = FetchAws::create(&stack.moto).await?;
         // Throttling comes from injected faults only, so that every 429 is one the test chose.
-        stack
-            .emulator
-            .data_settings(&DefenderSettingsPatch {
-                rate_limits: Some(RateLimitMode::Off),
-                ..Default::default()
-            })
-            .await?;
+        stack.emulator.rate_limits_off().await?;
         for (index, (tenant, incidents, alerts)) in t.data().into_iter().enumerate() {
             let data = scenario::data(incidents, alerts, index as u64 + 1, SPACING_SECONDS);
             stack.emulator.set_data(tenant, &data).await?;

@@ -15,13 +15,13 @@ use std::time::Instant;
 
 use defender_emulator::{
     ApiCalls, DataApiCalls, DataConfig, DataModes, DefenderSettingsPatch, Fault, FaultMatch,
-    RateLimitMode, Retirement,
+    Retirement,
 };
 use defender_partner::defender::Source;
 use defender_partner::sink::{Change, SinkLine};
 use defender_partner::store::TenantStatus;
 use defender_partner_e2e::fetch::{FetchAws, scheduled_event};
-use defender_partner_e2e::stack::{StackSpec, guid};
+use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, LambdaWatch, Stack};
 use defender_partner_testkit::control::TouchTarget;
 use defender_partner_testkit::records::{keys_once, lines_of, nothing_missing};
@@ -79,10 +79,8 @@ impl Fixture {
             bulk: guid(),
             retired: guid(),
         };
-        let stack = Stack::start_with(|client_id| StackSpec {
-            token_lifetime_seconds: 3600,
-            tenants: t
-                .data()
+        let stack = Stack::start_with(|client_id| {
+            t.data()
                 .into_iter()
                 .map(|(id, _)| {
                     scenario::tenant(
@@ -91,18 +89,12 @@ impl Fixture {
                         scenario::fetch_grants(client_id),
                     )
                 })
-                .collect(),
+                .collect()
         })
         .await?;
         let aws = FetchAws::create(&stack.moto).await?;
         // Throttling comes from injected faults only.
-        stack
-            .emulator
-            .data_settings(&DefenderSettingsPatch {
-                rate_limits: Some(RateLimitMode::Off),
-                ..Default::default()
-            })
-            .await?;
+        stack.emulator.rate_limits_off().await?;
         for (tenant, config) in t.data() {
             stack.emulator.set_data(tenant, &config).await?;
             stack

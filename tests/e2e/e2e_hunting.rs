@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use defender_partner::store::{DynamoRegistry, HuntRecords, SavedHunt, TenantStatus};
 use defender_partner_e2e::fetch::{FetchAws, scheduled_event, sqs_event};
 use defender_partner_e2e::moto::{Moto, create_registry_table};
-use defender_partner_e2e::stack::{StackSpec, guid};
+use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, LambdaWatch, Stack};
 use defender_partner_testkit::control::EmulatorControl;
 use defender_partner_testkit::scenario::{self, RESOURCE_GRAPH, ROLE_GRAPH};
@@ -79,10 +79,8 @@ impl Fixture {
         };
         let no_permission = t.no_permission.clone();
         let ids: Vec<String> = t.all().into_iter().cloned().collect();
-        let stack = Stack::start_with(|client_id| StackSpec {
-            token_lifetime_seconds: 3600,
-            tenants: ids
-                .iter()
+        let stack = Stack::start_with(|client_id| {
+            ids.iter()
                 .map(|id| {
                     let mut roles = vec![ROLE_GRAPH];
                     if *id != no_permission {
@@ -94,7 +92,7 @@ impl Fixture {
                         vec![scenario::grant(client_id, RESOURCE_GRAPH, &roles)],
                     )
                 })
-                .collect(),
+                .collect()
         })
         .await?;
         let aws = FetchAws::create(&stack.moto).await?;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use defender_emulator::{Endpoint, Fault, FaultMatch, SecretConfig, TenantConfig};
 use defender_partner::store::TenantStatus;
 use defender_partner_e2e::leaks::assert_no_leaks;
-use defender_partner_e2e::stack::{StackSpec, guid};
+use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
 use defender_partner_testkit::scenario::{
     self, RESOURCE_GRAPH, RESOURCE_M365D, RESOURCE_MDE, ROLE_GRAPH, ROLE_M365D, ROLE_MDE,
@@ -146,20 +146,10 @@ impl Fixture {
     async fn start() -> anyhow::Result<Fixture> {
         let t = Tenants::new();
         // The grants name the app's client id, which the stack makes.
-        let stack = Stack::start_with(|client_id| StackSpec {
-            token_lifetime_seconds: 3600,
-            tenants: t.scenario(client_id),
-        })
-        .await?;
-        for id in t.active() {
-            stack
-                .register(
-                    id,
-                    TenantStatus::Active,
-                    &[ROLE_M365D, ROLE_MDE, ROLE_GRAPH],
-                )
-                .await?;
-        }
+        let stack = Stack::start_with(|client_id| t.scenario(client_id)).await?;
+        stack
+            .register_active(t.active(), &[ROLE_M365D, ROLE_MDE, ROLE_GRAPH])
+            .await?;
         stack
             .register(&t.pending, TenantStatus::Pending, &[])
             .await?;

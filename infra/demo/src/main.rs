@@ -398,12 +398,7 @@ async fn act_as_signed_in_analyst(services: &Services) -> anyhow::Result<()> {
     let link = signin
         .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
         .await?;
-    let location = browser::submit_page(
-        &link.url,
-        &[("user", demo::CONTOSO_ANALYST_UPN), ("decision", "accept")],
-    )
-    .await
-    .context("the sign-in page did not redirect")?;
+    let location = browser::sign_in(&link.url, demo::CONTOSO_ANALYST_UPN).await?;
     let result = signin.callback(&browser::query_of(&location)?).await;
     println!(
         "  1. {} signed in to Contoso: {} (HTTP {}; the refresh token is kept sealed)",
@@ -482,15 +477,7 @@ async fn onboard_woodgrove(services: &Services) -> anyhow::Result<()> {
         link.expires_at.format("%H:%M UTC")
     );
     println!("     {}", shorten(&link.url, 110));
-    let location = browser::submit_page(
-        &link.url,
-        &[
-            ("tenant", demo::WOODGROVE_TENANT_ID),
-            ("decision", "accept"),
-        ],
-    )
-    .await
-    .context("the consent page did not redirect")?;
+    let location = browser::consent(&link.url, demo::WOODGROVE_TENANT_ID, "accept").await?;
     println!(
         "  2. the administrator accepts; Microsoft redirects to {}",
         location.split('?').next().unwrap_or_default()
@@ -503,12 +490,7 @@ async fn onboard_woodgrove(services: &Services) -> anyhow::Result<()> {
         "  3. the callback sends the administrator to sign in: {}",
         shorten(&sign_in, 90)
     );
-    let location = browser::submit_page(
-        &sign_in,
-        &[("user", demo::WOODGROVE_ADMIN_UPN), ("decision", "accept")],
-    )
-    .await
-    .context("the sign-in page did not redirect")?;
+    let location = browser::sign_in(&sign_in, demo::WOODGROVE_ADMIN_UPN).await?;
     let query = browser::query_of(&location)?;
     let first = consent.callback(&query).await;
     let page = first.page().context("the callback answered no page")?;

@@ -143,6 +143,21 @@ pub async fn submit_page(url: &str, fields: &[(&str, &str)]) -> anyhow::Result<S
     page.submit(fields).await?.redirect()
 }
 
+/// `user` signs in on the sign-in page at `url` and accepts: where Microsoft redirects.
+pub async fn sign_in(url: &str, user: &str) -> anyhow::Result<String> {
+    submit_page(url, &[("user", user), ("decision", "accept")])
+        .await
+        .with_context(|| format!("{user} signing in"))
+}
+
+/// The administrator of `tenant` takes `decision` (`accept` or `decline`) on the admin-consent
+/// page at `url`: where Microsoft redirects.
+pub async fn consent(url: &str, tenant: &str, decision: &str) -> anyhow::Result<String> {
+    submit_page(url, &[("tenant", tenant), ("decision", decision)])
+        .await
+        .with_context(|| format!("the consent page, {decision} for {tenant}"))
+}
+
 /// The query string of a redirect's `Location` (what a callback receives).
 pub fn query_of(location: &str) -> anyhow::Result<String> {
     Ok(Url::parse(location)?.query().unwrap_or_default().to_owned())

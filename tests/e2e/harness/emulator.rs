@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use defender_emulator::{Scenario, browser};
-use defender_partner_testkit::{EmulatorControl, scenario};
+use defender_emulator::Scenario;
+use defender_partner_testkit::EmulatorControl;
 use serde_json::Value;
 
 use crate::process::{ChildProcess, LogBuffer};
@@ -101,37 +101,4 @@ impl Emulator {
 fn listening_url(line: &str) -> Option<String> {
     let value: Value = serde_json::from_str(line.trim()).ok()?;
     value["listening"].as_str().map(str::to_owned)
-}
-
-/// What a customer's administrator does on the emulator's pages.
-impl Emulator {
-    /// The sign-in that follows an accepted consent: `consent_answer_location` is where the
-    /// consent callback sent the browser (Microsoft's sign-in); the tenant's administrator signs
-    /// in. Answers where the emulator redirects: the callback with the sign-in's code.
-    pub async fn admin_sign_in(&self, sign_in_url: &str, tenant: &str) -> Result<url::Url> {
-        let location = browser::submit_page(
-            sign_in_url,
-            &[
-                ("user", &scenario::admin_upn(tenant)),
-                ("decision", "accept"),
-            ],
-        )
-        .await?;
-        Ok(url::Url::parse(&location)?)
-    }
-
-    /// What a customer's administrator does on the emulator's consent page at `page_url`:
-    /// submits its form (hidden fields as served) for `tenant` with `decision` (`accept` or
-    /// `decline`). Answers where the emulator redirects: the app's redirect URI with
-    /// Microsoft's query parameters.
-    pub async fn decide_consent(
-        &self,
-        page_url: &str,
-        tenant: &str,
-        decision: &str,
-    ) -> Result<url::Url> {
-        let location =
-            browser::submit_page(page_url, &[("tenant", tenant), ("decision", decision)]).await?;
-        url::Url::parse(&location).context("the decision's Location")
-    }
 }

@@ -51,12 +51,6 @@ pub fn new_client_secret() -> String {
     format!("e2e~{}", &raw[..36])
 }
 
-/// What a stack of fresh apps is made of ([`Stack::start_with`], [`Stack::start_federated`]).
-pub struct StackSpec {
-    pub token_lifetime_seconds: u64,
-    pub tenants: Vec<TenantConfig>,
-}
-
 /// How a [`Stack`] is made ([`Stack::builder`]): the emulator's scenario, which holds the
 /// partner's app, and what its functions need beyond the registry table and the credential.
 pub struct StackBuilder {
@@ -112,16 +106,14 @@ impl Stack {
         }
     }
 
-    /// Starts moto and the emulator with a fresh app holding a fresh secret; `spec` gets the
-    /// client id of the partner's app (which the scenario's grants name).
-    pub async fn start_with(spec: impl FnOnce(&str) -> StackSpec) -> Result<Stack> {
+    /// Starts moto and the emulator with a fresh app holding a fresh secret and the customer
+    /// `tenants`, given the client id of the partner's app (which their grants name).
+    pub async fn start_with(tenants: impl FnOnce(&str) -> Vec<TenantConfig>) -> Result<Stack> {
         let client_id = guid();
-        let spec = spec(&client_id);
         let secret = new_client_secret();
         let mut app = scenario::app(&client_id, "Contoso SOC (e2e)", &[]);
         app.secrets.push(expiring_in_a_year(&secret));
-        let mut scenario = scenario::with(app, spec.tenants);
-        scenario.token_lifetime_seconds = spec.token_lifetime_seconds;
+        let scenario = scenario::with(app, tenants(&client_id));
         Stack::builder(scenario, &client_id, &secret).start().await
     }
 
@@ -131,9 +123,8 @@ impl Stack {
     /// `{"client_id", "credential": "aws_federated"}`; the functions reach STS at the emulator.
     /// The app may be admin-consented (to M365 Defender) through
     /// [`defender_emulator::demo::CONSENT_REDIRECT_URI`].
-    pub async fn start_federated(spec: impl FnOnce(&str) -> StackSpec) -> Result<Stack> {
+    pub async fn start_federated(tenants: impl FnOnce(&str) -> Vec<TenantConfig>) -> Result<Stack> {
         let client_id = guid();
-        let spec = spec(&client_id);
         let mut app = scenario::app(&client_id, "Contoso SOC (e2e, secretless)", &[]);
         app.redirect_uris
             .push(defender_emulator::demo::CONSENT_REDIRECT_URI.to_owned());
@@ -143,8 +134,7 @@ impl Stack {
         });
         app.federated_credentials
             .push(scenario::aws_role_credential());
-        let mut scenario = scenario::with(app, spec.tenants);
-        scenario.token_lifetime_seconds = spec.token_lifetime_seconds;
+        let scenario = scenario::with(app, tenants(&client_id));
         let mut builder = Stack::builder(scenario, &client_id, "");
         builder.credential = federated_credential_json(&client_id);
         builder.emulated_sts = true;
@@ -283,6 +273,19 @@ impl Stack {
             .upsert(&record)
             .await
             .with_context(|| format!("upserting tenant {tenant_id}"))?;
+        Ok(())
+    }
+
+    /// Registers every tenant of `tenants` active, its consent having granted `roles`.
+    pub async fn register_active<T: AsRef<str>>(
+        &self,
+        tenants: impl IntoIterator<Item = T>,
+        roles: &[&str],
+    ) -> Result<()> {
+        for tenant in tenants {
+            self.register(tenant.as_ref(), TenantStatus::Active, roles)
+                .await?;
+        }
         Ok(())
     }
 

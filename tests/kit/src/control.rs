@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use defender_emulator::{
     ConsentDecisionRecord, DataApiCalls, DataConfig, DataModes, DefenderSettingsPatch,
     DelegatedTokenRecord, DeviceDecision, Fault, FaultMatch, FederatedCredentialConfig,
-    GrantConfig, MintedUserToken, SecretConfig, ShortLivedTokens, StsCallCounts,
+    GrantConfig, MintedUserToken, RateLimitMode, SecretConfig, ShortLivedTokens, StsCallCounts,
     TokenRequestRecord, UserTokenRequest, demo,
 };
 use defender_partner::defender::Source;
@@ -201,6 +201,15 @@ impl EmulatorControl {
     /// `PUT /_emulator/data/settings` (rate limits, paging quirks, the retirement switch).
     pub async fn data_settings(&self, patch: &DefenderSettingsPatch) -> Result<()> {
         self.send(Method::PUT, "data/settings", patch).await
+    }
+
+    /// The data APIs' own rate limits off: every 429 is then one a test injected.
+    pub async fn rate_limits_off(&self) -> Result<()> {
+        self.data_settings(&DefenderSettingsPatch {
+            rate_limits: Some(RateLimitMode::Off),
+            ..Default::default()
+        })
+        .await
     }
 
     /// Replaces a tenant's generated data: its records end about now.

@@ -8,7 +8,8 @@
 //!   administrator, grants), and the resources and roles tests consent to;
 //! - [`EmulatorControl`]: the emulator's control API over HTTP, in the emulator's own types, for an
 //!   emulator in this process or in another;
-//! - [`records`]: what ingestion tests assert about delivered records;
+//! - [`records`]: what ingestion tests assert about delivered records; [`logs`]: a log buffer
+//!   for the tests that prove no secret reaches a log;
 //! - [`conformance`]: the suites every adapter of a port passes (the tenant store, the file sink).
 //!
 //! The emulator's consent and sign-in pages are driven by `defender_emulator::browser`, the one
@@ -16,6 +17,7 @@
 
 pub mod conformance;
 pub mod control;
+pub mod logs;
 pub mod records;
 pub mod scenario;
 pub mod world;

@@ -58,7 +58,7 @@ enum Credential {
 }
 
 /// A setting's value, some known only once the emulator listens or the folder exists.
-enum Value {
+enum SettingValue {
     Text(String),
     /// A path below the world's folder.
     InFolder(String),
@@ -70,7 +70,7 @@ type Adjust = Box<dyn FnOnce(&mut Settings) + Send>;
 pub struct WorldBuilder {
     scenario: Scenario,
     credential: Credential,
-    settings: Vec<(String, Value)>,
+    settings: Vec<(String, SettingValue)>,
     data_apis: bool,
     tenants: Vec<TenantRecord>,
     adjust: Option<Adjust>,
@@ -235,14 +235,14 @@ impl WorldBuilder {
     /// Sets `name` (a `config` constant) to `value`; a later call for the same name wins.
     pub fn setting(mut self, name: &str, value: impl Into<String>) -> WorldBuilder {
         self.settings
-            .push((name.to_owned(), Value::Text(value.into())));
+            .push((name.to_owned(), SettingValue::Text(value.into())));
         self
     }
 
     /// Sets `name` to the path of `relative` in the world's folder (a key file, a database).
     pub fn folder_setting(mut self, name: &str, relative: &str) -> WorldBuilder {
         self.settings
-            .push((name.to_owned(), Value::InFolder(relative.to_owned())));
+            .push((name.to_owned(), SettingValue::InFolder(relative.to_owned())));
         self
     }
 
@@ -358,8 +358,10 @@ impl WorldBuilder {
         }
         for (name, value) in self.settings {
             let value = match value {
-                Value::Text(text) => text,
-                Value::InFolder(relative) => folder.path.join(relative).display().to_string(),
+                SettingValue::Text(text) => text,
+                SettingValue::InFolder(relative) => {
+                    folder.path.join(relative).display().to_string()
+                }
             };
             values.insert(name, value);
         }

@@ -84,11 +84,7 @@ async fn main() -> anyhow::Result<()> {
         let CallbackAnswer::Redirect(sign_in) = answer else {
             anyhow::bail!("the consent did not continue to the administrator's sign-in");
         };
-        let location = browser::submit_page(
-            &sign_in,
-            &[("user", demo::CONTOSO_ADMIN_UPN), ("decision", "accept")],
-        )
-        .await?;
+        let location = browser::sign_in(&sign_in, demo::CONTOSO_ADMIN_UPN).await?;
         let query = browser::query_of(&location)?;
         let started = Instant::now();
         let answer = consent.callback(&query).await;

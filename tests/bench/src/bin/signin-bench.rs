@@ -98,10 +98,5 @@ async fn authorize(signin: &SignInService) -> anyhow::Result<String> {
     let link = signin
         .start(demo::CONTOSO_TENANT_ID, Some("m365d"), None)
         .await?;
-    let location = browser::submit_page(
-        &link.url,
-        &[("user", demo::CONTOSO_ANALYST_UPN), ("decision", "accept")],
-    )
-    .await?;
-    browser::query_of(&location)
+    browser::query_of(&browser::sign_in(&link.url, demo::CONTOSO_ANALYST_UPN).await?)
 }
