@@ -64,6 +64,56 @@ impl DynamoRegistry {
             ("sk".to_owned(), AttributeValue::S(PROFILE.to_owned())),
         ])
     }
+
+    /// Reads `keys` with BatchGetItem (strongly consistent), in requests of DynamoDB's limit,
+    /// sending the keys it leaves unprocessed again (with a pause) a bounded number of rounds.
+    /// Items that do not exist are simply absent from the answer.
+    pub(super) async fn batch_get(
+        &self,
+        keys: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, RegistryError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = Vec::new();
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
+            let mut pending = chunk.to_vec();
+            let mut round = 0;
+            while !pending.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|error| RegistryError::Unavailable(error.to_string()))?;
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                found.extend(
+                    answer
+                        .responses
+                        .and_then(|mut tables| tables.remove(&self.table))
+                        .unwrap_or_default(),
+                );
+                pending = answer
+                    .unprocessed_keys
+                    .and_then(|mut tables| tables.remove(&self.table))
+                    .map(|rest| rest.keys)
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    round += 1;
+                    if round > BATCH_ROUNDS {
+                        return Err(RegistryError::Unavailable(
+                            "DynamoDB kept keys unprocessed (throttled)".into(),
+                        ));
+                    }
+                    pause_before_round(round).await;
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 fn item(record: &TenantRecord, version: u64) -> HashMap<String, AttributeValue> {
@@ -174,6 +224,14 @@ pub(super) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R>(
 
 pub(super) fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     error.code() == Some("ConditionalCheckFailedException")
+}
+
+/// The pause before sending unprocessed keys or items again: 100 ms, doubling, at most 3.2 s.
+pub(super) async fn pause_before_round(round: u32) {
+    tokio::time::sleep(std::time::Duration::from_millis(
+        50 * 2u64.pow(round.min(6)),
+    ))
+    .await;
 }
 
 #[async_trait]

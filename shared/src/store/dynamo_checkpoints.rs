@@ -78,13 +78,6 @@ fn checkpoint_from(item: &HashMap<String, AttributeValue>) -> Result<Checkpoint,
     Ok(checkpoint)
 }
 
-async fn pause_before_round(round: u32) {
-    tokio::time::sleep(std::time::Duration::from_millis(
-        50 * 2u64.pow(round.min(6)),
-    ))
-    .await;
-}
-
 #[async_trait]
 impl Checkpoints for DynamoRegistry {
     async fn checkpoint(
@@ -178,61 +171,24 @@ impl Checkpoints for DynamoRegistry {
         source: &str,
         ids: &[String],
     ) -> Result<HashMap<String, String>, RegistryError> {
-        use aws_sdk_dynamodb::types::KeysAndAttributes;
-        let mut found = HashMap::new();
         let mut unique: Vec<&String> = ids.iter().collect();
         unique.sort();
         unique.dedup();
-        for chunk in unique.chunks(BATCH_GET_LIMIT) {
-            let keys: Vec<_> = chunk
-                .iter()
-                .map(|id| ledger_key(tenant, source, id))
-                .collect();
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|error| RegistryError::Unavailable(error.to_string()))?,
-            );
-            let mut round = 0;
-            while let Some(request) = pending.take() {
-                let answer = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                for item in answer
-                    .responses
-                    .as_ref()
-                    .and_then(|tables| tables.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let (Some(AttributeValue::S(id)), Some(AttributeValue::S(last_update))) =
-                        (item.get("sk"), item.get("last_update"))
-                    {
-                        found.insert(id.clone(), last_update.clone());
-                    }
+        let keys = unique
+            .iter()
+            .map(|id| ledger_key(tenant, source, id))
+            .collect();
+        Ok(self
+            .batch_get(keys)
+            .await?
+            .into_iter()
+            .filter_map(|item| match (item.get("sk"), item.get("last_update")) {
+                (Some(AttributeValue::S(id)), Some(AttributeValue::S(last_update))) => {
+                    Some((id.clone(), last_update.clone()))
                 }
-                pending = answer
-                    .unprocessed_keys
-                    .and_then(|mut tables| tables.remove(&self.table))
-                    .filter(|rest| !rest.keys().is_empty());
-                if pending.is_some() {
-                    round += 1;
-                    if round > BATCH_ROUNDS {
-                        return Err(RegistryError::Unavailable(
-                            "DynamoDB kept keys unprocessed (throttled)".into(),
-                        ));
-                    }
-                    pause_before_round(round).await;
-                }
-            }
-        }
-        Ok(found)
+                _ => None,
+            })
+            .collect())
     }
 
     async fn mark_delivered(

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, Utc};
 
 use super::dynamo::{is_condition_failure, unavailable};
@@ -20,9 +20,6 @@ use crate::tenant_id::TenantId;
 
 /// The partition of a tenant's write-back records (the IAM condition in template.yaml names it).
 pub const WRITEBACK_PREFIX: &str = "WRITEBACK#";
-const BATCH_GET_LIMIT: usize = 100;
-/// Rounds of retrying unprocessed batch keys before giving up.
-const BATCH_ROUNDS: u32 = 8;
 /// Sort keys of the audit trail: the time in milliseconds, zero-padded so text order is time order.
 const AUDIT_PREFIX: &str = "AUDIT#";
 
@@ -200,51 +197,20 @@ impl UpdateRecords for DynamoRegistry {
         kind: &str,
         ids: &[String],
     ) -> Result<HashMap<String, OwnChange>, RegistryError> {
-        let mut found = HashMap::new();
         let mut unique: Vec<&String> = ids.iter().collect();
         unique.sort();
         unique.dedup();
-        for chunk in unique.chunks(BATCH_GET_LIMIT) {
-            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|id| key(tenant, change_sort(kind, id)))
-                .collect();
-            for _ in 0..BATCH_ROUNDS {
-                if keys.is_empty() {
-                    break;
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .build()
-                    .map_err(|error| RegistryError::Unavailable(error.to_string()))?;
-                let answer = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                for item in answer
-                    .responses
-                    .and_then(|mut tables| tables.remove(&self.table))
-                    .unwrap_or_default()
-                {
-                    let change: OwnChange = body_of(&item, "own change")?;
-                    found.insert(change.id.clone(), change);
-                }
-                keys = answer
-                    .unprocessed_keys
-                    .and_then(|mut tables| tables.remove(&self.table))
-                    .map(|rest| rest.keys)
-                    .unwrap_or_default();
-            }
-            if !keys.is_empty() {
-                return Err(RegistryError::Unavailable(
-                    "DynamoDB left keys unprocessed after every retry".into(),
-                ));
-            }
-        }
-        Ok(found)
+        let keys = unique
+            .iter()
+            .map(|id| key(tenant, change_sort(kind, id)))
+            .collect();
+        self.batch_get(keys)
+            .await?
+            .iter()
+            .map(|item| {
+                body_of::<OwnChange>(item, "own change").map(|change| (change.id.clone(), change))
+            })
+            .collect()
     }
 
     async fn hold_target(
