@@ -46,47 +46,60 @@ impl SqsQueue {
 #[async_trait::async_trait]
 impl WorkQueue for SqsQueue {
     async fn enqueue(&self, tasks: &[PairTask]) -> Result<(), String> {
-        for chunk in tasks.chunks(BATCH) {
-            let mut pending: Vec<SendMessageBatchRequestEntry> = chunk
-                .iter()
-                .enumerate()
-                .map(|(index, task)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .message_body(serde_json::to_string(task).expect("a task serialises"))
-                        .build()
-                        .map_err(|error| error.to_string())
-                })
-                .collect::<Result<_, _>>()?;
-            for round in 0..5u32 {
-                let answer = self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(pending.clone()))
-                    .send()
-                    .await
-                    .map_err(|error| {
-                        format!(
-                            "SendMessageBatch: {}",
-                            aws_sdk_sqs::error::DisplayErrorContext(&error)
-                        )
-                    })?;
-                let failed: Vec<String> = answer
-                    .failed()
-                    .iter()
-                    .map(|entry| entry.id().to_owned())
-                    .collect();
-                if failed.is_empty() {
-                    break;
-                }
-                if round == 4 {
-                    return Err(format!("{} messages could not be queued", failed.len()));
-                }
-                pending.retain(|entry| failed.iter().any(|id| id == entry.id()));
-                tokio::time::sleep(std::time::Duration::from_millis(100 * 2u64.pow(round))).await;
-            }
-        }
-        Ok(())
+        let bodies: Vec<String> = tasks
+            .iter()
+            .map(|task| serde_json::to_string(task).expect("a task serialises"))
+            .collect();
+        send_batches(&self.client, &self.url, &bodies).await
     }
+}
+
+/// Sends one message per body to `url`, ten per `SendMessageBatch`; the entries SQS refuses in
+/// an accepted call are sent again, with backoff, four more times, then the call fails.
+pub async fn send_batches(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    bodies: &[String],
+) -> Result<(), String> {
+    for chunk in bodies.chunks(BATCH) {
+        let mut pending: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(index, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|error| error.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        for round in 0..5u32 {
+            let answer = client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(pending.clone()))
+                .send()
+                .await
+                .map_err(|error| {
+                    format!(
+                        "SendMessageBatch: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(&error)
+                    )
+                })?;
+            let failed: Vec<String> = answer
+                .failed()
+                .iter()
+                .map(|entry| entry.id().to_owned())
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            if round == 4 {
+                return Err(format!("{} messages could not be queued", failed.len()));
+            }
+            pending.retain(|entry| failed.iter().any(|id| id == entry.id()));
+            tokio::time::sleep(std::time::Duration::from_millis(100 * 2u64.pow(round))).await;
+        }
+    }
+    Ok(())
 }

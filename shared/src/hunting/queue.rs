@@ -7,15 +7,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::fetch::queue::send_batches;
 use crate::tenant_id::TenantId;
 
 /// SQS delays a message at most 15 minutes.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
-const SQS_BATCH: usize = 10;
 
 /// One tenant's part of a hunt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,48 +61,8 @@ fn body(task: &HuntTask) -> String {
 #[async_trait]
 impl HuntQueue for SqsHuntQueue {
     async fn send(&self, tasks: &[HuntTask]) -> Result<(), String> {
-        for chunk in tasks.chunks(SQS_BATCH) {
-            let mut pending: Vec<SendMessageBatchRequestEntry> = chunk
-                .iter()
-                .enumerate()
-                .map(|(index, task)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .message_body(body(task))
-                        .build()
-                        .map_err(|error| error.to_string())
-                })
-                .collect::<Result<_, _>>()?;
-            for round in 0..5u32 {
-                let answer = self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(pending.clone()))
-                    .send()
-                    .await
-                    .map_err(|error| {
-                        format!(
-                            "SendMessageBatch: {}",
-                            aws_sdk_sqs::error::DisplayErrorContext(&error)
-                        )
-                    })?;
-                let failed: Vec<String> = answer
-                    .failed()
-                    .iter()
-                    .map(|entry| entry.id().to_owned())
-                    .collect();
-                if failed.is_empty() {
-                    break;
-                }
-                if round == 4 {
-                    return Err(format!("{} messages could not be queued", failed.len()));
-                }
-                pending.retain(|entry| failed.iter().any(|id| id == entry.id()));
-                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(round))).await;
-            }
-        }
-        Ok(())
+        let bodies: Vec<String> = tasks.iter().map(body).collect();
+        send_batches(&self.client, &self.url, &bodies).await
     }
 
     async fn send_later(&self, task: &HuntTask, delay: Duration) -> Result<(), String> {
