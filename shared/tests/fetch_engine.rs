@@ -427,6 +427,96 @@ async fn graph_alerts_fall_back_when_expansion_fails() {
     fixture.stop().await;
 }
 
+/// Issue 18 item 5: after `$expand=alerts` fails, a 2,000-incident tenant's alerts are read by
+/// time in pages, not per incident, and every incident gets exactly the alerts Graph lists for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_fallback_reads_pages_not_incidents() {
+    alerts_fallback_on_2000_incidents(&[], json!({})).await;
+}
+
+/// The same where `alerts_v2` leaves out its links and pages are small: full pages are split by
+/// time, never taken as the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_fallback_splits_full_pages_without_links() {
+    alerts_fallback_on_2000_incidents(
+        &[("DP_PAGE_SIZE_GRAPH_ALERTS", "100")],
+        json!({"omit_alerts_v2_next_link": true}),
+    )
+    .await;
+}
+
+async fn alerts_fallback_on_2000_incidents(env: &[(&str, &str)], modes: serde_json::Value) {
+    const INCIDENTS: usize = 2_000;
+    let mut settings = vec![
+        ("DP_SOURCES", "graph-incidents"),
+        ("DP_GRAPH_EXPAND_ALERTS", "true"),
+    ];
+    settings.extend_from_slice(env);
+    let fixture = Fixture::start([(INCIDENTS as u32, 0), (0, 0), (0, 0)], &settings).await;
+    let control = fixture.world.control();
+    control.rate_limits_off().await.unwrap();
+    let mut failing = modes.clone();
+    failing["expand_alerts_fails_above"] = json!(10);
+    fixture
+        .handle
+        .set_data_modes(ALPHA, serde_json::from_value(failing).unwrap())
+        .unwrap();
+    let outcomes = fixture.run().await;
+    assert!(
+        outcomes.iter().all(|o| o.result == PairResult::Complete),
+        "{outcomes:?}"
+    );
+    let calls = control.data_calls(ALPHA).await.unwrap();
+    let token = control
+        .app_token(
+            ALPHA,
+            resource_of(Source::GraphIncidents),
+            CLIENT_ID,
+            SECRET,
+        )
+        .await
+        .unwrap();
+    // The truth: what the expansion gives once it works again.
+    fixture
+        .handle
+        .set_data_modes(ALPHA, serde_json::from_value(modes).unwrap())
+        .unwrap();
+    let truth = control
+        .graph_expanded_alert_ids(ALPHA, &token)
+        .await
+        .unwrap();
+    assert_eq!(truth.len(), INCIDENTS);
+    let lines = fixture.lines();
+    assert_eq!(lines.len(), INCIDENTS);
+    let mut attached = 0;
+    for line in &lines {
+        let record: serde_json::Value = serde_json::from_str(line.record.get()).unwrap();
+        let alerts: std::collections::BTreeSet<String> = record["alerts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no alerts array on {}", line.id))
+            .iter()
+            .map(|alert| alert["id"].as_str().unwrap().to_owned())
+            .collect();
+        attached += alerts.len();
+        assert_eq!(
+            alerts, truth[&line.id],
+            "the alerts of incident {}",
+            line.id
+        );
+    }
+    let alert_calls = calls.graph_alerts.requests;
+    let incident_calls = calls.graph_incidents.requests;
+    println!(
+        "{INCIDENTS} incidents, {attached} alerts attached: {incident_calls} incident calls, {alert_calls} alerts_v2 calls"
+    );
+    assert!(attached >= INCIDENTS, "the scenario gives incidents alerts");
+    assert!(
+        alert_calls * 10 < INCIDENTS as u64,
+        "alerts read in pages, not per incident: {alert_calls} calls"
+    );
+    fixture.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_client_id_does_not_mark_the_fleet_revoked() {
     // Every tenant answers AADSTS700016 to an app it does not know, exactly as when its consent

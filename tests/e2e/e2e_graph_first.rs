@@ -44,6 +44,8 @@ struct Tenants {
     bulk: String,
     /// Fetched after Microsoft switched the legacy routes off.
     retired: String,
+    /// 2,000 incidents whose `$expand=alerts` fails.
+    expand: String,
 }
 
 impl Tenants {
@@ -61,6 +63,13 @@ impl Tenants {
                 },
             ),
             (&self.retired, scenario::data(60, 30, 24, 60)),
+            (
+                &self.expand,
+                DataConfig {
+                    expand_alerts_fails_above: Some(10),
+                    ..scenario::data(2_000, 0, 25, 60)
+                },
+            ),
         ]
     }
 }
@@ -78,6 +87,7 @@ impl Fixture {
             partial: guid(),
             bulk: guid(),
             retired: guid(),
+            expand: guid(),
         };
         let stack = Stack::start_with(|client_id| {
             t.data()
@@ -418,6 +428,43 @@ async fn graph_first_end_to_end() {
                 })
                 .await
                 .unwrap();
+        })
+        .await;
+
+    // --- `$expand=alerts` fails: the alerts are read in pages, not per incident ---------------
+    let fx = f.clone();
+    cases
+        .run("the_alerts_fallback_reads_pages_not_incidents", async move {
+            let tenant = fx.t.expand.clone();
+            let expanding = fx
+                .function_with("graph-incidents", &[("DP_GRAPH_EXPAND_ALERTS", "true")])
+                .await;
+            fx.pair_to_end(&expanding, &tenant, Source::GraphIncidents).await;
+            let incident_calls = fx.calls(&tenant, |calls| calls.graph_incidents).await;
+            let alert_calls = fx.calls(&tenant, |calls| calls.graph_alerts).await;
+            eprintln!(
+                "[measure] $expand=alerts failing, tenant with 2,000 incidents: graph-incidents {incident_calls} calls, alerts_v2 {alert_calls} calls"
+            );
+            fx.stack
+                .emulator
+                .set_data_modes(&tenant, &Default::default())
+                .await
+                .unwrap();
+            let truth = fx.stack.expanded_alerts(&tenant).await.unwrap();
+            let lines = fx.lines().await;
+            let delivered = lines_of(&lines, &tenant, Source::GraphIncidents);
+            assert_eq!(delivered.len(), 2_000);
+            for line in &delivered {
+                let record: Value = serde_json::from_str(line.record.get()).unwrap();
+                let alerts: std::collections::BTreeSet<String> = record["alerts"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("incident {} without alerts", line.id))
+                    .iter()
+                    .filter_map(|alert| alert["id"].as_str().map(str::to_owned))
+                    .collect();
+                assert_eq!(alerts, truth[&line.id], "the alerts of incident {}", line.id);
+            }
+            assert!(alert_calls < 200, "pages, not incidents: {alert_calls} alerts_v2 calls");
         })
         .await;
 

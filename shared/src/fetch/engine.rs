@@ -30,7 +30,7 @@ use crate::CallerError;
 use crate::ErrorCode;
 use crate::config::FetchSettings;
 use crate::defender::Source;
-use crate::defender::graph_alerts::attach_alerts;
+use crate::defender::graph_alerts::AlertsFallback;
 use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
 use crate::sink::{Change, ChangeOrigin, Continues, RecordSink, RunId, SinkRecord};
@@ -172,6 +172,8 @@ impl Fetcher {
         let mut skip: u32 = 0;
         let mut expand_alerts =
             source == Source::GraphIncidents && self.settings.graph_expand_alerts;
+        // Once the expansion failed: the alerts the run read by time, kept for its next pages.
+        let mut alerts_fallback = AlertsFallback::default();
         // A page that says there is more but holds nothing to narrow on: its link is followed.
         let mut follow: Option<url::Url> = None;
         // A resumed link (unordered sources) that the API refuses is dropped once per run, and
@@ -249,8 +251,20 @@ impl Fetcher {
                 && !expand_alerts
                 && !page.records.is_empty()
             {
-                match attach_alerts(&self.client, tenant, &spec, &mut page.records, budget).await {
-                    Ok(calls) => outcome.api_calls += calls,
+                let calls_before = alerts_fallback.calls;
+                let attached = alerts_fallback
+                    .attach(
+                        &self.client,
+                        tenant,
+                        &spec,
+                        self.settings.page_size(Source::GraphAlerts),
+                        &mut page.records,
+                        deadline - self.settings.deadline_margin,
+                    )
+                    .await;
+                outcome.api_calls += alerts_fallback.calls - calls_before;
+                match attached {
+                    Ok(()) => {}
                     // A throttle while reading alerts is a throttle of the pair, not a failure:
                     // the page is read again, alerts and all, once Microsoft's wait is over.
                     Err(ApiError::Throttled(wait) | ApiError::LocalLimit(wait)) => {

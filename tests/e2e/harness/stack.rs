@@ -352,6 +352,25 @@ impl Stack {
 
     /// What the API holds now for a tenant's source (id → last-update time), read by the test
     /// itself with an app token of its own (remembered as sensitive).
+    /// What Graph's `$expand=alerts` gives for each of a tenant's incidents (while it works):
+    /// incident id → alert ids.
+    pub async fn expanded_alerts(
+        &self,
+        tenant: &str,
+    ) -> Result<HashMap<String, std::collections::BTreeSet<String>>> {
+        let token = self
+            .emulator
+            .app_token(
+                tenant,
+                resource_of(Source::GraphIncidents),
+                &self.client_id,
+                &self.current_secret(),
+            )
+            .await?;
+        self.remember_token(&token);
+        self.emulator.graph_expanded_alert_ids(tenant, &token).await
+    }
+
     pub async fn truth(&self, tenant: &str, source: Source) -> Result<HashMap<String, String>> {
         let token = self
             .emulator

@@ -329,6 +329,43 @@ impl EmulatorControl {
         Ok(found)
     }
 
+    /// The alert ids of every Graph incident of a tenant's, as `$expand=alerts` gives them:
+    /// incident id → alert ids.
+    pub async fn graph_expanded_alert_ids(
+        &self,
+        tenant: &str,
+        token: &str,
+    ) -> Result<HashMap<String, std::collections::BTreeSet<String>>> {
+        let mut found = HashMap::new();
+        let first = format!(
+            "{}/v1.0/security/incidents?$top=50&$expand=alerts",
+            self.base_url
+        );
+        let mut next = Some(first);
+        while let Some(url) = next.take() {
+            let response = self.http.get(&url).bearer_auth(token).send().await?;
+            let status = response.status();
+            let body: Value = response.json().await?;
+            if !status.is_success() {
+                bail!("reading the incidents of {tenant}: {url} answered {status}: {body}");
+            }
+            for incident in body["value"].as_array().into_iter().flatten() {
+                let id = incident["id"].as_str().context("an incident without id")?;
+                let alerts = incident["alerts"]
+                    .as_array()
+                    .context("an incident without alerts")?
+                    .iter()
+                    .filter_map(|alert| alert["id"].as_str().map(str::to_owned))
+                    .collect();
+                if found.insert(id.to_owned(), alerts).is_some() {
+                    bail!("the incidents of {tenant} list {id} twice");
+                }
+            }
+            next = body["@odata.nextLink"].as_str().map(str::to_owned);
+        }
+        Ok(found)
+    }
+
     // --- Delegated flows -------------------------------------------------------------------
 
     /// Mints a user's access token directly (by default one issued *for* the app, as a calling
