@@ -164,6 +164,18 @@ pub fn redirect_response(location: &str, body: &Value) -> ApiGatewayV2httpRespon
     response
 }
 
+/// Who called an `AWS_IAM` route, as API Gateway verified it (the signer's ARN), for audit
+/// records; `http:unauthenticated` on a route without IAM authorisation.
+pub fn iam_caller(request: &ApiGatewayV2httpRequest) -> String {
+    request
+        .request_context
+        .authorizer
+        .as_ref()
+        .and_then(|authorizer| authorizer.iam.as_ref())
+        .and_then(|iam| iam.user_arn.clone())
+        .unwrap_or_else(|| "http:unauthenticated".to_owned())
+}
+
 /// The route a request is for: its method and its path without any stage prefix, matched on the
 /// last segments so that API Gateway stages and Lambda function URLs route alike.
 pub fn route_of(request: &ApiGatewayV2httpRequest) -> (String, String) {

@@ -6,6 +6,7 @@
 
 pub mod callback;
 pub mod fetch;
+pub mod hunt;
 pub mod mint;
 pub mod update;
 pub mod update_request;
@@ -18,6 +19,7 @@ use crate::CallerError;
 
 pub use callback::{CallbackFunction, CallbackRoute};
 pub use fetch::{FetchEvent, FetchFunction};
+pub use hunt::HuntFunction;
 pub use mint::MintFunction;
 pub use update::UpdateFunction;
 

@@ -134,13 +134,7 @@ fn from_http(request: &ApiGatewayV2httpRequest) -> Result<Decoded, UpdateError> 
     {
         body.insert("idempotency_key".into(), Value::String(key.to_owned()));
     }
-    let caller = request
-        .request_context
-        .authorizer
-        .as_ref()
-        .and_then(|authorizer| authorizer.iam.as_ref())
-        .and_then(|iam| iam.user_arn.clone())
-        .unwrap_or_else(|| "http:unauthenticated".to_owned());
+    let caller = edge::iam_caller(request);
     Ok(Decoded {
         arrival: Arrival::Http,
         payload: Value::Object(body),

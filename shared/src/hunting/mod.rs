@@ -6,7 +6,6 @@
 pub mod answer;
 pub mod error;
 pub mod events;
-pub mod handler;
 pub mod manifest;
 pub mod output;
 pub mod queue;

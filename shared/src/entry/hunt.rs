@@ -1,4 +1,4 @@
-//! The `hunt` function's work between the Lambda runtime and the service. It is reached four
+//! `hunt`: the function's work between the Lambda runtime and the hunting service. It is reached four
 //! ways, told apart by the payload:
 //!
 //! - SQS: one message per tenant of a hunt; only failed messages go back (partial batch
@@ -13,12 +13,39 @@
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use serde_json::{Value, json};
 
-use super::error::HuntError;
-use super::queue::HuntTask;
-use super::service::{HuntService, Submitted};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+
+use super::{json_of, lambda_error};
 use crate::CallerError;
 use crate::ErrorCode;
 use crate::edge::{self, EdgeError, Invocation};
+use crate::hunting::error::HuntError;
+use crate::hunting::queue::HuntTask;
+use crate::hunting::service::{HuntService, Submitted};
+use crate::runtime::Services;
+
+/// The `hunt` function: built once per cold start.
+pub struct HuntFunction {
+    service: HuntService,
+}
+
+impl HuntFunction {
+    /// The function as the environment configures it, with the clients `services` holds.
+    pub async fn build(
+        services: &Services,
+    ) -> Result<HuntFunction, Box<dyn std::error::Error + Send + Sync>> {
+        let service = HuntService::build(services, |name| std::env::var(name).ok()).await?;
+        Ok(HuntFunction { service })
+    }
+
+    /// One invocation: a refusal to a direct caller is a function error whose `errorType` is
+    /// the code; HTTP answers are always `Ok`.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
+        handle(&self.service, event.payload)
+            .await
+            .map_err(|error| lambda_error(&error))
+    }
+}
 
 fn edge_error(error: HuntError) -> EdgeError {
     let error = EdgeError::from(&error);
@@ -26,25 +53,51 @@ fn edge_error(error: HuntError) -> EdgeError {
     error
 }
 
-/// One invocation. `Err` goes to the Lambda runtime (a direct caller reads the code from
-/// `errorType`); HTTP answers are always `Ok`.
-pub async fn handle(service: &HuntService, payload: Value) -> Result<Value, EdgeError> {
+/// What arrived, told apart by the payload's shape.
+#[derive(Debug)]
+enum HuntEvent {
+    /// One message per tenant of a hunt.
+    Queue(SqsEvent),
+    /// The EventBridge schedule: the saved hunts that are due start.
+    Schedule,
+    Http(Box<ApiGatewayV2httpRequest>),
+    Direct(Value),
+}
+
+fn decode(payload: Value) -> Result<HuntEvent, EdgeError> {
     if is_sqs(&payload) {
-        return batch(service, payload).await;
+        let event = serde_json::from_value(payload).map_err(|error| {
+            EdgeError::new(
+                ErrorCode::InvalidRequest,
+                format!("malformed SQS event: {error}"),
+            )
+        })?;
+        return Ok(HuntEvent::Queue(event));
     }
     if payload.get("detail-type").is_some() {
-        let started = service
-            .scheduled(chrono::Utc::now())
-            .await
-            .map_err(edge_error)?;
-        finish_locally(service).await;
-        return Ok(json!({ "started": started }));
+        return Ok(HuntEvent::Schedule);
     }
-    match Invocation::classify(payload)? {
-        Invocation::Http(request) => {
-            Ok(serde_json::to_value(http(service, &request).await).expect("a response serialises"))
+    Ok(match Invocation::classify(payload)? {
+        Invocation::Http(request) => HuntEvent::Http(request),
+        Invocation::Direct(body) => HuntEvent::Direct(body),
+    })
+}
+
+/// One invocation. `Err` goes to the Lambda runtime (a direct caller reads the code from
+/// `errorType`); HTTP answers are always `Ok`.
+async fn handle(service: &HuntService, payload: Value) -> Result<Value, EdgeError> {
+    match decode(payload)? {
+        HuntEvent::Queue(event) => Ok(batch(service, event).await),
+        HuntEvent::Schedule => {
+            let started = service
+                .scheduled(chrono::Utc::now())
+                .await
+                .map_err(edge_error)?;
+            finish_locally(service).await;
+            Ok(json!({ "started": started }))
         }
-        Invocation::Direct(body) => direct(service, body).await.map_err(edge_error),
+        HuntEvent::Http(request) => Ok(json_of(http(service, &request).await)),
+        HuntEvent::Direct(body) => direct(service, body).await.map_err(edge_error),
     }
 }
 
@@ -59,13 +112,13 @@ fn is_sqs(payload: &Value) -> bool {
 }
 
 /// The fields of an SQS event this function reads.
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct SqsEvent {
     #[serde(rename = "Records")]
     records: Vec<SqsRecord>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 struct SqsRecord {
     #[serde(rename = "messageId", default)]
     message_id: String,
@@ -73,13 +126,7 @@ struct SqsRecord {
     body: String,
 }
 
-async fn batch(service: &HuntService, payload: Value) -> Result<Value, EdgeError> {
-    let event: SqsEvent = serde_json::from_value(payload).map_err(|error| {
-        EdgeError::new(
-            ErrorCode::InvalidRequest,
-            format!("malformed SQS event: {error}"),
-        )
-    })?;
+async fn batch(service: &HuntService, event: SqsEvent) -> Value {
     let mut failures = Vec::new();
     // One after another: tenants of one batch share this instance's outbound connections,
     // and concurrency across tenants comes from the function's instances.
@@ -99,7 +146,7 @@ async fn batch(service: &HuntService, payload: Value) -> Result<Value, EdgeError
         }
     }
     // Lambda's partial batch response: only these messages come back.
-    Ok(json!({ "batchItemFailures": failures }))
+    json!({ "batchItemFailures": failures })
 }
 
 async fn submitted(service: &HuntService, submitted: Submitted) -> Result<Value, HuntError> {
@@ -138,13 +185,7 @@ async fn http(
     request: &ApiGatewayV2httpRequest,
 ) -> aws_lambda_events::apigw::ApiGatewayV2httpResponse {
     let (method, path) = edge::route_of(request);
-    let caller = request
-        .request_context
-        .authorizer
-        .as_ref()
-        .and_then(|authorizer| authorizer.iam.as_ref())
-        .and_then(|iam| iam.user_arn.clone())
-        .unwrap_or_else(|| "http:unauthenticated".to_owned());
+    let caller = edge::iam_caller(request);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let answer = match (method.as_str(), segments.as_slice()) {
         ("POST", [.., "hunts"]) => match edge::json_body(request) {
@@ -170,5 +211,47 @@ async fn http(
     match answer {
         Ok((status, body)) => edge::json_response(status, &body),
         Err(error) => edge::error_response(&edge_error(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::samples::event;
+
+    #[test]
+    fn the_sample_events_decode_to_their_kind() {
+        let HuntEvent::Queue(queue) = decode(event("hunt-sqs.json")).unwrap() else {
+            panic!("a queue event");
+        };
+        assert_eq!(queue.records.len(), 2);
+        let task: HuntTask = serde_json::from_str(&queue.records[0].body).unwrap();
+        assert!(!queue.records[0].message_id.is_empty(), "{task:?}");
+        assert!(matches!(
+            decode(event("hunt-schedule.json")).unwrap(),
+            HuntEvent::Schedule
+        ));
+        let HuntEvent::Http(request) = decode(event("hunt-http.json")).unwrap() else {
+            panic!("an HTTP request");
+        };
+        assert_eq!(
+            edge::route_of(&request),
+            ("POST".to_owned(), "/hunts".to_owned())
+        );
+        assert_eq!(
+            edge::iam_caller(&request),
+            "arn:aws:sts::123456789012:assumed-role/soc-hunting/analyst"
+        );
+        let HuntEvent::Direct(body) = decode(event("hunt-direct.json")).unwrap() else {
+            panic!("a direct request");
+        };
+        assert!(body.get("query").is_some());
+    }
+
+    #[test]
+    fn a_malformed_queue_event_is_refused() {
+        let error =
+            decode(json!({"Records": [{"eventSource": "aws:sqs", "messageId": 7}]})).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidRequest);
     }
 }
