@@ -317,32 +317,50 @@ fn records_of_alert(data: &TenantData, rec: Rec) -> Vec<Rec> {
     records
 }
 
+/// One write (a PATCH or a comment) to a target of the caller's tenant: admitted, the JSON body
+/// read, `apply` run under the tenant's lock, its result answered as Graph would.
+fn write(
+    shared: &Shared,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: &Bytes,
+    apply: impl FnOnce(Value, &Caller, &mut TenantData) -> Result<Value, ApiError>,
+) -> Response {
+    let caller = match admit(shared, endpoint, headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.render(headers),
+    };
+    let result = json_body(body).and_then(|body| {
+        let tenant = shared.defender.tenant(&caller.tenant_id);
+        let mut data = lock(&tenant);
+        apply(body, &caller, &mut data)
+    });
+    answer(result, headers)
+}
+
 async fn update_incident(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match admit(&shared, Endpoint::GraphIncidentUpdate, &headers) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal.render(&headers),
-    };
-    let author = Author::of(&shared, &caller);
     let enforce_rule = shared.defender.settings().incident_determination_rule;
-    let result = json_body(&body)
-        .and_then(|body| {
-            edits::parse_update(Target::Incident, &body).map_err(ApiError::graph_bad_request)
-        })
-        .and_then(|update| {
-            let tenant = shared.defender.tenant(&caller.tenant_id);
-            let mut data = lock(&tenant);
-            let index = incident_index(&data, &id)?;
-            apply_incident_update(&mut data, index, &update, &author, enforce_rule)?;
+    write(
+        &shared,
+        Endpoint::GraphIncidentUpdate,
+        &headers,
+        &body,
+        |body, caller, data| {
+            let update = edits::parse_update(Target::Incident, &body)
+                .map_err(ApiError::graph_bad_request)?;
+            let index = incident_index(data, &id)?;
+            let author = Author::of(&shared, caller);
+            apply_incident_update(data, index, &update, &author, enforce_rule)?;
             tracing::info!(tenant = %caller.tenant_id, incident = %id, "incident updated");
             let context = context(&shared, &caller.tenant_id, &headers);
-            Ok(incident_json(&data, index, &context, false))
-        });
-    answer(result, &headers)
+            Ok(incident_json(data, index, &context, false))
+        },
+    )
 }
 
 async fn update_alert(
@@ -351,24 +369,21 @@ async fn update_alert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match admit(&shared, Endpoint::GraphAlertUpdate, &headers) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal.render(&headers),
-    };
-    let result = json_body(&body)
-        .and_then(|body| {
-            edits::parse_update(Target::Alert, &body).map_err(ApiError::graph_bad_request)
-        })
-        .and_then(|update| {
-            let tenant = shared.defender.tenant(&caller.tenant_id);
-            let mut data = lock(&tenant);
-            let rec = alert_record(&mut data, &id)?;
-            apply_alert_update(&mut data, rec, &update);
+    write(
+        &shared,
+        Endpoint::GraphAlertUpdate,
+        &headers,
+        &body,
+        |body, caller, data| {
+            let update =
+                edits::parse_update(Target::Alert, &body).map_err(ApiError::graph_bad_request)?;
+            let rec = alert_record(data, &id)?;
+            apply_alert_update(data, rec, &update);
             tracing::info!(tenant = %caller.tenant_id, alert = %id, "alert updated");
             let context = context(&shared, &caller.tenant_id, &headers);
-            Ok(alert_json(&data, rec, &context))
-        });
-    answer(result, &headers)
+            Ok(alert_json(data, rec, &context))
+        },
+    )
 }
 
 /// The text of a comment body: `{"@odata.type": "microsoft.graph.security.alertComment",
@@ -463,26 +478,23 @@ async fn comment_incident(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match admit(&shared, Endpoint::GraphIncidentComment, &headers) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal.render(&headers),
-    };
-    let author = Author::of(&shared, &caller);
-    let result = json_body(&body)
-        .and_then(|body| comment_text(&body).map_err(ApiError::graph_bad_request))
-        .and_then(|text| {
-            let tenant = shared.defender.tenant(&caller.tenant_id);
-            let mut data = lock(&tenant);
-            let index = incident_index(&data, &id)?;
-            let comments = add_incident_comment(&mut data, index, text, &author);
+    write(
+        &shared,
+        Endpoint::GraphIncidentComment,
+        &headers,
+        &body,
+        |body, caller, data| {
+            let text = comment_text(&body).map_err(ApiError::graph_bad_request)?;
+            let index = incident_index(data, &id)?;
+            let comments = add_incident_comment(data, index, text, &Author::of(&shared, caller));
             tracing::info!(tenant = %caller.tenant_id, incident = %id, "incident comment added");
             Ok(comment_list(
                 &shared.base_url,
                 &format!("incidents('{id}')"),
                 &comments,
             ))
-        });
-    answer(result, &headers)
+        },
+    )
 }
 
 async fn comment_alert(
@@ -491,26 +503,23 @@ async fn comment_alert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match admit(&shared, Endpoint::GraphAlertComment, &headers) {
-        Ok(caller) => caller,
-        Err(refusal) => return refusal.render(&headers),
-    };
-    let author = Author::of(&shared, &caller);
-    let result = json_body(&body)
-        .and_then(|body| comment_text(&body).map_err(ApiError::graph_bad_request))
-        .and_then(|text| {
-            let tenant = shared.defender.tenant(&caller.tenant_id);
-            let mut data = lock(&tenant);
-            let rec = alert_record(&mut data, &id)?;
-            let comments = add_alert_comment(&mut data, rec, text, &author);
+    write(
+        &shared,
+        Endpoint::GraphAlertComment,
+        &headers,
+        &body,
+        |body, caller, data| {
+            let text = comment_text(&body).map_err(ApiError::graph_bad_request)?;
+            let rec = alert_record(data, &id)?;
+            let comments = add_alert_comment(data, rec, text, &Author::of(&shared, caller));
             tracing::info!(tenant = %caller.tenant_id, alert = %id, "alert comment added");
             Ok(comment_list(
                 &shared.base_url,
                 &format!("alerts_v2('{id}')"),
                 &comments,
             ))
-        });
-    answer(result, &headers)
+        },
+    )
 }
 
 #[cfg(test)]
