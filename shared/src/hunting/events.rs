@@ -3,16 +3,12 @@
 //! earlier run of it had seen in that tenant: a custom detection over every customer at once.
 
 use async_trait::async_trait;
-use aws_sdk_eventbridge::error::DisplayErrorContext;
-use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use super::manifest::Manifest;
-use crate::sink::EVENT_SOURCE;
+use crate::sink::eventbridge::put_details;
 
 pub const DETAIL_TYPE_COMPLETED: &str = "HuntCompleted";
 pub const DETAIL_TYPE_DETECTION: &str = "HuntDetection";
-/// PutEvents takes at most ten entries per call.
-const PUT_EVENTS_LIMIT: usize = 10;
 
 #[async_trait]
 pub trait HuntEvents: Send + Sync {
@@ -50,35 +46,7 @@ impl EventBridgeEvents {
     }
 
     async fn put(&self, detail_type: &str, details: &[String]) -> Result<(), String> {
-        for chunk in details.chunks(PUT_EVENTS_LIMIT) {
-            let entries = chunk
-                .iter()
-                .map(|detail| {
-                    PutEventsRequestEntry::builder()
-                        .event_bus_name(&self.bus)
-                        .source(EVENT_SOURCE)
-                        .detail_type(detail_type)
-                        .detail(detail)
-                        .build()
-                })
-                .collect();
-            let answer = self
-                .client
-                .put_events()
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|error| DisplayErrorContext(&error).to_string())?;
-            if answer.failed_entry_count > 0 {
-                return Err(answer
-                    .entries
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find_map(|entry| entry.error_code)
-                    .unwrap_or_else(|| "the bus refused an event".into()));
-            }
-        }
-        Ok(())
+        put_details(&self.client, &self.bus, detail_type, details).await
     }
 }
 

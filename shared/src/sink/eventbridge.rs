@@ -48,6 +48,13 @@ const DEFAULT_RETRY: Retry = Retry {
     max_delay: Duration::from_secs(5),
 };
 
+/// Announcements are sent while a caller waits for its answer: fewer, shorter retries.
+const ANNOUNCE_RETRY: Retry = Retry {
+    attempts: 3,
+    min_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+};
+
 pub struct EventBridgeSink {
     client: Client,
     /// A bus name or ARN.
@@ -112,73 +119,109 @@ impl EventBridgeSink {
     }
 
     /// Sends one request's worth of entries, sending refused ones again with backoff.
-    async fn put(&self, mut pending: Vec<PutEventsRequestEntry>) -> Result<(), SinkError> {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.retry.min_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_max_times(self.retry.attempts - 1)
-            .with_jitter()
-            .build();
-        loop {
-            let sent = pending.len();
-            let answer = self
-                .client
-                .put_events()
-                .set_entries(Some(pending.clone()))
-                .send()
-                .await
-                .map_err(|error| {
-                    SinkError::Unavailable(format!(
-                        "EventBridge PutEvents on bus {}: {}",
-                        self.bus,
-                        DisplayErrorContext(&error)
-                    ))
-                })?;
-            if answer.failed_entry_count() == 0 {
-                return Ok(());
+    async fn put(&self, pending: Vec<PutEventsRequestEntry>) -> Result<(), SinkError> {
+        put_entries(&self.client, &self.bus, self.retry, pending)
+            .await
+            .map_err(SinkError::Unavailable)
+    }
+}
+
+/// Announces `details` (JSON texts) under `detail_type` on `bus`: ten entries a request, refused
+/// entries sent again with backoff, a few times. For the smaller announcements beside the
+/// records (hunts, write-backs), whose details are far below PutEvents' byte limit.
+pub async fn put_details(
+    client: &Client,
+    bus: &str,
+    detail_type: &str,
+    details: &[String],
+) -> Result<(), String> {
+    for chunk in details.chunks(MAX_ENTRIES) {
+        let entries = chunk
+            .iter()
+            .map(|detail| {
+                PutEventsRequestEntry::builder()
+                    .event_bus_name(bus)
+                    .source(EVENT_SOURCE)
+                    .detail_type(detail_type)
+                    .detail(detail)
+                    .build()
+            })
+            .collect();
+        put_entries(client, bus, ANNOUNCE_RETRY, entries).await?;
+    }
+    Ok(())
+}
+
+/// One PutEvents request of `pending`, refused entries alone sent again as `retry` says.
+async fn put_entries(
+    client: &Client,
+    bus: &str,
+    retry: Retry,
+    mut pending: Vec<PutEventsRequestEntry>,
+) -> Result<(), String> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(retry.min_delay)
+        .with_max_delay(retry.max_delay)
+        .with_max_times(retry.attempts - 1)
+        .with_jitter()
+        .build();
+    loop {
+        let sent = pending.len();
+        let answer = client
+            .put_events()
+            .set_entries(Some(pending.clone()))
+            .send()
+            .await
+            .map_err(|error| {
+                format!(
+                    "EventBridge PutEvents on bus {bus}: {}",
+                    DisplayErrorContext(&error)
+                )
+            })?;
+        if answer.failed_entry_count() == 0 {
+            return Ok(());
+        }
+        let results = answer.entries();
+        let mut reason = None;
+        pending = if results.len() == sent {
+            // Results are in the order of the entries sent.
+            pending
+                .into_iter()
+                .zip(results)
+                .filter(|(_, result)| result.error_code().is_some())
+                .map(|(entry, result)| {
+                    reason.get_or_insert_with(|| {
+                        format!(
+                            "{}: {}",
+                            result.error_code().unwrap_or_default(),
+                            result.error_message().unwrap_or_default()
+                        )
+                    });
+                    entry
+                })
+                .collect()
+        } else {
+            // Which ones failed cannot be told: send them all again (repeats carry their key).
+            pending
+        };
+        let failed = answer.failed_entry_count();
+        let reason = reason.unwrap_or_else(|| "no error code".to_owned());
+        match delays.next() {
+            Some(delay) => {
+                tracing::warn!(
+                    bus = %bus,
+                    failed,
+                    sent,
+                    reason = %reason,
+                    "EventBridge refused some events; sending them again"
+                );
+                tokio::time::sleep(delay).await;
             }
-            let results = answer.entries();
-            let mut reason = None;
-            pending = if results.len() == sent {
-                // Results are in the order of the entries sent.
-                pending
-                    .into_iter()
-                    .zip(results)
-                    .filter(|(_, result)| result.error_code().is_some())
-                    .map(|(entry, result)| {
-                        reason.get_or_insert_with(|| {
-                            format!(
-                                "{}: {}",
-                                result.error_code().unwrap_or_default(),
-                                result.error_message().unwrap_or_default()
-                            )
-                        });
-                        entry
-                    })
-                    .collect()
-            } else {
-                // Which ones failed cannot be told: send them all again (repeats carry their key).
-                pending
-            };
-            let failed = answer.failed_entry_count();
-            let reason = reason.unwrap_or_else(|| "no error code".to_owned());
-            match delays.next() {
-                Some(delay) => {
-                    tracing::warn!(
-                        bus = %self.bus,
-                        failed,
-                        sent,
-                        reason = %reason,
-                        "EventBridge refused some events; sending them again"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                None => {
-                    return Err(SinkError::Unavailable(format!(
-                        "EventBridge bus {} refused {failed} of {sent} events after {} attempts ({reason})",
-                        self.bus, self.retry.attempts
-                    )));
-                }
+            None => {
+                return Err(format!(
+                    "EventBridge bus {bus} refused {failed} of {sent} events after {} attempts ({reason})",
+                    retry.attempts
+                ));
             }
         }
     }

@@ -11,7 +11,7 @@
 //! key (tenant, source, id, last-update time) lets consumers drop the repeat.
 
 mod build;
-mod eventbridge;
+pub mod eventbridge;
 mod fanout;
 mod lines;
 mod local;

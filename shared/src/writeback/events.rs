@@ -2,10 +2,8 @@
 //! with the audit entry as its detail, so a SOAR can follow what was done in its name.
 
 use async_trait::async_trait;
-use aws_sdk_eventbridge::error::DisplayErrorContext;
-use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use crate::sink::EVENT_SOURCE;
+use crate::sink::eventbridge::put_details;
 use crate::store::AuditEntry;
 
 pub const DETAIL_TYPE_UPDATED: &str = "IncidentUpdated";
@@ -47,27 +45,6 @@ impl EventBridgeEvents {
 impl UpdateEvents for EventBridgeEvents {
     async fn announce(&self, entry: &AuditEntry) -> Result<(), String> {
         let detail = serde_json::to_string(entry).map_err(|error| error.to_string())?;
-        let event = PutEventsRequestEntry::builder()
-            .event_bus_name(&self.bus)
-            .source(EVENT_SOURCE)
-            .detail_type(DETAIL_TYPE_UPDATED)
-            .detail(detail)
-            .build();
-        let answer = self
-            .client
-            .put_events()
-            .entries(event)
-            .send()
-            .await
-            .map_err(|error| DisplayErrorContext(&error).to_string())?;
-        match answer.failed_entry_count {
-            0 => Ok(()),
-            _ => Err(answer
-                .entries
-                .unwrap_or_default()
-                .into_iter()
-                .find_map(|entry| entry.error_code)
-                .unwrap_or_else(|| "the bus refused the event".into())),
-        }
+        put_details(&self.client, &self.bus, DETAIL_TYPE_UPDATED, &[detail]).await
     }
 }
