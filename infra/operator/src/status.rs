@@ -230,6 +230,8 @@ pub struct SourceHealth {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Access {
+    /// `false`: the registry holds no roles for the tenant (nothing judged; `tenants verify`).
+    pub roles_recorded: bool,
     pub granted: Vec<Capability>,
     /// Needed by the deployment (`--needs`) and not granted.
     pub missing: Vec<Capability>,
@@ -410,26 +412,25 @@ fn assess_tenant(
         finding(
             Rule::TenantRevoked,
             None,
+            // Its reason (Entra's answer) is in the tenant's `status_reason`.
             format!(
-                "{} revoked the app's access{}: ask its administrator to consent again (dp-operator consent-link --tenant), or offboard it",
-                record.display_name,
-                record
-                    .status_reason
-                    .as_deref()
-                    .map(|reason| format!(" ({reason})"))
-                    .unwrap_or_default()
+                "{} revoked the app's access: ask its administrator to consent again (dp-operator consent-link --tenant), or offboard it",
+                record.display_name
             ),
         );
     }
+    // A tenant with no recorded roles (registered by hand, or before roles were recorded) is
+    // not judged, as the fetch does not judge it: `tenants verify` records them.
+    let recorded = !record.roles.is_empty();
     let granted: Vec<Capability> = Capability::ALL
         .into_iter()
-        .filter(|capability| capability.granted(&record.roles, read))
+        .filter(|capability| recorded && capability.granted(&record.roles, read))
         .collect();
     let missing: Vec<Capability> = input
         .needs
         .iter()
         .copied()
-        .filter(|capability| !granted.contains(capability))
+        .filter(|capability| recorded && !granted.contains(capability))
         .collect();
     if active && !missing.is_empty() {
         let names: Vec<&str> = missing
@@ -452,7 +453,7 @@ fn assess_tenant(
         let checkpoint = input.checkpoints.iter().find(|checkpoint| {
             checkpoint.tenant_id == record.tenant_id && checkpoint.source == source.as_str()
         });
-        let read_granted = requirement.missing(&record.roles).is_none();
+        let read_granted = !recorded || requirement.missing(&record.roles).is_none();
         let health = source_health(
             *source,
             checkpoint,
@@ -467,7 +468,7 @@ fn assess_tenant(
                 Rule::PairFailing,
                 Some(*source),
                 format!(
-                    "{} runs failed in a row, last {}",
+                    "{} failed run(s) in a row, last {}",
                     health.consecutive_failures,
                     health.last_error.as_deref().unwrap_or("unknown")
                 ),
@@ -501,7 +502,11 @@ fn assess_tenant(
         status: record.status,
         status_reason: record.status_reason.clone(),
         roles: record.roles.clone(),
-        access: Access { granted, missing },
+        access: Access {
+            roles_recorded: recorded,
+            granted,
+            missing,
+        },
         sources,
     }
 }
@@ -780,7 +785,9 @@ fn describe_access(access: &Access) -> String {
             .collect::<Vec<_>>()
             .join("+")
     };
-    let granted = if access.granted.is_empty() {
+    let granted = if !access.roles_recorded {
+        "unrecorded".to_owned()
+    } else if access.granted.is_empty() {
         "-".to_owned()
     } else {
         names(&access.granted)
@@ -946,6 +953,21 @@ mod tests {
         );
         assert_eq!(row.recent_errors, None, "only in a tenant's detail");
         assert_eq!(status.tenants[0].access.granted, vec![Capability::Read]);
+        // No roles recorded: fetched, and nothing judged missing (as the fetch does).
+        let unrecorded = [tenant(GOOD, TenantStatus::Active, &[])];
+        let status = run(
+            &unrecorded,
+            &checkpoints,
+            &GRAPH,
+            &[Capability::Read, Capability::Hunting],
+            credential_ending_in(31),
+            None,
+            thresholds(),
+        );
+        assert!(status.healthy, "{:?}", status.needs_attention);
+        assert!(!status.tenants[0].access.roles_recorded);
+        assert!(status.tenants[0].sources[0].read_granted);
+        assert!(render(&status).contains("unrecorded"));
     }
 
     #[test]
