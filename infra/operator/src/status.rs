@@ -720,12 +720,16 @@ pub fn render(status: &FleetStatus) -> String {
                     "  {}  {:<24}  {}",
                     error.at.format("%Y-%m-%d %H:%M:%S"),
                     error.code,
-                    error.message
+                    printable(&error.message)
                 );
             }
         }
         if status.tenants.len() == 1 {
-            let _ = writeln!(out, "\nroles granted: {}", tenant.roles.join(", "));
+            let _ = writeln!(
+                out,
+                "\nroles granted: {}",
+                printable(&tenant.roles.join(", "))
+            );
         }
     }
     let _ = writeln!(out);
@@ -750,9 +754,9 @@ pub fn render(status: &FleetStatus) -> String {
                 .and_then(|value| value.as_str().map(str::to_owned))
                 .unwrap_or_default();
             if subject.is_empty() {
-                let _ = writeln!(out, "  {rule}: {}", finding.detail);
+                let _ = writeln!(out, "  {rule}: {}", printable(&finding.detail));
             } else {
-                let _ = writeln!(out, "  {rule} {subject}: {}", finding.detail);
+                let _ = writeln!(out, "  {rule} {subject}: {}", printable(&finding.detail));
             }
         }
     }
@@ -799,9 +803,19 @@ fn describe_access(access: &Access) -> String {
     }
 }
 
+/// `text` without control characters: a tenant's display name is the customer's to choose, and
+/// the terminal must not take it for escape sequences.
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|character| !character.is_control())
+        .collect()
+}
+
+/// [`printable`] `text` in at most `width` characters.
 fn clip(text: &str, width: usize) -> String {
+    let text = printable(text);
     if text.chars().count() <= width {
-        text.to_owned()
+        text
     } else {
         let mut clipped: String = text.chars().take(width - 1).collect();
         clipped.push('…');
@@ -1203,5 +1217,7 @@ mod tests {
         assert_eq!(age(720), "12m");
         assert_eq!(age(3 * 3600 + 300), "3h05m");
         assert_eq!(age(2 * 86_400 + 4 * 3600), "2d04h");
+        assert_eq!(clip("Contoso\u{1b}[2J Ltd", 16), "Contoso[2J Ltd");
+        assert_eq!(clip("A very long customer name", 8), "A very …");
     }
 }

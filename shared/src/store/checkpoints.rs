@@ -120,7 +120,12 @@ impl Checkpoint {
             RecentError {
                 at,
                 code: code.to_owned(),
-                message: message.chars().take(ERROR_MESSAGE_CHARS).collect(),
+                // Control characters dropped: an operator's terminal prints it (`status --tenant`).
+                message: message
+                    .chars()
+                    .filter(|character| !character.is_control())
+                    .take(ERROR_MESSAGE_CHARS)
+                    .collect(),
             },
         );
         self.recent_errors.truncate(RECENT_ERRORS_KEPT);
@@ -264,6 +269,8 @@ mod tests {
         );
         assert!(checkpoint.recent_errors[9].message.starts_with("attempt 2"));
         assert_eq!(checkpoint.recent_errors[0].message.chars().count(), 300);
+        checkpoint.record_error("partial_content", "a\u{1b}[31mred\nline", start);
+        assert_eq!(checkpoint.recent_errors[0].message, "a[31mredline");
     }
 
     #[test]
