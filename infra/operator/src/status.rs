@@ -36,6 +36,9 @@ pub struct StatusArgs {
     /// A pair without a complete run for this long needs a person.
     #[arg(long, default_value_t = 180)]
     max_stale_minutes: i64,
+    /// A tenant whose consent is still unproven (`pending`) after this long needs a person.
+    #[arg(long, default_value_t = 24)]
+    max_pending_hours: i64,
     /// A pair whose newest delivered update is older than this needs a person (off by default:
     /// a quiet tenant's lag grows by nature).
     #[arg(long)]
@@ -113,6 +116,7 @@ impl Capability {
 pub struct Thresholds {
     pub max_failures: u32,
     pub max_stale_minutes: i64,
+    pub max_pending_hours: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_lag_hours: Option<i64>,
     pub retiring_from: NaiveDate,
@@ -124,6 +128,7 @@ impl Thresholds {
         Thresholds {
             max_failures: args.max_failures.max(1),
             max_stale_minutes: args.max_stale_minutes,
+            max_pending_hours: args.max_pending_hours,
             max_lag_hours: args.max_lag_hours,
             retiring_from: args.retiring_from.unwrap_or_else(default_retiring_from),
             credential_warning_days: EXPIRY_WARNING_DAYS,
@@ -255,6 +260,7 @@ pub struct TenantHealth {
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     TenantRevoked,
+    TenantPending,
     PairFailing,
     PairStale,
     PairLagging,
@@ -416,6 +422,22 @@ fn assess_tenant(
             format!(
                 "{} revoked the app's access: ask its administrator to consent again (dp-operator consent-link --tenant), or offboard it",
                 record.display_name
+            ),
+        );
+    }
+    if record.status == TenantStatus::Pending
+        && now - record.updated_at > Duration::hours(thresholds.max_pending_hours)
+    {
+        // The fetch cycle proves a pending tenant's consent again on every run: one still pending
+        // after a day will not be proven without its administrator.
+        finding(
+            Rule::TenantPending,
+            None,
+            format!(
+                "{}'s consent has not been proven since {}: dp-operator tenants verify {} says why",
+                record.display_name,
+                record.updated_at.format("%Y-%m-%d %H:%M UTC"),
+                record.tenant_id
             ),
         );
     }
@@ -832,6 +854,7 @@ mod tests {
     const GOOD: &str = "11111111-1111-4111-8111-111111111111";
     const GONE: &str = "22222222-2222-4222-8222-222222222222";
     const SHORT: &str = "33333333-3333-4333-8333-333333333333";
+    const STUCK: &str = "55555555-5555-4555-8555-555555555555";
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
@@ -851,6 +874,14 @@ mod tests {
 
     fn tenants() -> Vec<TenantRecord> {
         let read = ["SecurityIncident.Read.All", "SecurityAlert.Read.All"];
+        let mut stuck = tenant(STUCK, TenantStatus::Pending, &[]);
+        stuck.updated_at = now() - Duration::hours(25);
+        let mut fresh = tenant(
+            "66666666-6666-4666-8666-666666666666",
+            TenantStatus::Pending,
+            &[],
+        );
+        fresh.updated_at = now() - Duration::hours(23);
         vec![
             tenant(GOOD, TenantStatus::Active, &read),
             tenant(GONE, TenantStatus::Revoked, &read),
@@ -860,6 +891,8 @@ mod tests {
                 TenantStatus::Offboarded,
                 &[],
             ),
+            stuck,
+            fresh,
         ]
     }
 
@@ -874,6 +907,7 @@ mod tests {
         Thresholds {
             max_failures: 3,
             max_stale_minutes: 180,
+            max_pending_hours: 24,
             max_lag_hours: None,
             retiring_from: default_retiring_from(),
             credential_warning_days: EXPIRY_WARNING_DAYS,
@@ -1031,9 +1065,10 @@ mod tests {
                 ),
                 (Rule::TenantRevoked, Some(GONE.into()), None),
                 (Rule::PermissionsMissing, Some(SHORT.into()), None),
+                (Rule::TenantPending, Some(STUCK.into()), None),
             ]
         );
-        assert_eq!(status.tenants.len(), 3, "offboarded tenants are left out");
+        assert_eq!(status.tenants.len(), 5, "offboarded tenants are left out");
         let short = &status.tenants[2];
         assert_eq!(short.sources[0].state, PairState::Retrying);
         assert_eq!(short.sources[1].state, PairState::NotFetched);
@@ -1186,7 +1221,7 @@ mod tests {
             "credential: client_secret, ends 2026-12-10 12:00 UTC (3 days left)",
             "m365d-incidents*",
             "* retiring: Microsoft stops answering this API after 2027-02-01",
-            "needs attention (5):",
+            "needs attention (6):",
             "  credential_expiring: the app credential ends 2026-12-10",
             "  tenant_revoked 22222222-2222-4222-8222-222222222222: T-2222 revoked",
         ] {
