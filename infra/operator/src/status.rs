@@ -268,7 +268,7 @@ pub enum Rule {
     RetiringSource,
     CredentialExpiring,
     CredentialEndUnreadable,
-    CredentialUnavailable,
+    CredentialUnreadable,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -369,7 +369,7 @@ fn credential_findings(
         detail,
     };
     if let Some(error) = &credential.error {
-        findings.push(finding(Rule::CredentialUnavailable, error.clone()));
+        findings.push(finding(Rule::CredentialUnreadable, error.clone()));
     }
     match &credential.end {
         Some(CredentialEnd::At { at }) => {
@@ -1155,7 +1155,7 @@ mod tests {
             CredentialStatus::read(Err(&CredentialError::Unavailable("no such secret".into())));
         assert_eq!(
             judge(missing, lenient),
-            vec![(Rule::CredentialUnavailable, None, None)]
+            vec![(Rule::CredentialUnreadable, None, None)]
         );
     }
 
