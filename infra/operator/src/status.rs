@@ -6,6 +6,8 @@
 //! [`assess`] is the whole judgement, a pure function of the records, the configuration and the
 //! time; the rest reads its inputs and prints its answer.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use clap::Args;
 use defender_partner::config::{RETIREMENT_DATE, sources_from_lookup};
@@ -332,6 +334,17 @@ pub fn assess(input: FleetInput<'_>, thresholds: Thresholds, now: DateTime<Utc>)
         .iter()
         .map(|source| (input.read_roles)(*source))
         .collect();
+    // One look-up per pair: a fleet has thousands of tenants.
+    let by_pair: HashMap<(&TenantId, &str), &Checkpoint> = input
+        .checkpoints
+        .iter()
+        .map(|checkpoint| {
+            (
+                (&checkpoint.tenant_id, checkpoint.source.as_str()),
+                checkpoint,
+            )
+        })
+        .collect();
     let mut tenants = Vec::new();
     for record in input.tenants {
         if record.status == TenantStatus::Offboarded
@@ -341,7 +354,14 @@ pub fn assess(input: FleetInput<'_>, thresholds: Thresholds, now: DateTime<Utc>)
         {
             continue;
         }
-        let tenant = assess_tenant(&input, record, &read, &thresholds, now, &mut findings);
+        let tenant = assess_tenant(
+            &input,
+            record,
+            (&read, &by_pair),
+            &thresholds,
+            now,
+            &mut findings,
+        );
         tenants.push(tenant);
     }
     FleetStatus {
@@ -397,10 +417,16 @@ fn credential_findings(
     }
 }
 
+/// Each configured source's read roles, and each pair's checkpoint.
+type Known<'a> = (
+    &'a [RoleRequirement],
+    &'a HashMap<(&'a TenantId, &'a str), &'a Checkpoint>,
+);
+
 fn assess_tenant(
     input: &FleetInput<'_>,
     record: &TenantRecord,
-    read: &[RoleRequirement],
+    (read, by_pair): Known<'_>,
     thresholds: &Thresholds,
     now: DateTime<Utc>,
     findings: &mut Vec<Finding>,
@@ -472,9 +498,7 @@ fn assess_tenant(
     let detail = input.detail_of.is_some();
     let mut sources = Vec::new();
     for (source, requirement) in input.sources.iter().zip(read) {
-        let checkpoint = input.checkpoints.iter().find(|checkpoint| {
-            checkpoint.tenant_id == record.tenant_id && checkpoint.source == source.as_str()
-        });
+        let checkpoint = by_pair.get(&(&record.tenant_id, source.as_str())).copied();
         let read_granted = !recorded || requirement.missing(&record.roles).is_none();
         let health = source_health(
             *source,
