@@ -6,6 +6,7 @@ mod device_signin;
 mod federation;
 mod hunt;
 mod migration;
+mod status;
 
 use std::process::ExitCode;
 
@@ -56,6 +57,11 @@ enum Command {
         #[arg(long)]
         issue_links: bool,
     },
+    /// Fleet health at a glance: per tenant and source the state, last success, lag, failures,
+    /// last error, throttled (429) and partial (206) answers in 24 h, retiring sources, the
+    /// permissions granted against those needed, and the credential's end date. Exits 2 when
+    /// something needs a person (README "Fleet status"), 0 when nothing does.
+    Status(status::StatusArgs),
     /// Write-back requests for one tenant (update-incident): who asked, as whom, what changed
     /// (before → after), the result and Microsoft's request id.
     Audit {
@@ -113,7 +119,8 @@ async fn main() -> ExitCode {
     telemetry::init_with_default(LogFormat::Text, "warn");
     match run(Cli::parse()).await {
         Ok(true) => ExitCode::SUCCESS,
-        // The command ran and found something to do (`migration`: a tenant needs action).
+        // The command ran and found something to do (`migration`: a tenant needs action;
+        // `status`: something needs a person).
         Ok(false) => ExitCode::from(2),
         Err(error) => {
             eprintln!("dp-operator: {error:#}");
@@ -136,6 +143,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Hunt { command } => {
             return hunt::run(&services, command, cli.json).await;
+        }
+        Command::Status(args) => {
+            return status::run(&services, args, cli.json).await;
         }
         Command::ConsentLink {
             customer,

@@ -35,7 +35,7 @@ use crate::defender::time::{odata_literal, parse_api_time};
 use crate::defender::{ApiError, DefenderClient, FetchedRecord, SourceSpec, parse_page, spec};
 use crate::sink::{Change, ChangeOrigin, Continues, RecordSink, RunId, SinkRecord};
 use crate::store::{
-    Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, UpdateRecords,
+    AnswerCounts, Checkpoint, Checkpoints, OpenWindow, RegistryError, TenantRegistry, UpdateRecords,
 };
 use crate::tenant_id::TenantId;
 use crate::writeback::TargetKind;
@@ -83,6 +83,7 @@ impl Fetcher {
             Ok(result) => result,
             Err(failure) => self.record_failure(tenant, source, failure).await,
         };
+        self.record_answers(tenant, source, &outcome).await;
         if let Err(error) = self
             .checkpoints
             .release_lease(tenant, source.as_str(), run.as_str())
@@ -206,8 +207,8 @@ impl Fetcher {
                     expand_alerts = false;
                     continue;
                 }
-                Err(ApiError::Throttled(wait) | ApiError::LocalLimit(wait)) => {
-                    return self.throttled(&checkpoint, wait).await;
+                Err(error @ (ApiError::Throttled(_) | ApiError::LocalLimit(_))) => {
+                    return self.throttled(&checkpoint, &error, outcome).await;
                 }
                 Err(ApiError::BadRequest { .. }) if resumed.is_some() && !resumed_link_refused => {
                     // A link kept from an earlier run may have expired: its query starts again.
@@ -221,6 +222,7 @@ impl Fetcher {
                 Err(ApiError::PartialContent { provider, body }) => {
                     // What a 206 holds is delivered; the checkpoint stays before it, so the next
                     // run reads the page again whole.
+                    outcome.partial_answers += 1;
                     if let Ok(page) = parse_page(source, &body) {
                         outcome.pages += 1;
                         self.deliver(tenant, source, run, &page.records, outcome)
@@ -267,8 +269,8 @@ impl Fetcher {
                     Ok(()) => {}
                     // A throttle while reading alerts is a throttle of the pair, not a failure:
                     // the page is read again, alerts and all, once Microsoft's wait is over.
-                    Err(ApiError::Throttled(wait) | ApiError::LocalLimit(wait)) => {
-                        return self.throttled(&checkpoint, wait).await;
+                    Err(error @ (ApiError::Throttled(_) | ApiError::LocalLimit(_))) => {
+                        return self.throttled(&checkpoint, &error, outcome).await;
                     }
                     Err(error) => return Err(Failure::Api(error)),
                 }
@@ -485,6 +487,7 @@ impl Fetcher {
                 Err(ApiError::Throttled(wait))
                     if wait <= MAX_INLINE_WAIT.min(budget.saturating_sub(started.elapsed())) =>
                 {
+                    outcome.throttled_answers += 1;
                     tracing::info!(tenant = %tenant, wait_ms = wait.as_millis() as u64, "throttled; waiting as asked");
                     tokio::time::sleep(wait).await;
                 }
@@ -680,12 +683,22 @@ impl Fetcher {
         Ok(self.checkpoints.save_checkpoint(checkpoint).await?)
     }
 
-    /// Ends the pair as throttled for `wait`, its place kept: the next run resumes there.
+    /// Ends the pair as throttled (by Microsoft, or by our own limiter) for the wait asked, its
+    /// place kept: the next run resumes there.
     async fn throttled(
         &self,
         checkpoint: &Checkpoint,
-        wait: Duration,
+        error: &ApiError,
+        outcome: &mut PairOutcome,
     ) -> Result<PairResult, Failure> {
+        let wait = match error {
+            ApiError::Throttled(wait) => {
+                outcome.throttled_answers += 1;
+                *wait
+            }
+            ApiError::LocalLimit(wait) => *wait,
+            other => unreachable!("not a throttle: {other}"),
+        };
         self.save(checkpoint).await?;
         Ok(PairResult::Throttled {
             retry_after_seconds: wait.as_secs_f64().ceil() as u64,
@@ -711,7 +724,7 @@ impl Fetcher {
             &failure,
         )
         .await;
-        let (code, _) = failure.describe();
+        let (code, message) = failure.describe();
         match self.checkpoints.checkpoint(tenant, source.as_str()).await {
             Ok(stored) => {
                 // A pair that fails on its first run keeps the start its first run had (the
@@ -724,8 +737,7 @@ impl Fetcher {
                         Err(_) => Checkpoint::new(tenant.clone(), source.as_str()),
                     },
                 };
-                checkpoint.consecutive_failures += 1;
-                checkpoint.last_error = Some(code.as_str().to_owned());
+                checkpoint.record_error(code.as_str(), &message, Utc::now());
                 if let Err(error) = self.checkpoints.save_checkpoint(&checkpoint).await {
                     tracing::warn!(tenant = %tenant, error = %error, "failure not recorded on the checkpoint");
                 }
@@ -733,6 +745,38 @@ impl Fetcher {
             Err(error) => tracing::warn!(tenant = %tenant, error = %error, "checkpoint unreadable"),
         }
         result
+    }
+
+    /// Adds the run's throttled (429) and partial (206) answers to the pair's hourly counts
+    /// (`dp-operator status`). Only a run that held the pair writes; one without such answers
+    /// writes nothing.
+    async fn record_answers(&self, tenant: &TenantId, source: Source, outcome: &PairOutcome) {
+        let counts = AnswerCounts {
+            throttled: outcome.throttled_answers as u32,
+            partial: outcome.partial_answers as u32,
+        };
+        if counts == AnswerCounts::default()
+            || matches!(
+                outcome.result,
+                PairResult::Busy | PairResult::Dropped { .. }
+            )
+        {
+            return;
+        }
+        let recorded = match self.checkpoints.checkpoint(tenant, source.as_str()).await {
+            Ok(Some(mut checkpoint)) => {
+                checkpoint.count_answers(counts, Utc::now());
+                self.checkpoints
+                    .save_checkpoint(&checkpoint)
+                    .await
+                    .map(drop)
+            }
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = recorded {
+            tracing::warn!(tenant = %tenant, source = %source.as_str(), error = %error, "throttled and partial answers not recorded on the checkpoint");
+        }
     }
 }
 

@@ -224,19 +224,11 @@ pub async fn run_pairs(
             .any(|outcome| outcome.tenant_id == task.tenant_id && outcome.source == task.source)
         {
             outcomes.push(PairOutcome {
-                tenant_id: task.tenant_id,
-                source: task.source,
                 result: PairResult::Failed {
                     code: crate::ErrorCode::Internal,
                     message: "the pair's task panicked".into(),
                 },
-                delivered: 0,
-                new: 0,
-                updated: 0,
-                repeats: 0,
-                pages: 0,
-                api_calls: 0,
-                unreadable: 0,
+                ..PairOutcome::new(&task.tenant_id, task.source)
             });
         }
     }

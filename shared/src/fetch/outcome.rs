@@ -53,6 +53,10 @@ pub struct PairOutcome {
     pub pages: usize,
     pub api_calls: usize,
     pub unreadable: usize,
+    /// Microsoft's throttled answers (429), waited out or not.
+    pub throttled_answers: usize,
+    /// Partial answers (206) from Microsoft.
+    pub partial_answers: usize,
 }
 
 impl PairOutcome {
@@ -69,6 +73,8 @@ impl PairOutcome {
             pages: 0,
             api_calls: 0,
             unreadable: 0,
+            throttled_answers: 0,
+            partial_answers: 0,
         }
     }
 

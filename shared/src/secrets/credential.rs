@@ -11,8 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::CredentialError;
+use super::expiry::{CredentialEnd, certificate_not_after, end_of};
 use crate::entra::federated::FederatedAssertions;
 use crate::tenant_id::TenantId;
+use chrono::{DateTime, Utc};
 
 /// The partner app's identity and proof.
 pub struct AppCredential {
@@ -21,6 +23,8 @@ pub struct AppCredential {
     /// SHA-256 of the stored material: tells a rotated credential from the one refused, without
     /// keeping a second copy of the secret.
     fingerprint: [u8; 32],
+    /// When it stops working (`secrets::expiry`).
+    end: CredentialEnd,
 }
 
 pub enum CredentialKind {
@@ -56,6 +60,8 @@ pub struct CertificateCredential {
     pub thumbprint_sha256: String,
     /// `x5t`: base64url SHA-1 of the certificate, what RS256 assertions carry.
     pub thumbprint_sha1: String,
+    /// The certificate's `notAfter`, or why it could not be read.
+    pub(super) not_after: Result<DateTime<Utc>, String>,
 }
 
 impl CertificateCredential {
@@ -88,6 +94,11 @@ struct CredentialDocument {
     /// `aws_federated` for the secretless kind; absent (or `client_secret` / `certificate`)
     /// for the kinds the other fields describe.
     credential: Option<String>,
+    /// The credential's end date (RFC 3339), as the operator recorded it.
+    expires_at: Option<serde_json::Value>,
+    /// The same, named as Graph names it in the app's `passwordCredentials` / `keyCredentials`.
+    #[serde(rename = "endDateTime")]
+    end_date_time: Option<serde_json::Value>,
 }
 
 impl AppCredential {
@@ -152,6 +163,7 @@ impl AppCredential {
                 client_id,
                 kind: CredentialKind::AwsFederated(FederatedCredential::new(assertions.clone())),
                 fingerprint,
+                end: CredentialEnd::Never,
             });
         }
 
@@ -190,11 +202,21 @@ impl AppCredential {
                 ));
             }
         };
+        let declared = document
+            .expires_at
+            .as_ref()
+            .or(document.end_date_time.as_ref());
         Ok(AppCredential {
+            end: end_of(&kind, declared),
             client_id,
             kind,
             fingerprint,
         })
+    }
+
+    /// When the credential stops working, as far as it says.
+    pub fn end(&self) -> &CredentialEnd {
+        &self.end
     }
 
     pub fn same_material_as(&self, other: &AppCredential) -> bool {
@@ -242,6 +264,7 @@ impl CertificateCredential {
             thumbprint_sha256: URL_SAFE_NO_PAD.encode(sha256(der)),
             thumbprint_sha1: URL_SAFE_NO_PAD
                 .encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref()),
+            not_after: certificate_not_after(der),
         })
     }
 }

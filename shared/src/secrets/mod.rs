@@ -5,11 +5,15 @@
 //! rotation heals without a redeploy.
 
 mod credential;
+pub mod expiry;
 mod sources;
 mod store;
 
 pub use credential::{
     AWS_FEDERATED, AppCredential, CertificateCredential, CredentialKind, FederatedCredential,
+};
+pub use expiry::{
+    CredentialEnd, EXPIRY_WARNING_DAYS, credential_days_left, credential_expiry, days_left,
 };
 pub use sources::{
     CredentialSource, FederatedSettingSource, FileSource, InlineSource, SecretsManagerSource,

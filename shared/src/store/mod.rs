@@ -24,7 +24,10 @@ mod sqlite_updates;
 mod updates;
 
 pub use attempts::{AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
-pub use checkpoints::{Checkpoint, Checkpoints, OpenWindow};
+pub use checkpoints::{
+    ANSWER_HOURS_KEPT, AnswerCounts, AnswerHour, Checkpoint, Checkpoints, OpenWindow,
+    RECENT_ERRORS_KEPT, RecentError,
+};
 pub use dynamo::{DynamoRegistry, KIND_INDEX};
 pub use dynamo_hunts::HUNT_PREFIX;
 pub use dynamo_updates::WRITEBACK_PREFIX;

@@ -8,9 +8,9 @@ use uuid::Uuid;
 use chrono::{Duration, Utc};
 
 use defender_partner::store::{
-    AttemptFlow, AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt, ConsentAttempts,
-    ConsumeError, OpenWindow, RegistryError, SignedInUser, SignedInUsers, TenantRecord,
-    TenantRegistry, TenantStatus, stored_now,
+    AnswerCounts, AttemptFlow, AttemptStatus, Checkpoint, Checkpoints, ConsentAttempt,
+    ConsentAttempts, ConsumeError, OpenWindow, RECENT_ERRORS_KEPT, RegistryError, SignedInUser,
+    SignedInUsers, TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
 use defender_partner::tenant_id::TenantId;
 
@@ -23,6 +23,7 @@ pub async fn run<R: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUse
 ) {
     sign_ins_rotate_conditionally_and_are_forgotten(registry).await;
     checkpoints_are_versioned(registry).await;
+    checkpoints_keep_their_failures_and_answer_counts(registry).await;
     leases_are_exclusive_until_released_or_expired(registry).await;
     the_ledger_remembers_the_last_delivery(registry).await;
     attempts_are_consumed_once(registry).await;
@@ -368,6 +369,58 @@ async fn checkpoints_are_versioned<R: Checkpoints>(store: &R) {
             .iter()
             .any(|checkpoint| checkpoint.tenant_id == tenant)
     );
+}
+
+/// What `dp-operator status` reads: the last failures (bounded) and the throttled and partial
+/// answers per hour round-trip through the store.
+async fn checkpoints_keep_their_failures_and_answer_counts<R: Checkpoints>(store: &R) {
+    let tenant = fresh_tenant();
+    let mut checkpoint = Checkpoint::new(tenant.clone(), "graph-alerts");
+    let now = Utc::now();
+    for index in 0..=RECENT_ERRORS_KEPT {
+        checkpoint.record_error(
+            "microsoft_unavailable",
+            &format!("Microsoft answered 503 (attempt {index}) \"quoted\" ✓"),
+            now - Duration::minutes(30 - index as i64),
+        );
+    }
+    checkpoint.count_answers(
+        AnswerCounts {
+            throttled: 3,
+            partial: 0,
+        },
+        now - Duration::hours(2),
+    );
+    checkpoint.count_answers(
+        AnswerCounts {
+            throttled: 1,
+            partial: 2,
+        },
+        now,
+    );
+    let saved = store.save_checkpoint(&checkpoint).await.unwrap();
+    let stored = store
+        .checkpoint(&tenant, "graph-alerts")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, saved);
+    assert_eq!(stored.recent_errors.len(), RECENT_ERRORS_KEPT);
+    assert!(stored.recent_errors[0].message.contains("attempt 10"));
+    assert_eq!(stored.last_error_at, Some(stored.recent_errors[0].at));
+    assert_eq!(
+        stored.answers_last_day(now),
+        AnswerCounts {
+            throttled: 4,
+            partial: 2
+        }
+    );
+    let listed = store.checkpoints().await.unwrap();
+    let listed = listed
+        .iter()
+        .find(|checkpoint| checkpoint.tenant_id == tenant)
+        .expect("listed");
+    assert_eq!(listed.answer_hours, stored.answer_hours);
 }
 
 async fn the_ledger_remembers_the_last_delivery<R: Checkpoints>(store: &R) {
