@@ -118,9 +118,14 @@ pub fn fleet_run_completed(pairs: usize, enqueued: usize, failures: usize) {
     );
 }
 
-/// Per-source counters of a pair's run (records, calls, failures, lag...).
+/// Per-source counters of a pair's run (records, calls, failures, lag...), also aggregated over
+/// every source (dimension `Function` alone) for the fleet-wide alarms.
 pub fn per_source(source: &str, values: &[(&str, f64, &str)]) {
-    emit(&[("Source", source)], &[&["Source"]], values);
+    emit(
+        &[("Source", source), ("Function", "fetch-incidents")],
+        &[&["Source"], &["Function"]],
+        values,
+    );
 }
 
 /// Microsoft answered 429 for `source`.
