@@ -1325,3 +1325,22 @@ fn the_operating_alarms_exist_and_the_registry_survives_a_delete() {
         "consent-signin's reserved concurrency follows its parameter"
     );
 }
+
+#[test]
+fn the_readme_says_what_to_do_when_each_alarm_fires() {
+    let template = Template::load();
+    let readme = read("README.md");
+    let start = readme
+        .find("### Alarms: what each means and what to do")
+        .expect("README.md has the alarm table");
+    let table = &readme[start..];
+    let table = &table[..table[4..].find("\n## ").map_or(table.len(), |end| end + 4)];
+    for alarm in template.resources_of("AWS::CloudWatch::Alarm") {
+        let listed = if alarm.ends_with("5xxAlarm") {
+            table.contains("`<Route>5xxAlarm`")
+        } else {
+            table.contains(&format!("`{alarm}`"))
+        };
+        assert!(listed, "README.md's alarm table does not say what to do about {alarm}");
+    }
+}
