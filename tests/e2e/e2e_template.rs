@@ -239,7 +239,11 @@ impl Template {
             .and_then(|text| text.strip_prefix("!GetAtt "))
             .and_then(|text| text.strip_suffix(".Arn"))
             .unwrap_or_else(|| panic!("{function} names no Role: !GetAtt <role>.Arn"));
-        assert_eq!(self.resource_type(role), "AWS::IAM::Role", "{function}'s role");
+        assert_eq!(
+            self.resource_type(role),
+            "AWS::IAM::Role",
+            "{function}'s role"
+        );
         role.to_owned()
     }
 
@@ -974,9 +978,10 @@ fn the_sign_in_key_opens_for_mint_user_token_alone() {
         "{deny}"
     );
     assert!(
-        all.iter().any(|statement| statement.contains("Effect: Deny")
-            && statement.contains("Principal: \"*\"")
-            && statement.contains("kms:ReEncrypt*")),
+        all.iter()
+            .any(|statement| statement.contains("Effect: Deny")
+                && statement.contains("Principal: \"*\"")
+                && statement.contains("kms:ReEncrypt*")),
         "nobody may move a sealed key under another key"
     );
     let allows: Vec<&String> = all
@@ -986,11 +991,22 @@ fn the_sign_in_key_opens_for_mint_user_token_alone() {
     for allow in &allows {
         assert!(!allow.contains("kms:*"), "a wildcard grant: {allow}");
         if allow.contains("kms:Decrypt") {
-            assert!(allow.contains(opener), "only mint-user-token decrypts: {allow}");
+            assert!(
+                allow.contains(opener),
+                "only mint-user-token decrypts: {allow}"
+            );
         }
         if allow.contains(":root") {
-            for data in ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncrypt"] {
-                assert!(!allow.contains(data), "the account administers, never {data}");
+            for data in [
+                "kms:Decrypt",
+                "kms:Encrypt",
+                "kms:GenerateDataKey",
+                "kms:ReEncrypt",
+            ] {
+                assert!(
+                    !allow.contains(data),
+                    "the account administers, never {data}"
+                );
             }
         }
     }
@@ -1068,7 +1084,10 @@ fn each_function_has_its_own_role_and_writes_only_its_own_logs() {
         let role = template.role_of(&function);
         let role_block = template.resource(&role).join("\n");
         assert!(!role_block.contains("ManagedPolicyArns"), "{role}");
-        assert!(role_block.contains("Service: lambda.amazonaws.com"), "{role}");
+        assert!(
+            role_block.contains("Service: lambda.amazonaws.com"),
+            "{role}"
+        );
         let log_group = value(
             nested(template.resource(&function), "LoggingConfig"),
             "LogGroup",
@@ -1086,7 +1105,11 @@ fn each_function_has_its_own_role_and_writes_only_its_own_logs() {
             "{function} logs elsewhere than {log_group}: {}",
             logging[0]
         );
-        assert!(!logging[0].contains("logs:CreateLogGroup"), "{}", logging[0]);
+        assert!(
+            !logging[0].contains("logs:CreateLogGroup"),
+            "{}",
+            logging[0]
+        );
     }
 }
 
@@ -1102,7 +1125,10 @@ fn the_secrets_are_read_by_the_functions_roles_alone() {
             template.resource_type(policy),
             "AWS::SecretsManager::ResourcePolicy"
         );
-        assert_eq!(value(block, "SecretId"), Some(format!("!Ref {secret}").as_str()));
+        assert_eq!(
+            value(block, "SecretId"),
+            Some(format!("!Ref {secret}").as_str())
+        );
         assert_eq!(value(block, "BlockPublicPolicy"), Some("true"));
         let deny = statements(nested(block, "ResourcePolicy")).join("\n");
         assert!(
@@ -1163,16 +1189,18 @@ fn the_heartbeat_fires_when_scheduled_runs_stop() {
     assert_eq!(value(heartbeat, "TreatMissingData"), Some("breaching"));
     assert_eq!(value(heartbeat, "EvaluationPeriods"), Some("3"));
     assert_eq!(value(heartbeat, "DatapointsToAlarm"), Some("3"));
-    assert_eq!(value(heartbeat, "ComparisonOperator"), Some("LessThanThreshold"));
+    assert_eq!(
+        value(heartbeat, "ComparisonOperator"),
+        Some("LessThanThreshold")
+    );
     assert_eq!(
         value(heartbeat, "Period"),
         Some("!FindInMap [FetchPeriod, !Ref FetchEveryMinutes, Seconds]")
     );
     // The period is one schedule period for every value the schedule may take.
     let periods = &template.mappings["FetchPeriod"];
-    let minutes = list(
-        value(&template.parameters["FetchEveryMinutes"], "AllowedValues").expect("listed"),
-    );
+    let minutes =
+        list(value(&template.parameters["FetchEveryMinutes"], "AllowedValues").expect("listed"));
     for every in &minutes {
         let at = periods
             .iter()
@@ -1182,7 +1210,11 @@ fn the_heartbeat_fires_when_scheduled_runs_stop() {
             .expect("Seconds")
             .parse()
             .expect("a number");
-        assert_eq!(seconds, every.parse::<u64>().unwrap() * 60, "{every} minutes");
+        assert_eq!(
+            seconds,
+            every.parse::<u64>().unwrap() * 60,
+            "{every} minutes"
+        );
         // CloudWatch periods of 60 s and more are whole minutes; 3 of them fit in a day.
         assert!(seconds % 60 == 0 && seconds * 3 <= 86_400);
     }
@@ -1297,6 +1329,7 @@ fn the_operating_alarms_exist_and_the_registry_survives_a_delete() {
         ("MintTokenCredentialAlarm", "OperatorActionNeeded"),
         ("MintUserTokenCredentialAlarm", "OperatorActionNeeded"),
         ("ConsentSigninCredentialAlarm", "OperatorActionNeeded"),
+        ("FetchIncidentsCredentialAlarm", "OperatorActionNeeded"),
         ("MintUserTokenErrorsAlarm", "Errors"),
     ] {
         assert_eq!(
@@ -1307,7 +1340,10 @@ fn the_operating_alarms_exist_and_the_registry_survives_a_delete() {
     }
     let expiry = template.resource("CredentialExpiryAlarm");
     assert_eq!(value(expiry, "Threshold"), Some("30"));
-    assert_eq!(value(expiry, "ComparisonOperator"), Some("LessThanThreshold"));
+    assert_eq!(
+        value(expiry, "ComparisonOperator"),
+        Some("LessThanThreshold")
+    );
     for alarm in ["MintUserTokenCredentialAlarm", "MintUserTokenErrorsAlarm"] {
         assert_eq!(
             value(template.resource(alarm), "Condition"),
@@ -1341,6 +1377,9 @@ fn the_readme_says_what_to_do_when_each_alarm_fires() {
         } else {
             table.contains(&format!("`{alarm}`"))
         };
-        assert!(listed, "README.md's alarm table does not say what to do about {alarm}");
+        assert!(
+            listed,
+            "README.md's alarm table does not say what to do about {alarm}"
+        );
     }
 }

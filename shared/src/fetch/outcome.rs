@@ -5,7 +5,7 @@ use crate::CallerError;
 use crate::ErrorCode;
 use crate::defender::{ApiError, Source};
 use crate::store::RegistryError;
-use crate::telemetry::metrics::name;
+use crate::telemetry::metrics::{self, name};
 use crate::tenant_id::TenantId;
 
 /// How a pair's run ended.
@@ -105,7 +105,12 @@ impl PairOutcome {
 
     /// Publishes the pair's metrics and logs its end.
     pub(super) fn report(&self, lag_seconds: Option<f64>) {
-        crate::telemetry::metrics::per_source(self.source.as_str(), &self.metrics(lag_seconds));
+        metrics::per_source(self.source.as_str(), &self.metrics(lag_seconds));
+        if let PairResult::Failed { code, .. } = &self.result
+            && metrics::needs_operator(*code)
+        {
+            metrics::token_error(metrics::TokenPath::FetchIncidents, *code);
+        }
         tracing::info!(
             tenant = %self.tenant_id,
             source = %self.source.as_str(),

@@ -58,6 +58,8 @@ pub enum TokenPath {
     MintToken,
     MintUserToken,
     ConsentSignin,
+    /// A pair of the fleet failed with a code an operator must act on.
+    FetchIncidents,
 }
 
 impl TokenPath {
@@ -66,6 +68,7 @@ impl TokenPath {
             TokenPath::MintToken => "mint-token",
             TokenPath::MintUserToken => "mint-user-token",
             TokenPath::ConsentSignin => "consent-signin",
+            TokenPath::FetchIncidents => "fetch-incidents",
         }
     }
 }
