@@ -1216,7 +1216,7 @@ fn the_heartbeat_fires_when_scheduled_runs_stop() {
             "{every} minutes"
         );
         // CloudWatch periods of 60 s and more are whole minutes; 3 of them fit in a day.
-        assert!(seconds % 60 == 0 && seconds * 3 <= 86_400);
+        assert!(seconds.is_multiple_of(60) && seconds * 3 <= 86_400);
     }
     let fetch = template.resource("FetchIncidentsFunction");
     assert_eq!(
