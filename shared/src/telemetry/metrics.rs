@@ -188,18 +188,19 @@ pub fn credential_days_left(days: f64) {
 /// Writes one EMF line: `dimensions` are the values, `dimension_sets` the combinations
 /// CloudWatch aggregates by (each a subset of the dimensions' names).
 pub fn emit(dimensions: &[(&str, &str)], dimension_sets: &[&[&str]], values: &[(&str, f64, &str)]) {
-    if !super::writes_json() || values.is_empty() {
+    if values.is_empty() {
         return;
     }
-    println!(
-        "{}",
-        emf_line(
-            dimensions,
-            dimension_sets,
-            values,
-            chrono::Utc::now().timestamp_millis()
-        )
-    );
+    let now = chrono::Utc::now().timestamp_millis();
+    #[cfg(test)]
+    tests::CAPTURED.with(|lines| {
+        lines
+            .borrow_mut()
+            .push(emf_line(dimensions, dimension_sets, values, now))
+    });
+    if super::writes_json() {
+        println!("{}", emf_line(dimensions, dimension_sets, values, now));
+    }
 }
 
 fn emf_line(
@@ -235,7 +236,81 @@ fn emf_line(
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
     use super::*;
+
+    thread_local! {
+        /// The lines this thread's calls emitted, whatever the log format.
+        pub(super) static CAPTURED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The lines `emitting` writes, parsed.
+    fn emitted(emitting: impl FnOnce()) -> Vec<Value> {
+        CAPTURED.with(|lines| lines.borrow_mut().clear());
+        emitting();
+        CAPTURED.with(|lines| {
+            lines
+                .borrow_mut()
+                .drain(..)
+                .map(|line| parsed(&line))
+                .collect()
+        })
+    }
+
+    /// The one line `emitting` writes, checked against the specification.
+    fn one_line(emitting: impl FnOnce()) -> Value {
+        let lines = emitted(emitting);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_valid_emf(&lines[0]);
+        lines[0].clone()
+    }
+
+    #[test]
+    fn each_fact_is_one_line_with_the_dimensions_its_alarm_names() {
+        let heartbeat = one_line(|| fleet_run_completed(9, 0, 1));
+        assert_eq!(
+            heartbeat["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"]])
+        );
+        assert_eq!(heartbeat["Function"], "fetch-incidents");
+        assert_eq!(heartbeat[name::FLEET_RUN_COMPLETED], 1.0);
+        assert_eq!(heartbeat[name::FLEET_PAIR_FAILURES], 1.0);
+
+        let throttled = one_line(|| throttled_answer("graph-alerts"));
+        assert_eq!(
+            throttled["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Source"], ["Function"]])
+        );
+        assert_eq!(throttled["Source"], "graph-alerts");
+        assert_eq!(throttled[name::THROTTLED_ANSWERS], 1.0);
+        assert_eq!(
+            one_line(|| partial_answer("graph-alerts"))[name::PARTIAL_ANSWERS],
+            1.0
+        );
+
+        let refused = one_line(|| token_error(TokenPath::MintToken, ErrorCode::CredentialExpired));
+        assert_eq!(refused["Path"], "mint-token");
+        assert_eq!(refused["Code"], "credential_expired");
+        assert_eq!(refused[name::OPERATOR_ACTION_NEEDED], 1.0);
+
+        let days = one_line(|| credential_days_left(12.0));
+        assert_eq!(
+            days["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Credential"]])
+        );
+        assert_eq!(days[name::CREDENTIAL_DAYS_LEFT], 12.0);
+
+        assert_eq!(
+            one_line(|| write_back(Finished::Failed))["Result"],
+            "failed"
+        );
+        assert_eq!(one_line(|| hunt(Finished::Done))["Result"], "done");
+        assert!(
+            emitted(|| per_source("graph-alerts", &[])).is_empty(),
+            "nothing to say"
+        );
+    }
 
     fn parsed(line: &str) -> Value {
         serde_json::from_str(line).expect("an EMF line is one JSON object")
@@ -302,25 +377,11 @@ mod tests {
             (ErrorCode::TenantNotRegistered, 0.0),
             (ErrorCode::NotConsented, 0.0),
         ] {
-            let line = parsed(&emf_line(
-                &[
-                    ("Path", TokenPath::MintUserToken.as_str()),
-                    ("Code", code.as_str()),
-                ],
-                &[&["Path"], &["Path", "Code"]],
-                &[
-                    (name::TOKEN_ERRORS, 1.0, "Count"),
-                    (
-                        name::OPERATOR_ACTION_NEEDED,
-                        f64::from(u8::from(needs_operator(code))),
-                        "Count",
-                    ),
-                ],
-                0,
-            ));
-            assert_valid_emf(&line);
-            assert_eq!(line["OperatorActionNeeded"], needs, "{code}");
+            let line = one_line(|| token_error(TokenPath::MintUserToken, code));
+            assert_eq!(line[name::TOKEN_ERRORS], 1.0, "{code}");
+            assert_eq!(line[name::OPERATOR_ACTION_NEEDED], needs, "{code}");
             assert_eq!(line["Path"], "mint-user-token");
+            assert_eq!(line["Code"], code.as_str());
             assert_eq!(
                 line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
                 json!([["Path"], ["Path", "Code"]])
