@@ -424,6 +424,35 @@ async fn fetch_incidents_end_to_end() {
         })
         .await;
 
+    // --- the heartbeat the alarm reads ---------------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("a_scheduled_run_writes_its_heartbeat_metric", async move {
+            let mark = f.lambda.logs().mark();
+            f.scheduled(&f.lambda).await;
+            // The EMF line CloudWatch turns into DefenderPartner/FleetRunCompleted (template.yaml,
+            // FetchHeartbeatAlarm), next to the per-source lines.
+            let logs = f.lambda.logs().since(mark);
+            let heartbeat: serde_json::Value = logs
+                .lines()
+                .filter_map(|line| line.find('{').map(|at| &line[at..]))
+                .filter_map(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+                .find(|line| line.get("FleetRunCompleted").is_some())
+                .unwrap_or_else(|| panic!("no heartbeat metric line in:\n{logs}"));
+            let directive = &heartbeat["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], "DefenderPartner", "{heartbeat}");
+            assert_eq!(directive["Dimensions"], serde_json::json!([["Function"]]));
+            assert_eq!(heartbeat["Function"], "fetch-incidents");
+            assert_eq!(heartbeat["FleetRunCompleted"], 1.0);
+            assert!(heartbeat["_aws"]["Timestamp"].is_i64(), "{heartbeat}");
+            assert!(
+                logs.contains("\"RecordsDelivered\""),
+                "each pair writes its per-source metrics too"
+            );
+        })
+        .await;
+
     // --- fan-out through SQS -------------------------------------------------------------------
 
     let f = fixture.clone();

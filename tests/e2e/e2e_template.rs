@@ -111,6 +111,28 @@ fn unquote(text: &str) -> &str {
     text.trim().trim_matches('"').trim_matches('\'')
 }
 
+/// The statements of the first `Statement:` list in `document`, each its lines joined (a
+/// `- !If` item is one statement with its branches).
+fn statements(document: &[String]) -> Vec<String> {
+    let body: Vec<&String> = nested(document, "Statement")
+        .iter()
+        .filter(|line| !is_blank_or_comment(line))
+        .collect();
+    let Some(depth) = body.iter().map(|line| indent(line)).min() else {
+        return Vec::new();
+    };
+    let mut found: Vec<Vec<&str>> = Vec::new();
+    for line in body {
+        if indent(line) == depth && line.trim_start().starts_with("- ") {
+            found.push(Vec::new());
+        }
+        if let Some(statement) = found.last_mut() {
+            statement.push(line);
+        }
+    }
+    found.into_iter().map(|lines| lines.join("\n")).collect()
+}
+
 /// `[a, b]` → `["a", "b"]`.
 fn list(text: &str) -> Vec<String> {
     text.trim()
@@ -209,6 +231,43 @@ impl Template {
                 (key.to_owned(), value.trim().to_owned())
             })
             .collect()
+    }
+
+    /// The IAM role a function runs as (`Role: !GetAtt {role}.Arn`), a resource of the template.
+    fn role_of(&self, function: &str) -> String {
+        let role = value(self.resource(function), "Role")
+            .and_then(|text| text.strip_prefix("!GetAtt "))
+            .and_then(|text| text.strip_suffix(".Arn"))
+            .unwrap_or_else(|| panic!("{function} names no Role: !GetAtt <role>.Arn"));
+        assert_eq!(
+            self.resource_type(role),
+            "AWS::IAM::Role",
+            "{function}'s role"
+        );
+        role.to_owned()
+    }
+
+    /// The statements of the function role's own policy.
+    fn role_statements(&self, function: &str) -> Vec<String> {
+        statements(nested(self.resource(&self.role_of(function)), "Policies"))
+    }
+
+    /// Everything that grants the function something: its role's policy and the statements of
+    /// key policies that allow its role by name.
+    fn grants(&self, function: &str) -> String {
+        let role = self.role_of(function);
+        let mut text = self.role_statements(function).join("\n");
+        for key in self.resources_of("AWS::KMS::Key") {
+            for statement in statements(nested(self.resource(key), "KeyPolicy")) {
+                if statement.contains(&format!("!GetAtt {role}.Arn"))
+                    && statement.contains("Effect: Allow")
+                {
+                    text.push('\n');
+                    text.push_str(&statement);
+                }
+            }
+        }
+        text
     }
 
     /// The SAM function resources as (binary, resource): a binary may be deployed more than
@@ -717,7 +776,7 @@ fn every_aws_call_of_the_code_is_granted_and_on_the_resources_named() {
         .deployments()
         .into_iter()
         .map(|(_, function)| {
-            let policy = nested(template.resource(&function), "Policies").join("\n");
+            let policy = template.grants(&function);
             (function, policy)
         })
         .collect();
@@ -730,8 +789,9 @@ fn every_aws_call_of_the_code_is_granted_and_on_the_resources_named() {
         );
     }
     // Each resource a function is told about (a secret, the table, the bucket, the queue, the
-    // bus) is one its policy names.
+    // bus) is one its policy names, or one whose own policy names the function's role (a key).
     for (function, policy) in &policies {
+        let role = template.role_of(function);
         for (variable, written) in template.environment(function) {
             let resources: Vec<&str> = written
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
@@ -746,7 +806,11 @@ fn every_aws_call_of_the_code_is_granted_and_on_the_resources_named() {
                         format!("${{{resource}.Arn}}"),
                     ]
                     .iter()
-                    .any(|form| policy.contains(form.as_str())),
+                    .any(|form| policy.contains(form.as_str()))
+                        || template
+                            .resource(resource)
+                            .join("\n")
+                            .contains(&format!("!GetAtt {role}.Arn")),
                     "{function} is given {resource} in {variable} but its policy never names it"
                 );
             }
@@ -809,7 +873,7 @@ fn the_readme_lists_every_parameter_and_output() {
 #[test]
 fn only_mint_user_token_may_open_stored_sign_ins() {
     let template = Template::load();
-    let policy_of = |function: &str| nested(template.resource(function), "Policies").join("\n");
+    let policy_of = |function: &str| template.grants(function);
     let user_tokens = "MintUserTokenFunction";
     assert_eq!(
         value(template.resource(user_tokens), "Binary"),
@@ -888,4 +952,434 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
         consent["DP_SIGNIN_KEEP_REFRESH_TOKENS"],
         "!If [MintsFromSignIns, \"true\", \"false\"]"
     );
+}
+
+/// The one alarm action every alarm carries: the stack's topic, or the one AlarmTopicArn names.
+const ALARM_ACTIONS: &str = "[!If [UsesExistingAlarmTopic, !Ref AlarmTopicArn, !Ref AlarmTopic]]";
+
+#[test]
+fn the_sign_in_key_opens_for_mint_user_token_alone() {
+    let template = Template::load();
+    let key = template.resource("SignInKey");
+    assert_eq!(value(key, "DeletionPolicy"), Some("Retain"));
+    assert_eq!(value(key, "UpdateReplacePolicy"), Some("Retain"));
+    let all = statements(nested(key, "KeyPolicy"));
+    let opener = "!GetAtt MintUserTokenFunctionRole.Arn";
+    // The explicit Deny outranks any IAM grant: nobody but mint-user-token's role decrypts.
+    let deny = all
+        .iter()
+        .find(|statement| {
+            statement.contains("Effect: Deny") && statement.contains("Action: kms:Decrypt")
+        })
+        .expect("a Deny of kms:Decrypt");
+    assert!(deny.contains("Principal: \"*\""), "{deny}");
+    assert!(
+        deny.contains("ArnNotEquals:") && deny.contains(&format!("aws:PrincipalArn: {opener}")),
+        "{deny}"
+    );
+    assert!(
+        all.iter()
+            .any(|statement| statement.contains("Effect: Deny")
+                && statement.contains("Principal: \"*\"")
+                && statement.contains("kms:ReEncrypt*")),
+        "nobody may move a sealed key under another key"
+    );
+    let allows: Vec<&String> = all
+        .iter()
+        .filter(|statement| statement.contains("Effect: Allow"))
+        .collect();
+    for allow in &allows {
+        assert!(!allow.contains("kms:*"), "a wildcard grant: {allow}");
+        if allow.contains("kms:Decrypt") {
+            assert!(
+                allow.contains(opener),
+                "only mint-user-token decrypts: {allow}"
+            );
+        }
+        if allow.contains(":root") {
+            for data in [
+                "kms:Decrypt",
+                "kms:Encrypt",
+                "kms:GenerateDataKey",
+                "kms:ReEncrypt",
+            ] {
+                assert!(
+                    !allow.contains(data),
+                    "the account administers, never {data}"
+                );
+            }
+        }
+    }
+    let sealer = allows
+        .iter()
+        .find(|allow| allow.contains("!GetAtt ConsentSigninFunctionRole.Arn"))
+        .expect("consent-signin may seal");
+    assert!(sealer.contains("Action: kms:GenerateDataKey"), "{sealer}");
+    assert!(!sealer.contains("kms:Decrypt"), "{sealer}");
+    // The code makes exactly these KMS calls: GenerateDataKey (seal) and Decrypt (open).
+    let calls: Vec<String> = aws_calls_in_the_code()
+        .into_iter()
+        .filter(|call| call.starts_with("kms:"))
+        .collect();
+    assert_eq!(calls, ["kms:Decrypt", "kms:GenerateDataKey"]);
+}
+
+/// The partitions of the table (shared/src/store/dynamo*.rs; CALLER# and FLEET# for the caller
+/// scopes and the fleet run's lease).
+const PARTITIONS: [&str; 8] = [
+    "TENANT#*",
+    "CALLER#*",
+    "CONSENT#*",
+    "SIGNIN#*",
+    "LEDGER#*",
+    "FLEET#*",
+    "WRITEBACK#*",
+    "HUNT#*",
+];
+
+#[test]
+fn every_table_permission_is_confined_by_leading_keys() {
+    let template = Template::load();
+    assert!(
+        read("shared/src/store/dynamo.rs").contains("const KIND_TENANT: &str = \"tenant\";"),
+        "the by-kind index's tenant key changed in the code but not in template.yaml"
+    );
+    for (_, function) in template.deployments() {
+        let on_table: Vec<String> = template
+            .role_statements(&function)
+            .into_iter()
+            .filter(|statement| statement.contains("dynamodb:"))
+            .collect();
+        assert!(!on_table.is_empty(), "{function} never reaches the table?");
+        for statement in on_table {
+            let keys = statement
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("dynamodb:LeadingKeys:"))
+                .unwrap_or_else(|| panic!("{function}: no dynamodb:LeadingKeys in {statement}"));
+            assert!(
+                statement.contains("ForAllValues:"),
+                "{function}: every key of a request must match: {statement}"
+            );
+            let keys = list(keys);
+            if statement.contains("/index/by-kind") {
+                // On the index the leading key is the index's own partition key, `kind`.
+                assert_eq!(keys, ["tenant"], "{function}: {statement}");
+            } else {
+                for key in &keys {
+                    assert!(PARTITIONS.contains(&key.as_str()), "{function}: {key}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn each_function_has_its_own_role_and_writes_only_its_own_logs() {
+    let template = Template::load();
+    assert!(
+        !read("template.yaml").contains("AWSLambdaBasicExecutionRole"),
+        "a managed policy may write to every log group of the account"
+    );
+    for (_, function) in template.deployments() {
+        let role = template.role_of(&function);
+        let role_block = template.resource(&role).join("\n");
+        assert!(!role_block.contains("ManagedPolicyArns"), "{role}");
+        assert!(
+            role_block.contains("Service: lambda.amazonaws.com"),
+            "{role}"
+        );
+        let log_group = value(
+            nested(template.resource(&function), "LoggingConfig"),
+            "LogGroup",
+        )
+        .and_then(|text| text.strip_prefix("!Ref "))
+        .unwrap_or_else(|| panic!("{function} names its log group"));
+        let logging: Vec<String> = template
+            .role_statements(&function)
+            .into_iter()
+            .filter(|statement| statement.contains("logs:"))
+            .collect();
+        assert_eq!(logging.len(), 1, "{function}: {logging:?}");
+        assert!(
+            logging[0].contains(&format!("Resource: !GetAtt {log_group}.Arn")),
+            "{function} logs elsewhere than {log_group}: {}",
+            logging[0]
+        );
+        assert!(
+            !logging[0].contains("logs:CreateLogGroup"),
+            "{}",
+            logging[0]
+        );
+    }
+}
+
+#[test]
+fn the_secrets_are_read_by_the_functions_roles_alone() {
+    let template = Template::load();
+    for (secret, policy) in [
+        ("AppCredentialSecret", "AppCredentialSecretPolicy"),
+        ("StateKeySecret", "StateKeySecretPolicy"),
+    ] {
+        let block = template.resource(policy);
+        assert_eq!(
+            template.resource_type(policy),
+            "AWS::SecretsManager::ResourcePolicy"
+        );
+        assert_eq!(
+            value(block, "SecretId"),
+            Some(format!("!Ref {secret}").as_str())
+        );
+        assert_eq!(value(block, "BlockPublicPolicy"), Some("true"));
+        let deny = statements(nested(block, "ResourcePolicy")).join("\n");
+        assert!(
+            deny.contains("Effect: Deny")
+                && deny.contains("Principal: \"*\"")
+                && deny.contains("Action: secretsmanager:GetSecretValue")
+                && deny.contains("ArnNotEquals:"),
+            "{deny}"
+        );
+        // Every function told about the secret is among the roles allowed to read it.
+        for (_, function) in template.deployments() {
+            let told = template
+                .environment(&function)
+                .iter()
+                .any(|(_, written)| written.contains(&format!("!Ref {secret}")));
+            if told {
+                let role = template.role_of(&function);
+                assert!(
+                    deny.contains(&format!("!GetAtt {role}.Arn")),
+                    "{function} reads {secret} but its policy denies it"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_alarm_notifies_the_topic() {
+    let template = Template::load();
+    let alarms = template.resources_of("AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 20, "{alarms:?}");
+    for alarm in alarms {
+        assert_eq!(
+            value(template.resource(alarm), "AlarmActions"),
+            Some(ALARM_ACTIONS),
+            "{alarm} notifies nobody"
+        );
+    }
+    let topic = template.resource("AlarmTopic");
+    assert_eq!(value(topic, "Condition"), Some("CreatesAlarmTopic"));
+    assert_eq!(value(topic, "KmsMasterKeyId"), Some("!Ref AlarmTopicKey"));
+    // CloudWatch must be able to use the topic's key, or no notification is ever delivered.
+    let key = template.resource("AlarmTopicKey").join("\n");
+    assert!(key.contains("Service: cloudwatch.amazonaws.com"), "{key}");
+    let email = template.resource("AlarmEmailSubscription");
+    assert_eq!(value(email, "Condition"), Some("SubscribesAlarmEmail"));
+    assert_eq!(value(email, "Endpoint"), Some("!Ref AlarmEmail"));
+    assert_eq!(template.parameter_default("AlarmTopicArn"), "");
+    assert_eq!(template.parameter_default("AlarmEmail"), "");
+}
+
+#[test]
+fn the_heartbeat_fires_when_scheduled_runs_stop() {
+    let template = Template::load();
+    let heartbeat = template.resource("FetchHeartbeatAlarm");
+    assert_eq!(value(heartbeat, "Namespace"), Some("DefenderPartner"));
+    assert_eq!(value(heartbeat, "MetricName"), Some("FleetRunCompleted"));
+    assert_eq!(value(heartbeat, "TreatMissingData"), Some("breaching"));
+    assert_eq!(value(heartbeat, "EvaluationPeriods"), Some("3"));
+    assert_eq!(value(heartbeat, "DatapointsToAlarm"), Some("3"));
+    assert_eq!(
+        value(heartbeat, "ComparisonOperator"),
+        Some("LessThanThreshold")
+    );
+    assert_eq!(
+        value(heartbeat, "Period"),
+        Some("!FindInMap [FetchPeriod, !Ref FetchEveryMinutes, Seconds]")
+    );
+    // The period is one schedule period for every value the schedule may take.
+    let periods = &template.mappings["FetchPeriod"];
+    let minutes =
+        list(value(&template.parameters["FetchEveryMinutes"], "AllowedValues").expect("listed"));
+    for every in &minutes {
+        let at = periods
+            .iter()
+            .position(|line| unquote(line.trim().trim_end_matches(':')) == every)
+            .unwrap_or_else(|| panic!("FetchPeriod lacks {every}"));
+        let seconds: u64 = value(&periods[at + 1..at + 2], "Seconds")
+            .expect("Seconds")
+            .parse()
+            .expect("a number");
+        assert_eq!(
+            seconds,
+            every.parse::<u64>().unwrap() * 60,
+            "{every} minutes"
+        );
+        // CloudWatch periods of 60 s and more are whole minutes; 3 of them fit in a day.
+        assert!(seconds.is_multiple_of(60) && seconds * 3 <= 86_400);
+    }
+    let fetch = template.resource("FetchIncidentsFunction");
+    assert_eq!(
+        value(fetch, "Schedule"),
+        Some(
+            "!If [HasCustomFetchSchedule, !Ref FetchSchedule, !Sub \"rate(${FetchEveryMinutes} minutes)\"]"
+        )
+    );
+    // A failed scheduled run is not retried asynchronously: the next tick is the retry.
+    assert_eq!(
+        value(nested(fetch, "EventInvokeConfig"), "MaximumRetryAttempts"),
+        Some("0")
+    );
+}
+
+#[test]
+fn the_metrics_the_template_reads_are_the_ones_the_code_writes() {
+    let template = template();
+    let code = read("shared/src/telemetry/metrics.rs");
+    assert!(code.contains("pub const NAMESPACE: &str = \"DefenderPartner\";"));
+    let resources = Template::load().resources;
+    let mut seen = 0;
+    for (name, block) in &resources {
+        if value(block, "Namespace") == Some("DefenderPartner") {
+            let metric = value(block, "MetricName").expect("a metric");
+            assert!(
+                code.contains(&format!("= \"{metric}\";")),
+                "{name} alarms on {metric}, which the code never writes"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "{seen} alarms on the functions' own metrics");
+    // The dashboard's own metrics: in SEARCH expressions and in metric rows.
+    let dashboard = &template[template.find("OperationsDashboard:").expect("a dashboard")..];
+    let searched = dashboard
+        .split("{DefenderPartner,")
+        .skip(1)
+        .filter_map(|rest| rest.split("MetricName=\\\"").nth(1))
+        .filter_map(|rest| rest.split('\\').next());
+    let listed = dashboard
+        .split("\"DefenderPartner\",")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').nth(1));
+    let shown: Vec<&str> = searched.chain(listed).collect();
+    assert!(shown.len() >= 10, "{shown:?}");
+    for metric in shown {
+        assert!(
+            code.contains(&format!("= \"{metric}\";")),
+            "the dashboard shows {metric}, which the code never writes"
+        );
+    }
+    for title in [
+        "Records in",
+        "Lag per source",
+        "Throttled (429)",
+        "Token and credential errors by code",
+        "tenants revoked",
+        "queues",
+        "Dead-letter queues",
+        "API 4xx per route",
+        "API 5xx per route",
+        "Hunts and write-backs",
+    ] {
+        assert!(dashboard.contains(title), "the dashboard lacks {title}");
+    }
+}
+
+#[test]
+fn every_route_alarms_on_its_5xx_and_the_access_log_joins_the_functions_logs() {
+    let template = Template::load();
+    let stage = template.resource("HttpApiStage");
+    assert_eq!(value(stage, "DetailedMetricsEnabled"), Some("true"));
+    let format = nested(stage, "AccessLogSettings").join("");
+    for field in [
+        "$context.requestId",
+        "$context.integration.requestId",
+        "$context.identity.userArn",
+        "$context.identity.caller",
+    ] {
+        assert!(format.contains(field), "the access log lacks {field}");
+    }
+    for route in template.resources_of("AWS::ApiGatewayV2::Route") {
+        let key = value(template.resource(route), "RouteKey").expect("a route key");
+        let alarm = format!("{route}5xxAlarm");
+        let block = template.resource(&alarm);
+        assert_eq!(value(block, "MetricName"), Some("5xx"), "{alarm}");
+        assert_eq!(value(block, "Namespace"), Some("AWS/ApiGateway"), "{alarm}");
+        let dimensions = nested(block, "Dimensions").join("\n");
+        assert!(dimensions.contains("Value: !Ref HttpApi"), "{alarm}");
+        assert!(dimensions.contains("Value: $default"), "{alarm}");
+        assert!(dimensions.contains(&format!("Value: \"{key}\"")), "{alarm}");
+        assert_eq!(
+            value(block, "Condition"),
+            value(template.resource(route), "Condition"),
+            "{alarm} exists exactly when its route does"
+        );
+    }
+}
+
+#[test]
+fn the_operating_alarms_exist_and_the_registry_survives_a_delete() {
+    let template = Template::load();
+    for (alarm, metric) in [
+        ("FetchQueueAgeAlarm", "ApproximateAgeOfOldestMessage"),
+        ("FetchDeadLetterAlarm", "ApproximateNumberOfMessagesVisible"),
+        ("HuntDeadLetterAlarm", "ApproximateNumberOfMessagesVisible"),
+        ("TenantRevokedAlarm", "TenantRevoked"),
+        ("CredentialExpiryAlarm", "CredentialDaysLeft"),
+        ("MintTokenCredentialAlarm", "OperatorActionNeeded"),
+        ("MintUserTokenCredentialAlarm", "OperatorActionNeeded"),
+        ("ConsentSigninCredentialAlarm", "OperatorActionNeeded"),
+        ("FetchIncidentsCredentialAlarm", "OperatorActionNeeded"),
+        ("MintUserTokenErrorsAlarm", "Errors"),
+    ] {
+        assert_eq!(
+            value(template.resource(alarm), "MetricName"),
+            Some(metric),
+            "{alarm}"
+        );
+    }
+    let expiry = template.resource("CredentialExpiryAlarm");
+    assert_eq!(value(expiry, "Threshold"), Some("30"));
+    assert_eq!(
+        value(expiry, "ComparisonOperator"),
+        Some("LessThanThreshold")
+    );
+    for alarm in ["MintUserTokenCredentialAlarm", "MintUserTokenErrorsAlarm"] {
+        assert_eq!(
+            value(template.resource(alarm), "Condition"),
+            Some("MintsFromSignIns")
+        );
+    }
+    let table = template.resource("RegistryTable");
+    assert_eq!(value(table, "DeletionProtectionEnabled"), Some("true"));
+    assert_eq!(value(table, "DeletionPolicy"), Some("Retain"));
+    let consent = template.resource("ConsentSigninFunction").join("\n");
+    assert!(
+        consent.contains(
+            "!If [HasConsentReservedConcurrency, !Ref ConsentReservedConcurrency, !Ref AWS::NoValue]"
+        ),
+        "consent-signin's reserved concurrency follows its parameter"
+    );
+}
+
+#[test]
+fn the_readme_says_what_to_do_when_each_alarm_fires() {
+    let template = Template::load();
+    let readme = read("README.md");
+    let start = readme
+        .find("### Alarms: what each means and what to do")
+        .expect("README.md has the alarm table");
+    let table = &readme[start..];
+    let table = &table[..table[4..].find("\n## ").map_or(table.len(), |end| end + 4)];
+    for alarm in template.resources_of("AWS::CloudWatch::Alarm") {
+        let listed = if alarm.ends_with("5xxAlarm") {
+            table.contains("`<Route>5xxAlarm`")
+        } else {
+            table.contains(&format!("`{alarm}`"))
+        };
+        assert!(
+            listed,
+            "README.md's alarm table does not say what to do about {alarm}"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use crate::entra::{AppTokenError, AppTokenProvider};
 use crate::store::{
     Ownership, RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::telemetry::metrics::{self, TokenPath};
 use crate::tenant_id::TenantId;
 use crate::{CallerError, ErrorCode};
 
@@ -123,7 +124,8 @@ pub async fn prove_and_record(
             tracing::info!(tenant = %tenant, customer_ref, roles = ?roles, "consent proven")
         }
         Err(failure) => {
-            tracing::warn!(tenant = %tenant, code = %failure.code, error = %failure.message, "consent not proven")
+            tracing::warn!(tenant = %tenant, code = %failure.code, error = %failure.message, "consent not proven");
+            metrics::token_error(TokenPath::ConsentSignin, failure.code);
         }
     }
     for _ in 0..RECORD_ATTEMPTS {

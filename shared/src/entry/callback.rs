@@ -18,6 +18,7 @@ use crate::edge::{self, EdgeError, Invocation};
 use crate::runtime::Services;
 use crate::secrets::CredentialError;
 use crate::signin::SignInService;
+use crate::telemetry::metrics::{self, TokenPath};
 use crate::{CallerError, ErrorCode, deadline};
 
 /// The routes this function answers.
@@ -133,6 +134,7 @@ impl CallbackFunction {
             Ok(link) => edge::redirect_response(&link.url, &json_of(&link)),
             Err(error) => {
                 tracing::warn!(code = %error.code(), error = %error, "consent link refused");
+                metrics::token_error(TokenPath::ConsentSignin, error.code());
                 edge::error_response(&error)
             }
         }
@@ -158,6 +160,7 @@ impl CallbackFunction {
             Ok(link) => edge::redirect_response(&link.url, &json_of(&link)),
             Err(error) => {
                 tracing::warn!(code = %error.code(), error = %error, "sign-in link refused");
+                metrics::token_error(TokenPath::ConsentSignin, error.code());
                 edge::error_response(&error)
             }
         }

@@ -12,6 +12,7 @@ use crate::config::ConfigError;
 use crate::edge::EdgeError;
 use crate::fetch::{BatchReport, FetchService, PairTask, QueuedTask};
 use crate::runtime::Services;
+use crate::telemetry::metrics;
 use crate::{ErrorCode, deadline};
 
 /// What `fetch-incidents` was invoked with.
@@ -120,6 +121,7 @@ impl FetchFunction {
                     failures = report.failures(),
                     "scheduled run finished"
                 );
+                metrics::fleet_run_completed(report.pairs, report.enqueued, report.failures());
                 Ok(json_of(report))
             }
             FetchEvent::Pair(task) => Ok(json_of(self.service.pairs(vec![task], deadline).await)),

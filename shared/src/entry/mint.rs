@@ -13,25 +13,34 @@ use crate::minting::{MintedToken, TokenService};
 use crate::runtime::Services;
 use crate::secrets::CredentialError;
 use crate::signin::StoredSignIns;
+use crate::telemetry::metrics::{self, TokenPath};
 use crate::{ErrorCode, deadline};
 
 pub struct MintFunction {
     service: TokenService,
+    /// The deployment (mint-token, or mint-user-token with stored sign-ins) its metrics name.
+    path: TokenPath,
 }
 
 impl MintFunction {
     /// The function as the settings deploy it; once per cold start.
     pub async fn build(services: &Services) -> Result<MintFunction, CredentialError> {
-        let mut service = TokenService::new(services);
+        let mut function = MintFunction::new(TokenService::new(services));
         // Only the deployment allowed to act for stored sign-ins reads their sealing keys.
         if services.settings.signin.mint_from_signin {
-            service = service.with_stored_sign_ins(StoredSignIns::build(services).await?);
+            function.service = function
+                .service
+                .with_stored_sign_ins(StoredSignIns::build(services).await?);
+            function.path = TokenPath::MintUserToken;
         }
-        Ok(MintFunction::new(service))
+        Ok(function)
     }
 
     pub fn new(service: TokenService) -> MintFunction {
-        MintFunction { service }
+        MintFunction {
+            service,
+            path: TokenPath::MintToken,
+        }
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
@@ -44,7 +53,7 @@ impl MintFunction {
         match Invocation::classify(payload).map_err(|error| lambda_error(&error))? {
             Invocation::Direct(request) => match self.mint_in_time(request, deadline_ms).await {
                 Ok(token) => Ok(json_of(token)),
-                Err(error) => Err(lambda_error(&refused(error))),
+                Err(error) => Err(lambda_error(&refused(self.path, error))),
             },
             Invocation::Http(request) => {
                 let minted = match edge::json_body(&request) {
@@ -53,7 +62,7 @@ impl MintFunction {
                 };
                 let response: ApiGatewayV2httpResponse = match minted {
                     Ok(token) => edge::json_response(200, &json_of(token)),
-                    Err(error) => edge::error_response(&refused(error)),
+                    Err(error) => edge::error_response(&refused(self.path, error)),
                 };
                 Ok(json_of(response))
             }
@@ -87,8 +96,9 @@ impl MintFunction {
     }
 }
 
-fn refused(error: EdgeError) -> EdgeError {
+fn refused(path: TokenPath, error: EdgeError) -> EdgeError {
     tracing::warn!(code = %error.code, error = %error.message, "request refused");
+    metrics::token_error(path, error.code);
     error
 }
 

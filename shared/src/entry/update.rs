@@ -20,6 +20,7 @@ use crate::minting::TokenService;
 use crate::runtime::Services;
 use crate::signin::StoredSignIns;
 use crate::sink::ENV_EVENT_BUS;
+use crate::telemetry::metrics::{self, Finished};
 use crate::writeback::{EventBridgeEvents, GraphWriter, NoEvents, UpdateEvents, UpdateService};
 
 pub struct UpdateFunction {
@@ -111,6 +112,9 @@ impl UpdateFunction {
             ))
         })
         .await;
+        if result.is_ok() {
+            metrics::write_back(Finished::Done);
+        }
         match (arrival, result) {
             (Arrival::Http, Ok(outcome)) => Ok(json_of(edge::json_response(200, &outcome))),
             (Arrival::Http, Err(error)) => Ok(json_of(edge::error_response(&refused(error)))),
@@ -142,5 +146,6 @@ fn is_http(payload: &Value) -> bool {
 
 fn refused(error: EdgeError) -> EdgeError {
     tracing::warn!(code = %error.code, error = %error.message, "change request refused");
+    metrics::write_back(Finished::Failed);
     error
 }

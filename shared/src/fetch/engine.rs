@@ -120,9 +120,9 @@ impl Fetcher {
         let record = self.registry.get(tenant).await.map_err(unavailable)?;
         if let Err(refusal) = admit(record.as_ref(), source, &self.roles) {
             tracing::warn!(tenant = %tenant, source = %source.as_str(), code = %refusal.code, reason = %refusal.message, metric = "PairDropped", "pair dropped");
-            crate::telemetry::metrics(
-                &[("Source", source.as_str())],
-                &[("PairDropped", 1.0, "Count")],
+            crate::telemetry::metrics::per_source(
+                source.as_str(),
+                &[(crate::telemetry::metrics::name::PAIR_DROPPED, 1.0, "Count")],
             );
             return Err(PairResult::Dropped {
                 code: refusal.code,
@@ -229,10 +229,7 @@ impl Fetcher {
                             .await?;
                     }
                     tracing::warn!(tenant = %tenant, source = %source.as_str(), provider = %provider, "partial answer (206): delivered, not taken as complete");
-                    crate::telemetry::metrics(
-                        &[("Source", source.as_str())],
-                        &[("PartialAnswers", 1.0, "Count")],
-                    );
+                    crate::telemetry::metrics::partial_answer(source.as_str());
                     return Err(Failure::Api(ApiError::PartialContent {
                         provider,
                         body: bytes::Bytes::new(),
@@ -483,7 +480,11 @@ impl Fetcher {
         loop {
             outcome.api_calls += 1;
             let left = budget.saturating_sub(started.elapsed());
-            match self.client.get(tenant, spec, url, left).await {
+            let answer = self.client.get(tenant, spec, url, left).await;
+            if matches!(answer, Err(ApiError::Throttled(_))) {
+                crate::telemetry::metrics::throttled_answer(spec.source.as_str());
+            }
+            match answer {
                 Err(ApiError::Throttled(wait))
                     if wait <= MAX_INLINE_WAIT.min(budget.saturating_sub(started.elapsed())) =>
                 {

@@ -5,6 +5,7 @@ use crate::CallerError;
 use crate::ErrorCode;
 use crate::defender::{ApiError, Source};
 use crate::store::RegistryError;
+use crate::telemetry::metrics::{self, name};
 use crate::tenant_id::TenantId;
 
 /// How a pair's run ended.
@@ -89,31 +90,33 @@ impl PairOutcome {
     /// behind now, when it has one.
     fn metrics(&self, lag_seconds: Option<f64>) -> Vec<(&'static str, f64, &'static str)> {
         let mut values = vec![
-            ("RecordsDelivered", self.delivered as f64, "Count"),
-            ("ApiCalls", self.api_calls as f64, "Count"),
+            (name::RECORDS_DELIVERED, self.delivered as f64, "Count"),
+            (name::API_CALLS, self.api_calls as f64, "Count"),
             (
-                "PairFailed",
+                name::PAIR_FAILED,
                 f64::from(u8::from(self.is_failure())),
                 "Count",
             ),
             (
-                "TenantRevoked",
+                name::TENANT_REVOKED,
                 f64::from(u8::from(matches!(self.result, PairResult::Revoked { .. }))),
                 "Count",
             ),
         ];
         if let Some(lag) = lag_seconds {
-            values.push(("LagSeconds", lag, "Seconds"));
+            values.push((name::LAG_SECONDS, lag, "Seconds"));
         }
         values
     }
 
     /// Publishes the pair's metrics and logs its end.
     pub(super) fn report(&self, lag_seconds: Option<f64>) {
-        crate::telemetry::metrics(
-            &[("Source", self.source.as_str())],
-            &self.metrics(lag_seconds),
-        );
+        metrics::per_source(self.source.as_str(), &self.metrics(lag_seconds));
+        if let PairResult::Failed { code, .. } = &self.result
+            && metrics::needs_operator(*code)
+        {
+            metrics::token_error(metrics::TokenPath::FetchIncidents, *code);
+        }
         tracing::info!(
             tenant = %self.tenant_id,
             source = %self.source.as_str(),
@@ -215,10 +218,10 @@ mod tests {
         };
         outcome.api_calls = 2;
         let metrics = outcome.metrics(Some(12.0));
-        assert!(metrics.contains(&("ApiCalls", 2.0, "Count")));
-        assert!(metrics.contains(&("PairFailed", 0.0, "Count")));
-        assert!(metrics.contains(&("TenantRevoked", 1.0, "Count")));
-        assert!(metrics.contains(&("LagSeconds", 12.0, "Seconds")));
+        assert!(metrics.contains(&(name::API_CALLS, 2.0, "Count")));
+        assert!(metrics.contains(&(name::PAIR_FAILED, 0.0, "Count")));
+        assert!(metrics.contains(&(name::TENANT_REVOKED, 1.0, "Count")));
+        assert!(metrics.contains(&(name::LAG_SECONDS, 12.0, "Seconds")));
         assert_eq!(outcome.metrics(None).len(), 4);
     }
 

@@ -33,6 +33,7 @@ use crate::store::{
     HuntRecord, HuntRecords, HuntStatus, HuntTarget, SavedHunt, TenantHuntResult, TenantHuntStatus,
     TenantRegistry, TenantStatus,
 };
+use crate::telemetry::metrics::{self, Finished};
 use crate::tenant_id::TenantId;
 
 /// Attempts of one tenant (throttling, the CPU quota, outages) before it is reported failed.
@@ -499,6 +500,11 @@ impl HuntService {
     async fn announce(&self, hunt_id: &str) -> Result<(), HuntError> {
         let manifest = self.publish_manifest(hunt_id).await?;
         tracing::info!(hunt = %hunt_id, status = %manifest.status, rows = manifest.rows_total, "hunt finished");
+        metrics::hunt(if manifest.status == HuntStatus::Failed.as_str() {
+            Finished::Failed
+        } else {
+            Finished::Done
+        });
         if let Err(error) = self.events.completed(&manifest).await {
             tracing::warn!(hunt = %hunt_id, %error, "HuntCompleted could not be put on the bus");
         }

@@ -29,6 +29,7 @@ use crate::store::{
     AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, RegistryError,
     SignedInUser, SignedInUsers, TenantRegistry, TenantStatus, stored_now,
 };
+use crate::telemetry::metrics::{self, TokenPath};
 use crate::tenant_id::{TenantId, TenantIdError};
 use crate::{CallerError, ErrorCode};
 
@@ -438,6 +439,7 @@ impl SignInService {
         support_ref: &str,
     ) -> (Page, AttemptStatus, Option<String>) {
         tracing::warn!(support_ref, tenant = %tenant, code = %error.code(), error = %error, "authorization code not redeemed");
+        metrics::token_error(TokenPath::ConsentSignin, error.code());
         let page = match error {
             EntraError::InteractionRequired { .. } => pages::needs_more(
                 "Your organisation requires an extra verification (multi-factor authentication or a Conditional Access policy) that this sign-in did not satisfy.",

@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
+pub mod metrics;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -91,47 +93,9 @@ pub fn format_from_env() -> LogFormat {
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
-/// The namespace of the CloudWatch metrics the functions publish.
-pub const METRIC_NAMESPACE: &str = "DefenderPartner";
-
-/// Publishes CloudWatch metrics in the Embedded Metric Format: a JSON line on stdout that
-/// CloudWatch Logs turns into metrics, with no API call and no extra permission. Only in JSON
-/// (Lambda) mode; a laptop's text logs stay readable.
-pub fn metrics(dimensions: &[(&str, &str)], values: &[(&str, f64, &str)]) {
-    if FORMAT.get() != Some(&LogFormat::Json) || values.is_empty() {
-        return;
-    }
-    println!(
-        "{}",
-        emf_line(dimensions, values, chrono::Utc::now().timestamp_millis())
-    );
-}
-
-fn emf_line(
-    dimensions: &[(&str, &str)],
-    values: &[(&str, f64, &str)],
-    timestamp_ms: i64,
-) -> String {
-    let mut line = serde_json::Map::new();
-    let names: Vec<&str> = dimensions.iter().map(|(name, _)| *name).collect();
-    let metrics: Vec<serde_json::Value> = values
-        .iter()
-        .map(|(name, _, unit)| serde_json::json!({"Name": name, "Unit": unit}))
-        .collect();
-    line.insert(
-        "_aws".into(),
-        serde_json::json!({
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{"Namespace": METRIC_NAMESPACE, "Dimensions": [names], "Metrics": metrics}],
-        }),
-    );
-    for (name, value) in dimensions {
-        line.insert((*name).into(), serde_json::json!(value));
-    }
-    for (name, value, _) in values {
-        line.insert((*name).into(), serde_json::json!(value));
-    }
-    serde_json::Value::Object(line).to_string()
+/// Whether logs go out as JSON lines (in Lambda), where CloudWatch reads metrics from them.
+fn writes_json() -> bool {
+    FORMAT.get() == Some(&LogFormat::Json)
 }
 
 #[cfg(test)]
@@ -153,29 +117,5 @@ mod tests {
         ));
         assert!(may_log(&Level::TRACE, "defender_partner::entra::cache"));
         assert!(may_log(&Level::TRACE, "mint_token"));
-    }
-
-    #[test]
-    fn emf_lines_name_their_metrics_and_dimensions() {
-        let line = emf_line(
-            &[("Source", "m365d-incidents")],
-            &[("RecordsDelivered", 12.0, "Count")],
-            1,
-        );
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(
-            value["_aws"]["CloudWatchMetrics"][0]["Namespace"],
-            METRIC_NAMESPACE
-        );
-        assert_eq!(
-            value["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
-            "Source"
-        );
-        assert_eq!(
-            value["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
-            "RecordsDelivered"
-        );
-        assert_eq!(value["Source"], "m365d-incidents");
-        assert_eq!(value["RecordsDelivered"], 12.0);
     }
 }
