@@ -4,6 +4,8 @@
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Diagnostic, LambdaEvent};
+use std::sync::Arc;
+
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -12,6 +14,7 @@ use crate::config::ConfigError;
 use crate::edge::EdgeError;
 use crate::fetch::{BatchReport, FetchService, PairTask, QueuedTask};
 use crate::runtime::Services;
+use crate::secrets::{CredentialStore, EXPIRY_WARNING_DAYS, credential_days_left};
 use crate::telemetry::metrics;
 use crate::{ErrorCode, deadline};
 
@@ -83,18 +86,25 @@ pub fn batch_response(report: BatchReport) -> SqsBatchResponse {
 
 pub struct FetchFunction {
     service: FetchService,
+    /// Read after each scheduled run for the days left on the app credential.
+    credentials: Option<Arc<CredentialStore>>,
 }
 
 impl FetchFunction {
     /// Reads the fetch, sink and queue settings from the environment; once per cold start.
     pub async fn build(services: &Services) -> Result<FetchFunction, ConfigError> {
-        Ok(FetchFunction::new(
-            FetchService::build(services, |name| std::env::var(name).ok()).await?,
-        ))
+        let service = FetchService::build(services, |name| std::env::var(name).ok()).await?;
+        Ok(FetchFunction {
+            service,
+            credentials: Some(services.credentials.clone()),
+        })
     }
 
     pub fn new(service: FetchService) -> FetchFunction {
-        FetchFunction { service }
+        FetchFunction {
+            service,
+            credentials: None,
+        }
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
@@ -122,11 +132,31 @@ impl FetchFunction {
                     "scheduled run finished"
                 );
                 metrics::fleet_run_completed(report.pairs, report.enqueued, report.failures());
+                if let Some(credentials) = &self.credentials {
+                    report_credential_end(credentials).await;
+                }
                 Ok(json_of(report))
             }
             FetchEvent::Pair(task) => Ok(json_of(self.service.pairs(vec![task], deadline).await)),
         }
     }
+}
+
+/// The days left on the app credential, for the expiry alarm (after every scheduled run, so the
+/// alarm sees data as long as the fleet runs). A credential without a known end (secretless, or
+/// no declared end date) writes nothing; one that cannot be read is the token path's alarm, not
+/// this one's.
+async fn report_credential_end(credentials: &CredentialStore) -> Option<i64> {
+    let credential = credentials.current().await.ok()?;
+    let days = credential_days_left(&credential, chrono::Utc::now())?;
+    if days < EXPIRY_WARNING_DAYS {
+        tracing::warn!(
+            days_left = days,
+            "the app credential expires soon: add a new one to the Entra app and the credential secret"
+        );
+    }
+    metrics::credential_days_left(days as f64);
+    Some(days)
 }
 
 #[cfg(test)]
@@ -216,5 +246,44 @@ mod tests {
             serde_json::to_value(response).unwrap(),
             json!({"batchItemFailures": [{"itemIdentifier": "m-2"}]})
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_scheduled_run_reports_the_days_left_on_the_credential() {
+        use secrecy::SecretString;
+
+        use crate::secrets::InlineSource;
+
+        let store = |json: String| {
+            CredentialStore::new(
+                Arc::new(InlineSource(SecretString::from(json))),
+                std::time::Duration::from_secs(60),
+            )
+        };
+        let ends = chrono::Utc::now() + chrono::Duration::days(12) + chrono::Duration::hours(1);
+        let expiring = store(
+            json!({
+                "client_id": "11111111-1111-4111-8111-111111111111",
+                "client_secret": "not-a-real-secret",
+                "expires_at": ends.to_rfc3339(),
+            })
+            .to_string(),
+        );
+        metrics::take_captured();
+        assert_eq!(report_credential_end(&expiring).await, Some(12));
+        let lines = metrics::take_captured();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["CredentialDaysLeft"], 12.0);
+        // No declared end: nothing to report, no line that would read as "0 days".
+        let undeclared = store(
+            json!({
+                "client_id": "11111111-1111-4111-8111-111111111111",
+                "client_secret": "not-a-real-secret",
+            })
+            .to_string(),
+        );
+        assert_eq!(report_credential_end(&undeclared).await, None);
+        assert!(metrics::take_captured().is_empty());
     }
 }

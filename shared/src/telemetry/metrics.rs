@@ -203,6 +203,12 @@ pub fn emit(dimensions: &[(&str, &str)], dimension_sets: &[&[&str]], values: &[(
     }
 }
 
+/// The lines this thread emitted since the last call, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn take_captured() -> Vec<String> {
+    tests::CAPTURED.with(|lines| lines.borrow_mut().drain(..).collect())
+}
+
 fn emf_line(
     dimensions: &[(&str, &str)],
     dimension_sets: &[&[&str]],
