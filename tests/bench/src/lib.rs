@@ -1,5 +1,11 @@
-//! What the in-process latency benchmarks share besides the test kit's `World`: the table of
-//! median / p90 / max they print.
+//! What the in-process benchmarks share besides the test kit's `World`: the table of
+//! median / p90 / max the latency benches print, and the cost bench's parts (`cost`: the
+//! template's defaults, prices and a month's bill; `metered`: the AWS calls counted and given
+//! AWS's time; `fleet_cost`: one fleet's scheduled runs measured as Lambda bills them).
+
+pub mod cost;
+pub mod fleet_cost;
+pub mod metered;
 
 use std::time::Duration;
 
