@@ -36,7 +36,9 @@ pub struct LatencyRange {
 impl LatencyRange {
     pub fn new(min_ms: u64, max_ms: u64) -> Result<LatencyRange, String> {
         if min_ms > max_ms {
-            return Err(format!("latency {min_ms}-{max_ms} ms: the minimum exceeds the maximum"));
+            return Err(format!(
+                "latency {min_ms}-{max_ms} ms: the minimum exceeds the maximum"
+            ));
         }
         if max_ms > MAX_LATENCY_MS {
             return Err(format!("latency above {MAX_LATENCY_MS} ms"));
@@ -118,7 +120,9 @@ impl Latency {
         } else {
             None
         };
-        range.filter(|range| !range.is_zero()).map(|range| range.sample())
+        range
+            .filter(|range| !range.is_zero())
+            .map(|range| range.sample())
     }
 }
 
@@ -140,9 +144,7 @@ pub(crate) async fn delay(
     request: Request,
     next: Next,
 ) -> Response {
-    let wait = shared
-        .latency()
-        .of(request.method(), request.uri().path());
+    let wait = shared.latency().of(request.method(), request.uri().path());
     if let Some(wait) = wait {
         tokio::time::sleep(wait).await;
     }

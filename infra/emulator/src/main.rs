@@ -146,8 +146,14 @@ mod tests {
         let slow = args(&["--api-latency-ms", "200-400", "--token-latency-ms=50"])
             .unwrap()
             .unwrap();
-        assert_eq!(slow.latency.api.map(|r| (r.min_ms, r.max_ms)), Some((200, 400)));
-        assert_eq!(slow.latency.token.map(|r| (r.min_ms, r.max_ms)), Some((50, 50)));
+        assert_eq!(
+            slow.latency.api.map(|r| (r.min_ms, r.max_ms)),
+            Some((200, 400))
+        );
+        assert_eq!(
+            slow.latency.token.map(|r| (r.min_ms, r.max_ms)),
+            Some((50, 50))
+        );
         assert_eq!(defaults.latency, Latency::default());
         assert!(args(&["--api-latency-ms", "400-200"]).is_err());
     }

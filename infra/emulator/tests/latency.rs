@@ -40,11 +40,17 @@ async fn data_calls_and_token_requests_wait_at_least_their_minimum() {
     );
 
     let (token, waited) = timed(contoso_token(&emulator, GRAPH)).await;
-    assert!(waited >= Duration::from_millis(120), "token after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(120),
+        "token after {waited:?}"
+    );
     let (page, waited) = timed(api(&emulator, Some(&token), "/v1.0/security/incidents")).await;
     assert_eq!(page.status.as_u16(), 200, "{}", page.text);
     assert_eq!(values(&page).len(), 3);
-    assert!(waited >= Duration::from_millis(250), "Graph page after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "Graph page after {waited:?}"
+    );
 
     // Only the data wait is changed; the token's stays.
     emulator.handle().set_latency(Latency {
@@ -54,7 +60,10 @@ async fn data_calls_and_token_requests_wait_at_least_their_minimum() {
     let (page, _) = timed(api(&emulator, Some(&token), "/v1.0/security/incidents")).await;
     assert_eq!(page.status.as_u16(), 200);
     let (_, waited) = timed(contoso_token(&emulator, GRAPH)).await;
-    assert!(waited >= Duration::from_millis(120), "token after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(120),
+        "token after {waited:?}"
+    );
     emulator.shutdown().await;
 }
 

@@ -68,8 +68,13 @@ impl TemplateDefaults {
             text.parse()
                 .with_context(|| format!("template.yaml: {name} default {text:?} is not a number"))
         };
-        let batch_size = block_value(template, "Resources:", "FetchQueueEventSource", "BatchSize:")
-            .context("template.yaml: no BatchSize in FetchQueueEventSource")?;
+        let batch_size = block_value(
+            template,
+            "Resources:",
+            "FetchQueueEventSource",
+            "BatchSize:",
+        )
+        .context("template.yaml: no BatchSize in FetchQueueEventSource")?;
         Ok(TemplateDefaults {
             fetch_memory_mb: number("FetchMemorySize")? as u32,
             fetch_timeout_seconds: number("FetchTimeoutSeconds")?,
@@ -106,7 +111,9 @@ fn block_value(template: &str, section: &str, name: &str, key: &str) -> Option<S
         .take_while(|line| line.is_empty() || line.starts_with(' ') || line.starts_with('#'));
     lines.find(|line| line.trim_end() == format!("  {name}:"))?;
     lines
-        .take_while(|line| line.is_empty() || line.starts_with("   ") || line.trim().starts_with('#'))
+        .take_while(|line| {
+            line.is_empty() || line.starts_with("   ") || line.trim().starts_with('#')
+        })
         .find_map(|line| line.trim().strip_prefix(key))
         .map(|value| value.trim().trim_matches('"').trim_matches('\'').to_owned())
 }
@@ -118,7 +125,9 @@ pub fn runs_per_month(schedule: &str) -> Result<f64> {
         .strip_prefix("rate(")
         .and_then(|rest| rest.strip_suffix(')'))
         .with_context(|| {
-            format!("schedule {schedule:?}: only rate(...) is priced; give --runs-per-month for a cron")
+            format!(
+                "schedule {schedule:?}: only rate(...) is priced; give --runs-per-month for a cron"
+            )
         })?;
     let (value, unit) = inner
         .trim()
@@ -289,11 +298,9 @@ Resources:
 
     #[test]
     fn the_repositorys_template_is_readable() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../template.yaml"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml"))
+                .unwrap();
         let defaults = TemplateDefaults::read(&text).unwrap();
         assert!(defaults.fetch_memory_mb >= 128, "{defaults:?}");
         assert!(defaults.batch_size >= 1 && !defaults.sources.is_empty());

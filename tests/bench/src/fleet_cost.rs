@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use async_trait::async_trait;
 use defender_emulator::{DefenderSettingsPatch, Latency, LatencyRange, RateLimitMode};
-use defender_partner::config::fetch::{
-    ENV_FANOUT_THRESHOLD, ENV_LOOKBACK_HOURS, ENV_SOURCES,
-};
+use defender_partner::config::fetch::{ENV_FANOUT_THRESHOLD, ENV_LOOKBACK_HOURS, ENV_SOURCES};
 use defender_partner::fetch::{
     FetchService, Fetcher, PairOutcome, PairResult, PairTask, WorkQueue, run_pairs, run_scheduled,
 };
@@ -106,6 +104,9 @@ pub struct RunMeasure {
     pub log_bytes: u64,
     /// From the scheduled invocation's start to the last batch's end.
     pub wall: Duration,
+    /// CPU time of the whole process during the run (the in-process emulator's included, so an
+    /// upper bound of the library's).
+    pub cpu: Duration,
 }
 
 impl RunMeasure {
@@ -321,6 +322,7 @@ async fn run_once(
 ) -> Result<RunMeasure> {
     let timeout = Duration::from_secs(bench.template.fetch_timeout_seconds);
     let deadline = || tokio::time::Instant::now() + timeout;
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let (invocations, pairs, outcomes) = match bench.path {
         FleetPath::InInvocation => {
@@ -341,13 +343,17 @@ async fn run_once(
                 report.pairs,
                 bench.template.fanout_threshold
             );
-            let tasks = queue.sent.into_inner().unwrap_or_else(PoisonError::into_inner);
+            let tasks = queue
+                .sent
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner);
             let (mut batches, outcomes) = drain(bench, instances, meter, tasks).await?;
             batches.insert(0, scheduled);
             (batches, report.pairs, outcomes)
         }
     };
     let wall = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let failed: Vec<&PairOutcome> = outcomes
         .iter()
         .filter(|outcome| outcome.result != PairResult::Complete)
@@ -375,7 +381,22 @@ async fn run_once(
         aws: BTreeMap::new(),
         log_bytes: 0,
         wall,
+        cpu,
     })
+}
+
+/// User and system CPU time of this process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The queue's event source: batches of `BatchSize` messages, at most one batch per instance
@@ -409,7 +430,12 @@ async fn drain(
                 // The event source's poll and its delete of the batch: SQS requests outside
                 // the function's billed time.
                 meter.note(Billing::SqsRequest, "SQS ReceiveMessage", 1, batch.len());
-                meter.note(Billing::SqsRequest, "SQS DeleteMessageBatch", 1, batch.len());
+                meter.note(
+                    Billing::SqsRequest,
+                    "SQS DeleteMessageBatch",
+                    1,
+                    batch.len(),
+                );
                 let started = Instant::now();
                 let answered = run_pairs(
                     fetcher.clone(),

@@ -134,7 +134,8 @@ impl TenantRegistry for Metered<dyn TenantRegistry> {
     }
 
     async fn replace(&self, record: &TenantRecord) -> Result<(), RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "PutItem (tenant, conditional)").await;
+        self.dynamo(Billing::DynamoWrite, "PutItem (tenant, conditional)")
+            .await;
         self.inner.replace(record).await
     }
 
@@ -142,8 +143,13 @@ impl TenantRegistry for Metered<dyn TenantRegistry> {
         let records = self.inner.list().await?;
         // A Query answers at most 1 MB a page: about 2,000 tenant items of ~0.5 KB.
         let pages = chunks(records.len(), 2_000).max(1);
-        self.dynamo_batch(Billing::DynamoQuery, "Query (tenants)", pages, records.len())
-            .await;
+        self.dynamo_batch(
+            Billing::DynamoQuery,
+            "Query (tenants)",
+            pages,
+            records.len(),
+        )
+        .await;
         Ok(records)
     }
 }
@@ -155,19 +161,26 @@ impl Checkpoints for Metered<dyn Checkpoints> {
         tenant: &TenantId,
         source: &str,
     ) -> Result<Option<Checkpoint>, RegistryError> {
-        self.dynamo(Billing::DynamoRead, "GetItem (checkpoint)").await;
+        self.dynamo(Billing::DynamoRead, "GetItem (checkpoint)")
+            .await;
         self.inner.checkpoint(tenant, source).await
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "PutItem (checkpoint, conditional)").await;
+        self.dynamo(Billing::DynamoWrite, "PutItem (checkpoint, conditional)")
+            .await;
         self.inner.save_checkpoint(checkpoint).await
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, RegistryError> {
         let checkpoints = self.inner.checkpoints().await?;
-        self.dynamo_batch(Billing::DynamoQuery, "Query (checkpoints)", 1, checkpoints.len())
-            .await;
+        self.dynamo_batch(
+            Billing::DynamoQuery,
+            "Query (checkpoints)",
+            1,
+            checkpoints.len(),
+        )
+        .await;
         Ok(checkpoints)
     }
 
@@ -178,8 +191,13 @@ impl Checkpoints for Metered<dyn Checkpoints> {
         ids: &[String],
     ) -> Result<HashMap<String, String>, RegistryError> {
         let calls = chunks(ids.len(), 100);
-        self.dynamo_batch(Billing::DynamoRead, "BatchGetItem (ledger)", calls, ids.len())
-            .await;
+        self.dynamo_batch(
+            Billing::DynamoRead,
+            "BatchGetItem (ledger)",
+            calls,
+            ids.len(),
+        )
+        .await;
         self.inner.delivered(tenant, source, ids).await
     }
 
@@ -208,7 +226,8 @@ impl Checkpoints for Metered<dyn Checkpoints> {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "UpdateItem (lease taken)").await;
+        self.dynamo(Billing::DynamoWrite, "UpdateItem (lease taken)")
+            .await;
         self.inner
             .take_lease(tenant, source, holder, now, until)
             .await
@@ -220,7 +239,8 @@ impl Checkpoints for Metered<dyn Checkpoints> {
         source: &str,
         holder: &str,
     ) -> Result<(), RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "UpdateItem (lease released)").await;
+        self.dynamo(Billing::DynamoWrite, "UpdateItem (lease released)")
+            .await;
         self.inner.release_lease(tenant, source, holder).await
     }
 }
@@ -235,7 +255,8 @@ impl UpdateRecords for Metered<dyn UpdateRecords> {
         now: DateTime<Utc>,
         running_until: DateTime<Utc>,
     ) -> Result<KeyClaim, RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "PutItem (write-back key)").await;
+        self.dynamo(Billing::DynamoWrite, "PutItem (write-back key)")
+            .await;
         self.inner
             .claim_key(tenant, key, fingerprint, now, running_until)
             .await
@@ -248,8 +269,11 @@ impl UpdateRecords for Metered<dyn UpdateRecords> {
         fingerprint: &str,
         answer: &serde_json::Value,
     ) -> Result<(), RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "UpdateItem (write-back key)").await;
-        self.inner.answer_key(tenant, key, fingerprint, answer).await
+        self.dynamo(Billing::DynamoWrite, "UpdateItem (write-back key)")
+            .await;
+        self.inner
+            .answer_key(tenant, key, fingerprint, answer)
+            .await
     }
 
     async fn release_key(
@@ -258,12 +282,14 @@ impl UpdateRecords for Metered<dyn UpdateRecords> {
         key: &str,
         fingerprint: &str,
     ) -> Result<(), RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "DeleteItem (write-back key)").await;
+        self.dynamo(Billing::DynamoWrite, "DeleteItem (write-back key)")
+            .await;
         self.inner.release_key(tenant, key, fingerprint).await
     }
 
     async fn remember_change(&self, change: &OwnChange) -> Result<(), RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "PutItem (own change)").await;
+        self.dynamo(Billing::DynamoWrite, "PutItem (own change)")
+            .await;
         self.inner.remember_change(change).await
     }
 
@@ -292,7 +318,8 @@ impl UpdateRecords for Metered<dyn UpdateRecords> {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "UpdateItem (target hold)").await;
+        self.dynamo(Billing::DynamoWrite, "UpdateItem (target hold)")
+            .await;
         self.inner
             .hold_target(tenant, target, holder, now, until)
             .await
@@ -304,7 +331,8 @@ impl UpdateRecords for Metered<dyn UpdateRecords> {
         target: &str,
         holder: &str,
     ) -> Result<(), RegistryError> {
-        self.dynamo(Billing::DynamoWrite, "UpdateItem (target hold)").await;
+        self.dynamo(Billing::DynamoWrite, "UpdateItem (target hold)")
+            .await;
         self.inner.release_target(tenant, target, holder).await
     }
 
@@ -330,7 +358,8 @@ impl UpdateRecords for Metered<dyn UpdateRecords> {
 #[async_trait]
 impl RecordSink for Metered<dyn RecordSink> {
     async fn write(&self, run: &RunId, batch: &[SinkRecord]) -> Result<(), SinkError> {
-        self.meter.note(Billing::S3Put, "S3 PutObject", 1, batch.len());
+        self.meter
+            .note(Billing::S3Put, "S3 PutObject", 1, batch.len());
         wait(self.latency.s3).await;
         for chunk in batch.chunks(EVENTS_PER_PUT) {
             self.meter

@@ -50,11 +50,20 @@ async fn both_paths_are_measured_and_counted() {
             let usage = run.usage();
             // Per pair at least: the tenant read, the lease taken and released.
             assert!(usage.dynamodb_reads >= pairs as f64, "{path:?}: {run:?}");
-            assert!(usage.dynamodb_writes >= 2.0 * pairs as f64, "{path:?}: {run:?}");
-            assert!(usage.s3_puts >= 1.0 && usage.events >= 5.0, "{path:?}: {run:?}");
+            assert!(
+                usage.dynamodb_writes >= 2.0 * pairs as f64,
+                "{path:?}: {run:?}"
+            );
+            assert!(
+                usage.s3_puts >= 1.0 && usage.events >= 5.0,
+                "{path:?}: {run:?}"
+            );
             assert!(usage.billed_ms >= 1.0);
         }
-        assert!(cold.token_requests >= 5, "{path:?}: every tenant's token fetched");
+        assert!(
+            cold.token_requests >= 5,
+            "{path:?}: every tenant's token fetched"
+        );
         assert_eq!(warm.token_requests, 0, "{path:?}: the tokens are cached");
         match path {
             FleetPath::InInvocation => {

@@ -171,7 +171,10 @@ impl LogCapture {
                 || libc::dup2(file.as_raw_fd(), 1) < 0
                 || libc::dup2(file.as_raw_fd(), 2) < 0
             {
-                bail!("cannot redirect stdout and stderr: {}", std::io::Error::last_os_error());
+                bail!(
+                    "cannot redirect stdout and stderr: {}",
+                    std::io::Error::last_os_error()
+                );
             }
             File::from_raw_fd(saved)
         };
@@ -298,12 +301,13 @@ fn main() -> Result<()> {
                 let usage = run.usage();
                 writeln!(
                     out,
-                    "  {:<5} run: {} invocations, billed {:.1} s (longest {:.2} s), wall {:.1} s; {} pairs, {} changed incidents, {} records delivered, {} Graph calls, {} token requests; DynamoDB {:.0} RRU / {:.0} WRU, S3 {} PUT, EventBridge {} events, SQS {} requests; logs {} B",
+                    "  {:<5} run: {} invocations, billed {:.1} s (longest {:.2} s), wall {:.1} s, CPU {:.2} s; {} pairs, {} changed incidents, {} records delivered, {} Graph calls, {} token requests; DynamoDB {:.0} RRU / {:.0} WRU, S3 {} PUT, EventBridge {} events, SQS {} requests; logs {} B",
                     run.kind,
                     run.invocations.len(),
                     run.billed_ms() as f64 / 1000.0,
                     run.longest().as_secs_f64(),
                     run.wall.as_secs_f64(),
+                    run.cpu.as_secs_f64(),
                     run.pairs,
                     run.changed_incidents,
                     run.delivered,
@@ -335,9 +339,9 @@ fn main() -> Result<()> {
                     cold_extra = Some((tenants, extra));
                     cold.usage()
                 }
-                (None, Some((base, extra))) => {
-                    warm.usage().plus(&extra.scaled(tenants as f64 / *base as f64))
-                }
+                (None, Some((base, extra))) => warm
+                    .usage()
+                    .plus(&extra.scaled(tenants as f64 / *base as f64)),
                 (None, None) => warm.usage(),
             };
             let note = match (cold, &cold_extra) {
@@ -406,7 +410,10 @@ fn main() -> Result<()> {
         out,
         "| Tenants | Path | Invocations / run | Billed s / run | Longest invocation | GB-s / month | Requests / month | **Lambda / month** | DynamoDB | S3 | EventBridge | SQS | Logs (GB) | Others / month | Figures |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
     for p in &priced {
         let month = p.warm.mixed(&p.cold, refresh_share);
         let bill = MonthlyBill::of(&month, runs, memory_gb, &US_EAST_1);
