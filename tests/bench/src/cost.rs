@@ -195,11 +195,6 @@ impl RunUsage {
     pub fn scaled(&self, factor: f64) -> RunUsage {
         self.zip_with(self, |a, _| a * factor)
     }
-
-    /// `self × (1 − share) + other × share`: a month's mix of two kinds of run.
-    pub fn mixed(&self, other: &RunUsage, share: f64) -> RunUsage {
-        self.zip_with(other, |a, b| a * (1.0 - share) + b * share)
-    }
 }
 
 /// A month of runs, in units and dollars.
@@ -337,8 +332,7 @@ Resources:
         assert!((bill.s3 - 0.005).abs() < 1e-9);
         assert!((bill.others() - (0.75 + 0.005 + 1.0 + 0.4 + 0.5)).abs() < 1e-9);
         assert_eq!(gb_seconds(1_500, 0.5), 0.75);
-        let half = run.mixed(&RunUsage::default(), 0.5);
-        assert_eq!(half.billed_ms, 500.0);
+        assert_eq!(run.scaled(0.5).billed_ms, 500.0);
         assert_eq!(run.scaled(10.0).invocations, 20.0);
         assert_eq!(run.plus(&run).minus(&run), run);
     }

@@ -13,9 +13,10 @@
 //!   Billed: the scheduled invocation and every batch.
 //!
 //! Before the measured runs a warm-up run without latency gives every pair its checkpoint (the
-//! steady state of a fleet already onboarded); before each measured run, each tenant gets a
-//! number of changed incidents drawn from [`CostBench::changes`] (their alerts change with
-//! them), which the run then delivers.
+//! steady state of a fleet already onboarded). The cold run is a first run on fresh instances
+//! (every token fetched); the warm run one on instances that hold every tenant's token. Before
+//! each, each tenant gets a number of changed incidents drawn from [`CostBench::changes`]
+//! (their alerts change with them; the same draw for both runs), which the run then delivers.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,12 +25,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use async_trait::async_trait;
 use defender_emulator::{DefenderSettingsPatch, Latency, LatencyRange, RateLimitMode};
-use defender_partner::config::fetch::{ENV_FANOUT_THRESHOLD, ENV_LOOKBACK_HOURS, ENV_SOURCES};
+use defender_partner::config::fetch::{
+    ENV_CONCURRENCY, ENV_FANOUT_THRESHOLD, ENV_LOOKBACK_HOURS, ENV_SOURCES,
+};
+use defender_partner::defender::spec;
+use defender_partner::entra::roles::RoleRequirement;
 use defender_partner::fetch::{
     FetchService, Fetcher, PairOutcome, PairResult, PairTask, WorkQueue, run_pairs, run_scheduled,
 };
+use defender_partner::runtime::Services;
 use defender_partner::sink::RecordSink;
 use defender_partner::store::{Checkpoints, TenantRegistry, UpdateRecords};
+use defender_partner::tenant_id::TenantId;
 use defender_partner_testkit::world::active;
 use defender_partner_testkit::{World, scenario};
 
@@ -78,9 +85,11 @@ pub struct CostBench {
     /// Microsoft's time per data API call and per token request.
     pub latency: Latency,
     pub aws: AwsLatency,
+    /// `DP_FETCH_CONCURRENCY` (pairs at once per instance); `None`: the function's default.
+    pub concurrency: Option<usize>,
     /// Changed incidents per tenant before a run: one value drawn uniformly per tenant and run.
     pub changes: Vec<u32>,
-    /// Measure a first run after a cold start (every token fetched) before the warm one.
+    /// Measure a first run on fresh instances (every token fetched) before the warm one.
     pub cold: bool,
     pub seed: u64,
     /// Bytes logged so far by this process (its log file's size), to count a run's logs.
@@ -172,25 +181,32 @@ pub async fn measure(bench: &CostBench) -> Result<Vec<RunMeasure>> {
     for _ in 0..instance_count {
         instances.push(instance(&world, &meter, bench.aws).await?);
     }
-    // Warm-up without Microsoft's latency: every pair gets its checkpoint and every instance
-    // its tokens (the steady state of a fleet already onboarded), nothing is counted.
-    run_once(bench, &instances, &meter).await?;
-    if bench.cold {
-        // Fresh instances, as after a cold start: every token is fetched again.
-        instances.clear();
-        for _ in 0..instance_count {
-            instances.push(instance(&world, &meter, bench.aws).await?);
-        }
-    }
+    // Warm-up without Microsoft's latency: every pair gets its checkpoint (the steady state of a
+    // fleet already onboarded); nothing is counted.
+    run_once(bench, &fetchers(&instances), &meter).await?;
     world.handle().set_latency(bench.latency);
-    let mut random = fastrand::Rng::with_seed(bench.seed);
-    let kinds: &[&'static str] = if bench.cold {
-        &["cold", "warm"]
-    } else {
-        &["warm"]
-    };
     let mut runs = Vec::new();
-    for kind in kinds {
+    for kind in ["cold", "warm"] {
+        if kind == "cold" && !bench.cold {
+            continue;
+        }
+        if kind == "warm" {
+            // Every instance holds every tenant's token, as after an hour of runs; their
+            // refresh is priced from the cold run's cost per token.
+            world.handle().set_latency(Latency::default());
+            for instance in &instances {
+                instance.hold_tokens(&ids).await?;
+            }
+            world.handle().set_latency(bench.latency);
+        } else {
+            // Fresh instances, as after a cold start: every token is fetched again.
+            instances.clear();
+            for _ in 0..instance_count {
+                instances.push(instance(&world, &meter, bench.aws).await?);
+            }
+        }
+        // The same draw for every run, so that the cold and the warm run differ by the tokens.
+        let mut random = fastrand::Rng::with_seed(bench.seed);
         let mut changed = 0;
         for id in &ids {
             let count = bench.changes[random.usize(..bench.changes.len())];
@@ -205,7 +221,7 @@ pub async fn measure(bench: &CostBench) -> Result<Vec<RunMeasure>> {
         meter.take();
         world.handle().clear_token_requests();
         let logged_before = (bench.log_size)();
-        let mut run = run_once(bench, &instances, &meter).await?;
+        let mut run = run_once(bench, &fetchers(&instances), &meter).await?;
         run.kind = kind;
         run.changed_incidents = changed;
         run.token_requests = world.handle().token_requests().len();
@@ -238,7 +254,7 @@ async fn start_world(bench: &CostBench, ids: &[String]) -> Result<World> {
             tenant
         })
         .collect();
-    let world = World::on(scenario::with(
+    let mut world = World::on(scenario::with(
         scenario::app(CLIENT_ID, "cost bench", &[SECRET]),
         tenants,
     ))
@@ -250,9 +266,11 @@ async fn start_world(bench: &CostBench, ids: &[String]) -> Result<World> {
         ENV_FANOUT_THRESHOLD,
         bench.template.fanout_threshold.to_string(),
     )
-    .tenants(ids.iter().map(|id| active(id, id)))
-    .start()
-    .await?;
+    .tenants(ids.iter().map(|id| active(id, id)));
+    if let Some(concurrency) = bench.concurrency {
+        world = world.setting(ENV_CONCURRENCY, concurrency.to_string());
+    }
+    let world = world.start().await?;
     // Microsoft's per-tenant limits are far away at one or two calls per tenant and run; the
     // client's own limiter stays on.
     world
@@ -265,9 +283,39 @@ async fn start_world(bench: &CostBench, ids: &[String]) -> Result<World> {
     Ok(world)
 }
 
-/// A function instance: its own services (token cache, store connection), the job built on them
-/// as the function builds it, its store and sink metered.
-async fn instance(world: &World, meter: &Meter, aws: AwsLatency) -> Result<Arc<Fetcher>> {
+/// A function instance: its own services (token cache, store connection) and the job built on
+/// them as the function builds it, its store and sink metered.
+struct Instance {
+    services: Services,
+    fetcher: Arc<Fetcher>,
+}
+
+impl Instance {
+    /// Fetches every tenant's token for every API the sources use, as an instance holds them
+    /// after enough runs.
+    async fn hold_tokens(&self, ids: &[String]) -> Result<()> {
+        let mut apis: Vec<_> = self.fetcher.settings.sources.to_vec();
+        apis.dedup_by_key(|source| spec(*source).api);
+        for id in ids {
+            let tenant = TenantId::parse(id)?;
+            for source in &apis {
+                self.services
+                    .tokens
+                    .token(
+                        &tenant,
+                        spec(*source).api,
+                        None,
+                        &RoleRequirement::default_for_source(*source),
+                    )
+                    .await
+                    .with_context(|| format!("token of {id}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn instance(world: &World, meter: &Meter, aws: AwsLatency) -> Result<Instance> {
     let services = world.new_instance().await?;
     let service = FetchService::build(&services, world.lookup()).await?;
     let built = &service.fetcher;
@@ -278,7 +326,7 @@ async fn instance(world: &World, meter: &Meter, aws: AwsLatency) -> Result<Arc<F
     let updates: Arc<dyn UpdateRecords> =
         Arc::new(Metered::new(built.updates.clone(), meter.clone(), aws));
     let sink: Arc<dyn RecordSink> = Arc::new(Metered::new(built.sink.clone(), meter.clone(), aws));
-    Ok(Arc::new(Fetcher {
+    let fetcher = Arc::new(Fetcher {
         client: built.client.clone(),
         // Every tenant is active: nothing to re-verify.
         reverify: None,
@@ -288,7 +336,15 @@ async fn instance(world: &World, meter: &Meter, aws: AwsLatency) -> Result<Arc<F
         sink,
         settings: built.settings.clone(),
         roles: built.roles.clone(),
-    }))
+    });
+    Ok(Instance { services, fetcher })
+}
+
+fn fetchers(instances: &[Instance]) -> Vec<Arc<Fetcher>> {
+    instances
+        .iter()
+        .map(|instance| instance.fetcher.clone())
+        .collect()
 }
 
 /// SQS as the scheduled invocation sees it: `SendMessageBatch` of ten, each waiting SQS's time.

@@ -25,6 +25,7 @@ fn bench(path: FleetPath) -> CostBench {
         },
         latency: Latency::default(),
         aws: AwsLatency::default(),
+        concurrency: None,
         // Every tenant changes: every pair delivers.
         changes: vec![1],
         cold: true,

@@ -35,6 +35,8 @@ cost-bench [options]
                             10000; 0: none)
   --cold-max N              measure a run after a cold start (every token fetched) for fleets
                             up to N tenants; larger ones take its extra per tenant (default 100)
+  --batch-size N            messages per queue-driven invocation (default: the template's)
+  --fetch-concurrency N     DP_FETCH_CONCURRENCY (default: the function's, 4)
   --changes LIST            changed incidents per tenant before a run, one drawn per tenant and
                             run (default 0,0,0,1,2: most runs find none, some one or two)
   --api-latency-ms R        Microsoft's time per data API call (default 200-400)
@@ -55,6 +57,8 @@ struct Args {
     extrapolate: usize,
     cold_max: usize,
     changes: Vec<u32>,
+    batch_size: Option<usize>,
+    concurrency: Option<usize>,
     latency: Latency,
     aws: AwsLatency,
     template: PathBuf,
@@ -84,6 +88,8 @@ fn parse_args() -> Result<Args> {
         extrapolate: 10_000,
         cold_max: 100,
         changes: vec![0, 0, 0, 1, 2],
+        batch_size: None,
+        concurrency: None,
         latency: Latency {
             api: fixed("200-400"),
             token: fixed("50-150"),
@@ -125,6 +131,8 @@ fn parse_args() -> Result<Args> {
             "--extrapolate" => args.extrapolate = value()?.parse()?,
             "--cold-max" => args.cold_max = value()?.parse()?,
             "--changes" => args.changes = list(&value()?)?,
+            "--batch-size" => args.batch_size = Some(value()?.parse()?),
+            "--fetch-concurrency" => args.concurrency = Some(value()?.parse()?),
             "--api-latency-ms" => args.latency.api = range(&value()?)?,
             "--token-latency-ms" => args.latency.token = range(&value()?)?,
             "--dynamodb-latency-ms" => args.aws.dynamodb = range(&value()?)?,
@@ -207,11 +215,48 @@ struct Priced {
     tenants: usize,
     path: FleetPath,
     warm: RunUsage,
-    cold: RunUsage,
+    /// What one token request adds to a run (from a cold run).
+    per_token: RunUsage,
+    /// Token requests of a run in the steady state: each instance fetches each tenant's token
+    /// once an hour.
+    tokens_per_run: f64,
     /// `None`: extrapolated; the measured warm run otherwise.
     measured: Option<RunMeasure>,
     longest: Duration,
     note: String,
+}
+
+fn report_run(out: &mut impl Write, run: &RunMeasure) -> Result<()> {
+    let usage = run.usage();
+    writeln!(
+        out,
+        "  {:<5} run: {} invocations, billed {:.1} s (longest {:.2} s), wall {:.1} s, CPU {:.2} s; {} pairs, {} changed incidents, {} records delivered, {} Graph calls, {} token requests; DynamoDB {:.0} RRU / {:.0} WRU, S3 {} PUT, EventBridge {} events, SQS {} requests; logs {} B",
+        run.kind,
+        run.invocations.len(),
+        run.billed_ms() as f64 / 1000.0,
+        run.longest().as_secs_f64(),
+        run.wall.as_secs_f64(),
+        run.cpu.as_secs_f64(),
+        run.pairs,
+        run.changed_incidents,
+        run.delivered,
+        run.api_calls,
+        run.token_requests,
+        usage.dynamodb_reads,
+        usage.dynamodb_writes,
+        usage.s3_puts,
+        usage.events,
+        usage.sqs_requests,
+        run.log_bytes,
+    )?;
+    for ((_, operation), count) in &run.aws {
+        writeln!(
+            out,
+            "      {operation}: {} calls, {} items",
+            count.calls, count.items
+        )?;
+    }
+    Ok(())
 }
 
 fn usd(value: f64) -> String {
@@ -238,12 +283,16 @@ fn thousands(value: f64) -> String {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    let template = TemplateDefaults::read(
+    let mut template = TemplateDefaults::read(
         &std::fs::read_to_string(&args.template)
             .with_context(|| format!("reading {}", args.template.display()))?,
     )?;
+    if let Some(batch_size) = args.batch_size {
+        template.batch_size = batch_size;
+    }
     let runs = template.runs_per_month()?;
-    // One token per tenant and instance serves an hour: the share of runs that fetch them all.
+    // One token per tenant and instance serves an hour: the tokens a run fetches, per tenant
+    // and instance.
     let refresh_share = (HOURS_PER_MONTH / runs).min(1.0);
     let capture = LogCapture::start(args.log_file.clone())?;
     let mut out = capture.report.try_clone()?;
@@ -254,7 +303,7 @@ fn main() -> Result<()> {
 
     writeln!(
         out,
-        "cost-bench ({} build): FetchMemorySize {} MB, FetchSchedule {} ({runs:.0} runs a month), Sources {}, FanoutThreshold {}, BatchSize {}, FetchMaxConcurrency {}, FetchTimeoutSeconds {}",
+        "cost-bench ({} build): FetchMemorySize {} MB, FetchSchedule {} ({runs:.0} runs a month), Sources {}, FanoutThreshold {}, BatchSize {}, FetchMaxConcurrency {}, FetchTimeoutSeconds {}, DP_FETCH_CONCURRENCY {}",
         build_kind(),
         template.fetch_memory_mb,
         template.schedule,
@@ -262,7 +311,9 @@ fn main() -> Result<()> {
         template.fanout_threshold,
         template.batch_size,
         template.max_concurrency,
-        template.fetch_timeout_seconds
+        template.fetch_timeout_seconds,
+        args.concurrency
+            .map_or("default (4)".to_owned(), |c| c.to_string())
     )?;
     let show = |range: Option<LatencyRange>| range.map_or("none".to_owned(), |r| format!("{r} ms"));
     writeln!(
@@ -279,8 +330,12 @@ fn main() -> Result<()> {
 
     let mut priced: Vec<Priced> = Vec::new();
     for path in &args.paths {
-        // The cold run's extra per tenant, from the largest fleet it was measured on.
-        let mut cold_extra: Option<(usize, RunUsage)> = None;
+        let instances = match path {
+            FleetPath::InInvocation => 1.0,
+            FleetPath::FanOut => template.max_concurrency as f64,
+        };
+        // A token request's cost, from the largest fleet a cold run was measured on.
+        let mut per_token: Option<(usize, RunUsage)> = None;
         let mut sizes = args.tenants.clone();
         sizes.sort_unstable();
         for tenants in sizes {
@@ -290,6 +345,7 @@ fn main() -> Result<()> {
                 template: template.clone(),
                 latency: args.latency,
                 aws: args.aws,
+                concurrency: args.concurrency,
                 changes: args.changes.clone(),
                 cold: tenants <= args.cold_max,
                 seed: args.seed,
@@ -298,65 +354,36 @@ fn main() -> Result<()> {
             writeln!(out, "\n{} tenants, {}:", tenants, path.name())?;
             let measured = runtime.block_on(measure(&bench))?;
             for run in &measured {
-                let usage = run.usage();
-                writeln!(
-                    out,
-                    "  {:<5} run: {} invocations, billed {:.1} s (longest {:.2} s), wall {:.1} s, CPU {:.2} s; {} pairs, {} changed incidents, {} records delivered, {} Graph calls, {} token requests; DynamoDB {:.0} RRU / {:.0} WRU, S3 {} PUT, EventBridge {} events, SQS {} requests; logs {} B",
-                    run.kind,
-                    run.invocations.len(),
-                    run.billed_ms() as f64 / 1000.0,
-                    run.longest().as_secs_f64(),
-                    run.wall.as_secs_f64(),
-                    run.cpu.as_secs_f64(),
-                    run.pairs,
-                    run.changed_incidents,
-                    run.delivered,
-                    run.api_calls,
-                    run.token_requests,
-                    usage.dynamodb_reads,
-                    usage.dynamodb_writes,
-                    usage.s3_puts,
-                    usage.events,
-                    usage.sqs_requests,
-                    run.log_bytes,
-                )?;
-                for ((_, operation), count) in &run.aws {
-                    writeln!(
-                        out,
-                        "      {operation}: {} calls, {} items",
-                        count.calls, count.items
-                    )?;
-                }
+                report_run(&mut out, run)?;
             }
             let warm = measured
                 .iter()
                 .find(|run| run.kind == "warm")
                 .context("no warm run")?;
-            let cold = measured.iter().find(|run| run.kind == "cold");
-            let cold_usage = match (cold, &cold_extra) {
-                (Some(cold), _) => {
-                    let extra = cold.usage().minus(&warm.usage());
-                    cold_extra = Some((tenants, extra));
-                    cold.usage()
+            if let Some(cold) = measured.iter().find(|run| run.kind == "cold") {
+                let extra_tokens = cold.token_requests.saturating_sub(warm.token_requests);
+                if extra_tokens > 0 {
+                    per_token = Some((
+                        tenants,
+                        cold.usage()
+                            .minus(&warm.usage())
+                            .scaled(1.0 / extra_tokens as f64),
+                    ));
                 }
-                (None, Some((base, extra))) => warm
-                    .usage()
-                    .plus(&extra.scaled(tenants as f64 / *base as f64)),
-                (None, None) => warm.usage(),
-            };
-            let note = match (cold, &cold_extra) {
-                (Some(_), _) => "cold run measured".to_owned(),
-                (None, Some((base, _))) => format!("cold run's extra from {base} tenants"),
-                (None, None) => "no cold run".to_owned(),
-            };
+            }
             priced.push(Priced {
                 tenants,
                 path: *path,
                 warm: warm.usage(),
-                cold: cold_usage,
+                per_token: per_token.map(|(_, usage)| usage).unwrap_or_default(),
+                tokens_per_run: instances * tenants as f64 * refresh_share,
                 longest: warm.longest(),
                 measured: Some(warm.clone()),
-                note,
+                note: match per_token {
+                    Some((base, _)) if base == tenants => "measured".to_owned(),
+                    Some((base, _)) => format!("measured; a token's cost from {base} tenants"),
+                    None => "measured; token refresh not priced".to_owned(),
+                },
             });
         }
         if args.extrapolate > 0
@@ -379,17 +406,16 @@ fn main() -> Result<()> {
                 ),
             };
             let mut warm = base.warm.scaled(factor);
-            let mut cold = base.cold.scaled(factor);
             if *path == FleetPath::InInvocation {
                 // Still one invocation a run.
                 warm.invocations = base.warm.invocations;
-                cold.invocations = base.cold.invocations;
             }
             priced.push(Priced {
                 tenants: args.extrapolate,
                 path: *path,
                 warm,
-                cold,
+                per_token: base.per_token,
+                tokens_per_run: base.tokens_per_run * factor,
                 measured: None,
                 longest,
                 note: format!("extrapolated from {} tenants", base.tenants),
@@ -402,9 +428,8 @@ fn main() -> Result<()> {
     let timeout = Duration::from_secs(template.fetch_timeout_seconds);
     writeln!(
         out,
-        "\nMarkdown ({} MB, {runs:.0} runs a month, a run in {:.0} after a cold start or token expiry: every token fetched):\n",
-        template.fetch_memory_mb,
-        (1.0 / refresh_share).round()
+        "\nMarkdown ({} MB, {runs:.0} runs a month; each instance fetches each tenant's token once an hour: {:.3} per tenant and instance a run):\n",
+        template.fetch_memory_mb, refresh_share
     )?;
     writeln!(
         out,
@@ -415,7 +440,7 @@ fn main() -> Result<()> {
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )?;
     for p in &priced {
-        let month = p.warm.mixed(&p.cold, refresh_share);
+        let month = p.warm.plus(&p.per_token.scaled(p.tokens_per_run));
         let bill = MonthlyBill::of(&month, runs, memory_gb, &US_EAST_1);
         let longest = if p.path == FleetPath::InInvocation && p.longest + margin > timeout {
             format!(
