@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use async_trait::async_trait;
-use defender_emulator::{DefenderSettingsPatch, Latency, LatencyRange, RateLimitMode};
+use defender_emulator::{Latency, LatencyRange};
 use defender_partner::config::fetch::{
     ENV_CONCURRENCY, ENV_FANOUT_THRESHOLD, ENV_LOOKBACK_HOURS, ENV_SOURCES,
 };
@@ -37,11 +37,11 @@ use defender_partner::runtime::Services;
 use defender_partner::sink::RecordSink;
 use defender_partner::store::{Checkpoints, TenantRegistry, UpdateRecords};
 use defender_partner::tenant_id::TenantId;
-use defender_partner_testkit::world::active;
-use defender_partner_testkit::{World, scenario};
+use defender_partner_testkit::World;
 
 use crate::cost::{RunUsage, TemplateDefaults};
 use crate::metered::{AwsLatency, Billing, CallCount, Meter, Metered, wait};
+use crate::{TenantData, ingestion_world};
 
 const CLIENT_ID: &str = "cccccccc-1111-4111-8111-111111111111";
 const SECRET: &str = "cost-bench-secret";
@@ -236,51 +236,29 @@ pub async fn measure(bench: &CostBench) -> Result<Vec<RunMeasure>> {
 }
 
 async fn start_world(bench: &CostBench, ids: &[String]) -> Result<World> {
-    let tenants = ids
+    let data: Vec<TenantData> = ids
         .iter()
-        .enumerate()
-        .map(|(index, id)| {
-            let mut tenant = scenario::tenant(
-                id,
-                &format!("Cost bench tenant {index}"),
-                scenario::fetch_grants(CLIENT_ID),
-            );
-            tenant.data = Some(scenario::data(
-                INCIDENTS,
-                ALERTS,
-                index as u64 + 1,
-                SPACING_SECONDS,
-            ));
-            tenant
+        .map(|id| TenantData {
+            id: id.clone(),
+            incidents: INCIDENTS,
+            mde_alerts: ALERTS,
+            spacing_seconds: SPACING_SECONDS,
         })
         .collect();
-    let mut world = World::on(scenario::with(
-        scenario::app(CLIENT_ID, "cost bench", &[SECRET]),
-        tenants,
-    ))
-    .data_apis()
-    .local_sink()
-    .setting(ENV_SOURCES, bench.template.sources.join(","))
-    .setting(ENV_LOOKBACK_HOURS, "1")
-    .setting(
-        ENV_FANOUT_THRESHOLD,
-        bench.template.fanout_threshold.to_string(),
-    )
-    .tenants(ids.iter().map(|id| active(id, id)));
+    let mut settings = vec![
+        (ENV_SOURCES, bench.template.sources.join(",")),
+        (ENV_LOOKBACK_HOURS, "1".to_owned()),
+        (
+            ENV_FANOUT_THRESHOLD,
+            bench.template.fanout_threshold.to_string(),
+        ),
+    ];
     if let Some(concurrency) = bench.concurrency {
-        world = world.setting(ENV_CONCURRENCY, concurrency.to_string());
+        settings.push((ENV_CONCURRENCY, concurrency.to_string()));
     }
-    let world = world.start().await?;
-    // Microsoft's per-tenant limits are far away at one or two calls per tenant and run; the
-    // client's own limiter stays on.
-    world
-        .handle()
-        .patch_defender_settings(&DefenderSettingsPatch {
-            rate_limits: Some(RateLimitMode::Off),
-            ..Default::default()
-        })
-        .map_err(|error| anyhow::anyhow!("rate limits off: {error:?}"))?;
-    Ok(world)
+    // Microsoft's per-tenant limits are far away at one or two calls per tenant and run: the
+    // emulator's are off, the client's own limiter stays on.
+    ingestion_world((CLIENT_ID, "cost bench", SECRET), &data, &settings).await
 }
 
 /// A function instance: its own services (token cache, store connection) and the job built on

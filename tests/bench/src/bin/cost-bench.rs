@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use defender_emulator::{Latency, LatencyRange};
 use defender_partner::telemetry::{self, LogFormat};
-use defender_partner_bench::build_kind;
 use defender_partner_bench::cost::{
     HOURS_PER_MONTH, MonthlyBill, RunUsage, TemplateDefaults, US_EAST_1,
 };
@@ -26,6 +25,7 @@ use defender_partner_bench::fleet_cost::{
     CostBench, FleetPath, PLATFORM_LOG_BYTES_PER_INVOCATION, RunMeasure, measure,
 };
 use defender_partner_bench::metered::AwsLatency;
+use defender_partner_bench::{build_kind, parse_options};
 
 const USAGE: &str = "\
 cost-bench [options]
@@ -104,19 +104,8 @@ fn parse_args() -> Result<Args> {
         log_file: None,
         seed: 16,
     };
-    let mut iter = std::env::args().skip(1);
-    while let Some(arg) = iter.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-            None => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String> {
-            inline
-                .clone()
-                .or_else(|| iter.next())
-                .with_context(|| format!("{name} needs a value"))
-        };
-        match name.as_str() {
+    parse_options(|name, value| {
+        match name {
             "--tenants" => args.tenants = list(&value()?)?,
             "--paths" => {
                 args.paths = value()?
@@ -148,7 +137,8 @@ fn parse_args() -> Result<Args> {
             }
             other => bail!("unknown option {other}\n{USAGE}"),
         }
-    }
+        Ok(())
+    })?;
     if args.tenants.is_empty() || args.tenants.contains(&0) || args.changes.is_empty() {
         bail!("--tenants needs fleets of at least one tenant, --changes one value at least");
     }
