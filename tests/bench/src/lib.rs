@@ -71,9 +71,11 @@ pub async fn ingestion_world(
 }
 
 /// Reads the command line as `--name value` or `--name=value` options: `apply` gets each name
-/// and a function that takes its value.
+/// and a function that takes its value, and answers whether it knows the option. `-h` and
+/// `--help` print `usage` and exit; an unknown option is an error showing `usage`.
 pub fn parse_options(
-    mut apply: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<()>,
+    usage: &str,
+    mut apply: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
 ) -> Result<()> {
     let mut iter = std::env::args().skip(1);
     while let Some(arg) = iter.next() {
@@ -87,9 +89,28 @@ pub fn parse_options(
                 .or_else(|| iter.next())
                 .with_context(|| format!("{name} needs a value"))
         };
-        apply(&name, &mut value)?;
+        if name == "-h" || name == "--help" {
+            print!("{usage}");
+            std::process::exit(0);
+        }
+        if !apply(&name, &mut value)? {
+            anyhow::bail!("unknown option {name}\n{usage}");
+        }
     }
     Ok(())
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// Prints `title`, then one line per path: median, p90 and max of its samples.

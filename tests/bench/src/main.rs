@@ -26,7 +26,7 @@ use defender_partner::config::fetch::{ENV_CONCURRENCY, ENV_LOOKBACK_HOURS, ENV_S
 use defender_partner::defender::Source;
 use defender_partner::fetch::{FetchService, PairResult, PairTask};
 use defender_partner::tenant_id::TenantId;
-use defender_partner_bench::{TenantData, ingestion_world, parse_options};
+use defender_partner_bench::{TenantData, ingestion_world, parse_options, thousands};
 use defender_partner_testkit::World;
 
 const CLIENT_ID: &str = "bbbbbbbb-1111-4111-8111-111111111111";
@@ -63,7 +63,7 @@ fn parse_args() -> Result<Args> {
         fleet_incidents: 20,
         concurrency: vec![4, 16],
     };
-    parse_options(|name, value| {
+    parse_options(USAGE, |name, value| {
         match name {
             "--big" => args.big = value()?.parse()?,
             "--graph-big" => args.graph_big = value()?.parse()?,
@@ -76,13 +76,9 @@ fn parse_args() -> Result<Args> {
                     .map(|item| item.trim().parse::<usize>())
                     .collect::<Result<_, _>>()?
             }
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown option {other}\n{USAGE}"),
+            _ => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     })?;
     if args.big > 1_000_000 || args.graph_big > 1_000_000 {
         bail!("the emulator generates at most 1,000,000 incidents per tenant");
@@ -184,18 +180,6 @@ fn reset_peak_rss() -> bool {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 struct SingleResult {

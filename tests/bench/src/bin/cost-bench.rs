@@ -104,7 +104,7 @@ fn parse_args() -> Result<Args> {
         log_file: None,
         seed: 16,
     };
-    parse_options(|name, value| {
+    parse_options(USAGE, |name, value| {
         match name {
             "--tenants" => args.tenants = list(&value()?)?,
             "--paths" => {
@@ -131,13 +131,9 @@ fn parse_args() -> Result<Args> {
             "--template" => args.template = PathBuf::from(value()?),
             "--log-file" => args.log_file = Some(PathBuf::from(value()?)),
             "--seed" => args.seed = value()?.parse()?,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown option {other}\n{USAGE}"),
+            _ => return Ok(false),
         }
-        Ok(())
+        Ok(true)
     })?;
     if args.tenants.is_empty() || args.tenants.contains(&0) || args.changes.is_empty() {
         bail!("--tenants needs fleets of at least one tenant, --changes one value at least");
@@ -260,15 +256,7 @@ fn usd(value: f64) -> String {
 }
 
 fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
+    defender_partner_bench::thousands(value.round().max(0.0) as u64)
 }
 
 fn main() -> Result<()> {
