@@ -219,6 +219,9 @@ struct Settings {
     refresh_token_lifetime_seconds: Option<u64>,
     device_code_lifetime_seconds: Option<u64>,
     device_code_interval_seconds: Option<u64>,
+    /// Microsoft's time per call, `"200-400"` ms (`"0"`: none); see `crate::latency`.
+    api_latency_ms: Option<crate::latency::LatencyRange>,
+    token_latency_ms: Option<crate::latency::LatencyRange>,
 }
 
 /// Splits a settings body into the data APIs' patch and the rest.
@@ -270,6 +273,10 @@ async fn set_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
             }
         }
         handle.set_delegated_settings(delegated);
+        let mut latency = handle.latency();
+        latency.api = settings.api_latency_ms.or(latency.api);
+        latency.token = settings.token_latency_ms.or(latency.token);
+        handle.set_latency(latency);
         match settings.token_lifetime_seconds {
             Some(seconds) => handle.set_token_lifetime(seconds),
             None => Ok(()),

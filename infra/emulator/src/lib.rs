@@ -16,6 +16,7 @@ pub mod demo;
 mod entra;
 mod faults;
 mod handle;
+mod latency;
 mod scenario;
 mod server;
 mod state;
@@ -35,6 +36,7 @@ pub use entra::request_log::{CredentialKind, Endpoint, TokenRequestRecord};
 pub use entra::resources;
 pub use faults::{AfterApply, DEFAULT_PARTIAL_WARNING, Fault, FaultMatch};
 pub use handle::{ControlError, EmulatorHandle};
+pub use latency::{Latency, LatencyRange};
 pub use scenario::{
     AppConfig, AwsConfig, CertificateConfig, DelegatedGrantConfig, DelegatedSettings,
     FederatedCredentialConfig, GrantConfig, RequiredPermissionConfig, Scenario, SecretConfig,

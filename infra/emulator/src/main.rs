@@ -1,4 +1,5 @@
-//! `defender-emulator [--scenario PATH] [--listen 127.0.0.1:0]`
+//! `defender-emulator [--scenario PATH] [--listen 127.0.0.1:0] [--api-latency-ms 200-400]
+//! [--token-latency-ms 50-150]`
 //!
 //! Prints one line, `{"listening":"http://127.0.0.1:PORT"}`, on stdout once it accepts
 //! connections (the only stdout output: a parent process reads it to find the port); logs go to
@@ -10,21 +11,25 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use defender_emulator::Scenario;
+use defender_emulator::{Latency, Scenario};
 
 const USAGE: &str = "usage: defender-emulator [--scenario PATH] [--listen ADDR:PORT]
   --scenario PATH   scenario JSON file (default: the built-in demo scenario)
-  --listen ADDR     address to listen on (default: 127.0.0.1:0, a free port)";
+  --listen ADDR     address to listen on (default: 127.0.0.1:0, a free port)
+  --api-latency-ms MIN-MAX    wait before each data API answer, uniform in the range (default: none)
+  --token-latency-ms MIN-MAX  wait before each token endpoint answer (default: none)";
 
 struct Args {
     scenario: Option<PathBuf>,
     listen: SocketAddr,
+    latency: Latency,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Args>> {
     let mut parsed = Args {
         scenario: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        latency: Latency::default(),
     };
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -44,6 +49,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<A
                 parsed.listen = text
                     .parse()
                     .with_context(|| format!("--listen {text:?} is not an address:port"))?;
+            }
+            "--api-latency-ms" => {
+                parsed.latency.api = Some(value()?.parse().map_err(anyhow::Error::msg)?)
+            }
+            "--token-latency-ms" => {
+                parsed.latency.token = Some(value()?.parse().map_err(anyhow::Error::msg)?)
             }
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument {other:?}"),
@@ -80,6 +91,7 @@ async fn run() -> anyhow::Result<()> {
         None => Scenario::demo(),
     };
     let emulator = defender_emulator::start(scenario, args.listen).await?;
+    emulator.handle().set_latency(args.latency);
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(
@@ -131,5 +143,18 @@ mod tests {
         assert!(args(&["--listen"]).is_err());
         assert!(args(&["--listen", "nowhere"]).is_err());
         assert!(args(&["--verbose"]).is_err());
+        let slow = args(&["--api-latency-ms", "200-400", "--token-latency-ms=50"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            slow.latency.api.map(|r| (r.min_ms, r.max_ms)),
+            Some((200, 400))
+        );
+        assert_eq!(
+            slow.latency.token.map(|r| (r.min_ms, r.max_ms)),
+            Some((50, 50))
+        );
+        assert_eq!(defaults.latency, Latency::default());
+        assert!(args(&["--api-latency-ms", "400-200"]).is_err());
     }
 }

@@ -158,6 +158,11 @@ fn router(shared: Arc<Shared>) -> Router {
         // AWS has its own switches; Entra's faults do not apply to it.
         .merge(crate::aws::router())
         .fallback(not_found)
+        // Microsoft's own time per call, when set (off by default); the control API never waits.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            crate::latency::delay,
+        ))
         .with_state(shared)
 }
 

@@ -18,6 +18,7 @@ pub(crate) struct Shared {
     pub key: SigningKey,
     directory: RwLock<Directory>,
     faults: Mutex<FaultQueue>,
+    latency: RwLock<crate::latency::Latency>,
     log: Mutex<RequestLog>,
     consent: ConsentState,
     delegated: crate::entra::delegated::DelegatedState,
@@ -42,6 +43,7 @@ impl Shared {
             key,
             directory: RwLock::new(directory),
             faults: Mutex::new(FaultQueue::default()),
+            latency: RwLock::new(crate::latency::Latency::default()),
             log: Mutex::new(RequestLog::new()),
             consent: ConsentState::default(),
             delegated: crate::entra::delegated::DelegatedState::default(),
@@ -65,6 +67,14 @@ impl Shared {
 
     pub(crate) fn faults(&self) -> MutexGuard<'_, FaultQueue> {
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn latency(&self) -> crate::latency::Latency {
+        *self.latency.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn latency_mut(&self) -> RwLockWriteGuard<'_, crate::latency::Latency> {
+        self.latency.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn log(&self) -> MutexGuard<'_, RequestLog> {

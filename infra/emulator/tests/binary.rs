@@ -2,7 +2,7 @@
 //! URL, then serving until SIGTERM.
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -11,7 +11,8 @@ use tokio::process::Command;
 /// Guards against a hang only; nothing here measures time.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-async fn run_until_sigterm(args: &[&str]) {
+/// `token_wait`: the least a token request must wait (`--token-latency-ms`); a lower bound only.
+async fn run_until_sigterm(args: &[&str], token_wait: Duration) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_defender-emulator"))
         .args(args)
         .stdout(Stdio::piped())
@@ -46,6 +47,21 @@ async fn run_until_sigterm(args: &[&str]) {
     .await
     .unwrap();
     assert_eq!(metadata.status(), 200);
+    let asked = Instant::now();
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "{base_url}/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        ))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(
+        asked.elapsed() >= token_wait,
+        "answered after {:?}",
+        asked.elapsed()
+    );
 
     let pid = child.id().expect("still running").to_string();
     let killed = std::process::Command::new("kill")
@@ -67,7 +83,7 @@ async fn run_until_sigterm(args: &[&str]) {
 
 #[tokio::test]
 async fn prints_its_url_and_stops_on_sigterm() {
-    run_until_sigterm(&[]).await;
+    run_until_sigterm(&[], Duration::ZERO).await;
 }
 
 #[tokio::test]
@@ -77,7 +93,20 @@ async fn loads_a_scenario_file() {
     let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
         .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
     let scenario = format!("{crate_dir}/scenarios/demo.json");
-    run_until_sigterm(&["--scenario", &scenario, "--listen", "127.0.0.1:0"]).await;
+    run_until_sigterm(
+        &["--scenario", &scenario, "--listen", "127.0.0.1:0"],
+        Duration::ZERO,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn waits_the_latency_it_is_given() {
+    run_until_sigterm(
+        &["--api-latency-ms", "200-400", "--token-latency-ms=150"],
+        Duration::from_millis(150),
+    )
+    .await;
 }
 
 #[tokio::test]

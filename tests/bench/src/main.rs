@@ -21,14 +21,13 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use defender_emulator::{DefenderSettingsPatch, RateLimitMode};
+use anyhow::{Result, bail};
 use defender_partner::config::fetch::{ENV_CONCURRENCY, ENV_LOOKBACK_HOURS, ENV_SOURCES};
 use defender_partner::defender::Source;
 use defender_partner::fetch::{FetchService, PairResult, PairTask};
 use defender_partner::tenant_id::TenantId;
-use defender_partner_testkit::world::active;
-use defender_partner_testkit::{World, scenario};
+use defender_partner_bench::{TenantData, ingestion_world, parse_options, thousands};
+use defender_partner_testkit::World;
 
 const CLIENT_ID: &str = "bbbbbbbb-1111-4111-8111-111111111111";
 const SECRET: &str = "fetch-bench-secret";
@@ -64,19 +63,8 @@ fn parse_args() -> Result<Args> {
         fleet_incidents: 20,
         concurrency: vec![4, 16],
     };
-    let mut iter = std::env::args().skip(1);
-    while let Some(arg) = iter.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-            None => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String> {
-            inline
-                .clone()
-                .or_else(|| iter.next())
-                .with_context(|| format!("{name} needs a value"))
-        };
-        match name.as_str() {
+    parse_options(USAGE, |name, value| {
+        match name {
             "--big" => args.big = value()?.parse()?,
             "--graph-big" => args.graph_big = value()?.parse()?,
             "--no-burst" => args.burst = false,
@@ -88,13 +76,10 @@ fn parse_args() -> Result<Args> {
                     .map(|item| item.trim().parse::<usize>())
                     .collect::<Result<_, _>>()?
             }
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown option {other}\n{USAGE}"),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if args.big > 1_000_000 || args.graph_big > 1_000_000 {
         bail!("the emulator generates at most 1,000,000 incidents per tenant");
     }
@@ -112,49 +97,24 @@ async fn start(
     tenants: &[(String, u32, u32)],
     extra: &[(&str, String)],
 ) -> Result<(World, FetchService)> {
-    let scenario_tenants = tenants
-        .iter()
-        .enumerate()
-        .map(|(index, (id, incidents, alerts))| {
-            let mut tenant = scenario::tenant(
-                id,
-                &format!("Bench tenant {index}"),
-                scenario::fetch_grants(CLIENT_ID),
-            );
-            tenant.data = Some(scenario::data(
-                *incidents,
-                *alerts,
-                index as u64 + 1,
-                SPACING_SECONDS,
-            ));
-            tenant
-        })
-        .collect();
     let deepest = tenants
         .iter()
         .map(|(_, n, a)| (*n).max(*a))
         .max()
         .unwrap_or(0);
     let lookback_hours = (u64::from(deepest) * u64::from(SPACING_SECONDS)).div_ceil(3600) + 2;
-    let mut world = World::on(scenario::with(
-        scenario::app(CLIENT_ID, "fetch bench", &[SECRET]),
-        scenario_tenants,
-    ))
-    .data_apis()
-    .local_sink()
-    .setting(ENV_LOOKBACK_HOURS, lookback_hours.to_string())
-    .tenants(tenants.iter().map(|(id, _, _)| active(id, id)));
-    for (name, value) in extra {
-        world = world.setting(name, value.clone());
-    }
-    let world = world.start().await?;
-    world
-        .handle()
-        .patch_defender_settings(&DefenderSettingsPatch {
-            rate_limits: Some(RateLimitMode::Off),
-            ..Default::default()
+    let mut settings = vec![(ENV_LOOKBACK_HOURS, lookback_hours.to_string())];
+    settings.extend(extra.iter().cloned());
+    let data: Vec<TenantData> = tenants
+        .iter()
+        .map(|(id, incidents, mde_alerts)| TenantData {
+            id: id.clone(),
+            incidents: *incidents,
+            mde_alerts: *mde_alerts,
+            spacing_seconds: SPACING_SECONDS,
         })
-        .map_err(|error| anyhow::anyhow!("rate limits off: {error:?}"))?;
+        .collect();
+    let world = ingestion_world((CLIENT_ID, "fetch bench", SECRET), &data, &settings).await?;
     let service = FetchService::build(&world.services, world.lookup()).await?;
     Ok((world, service))
 }
@@ -220,18 +180,6 @@ fn reset_peak_rss() -> bool {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 struct SingleResult {
