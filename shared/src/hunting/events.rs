@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::manifest::Manifest;
-use crate::sink::eventbridge::put_details;
+use crate::sink::eventbridge::Announcer;
 
 pub const DETAIL_TYPE_COMPLETED: &str = "HuntCompleted";
 pub const DETAIL_TYPE_DETECTION: &str = "HuntDetection";
@@ -32,23 +32,8 @@ impl HuntEvents for NoEvents {
     }
 }
 
-pub struct EventBridgeEvents {
-    client: aws_sdk_eventbridge::Client,
-    bus: String,
-}
-
-impl EventBridgeEvents {
-    pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> EventBridgeEvents {
-        EventBridgeEvents {
-            client,
-            bus: bus.into(),
-        }
-    }
-
-    async fn put(&self, detail_type: &str, details: &[String]) -> Result<(), String> {
-        put_details(&self.client, &self.bus, detail_type, details).await
-    }
-}
+/// The partner's bus.
+pub type EventBridgeEvents = Announcer;
 
 #[async_trait]
 impl HuntEvents for EventBridgeEvents {

@@ -126,30 +126,41 @@ impl EventBridgeSink {
     }
 }
 
-/// Announces `details` (JSON texts) under `detail_type` on `bus`: ten entries a request, refused
-/// entries sent again with backoff, a few times. For the smaller announcements beside the
-/// records (hunts, write-backs), whose details are far below PutEvents' byte limit.
-pub async fn put_details(
-    client: &Client,
-    bus: &str,
-    detail_type: &str,
-    details: &[String],
-) -> Result<(), String> {
-    for chunk in details.chunks(MAX_ENTRIES) {
-        let entries = chunk
-            .iter()
-            .map(|detail| {
-                PutEventsRequestEntry::builder()
-                    .event_bus_name(bus)
-                    .source(EVENT_SOURCE)
-                    .detail_type(detail_type)
-                    .detail(detail)
-                    .build()
-            })
-            .collect();
-        put_entries(client, bus, ANNOUNCE_RETRY, entries).await?;
+/// The bus the smaller announcements beside the records go to (hunts, write-backs): each
+/// feature implements its own events trait for it.
+pub struct Announcer {
+    client: Client,
+    bus: String,
+}
+
+impl Announcer {
+    pub fn new(client: Client, bus: impl Into<String>) -> Announcer {
+        Announcer {
+            client,
+            bus: bus.into(),
+        }
     }
-    Ok(())
+
+    /// Announces `details` (JSON texts) under `detail_type`: ten entries a request, refused
+    /// entries sent again with backoff, a few times. The details are far below PutEvents' byte
+    /// limit.
+    pub async fn put(&self, detail_type: &str, details: &[String]) -> Result<(), String> {
+        for chunk in details.chunks(MAX_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .map(|detail| {
+                    PutEventsRequestEntry::builder()
+                        .event_bus_name(&self.bus)
+                        .source(EVENT_SOURCE)
+                        .detail_type(detail_type)
+                        .detail(detail)
+                        .build()
+                })
+                .collect();
+            put_entries(&self.client, &self.bus, ANNOUNCE_RETRY, entries).await?;
+        }
+        Ok(())
+    }
 }
 
 /// One PutEvents request of `pending`, refused entries alone sent again as `retry` says.

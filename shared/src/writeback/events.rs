@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::sink::eventbridge::put_details;
+use crate::sink::eventbridge::Announcer;
 use crate::store::AuditEntry;
 
 pub const DETAIL_TYPE_UPDATED: &str = "IncidentUpdated";
@@ -27,24 +27,13 @@ impl UpdateEvents for NoEvents {
     }
 }
 
-pub struct EventBridgeEvents {
-    client: aws_sdk_eventbridge::Client,
-    bus: String,
-}
-
-impl EventBridgeEvents {
-    pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> EventBridgeEvents {
-        EventBridgeEvents {
-            client,
-            bus: bus.into(),
-        }
-    }
-}
+/// The partner's bus.
+pub type EventBridgeEvents = Announcer;
 
 #[async_trait]
 impl UpdateEvents for EventBridgeEvents {
     async fn announce(&self, entry: &AuditEntry) -> Result<(), String> {
         let detail = serde_json::to_string(entry).map_err(|error| error.to_string())?;
-        put_details(&self.client, &self.bus, DETAIL_TYPE_UPDATED, &[detail]).await
+        self.put(DETAIL_TYPE_UPDATED, &[detail]).await
     }
 }

@@ -478,23 +478,7 @@ async fn comment_incident(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    write(
-        &shared,
-        Endpoint::GraphIncidentComment,
-        &headers,
-        &body,
-        |body, caller, data| {
-            let text = comment_text(&body).map_err(ApiError::graph_bad_request)?;
-            let index = incident_index(data, &id)?;
-            let comments = add_incident_comment(data, index, text, &Author::of(&shared, caller));
-            tracing::info!(tenant = %caller.tenant_id, incident = %id, "incident comment added");
-            Ok(comment_list(
-                &shared.base_url,
-                &format!("incidents('{id}')"),
-                &comments,
-            ))
-        },
-    )
+    comment(&shared, Target::Incident, &id, &headers, &body)
 }
 
 async fn comment_alert(
@@ -503,23 +487,39 @@ async fn comment_alert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    write(
-        &shared,
-        Endpoint::GraphAlertComment,
-        &headers,
-        &body,
-        |body, caller, data| {
-            let text = comment_text(&body).map_err(ApiError::graph_bad_request)?;
-            let rec = alert_record(data, &id)?;
-            let comments = add_alert_comment(data, rec, text, &Author::of(&shared, caller));
-            tracing::info!(tenant = %caller.tenant_id, alert = %id, "alert comment added");
-            Ok(comment_list(
-                &shared.base_url,
-                &format!("alerts_v2('{id}')"),
-                &comments,
-            ))
-        },
-    )
+    comment(&shared, Target::Alert, &id, &headers, &body)
+}
+
+/// `POST …/comments`: the comment added, the target's whole comment list answered.
+fn comment(
+    shared: &Shared,
+    target: Target,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let endpoint = match target {
+        Target::Incident => Endpoint::GraphIncidentComment,
+        Target::Alert => Endpoint::GraphAlertComment,
+    };
+    write(shared, endpoint, headers, body, |body, caller, data| {
+        let text = comment_text(&body).map_err(ApiError::graph_bad_request)?;
+        let author = Author::of(shared, caller);
+        let (owner, comments) = match target {
+            Target::Incident => {
+                let index = incident_index(data, id)?;
+                let comments = add_incident_comment(data, index, text, &author);
+                (format!("incidents('{id}')"), comments)
+            }
+            Target::Alert => {
+                let rec = alert_record(data, id)?;
+                let comments = add_alert_comment(data, rec, text, &author);
+                (format!("alerts_v2('{id}')"), comments)
+            }
+        };
+        tracing::info!(tenant = %caller.tenant_id, target = ?target, id, "comment added");
+        Ok(comment_list(&shared.base_url, &owner, &comments))
+    })
 }
 
 #[cfg(test)]
