@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use defender_partner::store::{
-    Checkpoints, ConsentAttempts, DynamoRegistry, TenantRegistry, UpdateRecords,
+    CallerScopes, Checkpoints, ConsentAttempts, DynamoRegistry, RunLeases, TenantRegistry,
+    UpdateRecords,
 };
 use defender_partner_e2e::moto::{Moto, create_registry_table};
 use defender_partner_testkit::conformance::store as conformance;
@@ -31,6 +32,25 @@ async fn dynamodb_registry_passes_the_conformance_suite() {
     conformance_updates::concurrent_key_claims_one_owner(keys).await;
     let attempts: Arc<dyn ConsentAttempts> = Arc::new(registry);
     conformance::concurrent_consumers_one_winner(attempts).await;
+}
+
+/// Who may mint for which tenant (`CALLER#…`) and the fleet's run lease (`FLEET#…`), on the same
+/// table as the functions use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_callers_and_run_leases_pass_their_conformance_suites() {
+    use defender_partner_testkit::conformance::{callers, leases};
+    let moto = Moto::start().await.expect("moto_server (run scripts/venv)");
+    let client = moto.dynamodb().await;
+    create_registry_table(&client, "registry")
+        .await
+        .expect("table");
+    let registry = DynamoRegistry::new(client, "registry");
+    callers::run(&registry).await;
+    let scopes: Arc<dyn CallerScopes> = Arc::new(registry.clone());
+    callers::concurrent_updates_all_apply(scopes).await;
+    leases::run(&registry).await;
+    let runs: Arc<dyn RunLeases> = Arc::new(registry);
+    leases::concurrent_takers_one_winner(runs).await;
 }
 
 #[tokio::test]

@@ -2,14 +2,23 @@
 //! Invoked directly (payload `{"tenant", "api"}`; a refusal is a function error whose
 //! `errorType` is its code) or through the IAM-protected HTTP API route `POST /tokens` (a
 //! refusal is `{"error": {"code", "message"}}` with the code's HTTP status).
+//!
+//! The caller is the IAM principal API Gateway authenticated (`requestContext.authorizer.iam`)
+//! for a request over HTTP, and `direct-invoke` for a direct invocation, which carries no
+//! identity; a caller named in a payload is never believed. Whoever may invoke the function
+//! directly can also send an HTTP-shaped event naming any principal: `lambda:InvokeFunction` is
+//! for principals trusted with every caller's mapping.
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 
 use super::{json_of, lambda_error};
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+
+use crate::callers::{Caller, CallerScoping};
 use crate::edge::{self, EdgeError, Invocation};
-use crate::minting::{MintedToken, TokenService};
+use crate::minting::{MintCaller, MintedToken, TokenService};
 use crate::runtime::Services;
 use crate::secrets::CredentialError;
 use crate::signin::StoredSignIns;
@@ -22,7 +31,10 @@ pub struct MintFunction {
 impl MintFunction {
     /// The function as the settings deploy it; once per cold start.
     pub async fn build(services: &Services) -> Result<MintFunction, CredentialError> {
-        let mut service = TokenService::new(services);
+        let mut service = TokenService::new(services).with_caller_scoping(CallerScoping::new(
+            services.settings.callers.clone(),
+            services.callers.clone(),
+        ));
         // Only the deployment allowed to act for stored sign-ins reads their sealing keys.
         if services.settings.signin.mint_from_signin {
             service = service.with_stored_sign_ins(StoredSignIns::build(services).await?);
@@ -35,20 +47,42 @@ impl MintFunction {
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-        self.answer(event.payload, event.context.deadline).await
+        self.answer_invocation(
+            event.payload,
+            event.context.deadline,
+            Some(event.context.request_id),
+        )
+        .await
     }
 
     /// Answers `payload`, an invocation whose deadline is `deadline_ms` (the runtime's
     /// `Lambda-Runtime-Deadline-Ms`).
     pub async fn answer(&self, payload: Value, deadline_ms: u64) -> Result<Value, Diagnostic> {
+        self.answer_invocation(payload, deadline_ms, None).await
+    }
+
+    /// As [`MintFunction::answer`], the invocation's own request id (Lambda's) known.
+    pub async fn answer_invocation(
+        &self,
+        payload: Value,
+        deadline_ms: u64,
+        invocation_id: Option<String>,
+    ) -> Result<Value, Diagnostic> {
         match Invocation::classify(payload).map_err(|error| lambda_error(&error))? {
-            Invocation::Direct(request) => match self.mint_in_time(request, deadline_ms).await {
-                Ok(token) => Ok(json_of(token)),
-                Err(error) => Err(lambda_error(&refused(error))),
-            },
+            Invocation::Direct(request) => {
+                let caller = MintCaller {
+                    caller: Caller::DirectInvoke,
+                    request_id: invocation_id,
+                };
+                match self.mint_in_time(&caller, request, deadline_ms).await {
+                    Ok(token) => Ok(json_of(token)),
+                    Err(error) => Err(lambda_error(&refused(error))),
+                }
+            }
             Invocation::Http(request) => {
+                let caller = http_caller(&request);
                 let minted = match edge::json_body(&request) {
-                    Ok(body) => self.mint_in_time(body, deadline_ms).await,
+                    Ok(body) => self.mint_in_time(&caller, body, deadline_ms).await,
                     Err(error) => Err(error),
                 };
                 let response: ApiGatewayV2httpResponse = match minted {
@@ -65,6 +99,7 @@ impl MintFunction {
     /// instead of Lambda's timeout.
     async fn mint_in_time(
         &self,
+        caller: &MintCaller,
         request: Value,
         deadline_ms: u64,
     ) -> Result<MintedToken, EdgeError> {
@@ -72,7 +107,7 @@ impl MintFunction {
             deadline_ms,
             async {
                 self.service
-                    .mint_json(request)
+                    .mint_json(caller, request)
                     .await
                     .map_err(|error| EdgeError::from(&error))
             },
@@ -84,6 +119,20 @@ impl MintFunction {
             },
         )
         .await
+    }
+}
+
+/// The caller API Gateway authenticated, and the request id its access log carries.
+fn http_caller(request: &ApiGatewayV2httpRequest) -> MintCaller {
+    let context = &request.request_context;
+    let user_arn = context
+        .authorizer
+        .as_ref()
+        .and_then(|authorizer| authorizer.iam.as_ref())
+        .and_then(|iam| iam.user_arn.as_deref());
+    MintCaller {
+        caller: Caller::from_user_arn(user_arn),
+        request_id: context.request_id.clone(),
     }
 }
 

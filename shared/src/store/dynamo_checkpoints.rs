@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::dynamo::*;
+use super::dynamo_leases::{Key, key};
 use super::record::stored_now;
 use super::{Checkpoint, Checkpoints, DynamoRegistry, RegistryError};
 use crate::tenant_id::TenantId;
@@ -34,33 +35,12 @@ fn ledger_key(tenant: &TenantId, source: &str, id: &str) -> HashMap<String, Attr
     ])
 }
 
-fn lease_item(
-    tenant: &TenantId,
-    source: &str,
-    holder: &str,
-    until: chrono::DateTime<chrono::Utc>,
-) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::from([
-        (
-            "pk".to_owned(),
-            AttributeValue::S(format!("{TENANT_PREFIX}{tenant}")),
-        ),
-        (
-            "sk".to_owned(),
-            AttributeValue::S(format!("{LEASE_PREFIX}{source}")),
-        ),
-    ]);
-    item.insert("holder".into(), AttributeValue::S(holder.to_owned()));
-    item.insert(
-        "lease_until".into(),
-        AttributeValue::N(until.timestamp_millis().to_string()),
-    );
-    let remove_after = until.max(chrono::Utc::now()) + chrono::Duration::days(LEASE_RETENTION_DAYS);
-    item.insert(
-        "expires_at".into(),
-        AttributeValue::N(remove_after.timestamp().to_string()),
-    );
-    item
+/// The pair's lease, in the tenant's partition beside its checkpoint (under the same IAM scope).
+fn lease_key(tenant: &TenantId, source: &str) -> Key {
+    key(
+        format!("{TENANT_PREFIX}{tenant}"),
+        format!("{LEASE_PREFIX}{source}"),
+    )
 }
 
 fn checkpoint_from(item: &HashMap<String, AttributeValue>) -> Result<Checkpoint, RegistryError> {
@@ -252,29 +232,8 @@ impl Checkpoints for DynamoRegistry {
         now: chrono::DateTime<chrono::Utc>,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, RegistryError> {
-        // The lease item sits in the tenant's partition beside its checkpoint, so it is under the
-        // same IAM scope; it carries no `kind`, so listings never see it.
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(lease_item(tenant, source, holder, until)))
-            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR #holder = :holder")
-            // Names, not the bare words: DynamoDB reserves many attribute names.
-            .expression_attribute_names("#until", "lease_until")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_values(
-                ":now",
-                AttributeValue::N(now.timestamp_millis().to_string()),
-            )
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .send()
+        self.take_lease_item(lease_key(tenant, source), holder, now, until)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(unavailable(error)),
-        }
     }
 
     async fn release_lease(
@@ -283,23 +242,7 @@ impl Checkpoints for DynamoRegistry {
         source: &str,
         holder: &str,
     ) -> Result<(), RegistryError> {
-        // Released by writing an expired lease (PutItem, which the role already has), not by a
-        // delete: fetch-incidents' role deletes nothing in the table.
-        let released = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(lease_item(tenant, source, holder, released)))
-            .condition_expression("#holder = :holder")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .send()
+        self.release_lease_item(lease_key(tenant, source), holder)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(unavailable(error)),
-        }
     }
 }
