@@ -219,6 +219,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_http_caller_is_the_role_api_gateway_authenticated_and_its_request_id() {
+        let Invocation::Http(request) =
+            Invocation::classify(samples::event("mint-token-http.json")).unwrap()
+        else {
+            panic!("an HTTP event")
+        };
+        let caller = http_caller(&request);
+        assert_eq!(
+            caller.caller,
+            Caller::Iam("arn:aws:iam::123456789012:role/soc-workflow".into())
+        );
+        assert_eq!(caller.request_id.as_deref(), Some("JKJaXmPLvHcESHA="));
+        let mut unsigned = samples::event("mint-token-http.json");
+        unsigned["requestContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("authorizer");
+        let Invocation::Http(request) = Invocation::classify(unsigned).unwrap() else {
+            panic!("an HTTP event")
+        };
+        assert_eq!(http_caller(&request).caller, Caller::Anonymous);
+    }
+
+    #[tokio::test]
+    async fn a_caller_outside_its_mapping_is_refused_before_the_registry_answers() {
+        let settings = Settings::from_lookup(|name| match name {
+            "DP_CREDENTIAL_JSON" => Some(
+                r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": "x"}"#
+                    .into(),
+            ),
+            "DP_SQLITE_PATH" => Some(":memory:".into()),
+            "DP_CALLER_SCOPE_CACHE_SECONDS" => Some("0".into()),
+            _ => None,
+        })
+        .unwrap();
+        let services = Services::build_with_aws(settings, None).await.unwrap();
+        let function = MintFunction::build(&services).await.unwrap();
+        // Once any caller is mapped, the sample's unmapped role and direct invocations are
+        // refused, whether or not the tenant is registered.
+        crate::store::update_caller_scope(
+            services.callers.as_ref(),
+            "arn:aws:iam::123456789012:role/other",
+            |scope| {
+                scope.all_tenants = true;
+            },
+        )
+        .await
+        .unwrap();
+        let (status, body) = http_answer(
+            function
+                .answer(samples::event("mint-token-http.json"), DEADLINE_MS)
+                .await,
+        );
+        assert_eq!(status, 403);
+        assert_eq!(body["error"]["code"], "caller_not_allowed");
+        let direct = function
+            .answer(samples::event("mint-token-direct.json"), DEADLINE_MS)
+            .await
+            .unwrap_err();
+        assert_eq!(direct.error_type, "caller_not_allowed");
+        assert!(direct.error_message.contains("direct-invoke"));
+    }
+
+    #[tokio::test]
     async fn a_malformed_http_event_is_a_function_error() {
         let mut broken = samples::event("mint-token-http.json");
         broken["requestContext"]["http"]["method"] = Value::Bool(true);
