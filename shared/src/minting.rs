@@ -198,8 +198,13 @@ impl TokenService {
         self
     }
 
+    /// Parses a raw JSON payload and mints for the function's own use.
+    pub async fn mint_json(&self, payload: serde_json::Value) -> Result<MintedToken, MintError> {
+        self.mint_json_for(&MintCaller::internal(), payload).await
+    }
+
     /// Parses a raw JSON payload and mints for `caller`.
-    pub async fn mint_json(
+    pub async fn mint_json_for(
         &self,
         caller: &MintCaller,
         payload: serde_json::Value,
@@ -245,7 +250,9 @@ impl TokenService {
         let record = self.registry.get(&tenant_id).await?;
         let admission = match &self.scoping {
             Some(scoping) => {
-                let customer_ref = record.as_ref().and_then(|record| record.customer_ref.as_deref());
+                let customer_ref = record
+                    .as_ref()
+                    .and_then(|record| record.customer_ref.as_deref());
                 scoping
                     .check(&caller.caller, &tenant_id, customer_ref)
                     .await
@@ -255,8 +262,7 @@ impl TokenService {
             }
             None => Admission::ScopingOff,
         };
-        let record =
-            record.ok_or_else(|| MintError::TenantNotRegistered(tenant_id.to_string()))?;
+        let record = record.ok_or_else(|| MintError::TenantNotRegistered(tenant_id.to_string()))?;
         if record.status != TenantStatus::Active {
             return Err(MintError::TenantNotActive {
                 tenant: tenant_id.to_string(),

@@ -428,35 +428,38 @@ async fn fetch_incidents_end_to_end() {
 
     let f = fixture.clone();
     cases
-        .run("a_scheduled_run_finding_the_fleet_lease_held_is_busy", async move {
-            // Another scheduled run (another sandbox) is walking the fleet: it holds the lease.
-            let registry = f.registry();
-            let now = chrono::Utc::now();
-            let until = now + chrono::Duration::minutes(10);
-            assert!(
+        .run(
+            "a_scheduled_run_finding_the_fleet_lease_held_is_busy",
+            async move {
+                // Another scheduled run (another sandbox) is walking the fleet: it holds the lease.
+                let registry = f.registry();
+                let now = chrono::Utc::now();
+                let until = now + chrono::Duration::minutes(10);
+                assert!(
+                    registry
+                        .take_run_lease(FLEET_RUN, "another-run", now, until)
+                        .await
+                        .unwrap()
+                );
+                let calls_before = api_calls(&f, &f.t.a).await;
+                let report = f.lambda.invoke(&scheduled_event()).await.unwrap();
+                assert_eq!(report["busy"], true, "{report}");
+                assert_eq!(report["pairs"], 0, "{report}");
+                assert_eq!(
+                    api_calls(&f, &f.t.a).await,
+                    calls_before,
+                    "a busy run calls no API"
+                );
+                // That run ends: the next schedule walks the fleet.
                 registry
-                    .take_run_lease(FLEET_RUN, "another-run", now, until)
+                    .release_run_lease(FLEET_RUN, "another-run")
                     .await
-                    .unwrap()
-            );
-            let calls_before = api_calls(&f, &f.t.a).await;
-            let report = f.lambda.invoke(&scheduled_event()).await.unwrap();
-            assert_eq!(report["busy"], true, "{report}");
-            assert_eq!(report["pairs"], 0, "{report}");
-            assert_eq!(
-                api_calls(&f, &f.t.a).await,
-                calls_before,
-                "a busy run calls no API"
-            );
-            // That run ends: the next schedule walks the fleet.
-            registry
-                .release_run_lease(FLEET_RUN, "another-run")
-                .await
-                .unwrap();
-            let report = f.scheduled(&f.lambda).await;
-            assert_eq!(report["busy"], false, "{report}");
-            assert!(report["pairs"].as_u64().unwrap_or_default() > 0, "{report}");
-        })
+                    .unwrap();
+                let report = f.scheduled(&f.lambda).await;
+                assert_eq!(report["busy"], false, "{report}");
+                assert!(report["pairs"].as_u64().unwrap_or_default() > 0, "{report}");
+            },
+        )
         .await;
 
     // --- fan-out through SQS -------------------------------------------------------------------

@@ -782,7 +782,12 @@ fn signed_by(user_arn: &str, request_id: &str, body: &Value) -> Value {
 /// every token handed out is logged with its caller and request id.
 async fn caller_scoping(f: &Fixture) {
     const ACCOUNT: &str = "123456789012";
-    let session = |role: &str| format!("arn:aws:sts::{ACCOUNT}:assumed-role/{role}/run-{}", &guid()[..8]);
+    let session = |role: &str| {
+        format!(
+            "arn:aws:sts::{ACCOUNT}:assumed-role/{role}/run-{}",
+            &guid()[..8]
+        )
+    };
     let role_key = |role: &str| format!("arn:aws:iam::{ACCOUNT}:role/{role}");
     // Its own instance, reading mappings on every request: the shared one keeps them a minute.
     let function = f
@@ -797,14 +802,22 @@ async fn caller_scoping(f: &Fixture) {
         .expect("a scoped watch starts");
     let post = |user_arn: String, tenant: &str| {
         let request_id = format!("e2e-{}", guid());
-        let event = signed_by(&user_arn, &request_id, &json!({ "tenant": tenant, "api": "graph" }));
+        let event = signed_by(
+            &user_arn,
+            &request_id,
+            &json!({ "tenant": tenant, "api": "graph" }),
+        );
         let function = &function;
         async move {
             let response = function.invoke(&event).await.expect("an HTTP answer");
             let body: Value =
                 serde_json::from_str(response["body"].as_str().unwrap_or_default()).unwrap();
             f.stack.remember_answer(&body);
-            (response["statusCode"].as_u64().unwrap_or_default(), body, request_id)
+            (
+                response["statusCode"].as_u64().unwrap_or_default(),
+                body,
+                request_id,
+            )
         }
     };
 
@@ -829,7 +842,13 @@ async fn caller_scoping(f: &Fixture) {
 
     let (status, body, request_id) = post(session("playbooks"), &f.t.scoped_by_tenant).await;
     assert_eq!(status, 200, "{body}");
-    expect_token(Ok(body), &f.t.scoped_by_tenant, "graph", RESOURCE_GRAPH, ROLE_GRAPH);
+    expect_token(
+        Ok(body),
+        &f.t.scoped_by_tenant,
+        "graph",
+        RESOURCE_GRAPH,
+        ROLE_GRAPH,
+    );
     let logged = f.stack.logs().text();
     assert!(
         logged.lines().any(|line| line.contains("token handed out")
@@ -871,5 +890,11 @@ async fn caller_scoping(f: &Fixture) {
     if let Ok(value) = &answer {
         f.stack.remember_answer(value);
     }
-    expect_token(answer, &f.t.scoped_other, "graph", RESOURCE_GRAPH, ROLE_GRAPH);
+    expect_token(
+        answer,
+        &f.t.scoped_other,
+        "graph",
+        RESOURCE_GRAPH,
+        ROLE_GRAPH,
+    );
 }

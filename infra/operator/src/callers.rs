@@ -96,7 +96,9 @@ pub async fn run(services: &Services, command: CallersCommand, json: bool) -> an
             update_caller_scope(store, &key(&caller)?, |mapping| {
                 mapping.all_tenants |= all;
                 mapping.tenants.extend(tenants.iter().cloned());
-                mapping.customer_refs.extend(scope.customers.iter().cloned());
+                mapping
+                    .customer_refs
+                    .extend(scope.customers.iter().cloned());
             })
             .await?
         }
@@ -125,7 +127,9 @@ pub async fn run(services: &Services, command: CallersCommand, json: bool) -> an
         println!("{}", serde_json::to_string_pretty(&scope)?);
     } else {
         print_scopes(std::slice::from_ref(&scope));
-        println!("mint-token instances apply this within DP_CALLER_SCOPE_CACHE_SECONDS (60 s by default).");
+        println!(
+            "mint-token instances apply this within DP_CALLER_SCOPE_CACHE_SECONDS (60 s by default)."
+        );
     }
     Ok(())
 }
@@ -145,7 +149,9 @@ async fn warn_unknown_customers(services: &Services, customers: &[String]) -> an
             .iter()
             .any(|tenant| tenant.customer_ref.as_deref() == Some(customer.as_str()))
         {
-            eprintln!("note: no registered tenant carries the customer reference {customer:?} (yet)");
+            eprintln!(
+                "note: no registered tenant carries the customer reference {customer:?} (yet)"
+            );
         }
     }
     Ok(())
@@ -163,7 +169,13 @@ fn print_scopes(scopes: &[CallerScope]) {
     for scope in scopes {
         let customers: Vec<&str> = scope.customer_refs.iter().map(String::as_str).collect();
         let tenants: Vec<String> = scope.tenants.iter().map(ToString::to_string).collect();
-        let or_dash = |text: String| if text.is_empty() { "-".to_owned() } else { text };
+        let or_dash = |text: String| {
+            if text.is_empty() {
+                "-".to_owned()
+            } else {
+                text
+            }
+        };
         println!(
             "{:<56}  {:<20}  {:<3}  {:<24}  {}",
             scope.caller,

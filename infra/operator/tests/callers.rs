@@ -18,7 +18,10 @@ const ROLE: &str = "arn:aws:iam::123456789012:role/soc-workflow";
 #[tokio::test]
 async fn an_operator_scopes_a_caller_then_revokes_it() {
     let operator = Operator::on_demo().await;
-    assert_eq!(operator.json(&["--json", "callers", "list"]).await, json!([]));
+    assert_eq!(
+        operator.json(&["--json", "callers", "list"]).await,
+        json!([])
+    );
 
     // A role given with its path, or as a session of it, is the same caller.
     let allowed = operator
@@ -76,7 +79,12 @@ async fn an_operator_scopes_a_caller_then_revokes_it() {
         scoping.check(&role, &woodgrove, Some("CRM-F")).await,
         Ok(Admission::Mapping)
     );
-    assert!(scoping.check(&role, &woodgrove, Some("CRM-W")).await.is_err());
+    assert!(
+        scoping
+            .check(&role, &woodgrove, Some("CRM-W"))
+            .await
+            .is_err()
+    );
     let stranger = Caller::Iam("arn:aws:iam::123456789012:role/other".into());
     assert!(
         scoping.check(&stranger, &contoso, None).await.is_err(),
@@ -98,18 +106,29 @@ async fn an_operator_scopes_a_caller_then_revokes_it() {
     assert_eq!(narrowed["customer_refs"], json!(["CRM-F"]));
     let revoked = operator.json(&["--json", "callers", "revoke", ROLE]).await;
     assert_eq!(revoked["customer_refs"], json!([]));
-    assert!(scoping.check(&role, &woodgrove, Some("CRM-F")).await.is_err());
+    assert!(
+        scoping
+            .check(&role, &woodgrove, Some("CRM-F"))
+            .await
+            .is_err()
+    );
 
     operator
         .fails(&["callers", "allow", ROLE], "--tenant, --customer or --all")
         .await;
     operator
-        .fails(&["callers", "allow", "soc-workflow", "--all"], "not an IAM principal ARN")
+        .fails(
+            &["callers", "allow", "soc-workflow", "--all"],
+            "not an IAM principal ARN",
+        )
         .await;
     operator
         .fails(&["callers", "allow", ROLE, "--tenant", "common"], "tenant")
         .await;
     let text = operator.run(&["callers", "list"], &[]).await;
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains(ROLE) && text.contains("direct-invoke"), "{text}");
+    assert!(
+        text.contains(ROLE) && text.contains("direct-invoke"),
+        "{text}"
+    );
 }

@@ -92,7 +92,10 @@ pub fn principal_key(arn: &str) -> Result<String, String> {
             format!("{partition}:iam::{account}:role/{}", segments[0])
         }
         ("iam", "role" | "user") if segments.last().is_some_and(name_ok) => {
-            format!("{partition}:iam::{account}:{kind}/{}", segments[segments.len() - 1])
+            format!(
+                "{partition}:iam::{account}:{kind}/{}",
+                segments[segments.len() - 1]
+            )
         }
         ("iam", "root") if path.is_empty() => format!("{partition}:iam::{account}:root"),
         ("sts", "federated-user") if segments.len() == 1 && segments.iter().all(name_ok) => {

@@ -107,7 +107,7 @@ impl MintFunction {
             deadline_ms,
             async {
                 self.service
-                    .mint_json(caller, request)
+                    .mint_json_for(caller, request)
                     .await
                     .map_err(|error| EdgeError::from(&error))
             },

@@ -181,9 +181,7 @@ pub async fn run_scheduled(
         .take_run_lease(FLEET_RUN, holder.as_str(), now, until)
         .await?
     {
-        tracing::warn!(
-            "another scheduled run is walking the fleet: this run does nothing (busy)"
-        );
+        tracing::warn!("another scheduled run is walking the fleet: this run does nothing (busy)");
         return Ok(FleetReport {
             busy: true,
             ..FleetReport::default()

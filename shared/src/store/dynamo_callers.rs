@@ -50,7 +50,10 @@ impl CallerScopes for DynamoRegistry {
             scope: None,
             any_mapping: false,
         };
-        for item in self.batch_get(vec![scope_key(caller), marker_key()]).await? {
+        for item in self
+            .batch_get(vec![scope_key(caller), marker_key()])
+            .await?
+        {
             lookup.any_mapping = true;
             let is_scope = matches!(item.get("pk"), Some(AttributeValue::S(pk)) if *pk == wanted)
                 && matches!(item.get("sk"), Some(AttributeValue::S(sk)) if sk == SCOPE);

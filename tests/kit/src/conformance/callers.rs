@@ -46,8 +46,14 @@ async fn a_saved_scope_reads_back_and_marks_scoping_started<S: CallerScopes>(sto
     assert_eq!(lookup.scope, Some(saved));
     assert!(lookup.any_mapping);
     let other = store.caller_lookup(&fresh_caller()).await.unwrap();
-    assert_eq!(other.scope, None, "another caller's scope is not this one's");
-    assert!(other.any_mapping, "but scoping has started for every caller");
+    assert_eq!(
+        other.scope, None,
+        "another caller's scope is not this one's"
+    );
+    assert!(
+        other.any_mapping,
+        "but scoping has started for every caller"
+    );
 }
 
 async fn saves_are_conditional_on_the_version<S: CallerScopes>(store: &S) {

@@ -44,7 +44,12 @@ pub async fn run<S: RunLeases>(store: &S) {
     let before_expiry = until - Duration::seconds(1);
     assert!(
         !store
-            .take_run_lease(&run, "c", before_expiry, before_expiry + Duration::minutes(16))
+            .take_run_lease(
+                &run,
+                "c",
+                before_expiry,
+                before_expiry + Duration::minutes(16)
+            )
             .await
             .unwrap(),
         "a run that died holding it keeps it until it expires"
@@ -67,7 +72,12 @@ pub async fn concurrent_takers_one_winner(store: Arc<dyn RunLeases>) {
             let (store, run) = (store.clone(), run.clone());
             tokio::spawn(async move {
                 store
-                    .take_run_lease(&run, &format!("run-{index}"), now, now + Duration::minutes(16))
+                    .take_run_lease(
+                        &run,
+                        &format!("run-{index}"),
+                        now,
+                        now + Duration::minutes(16),
+                    )
                     .await
                     .unwrap()
             })
