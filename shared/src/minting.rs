@@ -306,16 +306,7 @@ impl TokenService {
                 scopes: delegated.scopes.clone(),
                 ..self.answer(&delegated.token, &tenant_id, api)
             };
-            tracing::info!(
-                tenant = %tenant_id,
-                api = %api,
-                user = %delegated.user_oid,
-                caller = %caller.caller,
-                request_id = caller.request_id.as_deref(),
-                admission = admission.as_str(),
-                expires_in = answer.expires_in,
-                "delegated token from a stored sign-in handed out"
-            );
+            handed_out(&answer, "stored_sign_in", caller, admission);
             return Ok(answer);
         }
 
@@ -341,17 +332,7 @@ impl TokenService {
                 scopes: delegated.scopes.clone(),
                 ..self.answer(&delegated.token, &tenant_id, api)
             };
-            tracing::info!(
-                tenant = %tenant_id,
-                api = %api,
-                user = %delegated.user_oid,
-                caller = %caller.caller,
-                request_id = caller.request_id.as_deref(),
-                admission = admission.as_str(),
-                expires_in = answer.expires_in,
-                scopes = ?answer.scopes,
-                "delegated token handed out"
-            );
+            handed_out(&answer, "on_behalf_of", caller, admission);
             return Ok(answer);
         }
 
@@ -368,16 +349,7 @@ impl TokenService {
             roles: token.claims.roles.clone(),
             ..self.answer(&token, &tenant_id, api)
         };
-        tracing::info!(
-            tenant = %tenant_id,
-            api = %api,
-            caller = %caller.caller,
-            request_id = caller.request_id.as_deref(),
-            admission = admission.as_str(),
-            expires_in = answer.expires_in,
-            roles = ?answer.roles,
-            "token handed out"
-        );
+        handed_out(&answer, "app", caller, admission);
         Ok(answer)
     }
 
@@ -397,4 +369,22 @@ impl TokenService {
             scopes: Vec::new(),
         }
     }
+}
+
+/// The audit line of every token handed out (never the token): what for, for whom, to which
+/// caller under which request id (the join with the API's access log), and why it was allowed.
+fn handed_out(answer: &MintedToken, kind: &'static str, caller: &MintCaller, admission: Admission) {
+    tracing::info!(
+        tenant = %answer.tenant_id,
+        api = %answer.api,
+        kind,
+        user = answer.user_oid.as_deref(),
+        caller = %caller.caller,
+        request_id = caller.request_id.as_deref(),
+        admission = admission.as_str(),
+        expires_in = answer.expires_in,
+        roles = ?answer.roles,
+        scopes = ?answer.scopes,
+        "token handed out"
+    );
 }

@@ -12,14 +12,19 @@ use defender_partner_e2e::moto::{Moto, create_registry_table};
 use defender_partner_testkit::conformance::store as conformance;
 use defender_partner_testkit::conformance::updates as conformance_updates;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dynamodb_registry_passes_the_conformance_suite() {
+/// Moto with the functions' table; moto stops when the first value is dropped.
+async fn registry_on_moto() -> (Moto, DynamoRegistry) {
     let moto = Moto::start().await.expect("moto_server (run scripts/venv)");
     let client = moto.dynamodb().await;
     create_registry_table(&client, "registry")
         .await
         .expect("table");
-    let registry = DynamoRegistry::new(client, "registry");
+    (moto, DynamoRegistry::new(client, "registry"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_registry_passes_the_conformance_suite() {
+    let (_moto, registry) = registry_on_moto().await;
 
     conformance::run(&registry).await;
 
@@ -39,12 +44,7 @@ async fn dynamodb_registry_passes_the_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_callers_and_run_leases_pass_their_conformance_suites() {
     use defender_partner_testkit::conformance::{callers, leases};
-    let moto = Moto::start().await.expect("moto_server (run scripts/venv)");
-    let client = moto.dynamodb().await;
-    create_registry_table(&client, "registry")
-        .await
-        .expect("table");
-    let registry = DynamoRegistry::new(client, "registry");
+    let (_moto, registry) = registry_on_moto().await;
     callers::run(&registry).await;
     let scopes: Arc<dyn CallerScopes> = Arc::new(registry.clone());
     callers::concurrent_updates_all_apply(scopes).await;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::callers::{CallerLookup, CallerScope, CallerScopes, parse_scope, scope_json};
-use super::dynamo::{KIND_INDEX, is_condition_failure, unavailable};
+use super::dynamo::unavailable;
 use super::dynamo_leases::{Key, key};
 use super::{DynamoRegistry, RegistryError};
 
@@ -65,29 +65,12 @@ impl CallerScopes for DynamoRegistry {
     }
 
     async fn caller_scopes(&self) -> Result<Vec<CallerScope>, RegistryError> {
-        let mut found = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(KIND_INDEX)
-                .key_condition_expression("#kind = :kind")
-                .expression_attribute_names("#kind", "kind")
-                .expression_attribute_values(":kind", AttributeValue::S(KIND_CALLER.to_owned()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items() {
-                found.push(scope_from(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        let mut found = self
+            .kind_items(KIND_CALLER)
+            .await?
+            .iter()
+            .map(scope_from)
+            .collect::<Result<Vec<_>, _>>()?;
         found.sort_by(|a, b| a.caller.cmp(&b.caller));
         Ok(found)
     }
@@ -113,28 +96,8 @@ impl CallerScopes for DynamoRegistry {
             AttributeValue::N(saved.version.to_string()),
         );
         item.insert("kind".into(), AttributeValue::S(KIND_CALLER.to_owned()));
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        let request = if scope.version == 0 {
-            request.condition_expression("attribute_not_exists(pk)")
-        } else {
-            request
-                .condition_expression("#version = :expected")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(
-                    ":expected",
-                    AttributeValue::N(scope.version.to_string()),
-                )
-        };
-        match request.send().await {
-            Ok(_) => Ok(saved),
-            Err(error) if is_condition_failure(&error) => {
-                Err(RegistryError::Conflict(format!("caller {}", scope.caller)))
-            }
-            Err(error) => Err(unavailable(error)),
-        }
+        self.put_versioned(item, scope.version, || format!("caller {}", scope.caller))
+            .await?;
+        Ok(saved)
     }
 }

@@ -91,56 +91,20 @@ impl Checkpoints for DynamoRegistry {
             AttributeValue::N(saved.version.to_string()),
         );
         item.insert("kind".into(), AttributeValue::S(KIND_CHECKPOINT.to_owned()));
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        let request = if checkpoint.version == 0 {
-            request.condition_expression("attribute_not_exists(pk)")
-        } else {
-            request
-                .condition_expression("#version = :expected")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(
-                    ":expected",
-                    AttributeValue::N(checkpoint.version.to_string()),
-                )
-        };
-        match request.send().await {
-            Ok(_) => Ok(saved),
-            Err(error) if is_condition_failure(&error) => Err(RegistryError::Conflict(format!(
-                "checkpoint {}/{}",
-                checkpoint.tenant_id, checkpoint.source
-            ))),
-            Err(error) => Err(unavailable(error)),
-        }
+        self.put_versioned(item, checkpoint.version, || {
+            format!("checkpoint {}/{}", checkpoint.tenant_id, checkpoint.source)
+        })
+        .await?;
+        Ok(saved)
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, RegistryError> {
-        let mut found = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(KIND_INDEX)
-                .key_condition_expression("#kind = :kind")
-                .expression_attribute_names("#kind", "kind")
-                .expression_attribute_values(":kind", AttributeValue::S(KIND_CHECKPOINT.to_owned()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items() {
-                found.push(checkpoint_from(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        let mut found = self
+            .kind_items(KIND_CHECKPOINT)
+            .await?
+            .iter()
+            .map(checkpoint_from)
+            .collect::<Result<Vec<_>, _>>()?;
         found.sort_by(|a, b| (&a.tenant_id, &a.source).cmp(&(&b.tenant_id, &b.source)));
         Ok(found)
     }
