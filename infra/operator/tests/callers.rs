@@ -65,6 +65,7 @@ async fn an_operator_scopes_a_caller_then_revokes_it() {
         CallerScopingSettings {
             mode: CallerScopingMode::Mapped,
             cache_ttl: Duration::ZERO,
+            http_qualifier: None,
         },
         Arc::clone(&operator.world.services.callers),
     );

@@ -57,6 +57,20 @@ impl fmt::Display for Caller {
     }
 }
 
+/// Whether the caller an HTTP-shaped event names may be believed: with `qualifier` (the alias API
+/// Gateway invokes) configured, only when the function was invoked through that alias
+/// (`invoked_arn` = `arn:…:function:NAME:QUALIFIER`); anyone else who sends such an event invoked
+/// the function directly.
+pub fn http_identity_trusted(qualifier: Option<&str>, invoked_arn: &str) -> bool {
+    match qualifier {
+        None => true,
+        Some(qualifier) => {
+            let parts: Vec<&str> = invoked_arn.split(':').collect();
+            parts.len() == 8 && parts[5] == "function" && parts[7] == qualifier
+        }
+    }
+}
+
 /// An operator's name for a caller: `direct-invoke`, or an IAM principal ARN (a role's, with or
 /// without path, or an assumed-role session's, which names its role), as its stored key.
 pub fn caller_key(text: &str) -> Result<String, String> {
@@ -164,6 +178,24 @@ mod tests {
         assert_eq!(caller_key(" Direct-Invoke ").unwrap(), DIRECT_INVOKE);
         assert!(caller_key("anonymous").is_err(), "never mappable");
         assert!(caller_key("internal").is_err(), "never mappable");
+    }
+
+    #[test]
+    fn an_http_identity_is_believed_only_through_the_api_alias_when_one_is_set() {
+        let function = "arn:aws:lambda:us-east-1:123456789012:function:mint-token";
+        assert!(http_identity_trusted(None, function));
+        assert!(http_identity_trusted(
+            Some("api"),
+            &format!("{function}:api")
+        ));
+        for invoked in [
+            function.to_owned(),
+            format!("{function}:$LATEST"),
+            format!("{function}:7"),
+            format!("{function}:apis"),
+        ] {
+            assert!(!http_identity_trusted(Some("api"), &invoked), "{invoked}");
+        }
     }
 
     #[test]

@@ -4,5 +4,5 @@
 mod identity;
 mod scoping;
 
-pub use identity::{Caller, DIRECT_INVOKE, caller_key, principal_key};
+pub use identity::{Caller, DIRECT_INVOKE, caller_key, http_identity_trusted, principal_key};
 pub use scoping::{Admission, CallerScoping, ScopeError, decide};

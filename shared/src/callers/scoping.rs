@@ -214,6 +214,7 @@ mod tests {
         let settings = |seconds| CallerScopingSettings {
             mode: CallerScopingMode::Mapped,
             cache_ttl: Duration::from_secs(seconds),
+            http_qualifier: None,
         };
         let cached = CallerScoping::new(settings(60), store.clone());
         let fresh = CallerScoping::new(settings(0), store.clone());

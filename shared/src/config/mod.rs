@@ -25,7 +25,8 @@ use std::time::Duration;
 
 pub use access::{ENV_REQUIRED_ROLES_PREFIX, ENV_REQUIRED_SCOPES_PREFIX, RequiredAccess};
 pub use callers::{
-    CallerScopingMode, CallerScopingSettings, ENV_CALLER_SCOPE_CACHE_SECONDS, ENV_CALLER_SCOPING,
+    CallerScopingMode, CallerScopingSettings, ENV_CALLER_HTTP_QUALIFIER,
+    ENV_CALLER_SCOPE_CACHE_SECONDS, ENV_CALLER_SCOPING,
 };
 pub use cloud::{ENV_API_BASE_PREFIX, ENV_AUTHORITY_HOST, ENV_CLOUD};
 pub use consent::{

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{json_of, lambda_error};
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 
-use crate::callers::{Caller, CallerScoping};
+use crate::callers::{Caller, CallerScoping, http_identity_trusted};
 use crate::edge::{self, EdgeError, Invocation};
 use crate::minting::{MintCaller, MintedToken, TokenService};
 use crate::runtime::Services;
@@ -26,6 +26,8 @@ use crate::{ErrorCode, deadline};
 
 pub struct MintFunction {
     service: TokenService,
+    /// The alias API Gateway invokes (`DP_CALLER_HTTP_QUALIFIER`), if set.
+    http_qualifier: Option<String>,
 }
 
 impl MintFunction {
@@ -39,48 +41,70 @@ impl MintFunction {
         if services.settings.signin.mint_from_signin {
             service = service.with_stored_sign_ins(StoredSignIns::build(services).await?);
         }
-        Ok(MintFunction::new(service))
+        Ok(MintFunction::new(service)
+            .with_http_qualifier(services.settings.callers.http_qualifier.clone()))
     }
 
     pub fn new(service: TokenService) -> MintFunction {
-        MintFunction { service }
+        MintFunction {
+            service,
+            http_qualifier: None,
+        }
+    }
+
+    /// Believes an HTTP event's caller only when invoked through the alias `qualifier`.
+    pub fn with_http_qualifier(mut self, qualifier: Option<String>) -> MintFunction {
+        self.http_qualifier = qualifier;
+        self
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-        self.answer_invocation(
-            event.payload,
-            event.context.deadline,
-            Some(event.context.request_id),
-        )
-        .await
+        let invocation = InvocationFacts {
+            request_id: Some(event.context.request_id),
+            function_arn: event.context.invoked_function_arn,
+        };
+        self.answer_invocation(event.payload, event.context.deadline, invocation)
+            .await
     }
 
     /// Answers `payload`, an invocation whose deadline is `deadline_ms` (the runtime's
     /// `Lambda-Runtime-Deadline-Ms`).
     pub async fn answer(&self, payload: Value, deadline_ms: u64) -> Result<Value, Diagnostic> {
-        self.answer_invocation(payload, deadline_ms, None).await
+        self.answer_invocation(payload, deadline_ms, InvocationFacts::default())
+            .await
     }
 
-    /// As [`MintFunction::answer`], the invocation's own request id (Lambda's) known.
+    /// As [`MintFunction::answer`], what Lambda says of the invocation known.
     pub async fn answer_invocation(
         &self,
         payload: Value,
         deadline_ms: u64,
-        invocation_id: Option<String>,
+        invocation: InvocationFacts,
     ) -> Result<Value, Diagnostic> {
+        let direct = MintCaller {
+            caller: Caller::DirectInvoke,
+            request_id: invocation.request_id.clone(),
+        };
         match Invocation::classify(payload).map_err(|error| lambda_error(&error))? {
             Invocation::Direct(request) => {
-                let caller = MintCaller {
-                    caller: Caller::DirectInvoke,
-                    request_id: invocation_id,
-                };
-                match self.mint_in_time(&caller, request, deadline_ms).await {
+                match self.mint_in_time(&direct, request, deadline_ms).await {
                     Ok(token) => Ok(json_of(token)),
                     Err(error) => Err(lambda_error(&refused(error))),
                 }
             }
             Invocation::Http(request) => {
-                let caller = http_caller(&request);
+                let caller = if http_identity_trusted(
+                    self.http_qualifier.as_deref(),
+                    &invocation.function_arn,
+                ) {
+                    http_caller(&request)
+                } else {
+                    tracing::warn!(
+                        invoked = %invocation.function_arn,
+                        "an HTTP-shaped event invoked outside the API's alias: its caller is direct-invoke"
+                    );
+                    direct
+                };
                 let minted = match edge::json_body(&request) {
                     Ok(body) => self.mint_in_time(&caller, body, deadline_ms).await,
                     Err(error) => Err(error),
@@ -122,6 +146,14 @@ impl MintFunction {
     }
 }
 
+/// What Lambda says of an invocation: its request id, and the ARN it was invoked through (with
+/// the alias, when one was named).
+#[derive(Debug, Clone, Default)]
+pub struct InvocationFacts {
+    pub request_id: Option<String>,
+    pub function_arn: String,
+}
+
 /// The caller API Gateway authenticated, and the request id its access log carries.
 fn http_caller(request: &ApiGatewayV2httpRequest) -> MintCaller {
     let context = &request.request_context;
@@ -144,6 +176,7 @@ fn refused(error: EdgeError) -> EdgeError {
 #[cfg(test)]
 mod tests {
     use aws_lambda_events::encodings::Body;
+    use serde_json::json;
 
     use super::*;
     use crate::config::Settings;
@@ -280,6 +313,61 @@ mod tests {
             .unwrap_err();
         assert_eq!(direct.error_type, "caller_not_allowed");
         assert!(direct.error_message.contains("direct-invoke"));
+    }
+
+    #[tokio::test]
+    async fn with_an_api_alias_an_http_event_invoked_elsewhere_is_a_direct_invocation() {
+        let settings = Settings::from_lookup(|name| match name {
+            "DP_CREDENTIAL_JSON" => Some(
+                r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": "x"}"#
+                    .into(),
+            ),
+            "DP_SQLITE_PATH" => Some(":memory:".into()),
+            "DP_CALLER_HTTP_QUALIFIER" => Some("api".into()),
+            _ => None,
+        })
+        .unwrap();
+        let services = Services::build_with_aws(settings, None).await.unwrap();
+        let function = MintFunction::build(&services).await.unwrap();
+        // Only the sample's role may mint: an event naming it is believed through the alias only.
+        crate::store::update_caller_scope(
+            services.callers.as_ref(),
+            "arn:aws:iam::123456789012:role/soc-workflow",
+            |scope| {
+                scope.all_tenants = true;
+            },
+        )
+        .await
+        .unwrap();
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:mint-token";
+        let answer = |function_arn: String| {
+            let invocation = InvocationFacts {
+                request_id: Some("lambda-request".into()),
+                function_arn,
+            };
+            function.answer_invocation(
+                samples::event("mint-token-http.json"),
+                DEADLINE_MS,
+                invocation,
+            )
+        };
+        let (status, body) = http_answer(answer(arn.to_owned()).await);
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (403, &json!("caller_not_allowed"))
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("direct-invoke")
+        );
+        // Through the alias: the role, which may mint; the (unregistered) tenant answers.
+        let (status, body) = http_answer(answer(format!("{arn}:api")).await);
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (404, &json!("tenant_not_registered"))
+        );
     }
 
     #[tokio::test]
