@@ -186,17 +186,26 @@ mod tests {
     const DEADLINE_MS: u64 = 60_000;
 
     async fn function() -> MintFunction {
+        function_on(&[]).await.1
+    }
+
+    /// The function on an in-memory store, with `settings` besides the credential.
+    async fn function_on(settings: &[(&str, &str)]) -> (Services, MintFunction) {
         let settings = Settings::from_lookup(|name| match name {
             "DP_CREDENTIAL_JSON" => Some(
                 r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": "x"}"#
                     .into(),
             ),
             "DP_SQLITE_PATH" => Some(":memory:".into()),
-            _ => None,
+            _ => settings
+                .iter()
+                .find(|(variable, _)| *variable == name)
+                .map(|(_, value)| (*value).to_owned()),
         })
         .unwrap();
         let services = Services::build_with_aws(settings, None).await.unwrap();
-        MintFunction::build(&services).await.unwrap()
+        let function = MintFunction::build(&services).await.unwrap();
+        (services, function)
     }
 
     fn http_answer(answer: Result<Value, Diagnostic>) -> (i64, Value) {
@@ -277,18 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_outside_its_mapping_is_refused_before_the_registry_answers() {
-        let settings = Settings::from_lookup(|name| match name {
-            "DP_CREDENTIAL_JSON" => Some(
-                r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": "x"}"#
-                    .into(),
-            ),
-            "DP_SQLITE_PATH" => Some(":memory:".into()),
-            "DP_CALLER_SCOPE_CACHE_SECONDS" => Some("0".into()),
-            _ => None,
-        })
-        .unwrap();
-        let services = Services::build_with_aws(settings, None).await.unwrap();
-        let function = MintFunction::build(&services).await.unwrap();
+        let (services, function) = function_on(&[("DP_CALLER_SCOPE_CACHE_SECONDS", "0")]).await;
         // Once any caller is mapped, the sample's unmapped role and direct invocations are
         // refused, whether or not the tenant is registered.
         crate::store::update_caller_scope(
@@ -317,18 +315,7 @@ mod tests {
 
     #[tokio::test]
     async fn with_an_api_alias_an_http_event_invoked_elsewhere_is_a_direct_invocation() {
-        let settings = Settings::from_lookup(|name| match name {
-            "DP_CREDENTIAL_JSON" => Some(
-                r#"{"client_id": "11111111-1111-4111-8111-111111111111", "client_secret": "x"}"#
-                    .into(),
-            ),
-            "DP_SQLITE_PATH" => Some(":memory:".into()),
-            "DP_CALLER_HTTP_QUALIFIER" => Some("api".into()),
-            _ => None,
-        })
-        .unwrap();
-        let services = Services::build_with_aws(settings, None).await.unwrap();
-        let function = MintFunction::build(&services).await.unwrap();
+        let (services, function) = function_on(&[("DP_CALLER_HTTP_QUALIFIER", "api")]).await;
         // Only the sample's role may mint: an event naming it is believed through the alias only.
         crate::store::update_caller_scope(
             services.callers.as_ref(),
