@@ -117,6 +117,8 @@ error_codes! {
     HuntTimedOut => "hunt_timed_out",
     HuntResultsUnavailable => "hunt_results_unavailable",
     HuntQueueUnavailable => "hunt_queue_unavailable",
+    /// The caller's mapping (`dp-operator callers`) does not let it mint for this tenant.
+    CallerNotAllowed => "caller_not_allowed",
 }
 
 impl ErrorCode {
@@ -157,7 +159,7 @@ impl ErrorCode {
             | ErrorCode::AssertionInvalid
             | ErrorCode::AssertionExpired
             | ErrorCode::SignInRequired => 401,
-            ErrorCode::StoredSignInDisabled => 403,
+            ErrorCode::StoredSignInDisabled | ErrorCode::CallerNotAllowed => 403,
             ErrorCode::IdTokenInvalid => 401,
             ErrorCode::TenantMismatch | ErrorCode::AdminRoleMissing => 403,
             ErrorCode::ApiRetired => 410,

@@ -3,6 +3,7 @@
 //! shell around the services defined here, so every behaviour can be tested without AWS.
 
 pub mod api;
+pub mod callers;
 pub mod cloud;
 pub mod config;
 pub mod consent;

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::api::{DefenderApi, UnknownApi};
+use crate::callers::{Admission, Caller, CallerScoping, ScopeError};
 use crate::config::{ApiAccessSettings, TokenEndpointVersion};
 use crate::entra::discovery::TenantResolver;
 use crate::entra::{
@@ -60,6 +61,25 @@ fn expose<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, 
     serializer.serialize_str(secret.expose_secret())
 }
 
+/// Who asked for a token: checked against its mapping, and logged with every token handed out
+/// together with the request id (API Gateway's `requestContext.requestId`, which the API's access
+/// log carries too, or Lambda's for a direct invocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintCaller {
+    pub caller: Caller,
+    pub request_id: Option<String>,
+}
+
+impl MintCaller {
+    /// The function minting for its own use.
+    pub fn internal() -> MintCaller {
+        MintCaller {
+            caller: Caller::Internal,
+            request_id: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MintError {
     #[error("invalid request: {0}")]
@@ -91,6 +111,8 @@ pub enum MintError {
     StoredSignInDisabled,
     #[error(transparent)]
     StoredSignIn(#[from] crate::signin::StoredSignInError),
+    #[error(transparent)]
+    Caller(#[from] ScopeError),
 }
 
 impl CallerError for MintError {
@@ -107,6 +129,7 @@ impl CallerError for MintError {
             MintError::Delegated(error) => error.code(),
             MintError::StoredSignInDisabled => ErrorCode::StoredSignInDisabled,
             MintError::StoredSignIn(error) => error.code(),
+            MintError::Caller(error) => error.code(),
         }
     }
 
@@ -138,6 +161,9 @@ pub struct TokenService {
     delegated: OboProvider,
     stored: Option<crate::signin::StoredSignIns>,
     resolver: TenantResolver,
+    /// Which tenants each caller may mint for (`mint-token`); none for a function minting for
+    /// its own use.
+    scoping: Option<CallerScoping>,
 }
 
 impl TokenService {
@@ -156,7 +182,14 @@ impl TokenService {
                 services.http.clone(),
                 services.settings.endpoints.clone(),
             ),
+            scoping: None,
         }
+    }
+
+    /// Holds every caller to its mapping in the store (`mint-token`).
+    pub fn with_caller_scoping(mut self, scoping: CallerScoping) -> TokenService {
+        self.scoping = Some(scoping);
+        self
     }
 
     /// Lets this service mint for users from their stored sign-ins (`user_oid` requests).
@@ -165,17 +198,37 @@ impl TokenService {
         self
     }
 
-    /// Parses a raw JSON payload and mints.
+    /// Parses a raw JSON payload and mints for the function's own use.
     pub async fn mint_json(&self, payload: serde_json::Value) -> Result<MintedToken, MintError> {
+        self.mint_json_for(&MintCaller::internal(), payload).await
+    }
+
+    /// Parses a raw JSON payload and mints for `caller`.
+    pub async fn mint_json_for(
+        &self,
+        caller: &MintCaller,
+        payload: serde_json::Value,
+    ) -> Result<MintedToken, MintError> {
         let request: MintRequest = serde_json::from_value(payload).map_err(|error| {
             MintError::InvalidRequest(format!(
                 "{error}; expected {{\"tenant\": \"<tenant id or domain>\", \"api\": \"m365d|mde|graph\"}}"
             ))
         })?;
-        self.mint(&request).await
+        self.mint_for(caller, &request).await
     }
 
+    /// Mints for the function's own use (no caller to scope).
     pub async fn mint(&self, request: &MintRequest) -> Result<MintedToken, MintError> {
+        self.mint_for(&MintCaller::internal(), request).await
+    }
+
+    /// Mints for `caller`: the caller's mapping is checked before the registry's verdict and
+    /// before any token is requested from Entra.
+    pub async fn mint_for(
+        &self,
+        caller: &MintCaller,
+        request: &MintRequest,
+    ) -> Result<MintedToken, MintError> {
         let tenant_text = request
             .tenant
             .as_deref()
@@ -194,11 +247,22 @@ impl TokenService {
             .map_err(MintError::InvalidRequest)?;
 
         let tenant_id = self.resolver.resolve(&tenant).await?;
-        let record = self
-            .registry
-            .get(&tenant_id)
-            .await?
-            .ok_or_else(|| MintError::TenantNotRegistered(tenant_id.to_string()))?;
+        let record = self.registry.get(&tenant_id).await?;
+        let admission = match &self.scoping {
+            Some(scoping) => {
+                let customer_ref = record
+                    .as_ref()
+                    .and_then(|record| record.customer_ref.as_deref());
+                scoping
+                    .check(&caller.caller, &tenant_id, customer_ref)
+                    .await
+                    .inspect_err(|error| {
+                        tracing::warn!(caller = %caller.caller, request_id = caller.request_id.as_deref(), tenant = %tenant_id, code = %error.code(), "caller refused")
+                    })?
+            }
+            None => Admission::ScopingOff,
+        };
+        let record = record.ok_or_else(|| MintError::TenantNotRegistered(tenant_id.to_string()))?;
         if record.status != TenantStatus::Active {
             return Err(MintError::TenantNotActive {
                 tenant: tenant_id.to_string(),
@@ -236,12 +300,14 @@ impl TokenService {
                     self.settings.access.required_scopes(api),
                 )
                 .await?;
-            return Ok(MintedToken {
+            let answer = MintedToken {
                 user_oid: Some(delegated.user_oid.clone()),
                 user_upn: delegated.upn.clone(),
                 scopes: delegated.scopes.clone(),
                 ..self.answer(&delegated.token, &tenant_id, api)
-            });
+            };
+            handed_out(&answer, "stored_sign_in", caller, admission);
+            return Ok(answer);
         }
 
         if let Some(user_token) = &request.user_token {
@@ -266,14 +332,7 @@ impl TokenService {
                 scopes: delegated.scopes.clone(),
                 ..self.answer(&delegated.token, &tenant_id, api)
             };
-            tracing::info!(
-                tenant = %tenant_id,
-                api = %api,
-                user = %delegated.user_oid,
-                expires_in = answer.expires_in,
-                scopes = ?answer.scopes,
-                "delegated token handed out"
-            );
+            handed_out(&answer, "on_behalf_of", caller, admission);
             return Ok(answer);
         }
 
@@ -290,13 +349,7 @@ impl TokenService {
             roles: token.claims.roles.clone(),
             ..self.answer(&token, &tenant_id, api)
         };
-        tracing::info!(
-            tenant = %tenant_id,
-            api = %api,
-            expires_in = answer.expires_in,
-            roles = ?answer.roles,
-            "token handed out"
-        );
+        handed_out(&answer, "app", caller, admission);
         Ok(answer)
     }
 
@@ -316,4 +369,22 @@ impl TokenService {
             scopes: Vec::new(),
         }
     }
+}
+
+/// The audit line of every token handed out (never the token): what for, for whom, to which
+/// caller under which request id (the join with the API's access log), and why it was allowed.
+fn handed_out(answer: &MintedToken, kind: &'static str, caller: &MintCaller, admission: Admission) {
+    tracing::info!(
+        tenant = %answer.tenant_id,
+        api = %answer.api,
+        kind,
+        user = answer.user_oid.as_deref(),
+        caller = %caller.caller,
+        request_id = caller.request_id.as_deref(),
+        admission = admission.as_str(),
+        expires_in = answer.expires_in,
+        roles = ?answer.roles,
+        scopes = ?answer.scopes,
+        "token handed out"
+    );
 }

@@ -16,8 +16,8 @@ use crate::secrets::{
     SecretsManagerSource,
 };
 use crate::store::{
-    Checkpoints, ConsentAttempts, DynamoRegistry, HuntRecords, RegistryError, SignedInUsers,
-    SqliteRegistry, Store, TenantRegistry, UpdateRecords,
+    CallerScopes, Checkpoints, ConsentAttempts, DynamoRegistry, HuntRecords, RegistryError,
+    RunLeases, SignedInUsers, SqliteRegistry, Store, TenantRegistry, UpdateRecords,
 };
 
 pub struct Services {
@@ -38,6 +38,10 @@ pub struct Services {
     pub updates: Arc<dyn UpdateRecords>,
     /// And through its fleet-hunting port.
     pub hunts: Arc<dyn HuntRecords>,
+    /// And through its callers' scopes (who may mint for which tenant).
+    pub callers: Arc<dyn CallerScopes>,
+    /// And through its run leases (one scheduled fleet run at a time).
+    pub run_leases: Arc<dyn RunLeases>,
     pub tokens: Arc<AppTokenProvider>,
 }
 
@@ -107,7 +111,9 @@ impl Services {
             checkpoints: store.clone(),
             signed_in: store.clone(),
             updates: store.clone(),
-            hunts: store,
+            hunts: store.clone(),
+            callers: store.clone(),
+            run_leases: store,
             tokens,
         })
     }

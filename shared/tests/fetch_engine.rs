@@ -863,3 +863,52 @@ async fn short_lived_tokens_are_reused_for_half_their_life() {
     );
     fixture.stop().await;
 }
+
+/// Two scheduled runs started together (an overlapping schedule, an operator's invoke during a
+/// run): the one that takes the fleet's run lease walks every tenant, the other does nothing and
+/// says `busy`; once the walker is done, the next run walks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduled_runs_started_together_one_walks_one_is_busy() {
+    let fixture = Fixture::start(
+        [(40, 0), (3, 0), (0, 0)],
+        &[("DP_SOURCES", "m365d-incidents")],
+    )
+    .await;
+    let other = fixture.second_instance().await;
+    // Slow pages, so that the walker still holds the lease when the other run asks for it.
+    fixture
+        .handle
+        .push_fault(delay(FaultMatch::Data, 150, 6))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mine, theirs) = tokio::join!(
+        fixture.service.scheduled(deadline),
+        other.scheduled(deadline)
+    );
+    fixture.handle.clear_faults();
+    let (mine, theirs) = (mine.unwrap(), theirs.unwrap());
+    let (walker, idle) = match (mine.busy, theirs.busy) {
+        (false, true) => (mine, theirs),
+        (true, false) => (theirs, mine),
+        other => panic!("exactly one run must walk, one be busy: {other:?}"),
+    };
+    assert_eq!(walker.tenants, 3);
+    assert_eq!(walker.outcomes.len(), 3);
+    assert!(
+        walker
+            .outcomes
+            .iter()
+            .all(|outcome| outcome.result == PairResult::Complete),
+        "{:?}",
+        walker.outcomes
+    );
+    assert_eq!(
+        (idle.tenants, idle.pairs, idle.outcomes.len()),
+        (0, 0, 0),
+        "the busy run walks nothing"
+    );
+    keys_once(&fixture.lines());
+    let next = other.scheduled(deadline).await.unwrap();
+    assert!(!next.busy, "the walker released the lease");
+    fixture.stop().await;
+}

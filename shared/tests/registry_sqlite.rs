@@ -49,3 +49,19 @@ async fn passes_the_hunting_conformance_suite() {
     ))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_caller_scope_conformance_suite() {
+    let store = SqliteRegistry::in_memory().unwrap();
+    defender_partner_testkit::conformance::callers::run(&store).await;
+    defender_partner_testkit::conformance::callers::concurrent_updates_all_apply(Arc::new(store))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_run_lease_conformance_suite() {
+    let store = SqliteRegistry::in_memory().unwrap();
+    defender_partner_testkit::conformance::leases::run(&store).await;
+    defender_partner_testkit::conformance::leases::concurrent_takers_one_winner(Arc::new(store))
+        .await;
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use defender_emulator::{ApiCalls, DataApiCalls, Fault, FaultMatch};
 use defender_partner::defender::Source;
 use defender_partner::sink::{Change, SinkLine};
-use defender_partner::store::{DynamoRegistry, TenantRegistry, TenantStatus};
+use defender_partner::store::{DynamoRegistry, FLEET_RUN, RunLeases, TenantRegistry, TenantStatus};
 use defender_partner::tenant_id::TenantId;
 use defender_partner_e2e::fetch::{FetchAws, jwt_like, kill_function, scheduled_event, sqs_event};
 use defender_partner_e2e::stack::guid;
@@ -451,6 +451,44 @@ async fn fetch_incidents_end_to_end() {
                 "each pair writes its per-source metrics too"
             );
         })
+        .await;
+
+    // --- one scheduled run at a time ------------------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run(
+            "a_scheduled_run_finding_the_fleet_lease_held_is_busy",
+            async move {
+                // Another scheduled run (another sandbox) is walking the fleet: it holds the lease.
+                let registry = f.registry();
+                let now = chrono::Utc::now();
+                let until = now + chrono::Duration::minutes(10);
+                assert!(
+                    registry
+                        .take_run_lease(FLEET_RUN, "another-run", now, until)
+                        .await
+                        .unwrap()
+                );
+                let calls_before = api_calls(&f, &f.t.a).await;
+                let report = f.lambda.invoke(&scheduled_event()).await.unwrap();
+                assert_eq!(report["busy"], true, "{report}");
+                assert_eq!(report["pairs"], 0, "{report}");
+                assert_eq!(
+                    api_calls(&f, &f.t.a).await,
+                    calls_before,
+                    "a busy run calls no API"
+                );
+                // That run ends: the next schedule walks the fleet.
+                registry
+                    .release_run_lease(FLEET_RUN, "another-run")
+                    .await
+                    .unwrap();
+                let report = f.scheduled(&f.lambda).await;
+                assert_eq!(report["busy"], false, "{report}");
+                assert!(report["pairs"].as_u64().unwrap_or_default() > 0, "{report}");
+            },
+        )
         .await;
 
     // --- fan-out through SQS -------------------------------------------------------------------

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use defender_emulator::{Endpoint, Fault, FaultMatch, SecretConfig, TenantConfig};
-use defender_partner::store::TenantStatus;
+use defender_partner::store::{TenantStatus, update_caller_scope};
+use defender_partner::tenant_id::TenantId;
 use defender_partner_e2e::leaks::assert_no_leaks;
 use defender_partner_e2e::stack::guid;
 use defender_partner_e2e::{Cases, FunctionError, LambdaWatch, Stack, events, jwt};
@@ -48,6 +49,12 @@ struct Tenants {
     storm: String,
     long_storm: String,
     http: String,
+    /// Caller scoping: minted for by a role mapped to the tenant itself.
+    scoped_by_tenant: String,
+    /// … by a role mapped to the tenant's customer reference.
+    scoped_by_customer: String,
+    /// … by no mapped role, until direct invocations are mapped to it.
+    scoped_other: String,
 }
 
 impl Tenants {
@@ -70,6 +77,9 @@ impl Tenants {
             storm: guid(),
             long_storm: guid(),
             http: guid(),
+            scoped_by_tenant: guid(),
+            scoped_by_customer: guid(),
+            scoped_other: guid(),
         }
     }
 
@@ -89,6 +99,9 @@ impl Tenants {
             &self.storm,
             &self.long_storm,
             &self.http,
+            &self.scoped_by_tenant,
+            &self.scoped_by_customer,
+            &self.scoped_other,
         ]
     }
 
@@ -719,6 +732,15 @@ async fn mint_token_end_to_end() {
         })
         .await;
 
+    // --- caller scoping --------------------------------------------------------------------
+
+    let f = fixture.clone();
+    cases
+        .run("callers_are_held_to_their_mappings", async move {
+            caller_scoping(&f).await;
+        })
+        .await;
+
     // --- last: nothing secret in any log --------------------------------------------------
 
     let f = fixture.clone();
@@ -745,4 +767,134 @@ async fn mint_token_end_to_end() {
 
     drop(fixture);
     cases.finish();
+}
+
+/// An HTTP API event for `POST /tokens` signed by `user_arn`, with its own request id.
+fn signed_by(user_arn: &str, request_id: &str, body: &Value) -> Value {
+    let mut event = events::post_tokens(body).unwrap();
+    event["requestContext"]["authorizer"]["iam"]["userArn"] = Value::String(user_arn.to_owned());
+    event["requestContext"]["requestId"] = Value::String(request_id.to_owned());
+    event
+}
+
+/// Roles mapped to a tenant or to a customer reference mint for those only; an unmapped role and
+/// unmapped direct invocations are refused once any mapping exists, before any token request;
+/// every token handed out is logged with its caller and request id.
+async fn caller_scoping(f: &Fixture) {
+    const ACCOUNT: &str = "123456789012";
+    let session = |role: &str| {
+        format!(
+            "arn:aws:sts::{ACCOUNT}:assumed-role/{role}/run-{}",
+            &guid()[..8]
+        )
+    };
+    let role_key = |role: &str| format!("arn:aws:iam::{ACCOUNT}:role/{role}");
+    // Its own instance, reading mappings on every request: the shared one keeps them a minute.
+    let function = f
+        .stack
+        .start_function(
+            PACKAGE,
+            BIN,
+            &[("DP_CALLER_SCOPE_CACHE_SECONDS", "0")],
+            &json!({}),
+        )
+        .await
+        .expect("a scoped watch starts");
+    let post = |user_arn: String, tenant: &str| {
+        let request_id = format!("e2e-{}", guid());
+        let event = signed_by(
+            &user_arn,
+            &request_id,
+            &json!({ "tenant": tenant, "api": "graph" }),
+        );
+        let function = &function;
+        async move {
+            let response = function.invoke(&event).await.expect("an HTTP answer");
+            let body: Value =
+                serde_json::from_str(response["body"].as_str().unwrap_or_default()).unwrap();
+            f.stack.remember_answer(&body);
+            (
+                response["statusCode"].as_u64().unwrap_or_default(),
+                body,
+                request_id,
+            )
+        }
+    };
+
+    // No mapping anywhere yet: every caller mints for every tenant (the `mapped` default).
+    let (status, body, _) = post(session("anyone"), &f.t.scoped_by_customer).await;
+    assert_eq!(status, 200, "{body}");
+
+    let registry = f.stack.registry();
+    let by_tenant = TenantId::parse(&f.t.scoped_by_tenant).unwrap();
+    update_caller_scope(&registry, &role_key("playbooks"), |scope| {
+        scope.tenants.insert(by_tenant.clone());
+    })
+    .await
+    .unwrap();
+    // The stack registers each tenant with the customer reference `CRM-` + its first 4 characters.
+    let customer = format!("CRM-{}", &f.t.scoped_by_customer[..4]);
+    update_caller_scope(&registry, &role_key("enrichment"), |scope| {
+        scope.customer_refs.insert(customer.clone());
+    })
+    .await
+    .unwrap();
+
+    let (status, body, request_id) = post(session("playbooks"), &f.t.scoped_by_tenant).await;
+    assert_eq!(status, 200, "{body}");
+    expect_token(
+        Ok(body),
+        &f.t.scoped_by_tenant,
+        "graph",
+        RESOURCE_GRAPH,
+        ROLE_GRAPH,
+    );
+    let logged = f.stack.logs().text();
+    assert!(
+        logged.lines().any(|line| line.contains("token handed out")
+            && line.contains(&role_key("playbooks"))
+            && line.contains(&request_id)),
+        "no log line of the token with its caller and request id {request_id}"
+    );
+    let (status, body, _) = post(session("enrichment"), &f.t.scoped_by_customer).await;
+    assert_eq!(status, 200, "by customer reference: {body}");
+
+    for (role, tenant) in [
+        ("playbooks", &f.t.scoped_other),
+        ("enrichment", &f.t.scoped_by_tenant),
+        ("stranger", &f.t.scoped_other),
+        // Not registered at all: the refusal does not tell.
+        ("playbooks", &f.t.unregistered),
+    ] {
+        let (status, body, _) = post(session(role), tenant).await;
+        assert_eq!(status, 403, "{role} → {tenant}: {body}");
+        assert_eq!(body["error"]["code"], "caller_not_allowed", "{body}");
+    }
+    expect_error(
+        function
+            .invoke(&json!({ "tenant": f.t.scoped_other, "api": "graph" }))
+            .await,
+        "caller_not_allowed",
+    );
+    expect_no_token_request(f, &f.t.scoped_other).await;
+
+    let other = TenantId::parse(&f.t.scoped_other).unwrap();
+    update_caller_scope(&registry, "direct-invoke", |scope| {
+        scope.tenants.insert(other.clone());
+    })
+    .await
+    .unwrap();
+    let answer = function
+        .invoke(&json!({ "tenant": f.t.scoped_other, "api": "graph" }))
+        .await;
+    if let Ok(value) = &answer {
+        f.stack.remember_answer(value);
+    }
+    expect_token(
+        answer,
+        &f.t.scoped_other,
+        "graph",
+        RESOURCE_GRAPH,
+        ROLE_GRAPH,
+    );
 }

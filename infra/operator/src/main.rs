@@ -2,6 +2,7 @@
 //! the same variables the functions use (`DP_TABLE_NAME`, `DP_CREDENTIAL_SECRET_ID`, AWS
 //! credentials), against the real table.
 
+mod callers;
 mod device_signin;
 mod federation;
 mod hunt;
@@ -78,6 +79,12 @@ enum Command {
         #[command(subcommand)]
         command: hunt::HuntCommand,
     },
+    /// Who may mint for which tenant: callers of mint-token (IAM roles, direct-invoke) mapped
+    /// to tenants and customer references.
+    Callers {
+        #[command(subcommand)]
+        command: callers::CallersCommand,
+    },
     /// The tenant registry.
     Tenants {
         #[command(subcommand)]
@@ -147,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Status(args) => {
             return status::run(&services, args, cli.json).await;
         }
+        Command::Callers { command } => callers::run(&services, command, cli.json).await?,
         Command::ConsentLink {
             customer,
             link,

@@ -3,12 +3,13 @@
 //!
 //! One file per concern reads its variables through [`env::Env`], the only place that parses
 //! text: `cloud`, `credential`, `registry`, `token`, `access` (roles and scopes), `consent`,
-//! `signin`, `logging`, and the ingestion job's `fetch` and `sink`. This file holds
+//! `signin`, `callers`, `logging`, and the ingestion job's `fetch` and `sink`. This file holds
 //! [`Settings`], the rules between the concerns (the required roles follow the configured
 //! sources; whether anything lives in AWS), and the slice of the settings each component is
 //! handed.
 
 pub mod access;
+pub mod callers;
 pub mod cloud;
 pub mod consent;
 pub mod credential;
@@ -23,6 +24,10 @@ pub mod token;
 use std::time::Duration;
 
 pub use access::{ENV_REQUIRED_ROLES_PREFIX, ENV_REQUIRED_SCOPES_PREFIX, RequiredAccess};
+pub use callers::{
+    CallerScopingMode, CallerScopingSettings, ENV_CALLER_HTTP_QUALIFIER,
+    ENV_CALLER_SCOPE_CACHE_SECONDS, ENV_CALLER_SCOPING,
+};
 pub use cloud::{ENV_API_BASE_PREFIX, ENV_AUTHORITY_HOST, ENV_CLOUD};
 pub use consent::{
     ConsentSettings, DEFAULT_STATE_KEY_FILE, ENV_CONSENT_APIS, ENV_CONSENT_LINK,
@@ -73,6 +78,8 @@ pub struct Settings {
     pub access: RequiredAccess,
     pub consent: ConsentSettings,
     pub signin: SignInSettings,
+    /// Which tenants each caller of `mint-token` may mint for.
+    pub callers: CallerScopingSettings,
     pub log_format: LogFormat,
     /// The ingestion job's own settings, on the function that runs it
     /// ([`Settings::with_fetch_job`]); `None` elsewhere.
@@ -134,6 +141,7 @@ impl Settings {
             access: access::read(&env, &sources)?,
             consent,
             signin,
+            callers: callers::read(&env)?,
             log_format,
             fetch_job: None,
         })

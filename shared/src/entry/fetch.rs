@@ -125,6 +125,7 @@ impl FetchFunction {
                     .await
                     .map_err(|error| lambda_error(&error))?;
                 tracing::info!(
+                    busy = report.busy,
                     tenants = report.tenants,
                     pairs = report.pairs,
                     enqueued = report.enqueued,

@@ -1,10 +1,13 @@
 //! Every active tenant and source in one scheduled run: processed here with bounded concurrency
 //! when the fleet is small, fanned out through the queue (one message per tenant and source) when
-//! it is large. One pair failing never stops the others.
+//! it is large. One pair failing never stops the others. A scheduled run holds the fleet's run
+//! lease while it walks: a second run started meanwhile (an overlapping schedule, a retry, an
+//! operator's invoke) finds it held, reports `busy` and does nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -13,8 +16,10 @@ use tokio::time::Instant;
 use super::admission::{ROLES_MISSING_PREFIX, plan_sources, roles_missing_reason};
 use super::engine::Fetcher;
 use super::outcome::{PairOutcome, PairResult};
+use super::window::lease_until;
 use crate::defender::Source;
-use crate::store::{RegistryError, TenantRecord, TenantStatus, stored_now};
+use crate::sink::RunId;
+use crate::store::{FLEET_RUN, RegistryError, RunLeases, TenantRecord, TenantStatus, stored_now};
 use crate::tenant_id::TenantId;
 
 /// Time a scheduled run keeps for its active tenants before it re-verifies pending ones.
@@ -28,8 +33,10 @@ pub struct PairTask {
 }
 
 /// What a scheduled run did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct FleetReport {
+    /// Another scheduled run held the fleet's run lease: this one walked nothing.
+    pub busy: bool,
     pub tenants: usize,
     pub pairs: usize,
     /// Pairs handed to the queue instead of processed here.
@@ -158,7 +165,38 @@ async fn report_missing_roles(
     }
 }
 
+/// One scheduled run: takes the fleet's run lease (until the invocation's deadline and a margin,
+/// so that a run that dies holding it frees the fleet for the next schedule), walks the fleet,
+/// releases the lease. Finding the lease held, it does nothing and reports `busy`.
 pub async fn run_scheduled(
+    fetcher: Arc<Fetcher>,
+    queue: Option<&dyn WorkQueue>,
+    leases: &dyn RunLeases,
+    deadline: Instant,
+) -> Result<FleetReport, RegistryError> {
+    let holder = RunId::new();
+    let now = Utc::now();
+    let until = lease_until(now, deadline, Instant::now());
+    if !leases
+        .take_run_lease(FLEET_RUN, holder.as_str(), now, until)
+        .await?
+    {
+        tracing::warn!("another scheduled run is walking the fleet: this run does nothing (busy)");
+        return Ok(FleetReport {
+            busy: true,
+            ..FleetReport::default()
+        });
+    }
+    let report = walk(fetcher, queue, deadline).await;
+    if let Err(error) = leases.release_run_lease(FLEET_RUN, holder.as_str()).await {
+        // The lease expires on its own; the next schedule waits for that.
+        tracing::warn!(error = %error, "fleet run lease not released");
+    }
+    report
+}
+
+/// Every active tenant and source: fanned out, or processed here.
+async fn walk(
     fetcher: Arc<Fetcher>,
     queue: Option<&dyn WorkQueue>,
     deadline: Instant,
@@ -172,6 +210,7 @@ pub async fn run_scheduled(
             .map_err(|error| RegistryError::Unavailable(format!("queue: {error}")))?;
         tracing::info!(tenants, pairs, "fleet fanned out through the queue");
         return Ok(FleetReport {
+            busy: false,
             tenants,
             pairs,
             enqueued: pairs,
@@ -181,6 +220,7 @@ pub async fn run_scheduled(
     }
     let outcomes = run_pairs(fetcher, tasks, deadline).await;
     Ok(FleetReport {
+        busy: false,
         tenants,
         pairs,
         enqueued: 0,

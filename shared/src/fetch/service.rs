@@ -15,11 +15,13 @@ use super::reverify::Reverifier;
 use crate::config::{ConfigError, ENV_EVENT_BUS, ENV_QUEUE_URL, ENV_SINK_BUCKET, FetchJobSettings};
 use crate::defender::DefenderClient;
 use crate::runtime::Services;
-use crate::store::RegistryError;
+use crate::store::{RegistryError, RunLeases};
 
 pub struct FetchService {
     pub fetcher: Arc<Fetcher>,
     queue: Option<SqsQueue>,
+    /// The fleet's run lease: one scheduled run at a time.
+    run_leases: Arc<dyn RunLeases>,
 }
 
 /// A queue message as the function receives it.
@@ -88,6 +90,7 @@ impl FetchService {
                 settings: job.fetch,
             }),
             queue,
+            run_leases: services.run_leases.clone(),
         })
     }
 
@@ -96,7 +99,13 @@ impl FetchService {
             .queue
             .as_ref()
             .map(|queue| queue as &dyn super::fleet::WorkQueue);
-        run_scheduled(self.fetcher.clone(), queue, deadline).await
+        run_scheduled(
+            self.fetcher.clone(),
+            queue,
+            self.run_leases.as_ref(),
+            deadline,
+        )
+        .await
     }
 
     pub async fn pairs(&self, tasks: Vec<PairTask>, deadline: Instant) -> Vec<PairOutcome> {

@@ -114,6 +114,63 @@ impl DynamoRegistry {
         }
         Ok(found)
     }
+
+    /// Every item of `kind`, through the sparse `by-kind` index, page after page.
+    pub(super) async fn kind_items(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, RegistryError> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(KIND_INDEX)
+                .key_condition_expression("#kind = :kind")
+                .expression_attribute_names("#kind", "kind")
+                .expression_attribute_values(":kind", AttributeValue::S(kind.to_owned()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
+    /// Puts `item` if the stored copy still has version `expected` (0: none is stored);
+    /// `Conflict(what)` if another writer got there first.
+    pub(super) async fn put_versioned(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        expected: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), RegistryError> {
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let request = if expected == 0 {
+            request.condition_expression("attribute_not_exists(pk)")
+        } else {
+            request
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()))
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error) if is_condition_failure(&error) => Err(RegistryError::Conflict(what())),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
 }
 
 fn item(record: &TenantRecord, version: u64) -> HashMap<String, AttributeValue> {
@@ -288,29 +345,12 @@ impl TenantRegistry for DynamoRegistry {
     }
 
     async fn list(&self) -> Result<Vec<TenantRecord>, RegistryError> {
-        let mut records = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(KIND_INDEX)
-                .key_condition_expression("#kind = :kind")
-                .expression_attribute_names("#kind", "kind")
-                .expression_attribute_values(":kind", AttributeValue::S(KIND_TENANT.to_owned()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for found in page.items() {
-                records.push(record(found)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        let mut records = self
+            .kind_items(KIND_TENANT)
+            .await?
+            .iter()
+            .map(record)
+            .collect::<Result<Vec<_>, _>>()?;
         records.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         Ok(records)
     }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::dynamo::*;
+use super::dynamo_leases::{Key, key};
 use super::record::stored_now;
 use super::{Checkpoint, Checkpoints, DynamoRegistry, RegistryError};
 use crate::tenant_id::TenantId;
@@ -34,33 +35,12 @@ fn ledger_key(tenant: &TenantId, source: &str, id: &str) -> HashMap<String, Attr
     ])
 }
 
-fn lease_item(
-    tenant: &TenantId,
-    source: &str,
-    holder: &str,
-    until: chrono::DateTime<chrono::Utc>,
-) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::from([
-        (
-            "pk".to_owned(),
-            AttributeValue::S(format!("{TENANT_PREFIX}{tenant}")),
-        ),
-        (
-            "sk".to_owned(),
-            AttributeValue::S(format!("{LEASE_PREFIX}{source}")),
-        ),
-    ]);
-    item.insert("holder".into(), AttributeValue::S(holder.to_owned()));
-    item.insert(
-        "lease_until".into(),
-        AttributeValue::N(until.timestamp_millis().to_string()),
-    );
-    let remove_after = until.max(chrono::Utc::now()) + chrono::Duration::days(LEASE_RETENTION_DAYS);
-    item.insert(
-        "expires_at".into(),
-        AttributeValue::N(remove_after.timestamp().to_string()),
-    );
-    item
+/// The pair's lease, in the tenant's partition beside its checkpoint (under the same IAM scope).
+fn lease_key(tenant: &TenantId, source: &str) -> Key {
+    key(
+        format!("{TENANT_PREFIX}{tenant}"),
+        format!("{LEASE_PREFIX}{source}"),
+    )
 }
 
 fn checkpoint_from(item: &HashMap<String, AttributeValue>) -> Result<Checkpoint, RegistryError> {
@@ -111,56 +91,20 @@ impl Checkpoints for DynamoRegistry {
             AttributeValue::N(saved.version.to_string()),
         );
         item.insert("kind".into(), AttributeValue::S(KIND_CHECKPOINT.to_owned()));
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        let request = if checkpoint.version == 0 {
-            request.condition_expression("attribute_not_exists(pk)")
-        } else {
-            request
-                .condition_expression("#version = :expected")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(
-                    ":expected",
-                    AttributeValue::N(checkpoint.version.to_string()),
-                )
-        };
-        match request.send().await {
-            Ok(_) => Ok(saved),
-            Err(error) if is_condition_failure(&error) => Err(RegistryError::Conflict(format!(
-                "checkpoint {}/{}",
-                checkpoint.tenant_id, checkpoint.source
-            ))),
-            Err(error) => Err(unavailable(error)),
-        }
+        self.put_versioned(item, checkpoint.version, || {
+            format!("checkpoint {}/{}", checkpoint.tenant_id, checkpoint.source)
+        })
+        .await?;
+        Ok(saved)
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, RegistryError> {
-        let mut found = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(KIND_INDEX)
-                .key_condition_expression("#kind = :kind")
-                .expression_attribute_names("#kind", "kind")
-                .expression_attribute_values(":kind", AttributeValue::S(KIND_CHECKPOINT.to_owned()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items() {
-                found.push(checkpoint_from(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        let mut found = self
+            .kind_items(KIND_CHECKPOINT)
+            .await?
+            .iter()
+            .map(checkpoint_from)
+            .collect::<Result<Vec<_>, _>>()?;
         found.sort_by(|a, b| (&a.tenant_id, &a.source).cmp(&(&b.tenant_id, &b.source)));
         Ok(found)
     }
@@ -252,29 +196,8 @@ impl Checkpoints for DynamoRegistry {
         now: chrono::DateTime<chrono::Utc>,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, RegistryError> {
-        // The lease item sits in the tenant's partition beside its checkpoint, so it is under the
-        // same IAM scope; it carries no `kind`, so listings never see it.
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(lease_item(tenant, source, holder, until)))
-            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR #holder = :holder")
-            // Names, not the bare words: DynamoDB reserves many attribute names.
-            .expression_attribute_names("#until", "lease_until")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_values(
-                ":now",
-                AttributeValue::N(now.timestamp_millis().to_string()),
-            )
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .send()
+        self.take_lease_item(lease_key(tenant, source), holder, now, until)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(unavailable(error)),
-        }
     }
 
     async fn release_lease(
@@ -283,23 +206,7 @@ impl Checkpoints for DynamoRegistry {
         source: &str,
         holder: &str,
     ) -> Result<(), RegistryError> {
-        // Released by writing an expired lease (PutItem, which the role already has), not by a
-        // delete: fetch-incidents' role deletes nothing in the table.
-        let released = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(lease_item(tenant, source, holder, released)))
-            .condition_expression("#holder = :holder")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .send()
+        self.release_lease_item(lease_key(tenant, source), holder)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(unavailable(error)),
-        }
     }
 }

@@ -1,40 +1,50 @@
 //! The store: everything the functions keep (the tenant registry, consent and sign-in attempts,
-//! checkpoints and the delivery ledger, leases, signed-in users, write-back records, hunts), one port per
-//! concern, each with an embedded (SQLite) and an AWS (DynamoDB) adapter that pass the same
+//! checkpoints and the delivery ledger, leases, signed-in users, write-back records, hunts, the
+//! callers' scopes), one port per concern, each with an embedded (SQLite) and an AWS (DynamoDB) adapter that pass the same
 //! conformance suite (`tests/kit/src/conformance`). The tenant registry says which customer
 //! tenants exist for the partner, and whether tokens may be minted for them.
 
 mod attempts;
+mod callers;
 mod checkpoints;
 mod dynamo;
 mod dynamo_attempts;
+mod dynamo_callers;
 mod dynamo_checkpoints;
 mod dynamo_hunts;
+mod dynamo_leases;
 mod dynamo_signed_in;
 mod dynamo_updates;
 mod hunts;
+mod leases;
 mod record;
 mod signed_in;
 mod sqlite;
 mod sqlite_attempts;
+mod sqlite_callers;
 mod sqlite_checkpoints;
 mod sqlite_hunts;
+mod sqlite_leases;
 mod sqlite_signed_in;
 mod sqlite_updates;
 mod updates;
 
 pub use attempts::{AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
+pub use callers::{CallerLookup, CallerScope, CallerScopes, update_caller_scope};
 pub use checkpoints::{
     ANSWER_HOURS_KEPT, AnswerCounts, AnswerHour, Checkpoint, Checkpoints, OpenWindow,
     RECENT_ERRORS_KEPT, RecentError,
 };
 pub use dynamo::{DynamoRegistry, KIND_INDEX};
+pub use dynamo_callers::CALLER_PREFIX;
 pub use dynamo_hunts::HUNT_PREFIX;
+pub use dynamo_leases::FLEET_PREFIX;
 pub use dynamo_updates::WRITEBACK_PREFIX;
 pub use hunts::{
     HUNT_RETENTION_DAYS, HuntRecord, HuntRecords, HuntStatus, HuntTarget, SavedHunt,
     TenantHuntResult, TenantHuntStatus,
 };
+pub use leases::{FLEET_RUN, RunLeases};
 pub use record::{Ownership, TenantRecord, TenantStatus, stored_now};
 pub use signed_in::{SignedInUser, SignedInUsers};
 pub use sqlite::SqliteRegistry;
@@ -69,12 +79,26 @@ impl CallerError for RegistryError {
 /// Everything the functions keep: the tenant registry, the consent attempts, fetch progress,
 /// signed-in users, write-back records and hunts, in one store.
 pub trait Store:
-    TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + UpdateRecords + HuntRecords
+    TenantRegistry
+    + ConsentAttempts
+    + Checkpoints
+    + SignedInUsers
+    + UpdateRecords
+    + HuntRecords
+    + CallerScopes
+    + RunLeases
 {
 }
 
 impl<
-    T: TenantRegistry + ConsentAttempts + Checkpoints + SignedInUsers + UpdateRecords + HuntRecords,
+    T: TenantRegistry
+        + ConsentAttempts
+        + Checkpoints
+        + SignedInUsers
+        + UpdateRecords
+        + HuntRecords
+        + CallerScopes
+        + RunLeases,
 > Store for T
 {
 }

@@ -109,6 +109,9 @@ impl SqliteRegistry {
         connection
             .execute_batch(super::sqlite_hunts::SCHEMA)
             .map_err(unavailable)?;
+        connection
+            .execute_batch(super::sqlite_callers::SCHEMA)
+            .map_err(unavailable)?;
         Ok(SqliteRegistry {
             connection: Arc::new(Mutex::new(connection)),
         })

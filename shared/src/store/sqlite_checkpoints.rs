@@ -153,22 +153,8 @@ impl Checkpoints for SqliteRegistry {
         now: chrono::DateTime<chrono::Utc>,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, RegistryError> {
-        let (tenant, source, holder) = (tenant.to_string(), source.to_owned(), holder.to_owned());
-        let (now_ms, until_ms) = (now.timestamp_millis(), until.timestamp_millis());
-        self.with_connection(move |connection| {
-            // One statement: the row is written only if it is new, expired or already ours.
-            let changed = connection
-                .execute(
-                    "INSERT INTO leases (tenant_id, source, holder, until_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(tenant_id, source) DO UPDATE
-                        SET holder = excluded.holder, until_ms = excluded.until_ms
-                        WHERE leases.until_ms <= ?5 OR leases.holder = excluded.holder",
-                    params![tenant, source, holder, until_ms, now_ms],
-                )
-                .map_err(unavailable)?;
-            Ok(changed == 1)
-        })
-        .await
+        self.take_lease_row(tenant.to_string(), source.to_owned(), holder, now, until)
+            .await
     }
 
     async fn release_lease(
@@ -177,16 +163,7 @@ impl Checkpoints for SqliteRegistry {
         source: &str,
         holder: &str,
     ) -> Result<(), RegistryError> {
-        let (tenant, source, holder) = (tenant.to_string(), source.to_owned(), holder.to_owned());
-        self.with_connection(move |connection| {
-            connection
-                .execute(
-                    "DELETE FROM leases WHERE tenant_id = ?1 AND source = ?2 AND holder = ?3",
-                    params![tenant, source, holder],
-                )
-                .map_err(unavailable)?;
-            Ok(())
-        })
-        .await
+        self.release_lease_row(tenant.to_string(), source.to_owned(), holder)
+            .await
     }
 }

@@ -35,7 +35,7 @@ use defender_partner::fetch::{
 };
 use defender_partner::runtime::Services;
 use defender_partner::sink::RecordSink;
-use defender_partner::store::{Checkpoints, TenantRegistry, UpdateRecords};
+use defender_partner::store::{Checkpoints, RunLeases, TenantRegistry, UpdateRecords};
 use defender_partner::tenant_id::TenantId;
 use defender_partner_testkit::World;
 
@@ -183,7 +183,7 @@ pub async fn measure(bench: &CostBench) -> Result<Vec<RunMeasure>> {
     }
     // Warm-up without Microsoft's latency: every pair gets its checkpoint (the steady state of a
     // fleet already onboarded); nothing is counted.
-    run_once(bench, &fetchers(&instances), &meter).await?;
+    run_once(bench, &fetchers(&instances), leases(&instances), &meter).await?;
     world.handle().set_latency(bench.latency);
     let mut runs = Vec::new();
     for kind in ["cold", "warm"] {
@@ -221,7 +221,7 @@ pub async fn measure(bench: &CostBench) -> Result<Vec<RunMeasure>> {
         meter.take();
         world.handle().clear_token_requests();
         let logged_before = (bench.log_size)();
-        let mut run = run_once(bench, &fetchers(&instances), &meter).await?;
+        let mut run = run_once(bench, &fetchers(&instances), leases(&instances), &meter).await?;
         run.kind = kind;
         run.changed_incidents = changed;
         run.token_requests = world.handle().token_requests().len();
@@ -318,6 +318,11 @@ async fn instance(world: &World, meter: &Meter, aws: AwsLatency) -> Result<Insta
     Ok(Instance { services, fetcher })
 }
 
+/// The fleet run lease the scheduled invocation takes (not metered: two writes a run).
+fn leases(instances: &[Instance]) -> &dyn RunLeases {
+    instances[0].services.run_leases.as_ref()
+}
+
 fn fetchers(instances: &[Instance]) -> Vec<Arc<Fetcher>> {
     instances
         .iter()
@@ -352,6 +357,7 @@ impl WorkQueue for StandInQueue {
 async fn run_once(
     bench: &CostBench,
     instances: &[Arc<Fetcher>],
+    leases: &dyn RunLeases,
     meter: &Meter,
 ) -> Result<RunMeasure> {
     let timeout = Duration::from_secs(bench.template.fetch_timeout_seconds);
@@ -360,7 +366,7 @@ async fn run_once(
     let started = Instant::now();
     let (invocations, pairs, outcomes) = match bench.path {
         FleetPath::InInvocation => {
-            let report = run_scheduled(instances[0].clone(), None, deadline()).await?;
+            let report = run_scheduled(instances[0].clone(), None, leases, deadline()).await?;
             (vec![started.elapsed()], report.pairs, report.outcomes)
         }
         FleetPath::FanOut => {
@@ -369,7 +375,8 @@ async fn run_once(
                 latency: bench.aws.sqs,
                 sent: Mutex::new(Vec::new()),
             };
-            let report = run_scheduled(instances[0].clone(), Some(&queue), deadline()).await?;
+            let report =
+                run_scheduled(instances[0].clone(), Some(&queue), leases, deadline()).await?;
             let scheduled = started.elapsed();
             ensure!(
                 report.enqueued == report.pairs,

@@ -1,0 +1,8 @@
+//! Who may mint for which tenant: the caller of a `mint-token` request (`identity`) and the
+//! check of its mapping in the store (`scoping`), made before any token is requested.
+
+mod identity;
+mod scoping;
+
+pub use identity::{Caller, DIRECT_INVOKE, caller_key, http_identity_trusted, principal_key};
+pub use scoping::{Admission, CallerScoping, ScopeError, decide};
