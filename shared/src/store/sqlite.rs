@@ -155,6 +155,19 @@ fn add_missing_columns(connection: &Connection) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Every row of `sql`, a query of a versioned JSON record: its `body` and `version`.
+pub(super) fn versioned_bodies(
+    connection: &rusqlite::Connection,
+    sql: &str,
+) -> Result<Vec<(String, i64)>, RegistryError> {
+    let mut statement = connection.prepare(sql).map_err(unavailable)?;
+    statement
+        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)
+}
+
 pub(super) fn unavailable(error: rusqlite::Error) -> RegistryError {
     RegistryError::Unavailable(format!("sqlite: {error}"))
 }

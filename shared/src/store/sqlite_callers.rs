@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::callers::{CallerLookup, CallerScope, CallerScopes, parse_scope, scope_json};
-use super::sqlite::unavailable;
+use super::sqlite::{unavailable, versioned_bodies};
 use super::{RegistryError, SqliteRegistry};
 
 pub(super) const SCHEMA: &str = "
@@ -49,16 +49,7 @@ impl CallerScopes for SqliteRegistry {
 
     async fn caller_scopes(&self) -> Result<Vec<CallerScope>, RegistryError> {
         self.with_connection(|connection| {
-            let mut statement = connection
-                .prepare("SELECT body, version FROM caller_scopes ORDER BY caller")
-                .map_err(unavailable)?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })
-                .map_err(unavailable)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?;
+            let rows = versioned_bodies(connection, "SELECT body, version FROM caller_scopes ORDER BY caller")?;
             rows.iter()
                 .map(|(body, version)| parse_scope(body, stored_version(*version)?))
                 .collect()

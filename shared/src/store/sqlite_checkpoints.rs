@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::record::stored_now;
-use super::sqlite::unavailable;
+use super::sqlite::{unavailable, versioned_bodies};
 use super::{Checkpoint, Checkpoints, RegistryError, SqliteRegistry};
 use crate::tenant_id::TenantId;
 
@@ -77,16 +77,7 @@ impl Checkpoints for SqliteRegistry {
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, RegistryError> {
         self.with_connection(|connection| {
-            let mut statement = connection
-                .prepare("SELECT body, version FROM checkpoints ORDER BY tenant_id, source")
-                .map_err(unavailable)?;
-            let rows = statement
-                .query_map([], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })
-                .map_err(unavailable)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?;
+            let rows = versioned_bodies(connection, "SELECT body, version FROM checkpoints ORDER BY tenant_id, source")?;
             rows.iter()
                 .map(|(body, version)| parse_checkpoint(body, *version))
                 .collect()
