@@ -162,7 +162,9 @@ pub(super) fn versioned_bodies(
 ) -> Result<Vec<(String, i64)>, RegistryError> {
     let mut statement = connection.prepare(sql).map_err(unavailable)?;
     statement
-        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
         .map_err(unavailable)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)

@@ -49,7 +49,10 @@ impl CallerScopes for SqliteRegistry {
 
     async fn caller_scopes(&self) -> Result<Vec<CallerScope>, RegistryError> {
         self.with_connection(|connection| {
-            let rows = versioned_bodies(connection, "SELECT body, version FROM caller_scopes ORDER BY caller")?;
+            let rows = versioned_bodies(
+                connection,
+                "SELECT body, version FROM caller_scopes ORDER BY caller",
+            )?;
             rows.iter()
                 .map(|(body, version)| parse_scope(body, stored_version(*version)?))
                 .collect()

@@ -77,7 +77,10 @@ impl Checkpoints for SqliteRegistry {
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, RegistryError> {
         self.with_connection(|connection| {
-            let rows = versioned_bodies(connection, "SELECT body, version FROM checkpoints ORDER BY tenant_id, source")?;
+            let rows = versioned_bodies(
+                connection,
+                "SELECT body, version FROM checkpoints ORDER BY tenant_id, source",
+            )?;
             rows.iter()
                 .map(|(body, version)| parse_checkpoint(body, *version))
                 .collect()

@@ -45,7 +45,7 @@ pub struct TemplateDefaults {
     pub fetch_memory_mb: u32,
     /// `FetchTimeoutSeconds`.
     pub fetch_timeout_seconds: u64,
-    /// `FetchSchedule`.
+    /// `FetchSchedule`, or when that is empty `rate(FetchEveryMinutes minutes)`.
     pub schedule: String,
     /// `Sources`.
     pub sources: Vec<String>,
@@ -78,7 +78,13 @@ impl TemplateDefaults {
         Ok(TemplateDefaults {
             fetch_memory_mb: number("FetchMemorySize")? as u32,
             fetch_timeout_seconds: number("FetchTimeoutSeconds")?,
-            schedule: parameter("FetchSchedule")?,
+            schedule: match parameter("FetchSchedule")? {
+                // Empty (the template's default): every FetchEveryMinutes.
+                schedule if schedule.is_empty() => {
+                    format!("rate({} minutes)", number("FetchEveryMinutes")?)
+                }
+                schedule => schedule,
+            },
             sources: parameter("Sources")?
                 .split(',')
                 .map(|source| source.trim().to_owned())
@@ -289,6 +295,14 @@ Resources:
             }
         );
         assert!(TemplateDefaults::read("Parameters:\n  FetchSchedule:\n").is_err());
+        // An empty schedule is every FetchEveryMinutes.
+        let every = TEMPLATE.replace(
+            "    Default: rate(5 minutes)",
+            "    Default: \"\"\n  FetchEveryMinutes:\n    Default: 10",
+        );
+        let defaults = TemplateDefaults::read(&every).unwrap();
+        assert_eq!(defaults.schedule, "rate(10 minutes)");
+        assert_eq!(defaults.runs_per_month().unwrap(), 4_380.0);
     }
 
     #[test]
