@@ -283,6 +283,18 @@ pub(super) fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<
     error.code() == Some("ConditionalCheckFailedException")
 }
 
+/// What a conditional write's answer says: `true` when it was written, `false` when its
+/// condition did not hold; any other failure is the table's.
+pub(super) fn condition_held<T, E: ProvideErrorMetadata + std::fmt::Debug, R>(
+    answer: Result<T, SdkError<E, R>>,
+) -> Result<bool, RegistryError> {
+    match answer {
+        Ok(_) => Ok(true),
+        Err(error) if is_condition_failure(&error) => Ok(false),
+        Err(error) => Err(unavailable(error)),
+    }
+}
+
 /// The pause before sending unprocessed keys or items again: 100 ms, doubling, at most 3.2 s.
 pub(super) async fn pause_before_round(round: u32) {
     tokio::time::sleep(std::time::Duration::from_millis(

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Duration, Utc};
 
-use super::dynamo::{is_condition_failure, unavailable};
+use super::dynamo::{condition_held, is_condition_failure, unavailable};
 use super::hunts::{HUNT_RETENTION_DAYS, HuntRecord, HuntStatus, SavedHunt, TenantHuntResult};
 use super::{DynamoRegistry, HuntRecords, RegistryError};
 use crate::tenant_id::TenantId;
@@ -282,15 +282,12 @@ impl HuntRecords for DynamoRegistry {
             sets.push("#error = :error");
             update = update.expression_attribute_names("#error", "error");
         }
-        match update
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(unavailable(error)),
-        }
+        condition_held(
+            update
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .send()
+                .await,
+        )
     }
 
     async fn save_hunt(&self, saved: &SavedHunt) -> Result<(), RegistryError> {
@@ -361,11 +358,7 @@ impl HuntRecords for DynamoRegistry {
             None => update
                 .condition_expression("attribute_exists(pk) AND attribute_not_exists(last_run_ms)"),
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(unavailable(error)),
-        }
+        condition_held(update.send().await)
     }
 
     async fn claim_new_rows(

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
-use super::dynamo::{LEASE_RETENTION_DAYS, is_condition_failure, unavailable};
+use super::dynamo::{LEASE_RETENTION_DAYS, condition_held};
 use super::leases::RunLeases;
 use super::{DynamoRegistry, RegistryError};
 
@@ -55,27 +55,25 @@ impl DynamoRegistry {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, RegistryError> {
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(lease_item(key, holder, until)))
-            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR #holder = :holder")
-            // Names, not the bare words: DynamoDB reserves many attribute names.
-            .expression_attribute_names("#until", "lease_until")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_values(
-                ":now",
-                AttributeValue::N(now.timestamp_millis().to_string()),
-            )
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(unavailable(error)),
-        }
+        condition_held(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(lease_item(key, holder, until)))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR #until <= :now OR #holder = :holder",
+                )
+                // Names, not the bare words: DynamoDB reserves many attribute names.
+                .expression_attribute_names("#until", "lease_until")
+                .expression_attribute_names("#holder", "holder")
+                .expression_attribute_values(
+                    ":now",
+                    AttributeValue::N(now.timestamp_millis().to_string()),
+                )
+                .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+                .send()
+                .await,
+        )
     }
 
     /// Ends `holder`'s lease at `key` by writing an expired one (PutItem, which the functions'
@@ -85,21 +83,18 @@ impl DynamoRegistry {
         key: Key,
         holder: &str,
     ) -> Result<(), RegistryError> {
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(lease_item(key, holder, DateTime::<Utc>::UNIX_EPOCH)))
-            .condition_expression("#holder = :holder")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(unavailable(error)),
-        }
+        condition_held(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(lease_item(key, holder, DateTime::<Utc>::UNIX_EPOCH)))
+                .condition_expression("#holder = :holder")
+                .expression_attribute_names("#holder", "holder")
+                .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+                .send()
+                .await,
+        )
+        .map(|_| ())
     }
 }
 

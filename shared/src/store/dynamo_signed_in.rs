@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use super::dynamo::{is_condition_failure, unavailable};
+use super::dynamo::{condition_held, is_condition_failure, unavailable};
 use super::record::{format_time, parse_time, stored_now};
 use super::signed_in::{SIGN_IN_RETENTION_DAYS, first_version};
 use super::{DynamoRegistry, RegistryError, SignedInUser, SignedInUsers};
@@ -176,11 +176,7 @@ impl SignedInUsers for DynamoRegistry {
             .expression_attribute_values(":expected", AttributeValue::N(version.to_string()))
             .send()
             .await;
-        match outcome {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(unavailable(error)),
-        }
+        condition_held(outcome)
     }
 }
 

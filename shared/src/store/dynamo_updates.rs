@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, Utc};
 
-use super::dynamo::{is_condition_failure, unavailable};
+use super::dynamo::{condition_held, is_condition_failure, unavailable};
 use super::updates::{
     AUDIT_RETENTION_DAYS, AuditEntry, IDEMPOTENCY_RETENTION_HOURS, KeyClaim,
     OWN_CHANGE_RETENTION_DAYS, OwnChange,
@@ -140,12 +140,8 @@ impl UpdateRecords for DynamoRegistry {
             .expression_attribute_values(":fingerprint", AttributeValue::S(fingerprint.into()))
             .send()
             .await;
-        match written {
-            Ok(_) => Ok(()),
-            // Another request took the key over meanwhile; its own answer will be kept.
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(unavailable(error)),
-        }
+        // Another request took the key over meanwhile; its own answer will be kept.
+        condition_held(written).map(|_| ())
     }
 
     async fn release_key(
@@ -167,11 +163,7 @@ impl UpdateRecords for DynamoRegistry {
             .expression_attribute_values(":fingerprint", AttributeValue::S(fingerprint.into()))
             .send()
             .await;
-        match released {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(unavailable(error)),
-        }
+        condition_held(released).map(|_| ())
     }
 
     async fn remember_change(&self, change: &OwnChange) -> Result<(), RegistryError> {
@@ -240,11 +232,7 @@ impl UpdateRecords for DynamoRegistry {
             .expression_attribute_values(":holder", AttributeValue::S(holder.into()))
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(unavailable(error)),
-        }
+        condition_held(put)
     }
 
     async fn release_target(
@@ -264,11 +252,7 @@ impl UpdateRecords for DynamoRegistry {
             .expression_attribute_values(":holder", AttributeValue::S(holder.into()))
             .send()
             .await;
-        match released {
-            Ok(_) => Ok(()),
-            Err(error) if is_condition_failure(&error) => Ok(()),
-            Err(error) => Err(unavailable(error)),
-        }
+        condition_held(released).map(|_| ())
     }
 
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RegistryError> {
