@@ -155,6 +155,36 @@ fn add_missing_columns(connection: &Connection) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Runs `sql`, an insert or a version-conditional update whose parameters `?1`..`?10` are the
+/// record's columns in [`COLUMNS`] order; no row written is a conflict.
+fn write_tenant(
+    connection: &rusqlite::Connection,
+    sql: &str,
+    record: &TenantRecord,
+) -> Result<(), RegistryError> {
+    let written = connection
+        .execute(
+            sql,
+            params![
+                record.tenant_id.as_str(),
+                record.display_name,
+                record.customer_ref,
+                record.status.as_str(),
+                roles_json(record),
+                record.status_reason,
+                format_time(&record.created_at),
+                format_time(&record.updated_at),
+                record.version as i64,
+                record.ownership.as_str(),
+            ],
+        )
+        .map_err(unavailable)?;
+    if written == 0 {
+        return Err(RegistryError::Conflict(record.tenant_id.to_string()));
+    }
+    Ok(())
+}
+
 /// Every row of `sql`, a query of a versioned JSON record: its `body` and `version`.
 pub(super) fn versioned_bodies(
     connection: &rusqlite::Connection,
@@ -227,30 +257,14 @@ impl TenantRegistry for SqliteRegistry {
     async fn insert(&self, record: &TenantRecord) -> Result<(), RegistryError> {
         let record = record.clone();
         self.with_connection(move |connection| {
-            let inserted = connection
-                .execute(
-                    &format!(
-                        "INSERT INTO tenants ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                         ON CONFLICT(tenant_id) DO NOTHING"
-                    ),
-                    params![
-                        record.tenant_id.as_str(),
-                        record.display_name,
-                        record.customer_ref,
-                        record.status.as_str(),
-                        roles_json(&record),
-                        record.status_reason,
-                        format_time(&record.created_at),
-                        format_time(&record.updated_at),
-                        record.version as i64,
-                        record.ownership.as_str(),
-                    ],
-                )
-                .map_err(unavailable)?;
-            if inserted == 0 {
-                return Err(RegistryError::Conflict(record.tenant_id.to_string()));
-            }
-            Ok(())
+            write_tenant(
+                connection,
+                &format!(
+                    "INSERT INTO tenants ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT(tenant_id) DO NOTHING"
+                ),
+                &record,
+            )
         })
         .await
     }
@@ -258,30 +272,14 @@ impl TenantRegistry for SqliteRegistry {
     async fn replace(&self, record: &TenantRecord) -> Result<(), RegistryError> {
         let record = record.clone();
         self.with_connection(move |connection| {
-            let updated = connection
-                .execute(
-                    "UPDATE tenants SET display_name = ?2, customer_ref = ?3, status = ?4, roles = ?5,
-                        status_reason = ?6, created_at = ?7, updated_at = ?8, version = ?9 + 1,
-                        ownership = ?10
-                     WHERE tenant_id = ?1 AND version = ?9",
-                    params![
-                        record.tenant_id.as_str(),
-                        record.display_name,
-                        record.customer_ref,
-                        record.status.as_str(),
-                        roles_json(&record),
-                        record.status_reason,
-                        format_time(&record.created_at),
-                        format_time(&record.updated_at),
-                        record.version as i64,
-                        record.ownership.as_str(),
-                    ],
-                )
-                .map_err(unavailable)?;
-            if updated == 0 {
-                return Err(RegistryError::Conflict(record.tenant_id.to_string()));
-            }
-            Ok(())
+            write_tenant(
+                connection,
+                "UPDATE tenants SET display_name = ?2, customer_ref = ?3, status = ?4, roles = ?5,
+                    status_reason = ?6, created_at = ?7, updated_at = ?8, version = ?9 + 1,
+                    ownership = ?10
+                 WHERE tenant_id = ?1 AND version = ?9",
+                &record,
+            )
         })
         .await
     }
