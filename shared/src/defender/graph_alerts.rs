@@ -289,13 +289,7 @@ impl Reader<'_> {
         let mut skip = 0;
         for _ in 0..MAX_CHAIN_PAGES {
             url = match next_link.take() {
-                Some(link) => crate::http::same_origin_link(&url, &link).map_err(|message| {
-                    ApiError::BadRequest {
-                        status: 200,
-                        code: "next_link".into(),
-                        message,
-                    }
-                })?,
+                Some(link) => next_page(&url, &link)?,
                 None if skip + self.top <= MAX_SKIP => {
                     skip += self.top;
                     self.range_url(range, skip)
@@ -341,17 +335,20 @@ impl Reader<'_> {
             let Some(link) = page.next_link else {
                 return Ok(alerts);
             };
-            url = crate::http::same_origin_link(&url, &link).map_err(|message| {
-                ApiError::BadRequest {
-                    status: 200,
-                    code: "next_link".into(),
-                    message,
-                }
-            })?;
+            url = next_page(&url, &link)?;
         }
         tracing::warn!(tenant = %self.tenant, incident, "alert pages capped");
         Ok(alerts)
     }
+}
+
+/// A page's `@odata.nextLink`, followed only on the API's own host (the token goes nowhere else).
+fn next_page(page: &Url, link: &str) -> Result<Url, ApiError> {
+    crate::http::same_origin_link(page, link).map_err(|message| ApiError::BadRequest {
+        status: 200,
+        code: "next_link".into(),
+        message,
+    })
 }
 
 fn malformed(message: String) -> ApiError {
