@@ -167,13 +167,19 @@ pub fn redirect_response(location: &str, body: &Value) -> ApiGatewayV2httpRespon
 /// Who called an `AWS_IAM` route, as API Gateway verified it (the signer's ARN), for audit
 /// records; `http:unauthenticated` on a route without IAM authorisation.
 pub fn iam_caller(request: &ApiGatewayV2httpRequest) -> String {
+    iam_user_arn(request)
+        .unwrap_or("http:unauthenticated")
+        .to_owned()
+}
+
+/// The signer's ARN API Gateway verified on an `AWS_IAM` route (`authorizer.iam.userArn`).
+pub fn iam_user_arn(request: &ApiGatewayV2httpRequest) -> Option<&str> {
     request
         .request_context
         .authorizer
         .as_ref()
         .and_then(|authorizer| authorizer.iam.as_ref())
-        .and_then(|iam| iam.user_arn.clone())
-        .unwrap_or_else(|| "http:unauthenticated".to_owned())
+        .and_then(|iam| iam.user_arn.as_deref())
 }
 
 /// The route a request is for: its method and its path without any stage prefix, matched on the

@@ -38,7 +38,7 @@ pub struct Services {
     pub updates: Arc<dyn UpdateRecords>,
     /// And through its fleet-hunting port.
     pub hunts: Arc<dyn HuntRecords>,
-    /// And through its callers' scopes (who may mint for which tenant).
+    /// And through its callers' scopes (who may mint for, or change, which tenant).
     pub callers: Arc<dyn CallerScopes>,
     /// And through its run leases (one scheduled fleet run at a time).
     pub run_leases: Arc<dyn RunLeases>,

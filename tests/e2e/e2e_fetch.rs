@@ -433,7 +433,13 @@ async fn fetch_incidents_end_to_end() {
             f.scheduled(&f.lambda).await;
             // The EMF line CloudWatch turns into DefenderPartner/FleetRunCompleted (template.yaml,
             // FetchHeartbeatAlarm), next to the per-source lines.
-            let logs = f.lambda.logs().since(mark);
+            let logs = f
+                .lambda
+                .logs()
+                .wait_since(mark, Duration::from_secs(5), |logs| {
+                    logs.contains("FleetRunCompleted")
+                })
+                .await;
             let heartbeat: serde_json::Value = logs
                 .lines()
                 .filter_map(|line| line.find('{').map(|at| &line[at..]))
@@ -953,10 +959,15 @@ async fn fetch_incidents_end_to_end() {
                         assert_eq!(outcome["api_calls"], 0, "{outcome}");
                     }
                 }
-                let logs = f.stack.logs().text();
-                assert!(
+                let both = |logs: &str| {
                     logs.contains("tenant_not_active") && logs.contains("tenant_not_registered")
-                );
+                };
+                let logs = f
+                    .stack
+                    .logs()
+                    .wait_since(0, Duration::from_secs(5), both)
+                    .await;
+                assert!(both(&logs), "no log line of either refusal");
 
                 // Nothing fetched: no API call, no token, no record.
                 for tenant in [&t.gone, &t.stranger] {

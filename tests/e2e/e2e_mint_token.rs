@@ -849,11 +849,20 @@ async fn caller_scoping(f: &Fixture) {
         RESOURCE_GRAPH,
         ROLE_GRAPH,
     );
-    let logged = f.stack.logs().text();
+    let handed_out = |logged: &str| {
+        logged.lines().any(|line| {
+            line.contains("token handed out")
+                && line.contains(&role_key("playbooks"))
+                && line.contains(&request_id)
+        })
+    };
+    let logged = f
+        .stack
+        .logs()
+        .wait_since(0, Duration::from_secs(5), handed_out)
+        .await;
     assert!(
-        logged.lines().any(|line| line.contains("token handed out")
-            && line.contains(&role_key("playbooks"))
-            && line.contains(&request_id)),
+        handed_out(&logged),
         "no log line of the token with its caller and request id {request_id}"
     );
     let (status, body, _) = post(session("enrichment"), &f.t.scoped_by_customer).await;

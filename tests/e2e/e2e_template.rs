@@ -911,6 +911,32 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
         "the write-back partition prefix changed in the code but not in template.yaml"
     );
 
+    // The functions that hold callers to their mapping read it, and are told the mode.
+    for resource in [
+        template.function("mint-token"),
+        user_tokens.to_owned(),
+        template.function("update-incident"),
+    ] {
+        let function = &resource;
+        let policy = policy_of(&resource);
+        assert!(
+            policy.contains("dynamodb:BatchGetItem") && policy.contains("\"CALLER#*\""),
+            "{function} cannot read the callers' mappings: {policy}"
+        );
+        assert!(
+            template
+                .environment(&resource)
+                .iter()
+                .any(|(name, value)| name == "DP_CALLER_SCOPING" && value == "!Ref CallerScoping"),
+            "{function} is not given DP_CALLER_SCOPING"
+        );
+    }
+    assert!(
+        read("shared/src/store/dynamo_callers.rs")
+            .contains("pub const CALLER_PREFIX: &str = \"CALLER#\";"),
+        "the caller partition prefix changed in the code but not in template.yaml"
+    );
+
     // hunt writes only in the hunting partitions and under hunts/ in the bucket.
     let hunter = policy_of(&template.function("hunt"));
     assert!(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use defender_emulator::{UserTokenRequest, demo};
 use defender_partner::defender::Source;
-use defender_partner::store::{DynamoRegistry, TenantStatus, UpdateRecords};
+use defender_partner::store::{DynamoRegistry, TenantStatus, UpdateRecords, update_caller_scope};
 use defender_partner::tenant_id::TenantId;
 use defender_partner_e2e::fetch::FetchAws;
 use defender_partner_e2e::leaks::assert_no_leaks;
@@ -85,6 +85,8 @@ impl Fixture {
         env.retain(|(key, _)| key != "DP_FETCH_QUEUE_URL");
         env.push(("DP_API_BASE_GRAPH".to_owned(), base.clone()));
         env.push(("DP_SOURCES".to_owned(), "graph-incidents".to_owned()));
+        // Mappings are read on every request, so that the scoping case sees its changes at once.
+        env.push(("DP_CALLER_SCOPE_CACHE_SECONDS".to_owned(), "0".to_owned()));
         env.push(("DP_FETCH_LOOKBACK_HOURS".to_owned(), "48".to_owned()));
         let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let update = stack
@@ -635,6 +637,70 @@ async fn write_back_end_to_end() {
                 );
             },
         )
+        .await;
+
+    // Last: once a mapping exists, unmapped callers are refused (the `mapped` default).
+    let fx = f.clone();
+    cases
+        .run("callers_change_only_the_tenants_of_their_mapping", async move {
+            let incident = fx.incident();
+            let patches = fx.writes("graph_incident_update").await;
+            let request = json!({"tenant": WRITER, "incident_id": incident, "status": "resolved",
+                                 "classification": "truePositive", "determination": "malware",
+                                 "idempotency_key": "scoped-1"});
+            // No mapping yet: every caller changes every tenant.
+            let first = fx.direct(request.clone()).await.expect("applied");
+            assert_eq!(fx.writes("graph_incident_update").await, patches + 1);
+
+            // The SOAR role may act for the reader tenant only; nobody maps direct invocations.
+            let registry = fx.registry();
+            update_caller_scope(&registry, "arn:aws:iam::123456789012:role/soar", |scope| {
+                scope.tenants.insert(TenantId::parse(READER).unwrap());
+            })
+            .await
+            .unwrap();
+            let (status, body) = fx
+                .route("PATCH", &format!("/tenants/{WRITER}/incidents/{incident}"),
+                       json!({"status": "active"}),
+                       None)
+                .await;
+            assert_eq!((status, body["error"]["code"].as_str()), (403, Some("caller_not_allowed")), "{body}");
+            assert!(body["error"]["message"].as_str().unwrap().contains("role/soar"), "{body}");
+            // The same key as an applied request: refused, not the first caller's answer replayed.
+            let refused = fx.direct(request.clone()).await.unwrap_err();
+            assert_eq!(refused.error_type, "caller_not_allowed", "{refused}");
+            // An event names no verified principal: it is held to direct-invoke's mapping.
+            let refused = fx
+                .event("evt-scoped", json!({"tenant": WRITER, "incident_id": incident, "comment": "from the bus"}))
+                .await
+                .expect("a verdict is not a function error");
+            assert_eq!(refused["error"]["code"], "caller_not_allowed", "{refused}");
+            assert_eq!(fx.writes("graph_incident_update").await, patches + 1, "nothing reached Microsoft");
+            assert_eq!(fx.truth("incidents", &incident).await["status"], "resolved");
+            // Each refusal is in the tenant's audit trail, with the caller that was refused.
+            let trail = registry
+                .audit(&TenantId::parse(WRITER).unwrap(), chrono::Utc::now() - chrono::Duration::minutes(5))
+                .await
+                .unwrap();
+            let refusals: Vec<&str> = trail
+                .iter()
+                .filter(|entry| entry.result == "caller_not_allowed")
+                .map(|entry| entry.caller.as_str())
+                .collect();
+            assert_eq!(refusals.len(), 3, "{refusals:?}");
+            assert!(refusals.iter().any(|caller| caller.ends_with("assumed-role/soar/e2e")), "{refusals:?}");
+
+            // Mapped, direct invocations act for the writer tenant again; the key replays.
+            update_caller_scope(&registry, "direct-invoke", |scope| {
+                scope.tenants.insert(TenantId::parse(WRITER).unwrap());
+            })
+            .await
+            .unwrap();
+            let replayed = fx.direct(request).await.expect("replayed");
+            assert_eq!((replayed["replayed"].clone(), replayed["request_id"].clone()), (json!(true), first["request_id"].clone()));
+            let comment = json!({"tenant": WRITER, "incident_id": incident, "comment": "mapped"});
+            fx.direct(comment).await.expect("applied for its mapped tenant");
+        })
         .await;
 
     let logs = f.stack.logs().text();

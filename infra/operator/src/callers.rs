@@ -1,7 +1,8 @@
-//! `dp-operator callers …`: who may mint for which tenant. A caller is an IAM role (its ARN; an
-//! assumed-role session ARN names its role; a path is dropped, as session ARNs carry none) or
-//! `direct-invoke`, every direct invocation of mint-token. `mint-token` reads a change within its
-//! cache time (`DP_CALLER_SCOPE_CACHE_SECONDS`, 60 s by default).
+//! `dp-operator callers …`: who may mint for and change which tenant. A caller is an IAM role
+//! (its ARN; an assumed-role session ARN names its role; a path is dropped, as session ARNs carry
+//! none) or `direct-invoke`, every direct invocation of mint-token or update-incident (and every
+//! event from the bus). Both functions read a change within their cache time
+//! (`DP_CALLER_SCOPE_CACHE_SECONDS`, 60 s by default).
 
 use clap::{Args, Subcommand};
 use defender_partner::callers::caller_key;

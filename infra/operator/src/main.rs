@@ -79,8 +79,8 @@ enum Command {
         #[command(subcommand)]
         command: hunt::HuntCommand,
     },
-    /// Who may mint for which tenant: callers of mint-token (IAM roles, direct-invoke) mapped
-    /// to tenants and customer references.
+    /// Who may mint for and change which tenant: callers of mint-token and update-incident (IAM
+    /// roles, direct-invoke) mapped to tenants and customer references.
     Callers {
         #[command(subcommand)]
         command: callers::CallersCommand,

@@ -1,5 +1,6 @@
-//! Who may mint for which tenant: the caller of a `mint-token` request (`identity`) and the
-//! check of its mapping in the store (`scoping`), made before any token is requested.
+//! Who may act for which tenant: the caller of a `mint-token` or `update-incident` request
+//! (`identity`) and the check of its mapping in the store (`scoping`), made before any token is
+//! requested or any change claimed.
 
 mod identity;
 mod scoping;

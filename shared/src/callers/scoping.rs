@@ -1,5 +1,6 @@
-//! The check `mint-token` makes before any token is requested: may this caller mint for this
-//! tenant? The mapping is read from the store and kept per warm instance for a bounded time.
+//! The check `mint-token` makes before any token is requested, and `update-incident` before any
+//! change is claimed or written: may this caller act for this tenant? The mapping is read from
+//! the store and kept per warm instance for a bounded time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use tokio::time::Instant;
 
 use super::identity::Caller;
 use crate::config::{CallerScopingMode, CallerScopingSettings};
-use crate::store::{CallerLookup, CallerScopes, RegistryError};
+use crate::store::{CallerLookup, CallerScopes, RegistryError, TenantRegistry};
 use crate::tenant_id::TenantId;
 use crate::{CallerError, ErrorCode};
 
@@ -40,7 +41,7 @@ impl Admission {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    #[error("caller {caller} may not mint tokens for tenant {tenant}: {reason}")]
+    #[error("caller {caller} may not act for tenant {tenant}: {reason}")]
     NotAllowed {
         caller: String,
         tenant: String,
@@ -115,6 +116,25 @@ impl CallerScoping {
                 reason,
             }
         })
+    }
+
+    /// [`CallerScoping::check`] for a tenant whose customer reference is read from `registry`
+    /// (not read at all with scoping off). An unregistered tenant has none: only a mapping that
+    /// names the tenant, or all tenants, lets the caller on to learn that it is not registered.
+    pub async fn check_in(
+        &self,
+        registry: &dyn TenantRegistry,
+        caller: &Caller,
+        tenant: &TenantId,
+    ) -> Result<Admission, ScopeError> {
+        if self.settings.mode == CallerScopingMode::Off {
+            return Ok(Admission::ScopingOff);
+        }
+        let record = registry.get(tenant).await?;
+        let customer_ref = record
+            .as_ref()
+            .and_then(|record| record.customer_ref.as_deref());
+        self.check(caller, tenant, customer_ref).await
     }
 
     /// The caller's mapping, from this instance's memory while younger than the cache time.
@@ -246,6 +266,51 @@ mod tests {
                 .check(&Caller::Anonymous, &contoso, None)
                 .await
                 .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn check_in_reads_the_customer_reference_from_the_registry() {
+        use crate::store::{TenantRecord, TenantStatus};
+        let store = Arc::new(SqliteRegistry::in_memory().unwrap());
+        let mut record = TenantRecord::new(tenant(FABRIKAM), "Fabrikam", TenantStatus::Active);
+        record.customer_ref = Some("CRM-9".into());
+        store.insert(&record).await.unwrap();
+        update_caller_scope(store.as_ref(), DIRECT_INVOKE, |scope| {
+            scope.customer_refs.insert("CRM-9".into());
+        })
+        .await
+        .unwrap();
+        let settings = |mode| CallerScopingSettings {
+            mode,
+            cache_ttl: Duration::ZERO,
+            http_qualifier: None,
+        };
+        let scoping = CallerScoping::new(settings(CallerScopingMode::Mapped), store.clone());
+        let caller = Caller::DirectInvoke;
+        assert_eq!(
+            scoping
+                .check_in(store.as_ref(), &caller, &tenant(FABRIKAM))
+                .await,
+            Ok(Admission::Mapping),
+            "allowed through the customer reference of its record"
+        );
+        let refused = scoping
+            .check_in(store.as_ref(), &caller, &tenant(CONTOSO))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::CallerNotAllowed);
+        assert!(
+            refused.to_string().contains("may not act for tenant"),
+            "{refused}"
+        );
+
+        // With scoping off the mapping decides nothing.
+        let off = CallerScoping::new(settings(CallerScopingMode::Off), store.clone());
+        assert_eq!(
+            off.check_in(store.as_ref(), &caller, &tenant(CONTOSO))
+                .await,
+            Ok(Admission::ScopingOff)
         );
     }
 }

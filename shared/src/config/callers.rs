@@ -1,5 +1,6 @@
-//! Caller scoping of `mint-token`: whether a caller's mapping (`dp-operator callers`) limits the
-//! tenants it may mint for, and how long a warm instance keeps a mapping it read.
+//! Caller scoping of `mint-token` and `update-incident`: whether a caller's mapping
+//! (`dp-operator callers`) limits the tenants it may act for, and how long a warm instance keeps
+//! a mapping it read.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -51,7 +52,7 @@ pub struct CallerScopingSettings {
     /// How long a warm instance keeps a caller's mapping: a revocation reaches every instance
     /// within this time.
     pub cache_ttl: Duration,
-    /// The alias through which API Gateway invokes `mint-token`: an HTTP event's caller is
+    /// The alias through which API Gateway invokes `mint-token` (or `update-incident`): an HTTP event's caller is
     /// believed only when the function was invoked through it (a principal allowed to invoke the
     /// unqualified function cannot invoke the alias, so cannot pose as an HTTP caller). Unset,
     /// every HTTP-shaped event's caller is believed.

@@ -164,15 +164,9 @@ pub struct InvocationFacts {
 
 /// The caller API Gateway authenticated, and the request id its access log carries.
 fn http_caller(request: &ApiGatewayV2httpRequest) -> MintCaller {
-    let context = &request.request_context;
-    let user_arn = context
-        .authorizer
-        .as_ref()
-        .and_then(|authorizer| authorizer.iam.as_ref())
-        .and_then(|iam| iam.user_arn.as_deref());
     MintCaller {
-        caller: Caller::from_user_arn(user_arn),
-        request_id: context.request_id.clone(),
+        caller: Caller::from_user_arn(edge::iam_user_arn(request)),
+        request_id: request.request_context.request_id.clone(),
     }
 }
 

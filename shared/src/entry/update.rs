@@ -13,6 +13,7 @@ use super::{json_of, lambda_error};
 use crate::CallerError;
 use crate::ErrorCode;
 use crate::api::DefenderApi;
+use crate::callers::{Caller, CallerScoping, http_identity_trusted};
 use crate::deadline;
 use crate::defender::limiter::Limiter;
 use crate::edge::{self, EdgeError};
@@ -25,6 +26,9 @@ use crate::writeback::{EventBridgeEvents, GraphWriter, NoEvents, UpdateEvents, U
 
 pub struct UpdateFunction {
     service: UpdateService,
+    /// The alias API Gateway invokes (`DP_CALLER_HTTP_QUALIFIER`), if set: an HTTP-shaped event
+    /// that came any other way is a direct invocation, and scoped as one.
+    http_qualifier: Option<String>,
 }
 
 impl UpdateFunction {
@@ -63,28 +67,58 @@ impl UpdateFunction {
                 .clone(),
             Arc::new(Limiter::new()),
         );
-        Ok(UpdateFunction::new(UpdateService::new(
+        let service = UpdateService::new(
             Arc::new(tokens),
             writer,
             services.updates.clone(),
             services.registry.clone(),
             events,
-        )))
+        )
+        .with_caller_scoping(CallerScoping::new(
+            services.settings.callers.clone(),
+            services.callers.clone(),
+        ));
+        Ok(UpdateFunction::new(service)
+            .with_http_qualifier(services.settings.callers.http_qualifier.clone()))
     }
 
     pub fn new(service: UpdateService) -> UpdateFunction {
-        UpdateFunction { service }
+        UpdateFunction {
+            service,
+            http_qualifier: None,
+        }
+    }
+
+    /// Believes an HTTP event's caller only when invoked through the alias `qualifier`.
+    pub fn with_http_qualifier(mut self, qualifier: Option<String>) -> UpdateFunction {
+        self.http_qualifier = qualifier;
+        self
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-        self.answer(event.payload, event.context.deadline).await
+        self.answer_invoked(
+            event.payload,
+            event.context.deadline,
+            &event.context.invoked_function_arn,
+        )
+        .await
     }
 
     /// Answers `payload`, an invocation whose deadline is `deadline_ms`. `Err` is for the Lambda
     /// runtime: a direct caller reads the code from `errorType`, and an event whose failure may
     /// pass is retried by Lambda under the event's own idempotency key. HTTP answers are `Ok`.
     pub async fn answer(&self, payload: Value, deadline_ms: u64) -> Result<Value, Diagnostic> {
-        let decoded = match update_request::decode(payload.clone()) {
+        self.answer_invoked(payload, deadline_ms, "").await
+    }
+
+    /// As [`UpdateFunction::answer`], invoked through `function_arn` (with its alias, if any).
+    pub async fn answer_invoked(
+        &self,
+        payload: Value,
+        deadline_ms: u64,
+        function_arn: &str,
+    ) -> Result<Value, Diagnostic> {
+        let mut decoded = match update_request::decode(payload.clone()) {
             Ok(decoded) => decoded,
             Err(error) => {
                 let error = refused(EdgeError::from(&error));
@@ -96,11 +130,21 @@ impl UpdateFunction {
             }
         };
         let arrival = decoded.arrival;
+        if arrival == Arrival::Http
+            && !http_identity_trusted(self.http_qualifier.as_deref(), function_arn)
+        {
+            tracing::warn!(
+                invoked = %function_arn,
+                "an HTTP-shaped event invoked outside the API's alias: its caller is direct-invoke"
+            );
+            decoded.principal = Caller::DirectInvoke;
+            decoded.caller = update_request::DIRECT_CALLER.to_owned();
+        }
         // Boxed: the update's future is deep (token, store, Graph), and the runtime's own is
         // built around it.
         let work = Box::pin(async {
             self.service
-                .apply_json(decoded.payload, &decoded.caller)
+                .apply_json(decoded.payload, &decoded.caller, &decoded.principal)
                 .await
                 .map(json_of)
                 .map_err(|error| EdgeError::from(&error))

@@ -8,10 +8,15 @@
 //!   once and Lambda retries asynchronous invocations: the same event is applied once);
 //! - a direct invocation (`lambda:InvokeFunction`, Step Functions): the payload is the request.
 //!   Lambda does not tell a function who invoked it; IAM decides who may.
+//!
+//! Each also names the principal whose mapping (`dp-operator callers`) scopes the request: the
+//! IAM principal over HTTP, and `direct-invoke` for the other two, neither of which carries an
+//! identity anyone verified (an event's `source` is whatever its sender wrote).
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use serde_json::{Map, Value};
 
+use crate::callers::Caller;
 use crate::edge::{self, Invocation};
 use crate::writeback::UpdateError;
 use crate::writeback::events::DETAIL_TYPE_REQUESTED;
@@ -28,7 +33,10 @@ pub enum Arrival {
 pub struct Decoded {
     pub arrival: Arrival,
     pub payload: Value,
+    /// Who asked, as audited (the signer's full ARN, `events:SOURCE@ACCOUNT`, `lambda:invoke`).
     pub caller: String,
+    /// Whose mapping scopes the request.
+    pub principal: Caller,
 }
 
 /// The caller recorded for a direct invocation.
@@ -48,6 +56,7 @@ pub fn decode(payload: Value) -> Result<Decoded, UpdateError> {
             arrival: Arrival::Direct,
             payload,
             caller: DIRECT_CALLER.to_owned(),
+            principal: Caller::DirectInvoke,
         }),
         Invocation::Http(request) => from_http(&request),
     }
@@ -80,6 +89,7 @@ fn from_event(event: Value) -> Result<Decoded, UpdateError> {
         arrival: Arrival::Event,
         payload: Value::Object(detail),
         caller,
+        principal: Caller::DirectInvoke,
     })
 }
 
@@ -134,11 +144,11 @@ fn from_http(request: &ApiGatewayV2httpRequest) -> Result<Decoded, UpdateError> 
     {
         body.insert("idempotency_key".into(), Value::String(key.to_owned()));
     }
-    let caller = edge::iam_caller(request);
     Ok(Decoded {
         arrival: Arrival::Http,
         payload: Value::Object(body),
-        caller,
+        caller: edge::iam_caller(request),
+        principal: Caller::from_user_arn(edge::iam_user_arn(request)),
     })
 }
 
@@ -209,6 +219,11 @@ mod tests {
         assert_eq!(
             decoded.caller,
             "arn:aws:sts::123456789012:assumed-role/soar/session"
+        );
+        // Scoped by the role the session belongs to.
+        assert_eq!(
+            decoded.principal,
+            Caller::Iam("arn:aws:iam::123456789012:role/soar".into())
         );
         assert_eq!(
             decoded.payload,
@@ -287,6 +302,8 @@ mod tests {
         let decoded = decode(event.clone()).unwrap();
         assert_eq!(decoded.arrival, Arrival::Event);
         assert_eq!(decoded.caller, "events:partner.soar@123456789012");
+        // Anyone allowed to put events on the bus writes any source: no identity to scope by.
+        assert_eq!(decoded.principal, Caller::DirectInvoke);
         assert_eq!(
             decoded.payload["idempotency_key"],
             "event:6a7e8feb-b491-4cf7-a9f1-bf3703467718"
@@ -318,5 +335,6 @@ mod tests {
             decode(json!({"tenant": TENANT, "incident_id": "42", "status": "active"})).unwrap();
         assert_eq!(decoded.arrival, Arrival::Direct);
         assert_eq!(decoded.caller, DIRECT_CALLER);
+        assert_eq!(decoded.principal, Caller::DirectInvoke);
     }
 }

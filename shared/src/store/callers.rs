@@ -1,6 +1,7 @@
-//! Who may mint for which tenant: the tenants and customer references (`TenantRecord.customer_ref`)
-//! each caller of `mint-token` is allowed, keyed by the caller's normalised principal (see
-//! `crate::callers`). Written by the operator (`dp-operator callers`), read by `mint-token`.
+//! Who may act for which tenant: the tenants and customer references (`TenantRecord.customer_ref`)
+//! each caller of `mint-token` and `update-incident` is allowed, keyed by the caller's normalised
+//! principal (see `crate::callers`). Written by the operator (`dp-operator callers`), read by
+//! both functions.
 
 use std::collections::BTreeSet;
 

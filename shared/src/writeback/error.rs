@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::callers::ScopeError;
 use crate::defender::client::ApiError;
 use crate::minting::MintError;
 use crate::store::RegistryError;
@@ -66,6 +67,9 @@ pub enum UpdateError {
     TagsUnsettled { kind: &'static str, id: String },
     #[error(transparent)]
     Store(#[from] RegistryError),
+    /// The caller's mapping does not include the tenant (or could not be read).
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
 }
 
 /// A retried request after its first attempt is still running: this long is enough for almost
@@ -92,6 +96,7 @@ impl CallerError for UpdateError {
             }
             UpdateError::TagsUnsettled { .. } => ErrorCode::UpdateConflict,
             UpdateError::Store(error) => error.code(),
+            UpdateError::Scope(error) => error.code(),
         }
     }
 

@@ -19,6 +19,7 @@ use super::request::{Actor, UpdateRequest};
 use super::tags;
 use super::vocabulary::TargetKind;
 use crate::CallerError;
+use crate::callers::{Caller, CallerScoping};
 use crate::deadline;
 use crate::defender::client::ApiError;
 use crate::minting::{MintRequest, MintedToken, TokenService};
@@ -79,6 +80,8 @@ pub struct UpdateService {
     records: Arc<dyn UpdateRecords>,
     registry: Arc<dyn TenantRegistry>,
     events: Arc<dyn UpdateEvents>,
+    /// Who may change which tenant's incidents (the mapping `mint-token` also follows).
+    scoping: Option<CallerScoping>,
 }
 
 /// What one request learned on its way, for its audit entry.
@@ -118,17 +121,27 @@ impl UpdateService {
             records,
             registry,
             events,
+            scoping: None,
         }
     }
 
-    /// Parses, validates and applies a raw JSON request for `caller` (an IAM principal).
+    /// Holds every request to its principal's mapping, checked before its idempotency key is
+    /// claimed: a refused caller neither changes the tenant nor replays another's answer.
+    pub fn with_caller_scoping(mut self, scoping: CallerScoping) -> UpdateService {
+        self.scoping = Some(scoping);
+        self
+    }
+
+    /// Parses, validates and applies a raw JSON request for `caller` (as audited), scoped by
+    /// `principal`'s mapping.
     pub async fn apply_json(
         &self,
         payload: Value,
         caller: &str,
+        principal: &Caller,
     ) -> Result<UpdateOutcome, UpdateError> {
         match UpdateRequest::from_json(payload.clone()) {
-            Ok(request) => self.apply(request, caller).await,
+            Ok(request) => self.apply(request, caller, principal).await,
             Err(refusal) => {
                 self.audit_refusal(&payload, caller, &refusal).await;
                 Err(refusal)
@@ -174,6 +187,7 @@ impl UpdateService {
         &self,
         request: UpdateRequest,
         caller: &str,
+        principal: &Caller,
     ) -> Result<UpdateOutcome, UpdateError> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let fingerprint = request.fingerprint();
@@ -181,6 +195,17 @@ impl UpdateService {
             acting_as: acting_as(&request.actor),
             ..Trail::default()
         };
+        if let Some(scoping) = &self.scoping
+            && let Err(refusal) = scoping
+                .check_in(self.registry.as_ref(), principal, &request.tenant)
+                .await
+        {
+            let error = UpdateError::from(refusal);
+            tracing::warn!(caller = %principal, tenant = %request.tenant, code = %error.code(), %request_id, "caller refused");
+            self.audit(&request, &request_id, caller, &trail, error.code().as_str())
+                .await;
+            return Err(error);
+        }
         if let Some(key) = &request.idempotency_key {
             let now = Utc::now();
             match self

@@ -62,6 +62,25 @@ impl LogBuffer {
         text.get(mark..).unwrap_or_default().to_owned()
     }
 
+    /// The capture after `mark` once `ready` holds for it, or after `within` whichever comes
+    /// first: a function's lines reach the capture through a pipe, after the answer it gave, so
+    /// a test that reads a line right after an invocation waits for it (bounded).
+    pub async fn wait_since(
+        &self,
+        mark: usize,
+        within: std::time::Duration,
+        ready: impl Fn(&str) -> bool,
+    ) -> String {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let text = self.since(mark);
+            if ready(&text) || tokio::time::Instant::now() >= until {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The last `lines` lines, for error messages.
     pub fn tail(&self, lines: usize) -> String {
         let text = self.text();
