@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use defender_partner::store::{DynamoRegistry, HuntRecords, SavedHunt, TenantStatus};
+use defender_partner::store::{
+    DynamoRegistry, HuntRecords, SavedHunt, TenantStatus, update_caller_scope,
+};
+use defender_partner::tenant_id::TenantId;
 use defender_partner_e2e::fetch::{FetchAws, scheduled_event, sqs_event};
 use defender_partner_e2e::moto::{Moto, create_registry_table};
 use defender_partner_e2e::stack::guid;
@@ -126,6 +129,8 @@ impl Fixture {
                 ("DP_HUNT_QUEUE_URL", aws.work_queue_url.as_str()),
                 ("DP_API_BASE_GRAPH", base.as_str()),
                 ("DP_HUNT_ROW_CAP", row_cap.as_str()),
+                // Mappings are read on every request, so that the scoping case sees its changes.
+                ("DP_CALLER_SCOPE_CACHE_SECONDS", "0"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
@@ -198,6 +203,29 @@ impl Fixture {
             .map(|row| row.as_object().cloned().expect("a row object"))
             .collect();
         (rows, answer["truncated"].as_bool().unwrap_or(false))
+    }
+
+    /// `POST /hunts` with `body` (or `GET /hunts/{id}` when `body` is a hunt id), as API Gateway
+    /// delivers it, signed by a session of `role`: the HTTP status and the answer.
+    async fn http(&self, role: &str, body: &Value) -> (u64, Value) {
+        let mut event = defender_partner_e2e::events::load("hunt-http.json").unwrap();
+        event["requestContext"]["authorizer"]["iam"]["userArn"] =
+            json!(format!("arn:aws:sts::123456789012:assumed-role/{role}/e2e"));
+        match body.as_str() {
+            Some(id) => {
+                let path = format!("/hunts/{id}");
+                event["rawPath"] = json!(path);
+                event["routeKey"] = json!("GET /hunts/{id}");
+                event["requestContext"]["http"]["method"] = json!("GET");
+                event["requestContext"]["http"]["path"] = json!(path);
+                event["body"] = Value::Null;
+            }
+            None => event["body"] = json!(body.to_string()),
+        }
+        let answer = self.invoke(&event).await;
+        let status = answer["statusCode"].as_u64().unwrap_or_default();
+        let body = serde_json::from_str(answer["body"].as_str().unwrap_or("null")).unwrap();
+        (status, body)
     }
 
     /// Invokes the function with `body`.
@@ -571,6 +599,135 @@ async fn hunting_end_to_end() {
                 .settings(&json!({"hunting_clock": CLOCK}))
                 .await
                 .unwrap();
+        })
+        .await;
+
+    // --- last (a mapping, once made, holds every later caller to one) ---------------------
+    let fx = f.clone();
+    cases
+        .run("callers_hunt_only_across_their_mapping", async move {
+            let [inside, by_customer, outside] = fx.t.plain.clone();
+            // Before any mapping every caller hunts everywhere: a hunt over all six tenants.
+            let (status, fleet) = fx
+                .http("hunters", &json!({"query": QUERY, "tenants": "all"}))
+                .await;
+            assert_eq!(
+                (status, fleet["tenants"].clone()),
+                (202, json!(6)),
+                "{fleet}"
+            );
+            let fleet = fleet["hunt_id"].as_str().unwrap().to_owned();
+            fx.drain_queue(Duration::from_secs(90)).await.unwrap();
+
+            // The hunters' role: one tenant by id, another by its customer reference (the stack
+            // registers `CRM-` and the id's first 4 characters).
+            let customer = |tenant: &str| format!("CRM-{}", &tenant[..4]);
+            update_caller_scope(
+                &fx.store,
+                "arn:aws:iam::123456789012:role/hunters",
+                |scope| {
+                    scope.tenants.insert(TenantId::parse(&inside).unwrap());
+                    scope.customer_refs.insert(customer(&by_customer));
+                },
+            )
+            .await
+            .unwrap();
+
+            // "all" is all it may reach: narrowed to its two tenants.
+            let (status, mine) = fx
+                .http("hunters", &json!({"query": QUERY, "tenants": "all"}))
+                .await;
+            assert_eq!((status, mine["tenants"].clone()), (202, json!(2)), "{mine}");
+            let mine = mine["hunt_id"].as_str().unwrap().to_owned();
+            fx.drain_queue(Duration::from_secs(90)).await.unwrap();
+            let (status, manifest) = fx.http("hunters", &json!(mine)).await;
+            assert_eq!(status, 200, "{manifest}");
+            let hunted: HashSet<&str> = manifest["tenants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|tenant| tenant["tenant_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                hunted,
+                HashSet::from([inside.as_str(), by_customer.as_str()])
+            );
+            assert_eq!(manifest["status"], "completed", "{manifest}");
+
+            // Naming a tenant outside it, registered or not, or its customer, is refused alike;
+            // so is reading a hunt that spans tenants outside it.
+            let calls = fx.hunting_calls().await;
+            for tenants in [
+                json!([outside]),
+                json!([inside, guid()]),
+                json!({"customer": customer(&outside)}),
+            ] {
+                let (status, body) = fx
+                    .http("hunters", &json!({"query": QUERY, "tenants": tenants}))
+                    .await;
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (403, Some("caller_not_allowed")),
+                    "{tenants}: {body}"
+                );
+            }
+            let (status, body) = fx.http("hunters", &json!(fleet)).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("caller_not_allowed")),
+                "{body}"
+            );
+            let (status, body) = fx.http("strangers", &json!(mine)).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("caller_not_allowed")),
+                "{body}"
+            );
+
+            // Direct invocations are direct-invoke, unmapped: refused too, whatever they ask.
+            for request in [
+                json!({"query": QUERY, "tenants": [inside]}),
+                json!({"hunt_id": mine}),
+            ] {
+                let error = fx.lambda.invoke(&request).await.unwrap_err();
+                assert_eq!(error.error_type, "caller_not_allowed", "{request}: {error}");
+            }
+            // Mapped to one tenant, it still may not run a saved hunt that spans two.
+            update_caller_scope(&fx.store, "direct-invoke", |scope| {
+                scope.tenants.insert(TenantId::parse(&inside).unwrap());
+            })
+            .await
+            .unwrap();
+            let name = format!("pair-{}", &guid()[..8]);
+            fx.store
+                .save_hunt(&SavedHunt {
+                    name: name.clone(),
+                    request: json!({"query": QUERY, "tenants": [inside, outside]}),
+                    every_minutes: None,
+                    last_run_at: None,
+                    last_hunt_id: None,
+                    created_at: chrono::Utc::now(),
+                })
+                .await
+                .unwrap();
+            let error = fx.lambda.invoke(&json!({"saved": name})).await.unwrap_err();
+            assert_eq!(error.error_type, "caller_not_allowed", "{error}");
+            let saved = fx.store.saved_hunt(&name).await.unwrap().unwrap();
+            assert_eq!(
+                saved.last_run_at, None,
+                "a refused run does not move its schedule"
+            );
+            assert_eq!(
+                fx.hunting_calls().await,
+                calls,
+                "no refused request reached Microsoft"
+            );
+            let queued = fx
+                .aws
+                .receive_work(10, Duration::from_millis(300), None)
+                .await
+                .unwrap();
+            assert!(queued.is_empty(), "a refused request queued a tenant");
         })
         .await;
 

@@ -916,6 +916,7 @@ fn only_mint_user_token_may_open_stored_sign_ins() {
         template.function("mint-token"),
         user_tokens.to_owned(),
         template.function("update-incident"),
+        template.function("hunt"),
     ] {
         let function = &resource;
         let policy = policy_of(&resource);

@@ -6,4 +6,4 @@ mod identity;
 mod scoping;
 
 pub use identity::{Caller, DIRECT_INVOKE, caller_key, http_identity_trusted, principal_key};
-pub use scoping::{Admission, CallerScoping, ScopeError, decide};
+pub use scoping::{Admission, CallerScoping, OUTSIDE_MAPPING, Reach, ScopeError, decide, reach_of};

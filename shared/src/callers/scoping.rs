@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::identity::Caller;
 use crate::config::{CallerScopingMode, CallerScopingSettings};
-use crate::store::{CallerLookup, CallerScopes, RegistryError, TenantRegistry};
+use crate::store::{CallerLookup, CallerScope, CallerScopes, RegistryError, TenantRegistry};
 use crate::tenant_id::TenantId;
 use crate::{CallerError, ErrorCode};
 
@@ -41,10 +41,11 @@ impl Admission {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    #[error("caller {caller} may not act for tenant {tenant}: {reason}")]
+    /// `target` says what was refused: `tenant ID`, `customer REF`, `hunt ID`.
+    #[error("caller {caller} may not act for {target}: {reason}")]
     NotAllowed {
         caller: String,
-        tenant: String,
+        target: String,
         reason: &'static str,
     },
     /// The mapping could not be read: refused, never let through.
@@ -61,24 +62,61 @@ impl CallerError for ScopeError {
     }
 }
 
-/// The decision, on what the store says of the caller (`None` only with scoping off).
+/// How far a caller reaches: what a request spanning tenants (a hunt) is held to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Every tenant, present and future, and why.
+    Everything(Admission),
+    /// What its mapping names, and nothing else.
+    Mapped(CallerScope),
+}
+
+impl Reach {
+    pub fn allows(&self, tenant: &TenantId, customer_ref: Option<&str>) -> bool {
+        match self {
+            Reach::Everything(_) => true,
+            Reach::Mapped(scope) => scope.allows(tenant, customer_ref),
+        }
+    }
+}
+
+/// A caller's reach, on what the store says of it (`None` only with scoping off); `Err` is why
+/// it reaches nothing at all.
+pub fn reach_of(
+    mode: CallerScopingMode,
+    lookup: Option<&CallerLookup>,
+) -> Result<Reach, &'static str> {
+    let Some(lookup) = lookup.filter(|_| mode != CallerScopingMode::Off) else {
+        return Ok(Reach::Everything(Admission::ScopingOff));
+    };
+    match (&lookup.scope, mode) {
+        (Some(scope), _) if scope.all_tenants => Ok(Reach::Everything(Admission::Mapping)),
+        (Some(scope), _) => Ok(Reach::Mapped(scope.clone())),
+        (None, CallerScopingMode::Mapped) if !lookup.any_mapping => {
+            Ok(Reach::Everything(Admission::NoMappingExists))
+        }
+        (None, CallerScopingMode::Mapped) => {
+            Err("it has no mapping, and once any caller has one, callers without one are refused")
+        }
+        (None, _) => Err("it has no mapping (DP_CALLER_SCOPING=enforced)"),
+    }
+}
+
+/// Why a mapped caller is refused a tenant outside its mapping.
+pub const OUTSIDE_MAPPING: &str = "its mapping does not include this tenant or its customer";
+
+/// The decision for one tenant, on what the store says of the caller (`None` only with scoping
+/// off).
 pub fn decide(
     mode: CallerScopingMode,
     lookup: Option<&CallerLookup>,
     tenant: &TenantId,
     customer_ref: Option<&str>,
 ) -> Result<Admission, &'static str> {
-    let Some(lookup) = lookup.filter(|_| mode != CallerScopingMode::Off) else {
-        return Ok(Admission::ScopingOff);
-    };
-    match (&lookup.scope, mode) {
-        (Some(scope), _) if scope.allows(tenant, customer_ref) => Ok(Admission::Mapping),
-        (Some(_), _) => Err("its mapping does not include this tenant or its customer"),
-        (None, CallerScopingMode::Mapped) if !lookup.any_mapping => Ok(Admission::NoMappingExists),
-        (None, CallerScopingMode::Mapped) => {
-            Err("it has no mapping, and once any caller has one, callers without one are refused")
-        }
-        (None, _) => Err("it has no mapping (DP_CALLER_SCOPING=enforced)"),
+    match reach_of(mode, lookup)? {
+        Reach::Everything(admission) => Ok(admission),
+        Reach::Mapped(scope) if scope.allows(tenant, customer_ref) => Ok(Admission::Mapping),
+        Reach::Mapped(_) => Err(OUTSIDE_MAPPING),
     }
 }
 
@@ -112,9 +150,22 @@ impl CallerScoping {
         decide(self.settings.mode, lookup.as_ref(), tenant, customer_ref).map_err(|reason| {
             ScopeError::NotAllowed {
                 caller: caller.to_string(),
-                tenant: tenant.to_string(),
+                target: format!("tenant {tenant}"),
                 reason,
             }
+        })
+    }
+
+    /// How far `caller` reaches (for requests that span tenants); refused when not at all.
+    pub async fn reach(&self, caller: &Caller) -> Result<Reach, ScopeError> {
+        let lookup = match self.settings.mode {
+            CallerScopingMode::Off => None,
+            _ => Some(self.lookup(caller).await?),
+        };
+        reach_of(self.settings.mode, lookup.as_ref()).map_err(|reason| ScopeError::NotAllowed {
+            caller: caller.to_string(),
+            target: "any tenant".to_owned(),
+            reason,
         })
     }
 
@@ -172,7 +223,7 @@ impl CallerScoping {
 mod tests {
     use super::*;
     use crate::callers::DIRECT_INVOKE;
-    use crate::store::{CallerScope, SqliteRegistry, update_caller_scope};
+    use crate::store::{SqliteRegistry, update_caller_scope};
 
     fn tenant(id: &str) -> TenantId {
         TenantId::parse(id).unwrap()
@@ -311,6 +362,32 @@ mod tests {
             off.check_in(store.as_ref(), &caller, &tenant(CONTOSO))
                 .await,
             Ok(Admission::ScopingOff)
+        );
+    }
+
+    #[test]
+    fn a_reach_is_everything_or_exactly_the_mapping() {
+        use CallerScopingMode::*;
+        let mut scope = CallerScope::empty(DIRECT_INVOKE);
+        scope.customer_refs.insert("CRM-9".into());
+        let mapped = reach_of(Mapped, Some(&lookup(Some(scope.clone()), true))).unwrap();
+        assert_eq!(mapped, Reach::Mapped(scope.clone()));
+        assert!(mapped.allows(&tenant(FABRIKAM), Some("CRM-9")));
+        assert!(!mapped.allows(&tenant(FABRIKAM), None));
+        scope.all_tenants = true;
+        assert_eq!(
+            reach_of(Enforced, Some(&lookup(Some(scope), true))),
+            Ok(Reach::Everything(Admission::Mapping))
+        );
+        assert_eq!(
+            reach_of(Mapped, Some(&lookup(None, false))),
+            Ok(Reach::Everything(Admission::NoMappingExists))
+        );
+        assert!(reach_of(Mapped, Some(&lookup(None, true))).is_err());
+        assert!(reach_of(Enforced, Some(&lookup(None, false))).is_err());
+        assert_eq!(
+            reach_of(Off, Some(&lookup(None, true))),
+            Ok(Reach::Everything(Admission::ScopingOff))
         );
     }
 }

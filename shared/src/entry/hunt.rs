@@ -9,6 +9,10 @@
 //!   `{"saved": name}` runs a saved hunt.
 //!
 //! Without a queue (locally), a submission runs the hunt to its end before answering.
+//!
+//! Callers are held to their mapping (`dp-operator callers`, as for `mint-token`): over HTTP the
+//! IAM principal API Gateway authenticated, directly `direct-invoke`. The queue and the schedule
+//! act for hunts already admitted or saved by the operator.
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use serde_json::{Value, json};
@@ -18,15 +22,18 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use super::{json_of, lambda_error};
 use crate::CallerError;
 use crate::ErrorCode;
+use crate::callers::{Caller, http_identity_trusted};
 use crate::edge::{self, EdgeError, Invocation};
 use crate::hunting::error::HuntError;
 use crate::hunting::queue::HuntTask;
-use crate::hunting::service::{HuntService, Submitted};
+use crate::hunting::service::{Asker, HuntService, Submitted};
 use crate::runtime::Services;
 
 /// The `hunt` function: built once per cold start.
 pub struct HuntFunction {
     service: HuntService,
+    /// The alias API Gateway invokes (`DP_CALLER_HTTP_QUALIFIER`), if set.
+    http_qualifier: Option<String>,
 }
 
 impl HuntFunction {
@@ -35,13 +42,20 @@ impl HuntFunction {
         services: &Services,
     ) -> Result<HuntFunction, Box<dyn std::error::Error + Send + Sync>> {
         let service = HuntService::build(services, |name| std::env::var(name).ok()).await?;
-        Ok(HuntFunction { service })
+        Ok(HuntFunction {
+            service,
+            http_qualifier: services.settings.callers.http_qualifier.clone(),
+        })
     }
 
     /// One invocation: a refusal to a direct caller is a function error whose `errorType` is
     /// the code; HTTP answers are always `Ok`.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-        handle(&self.service, event.payload)
+        let trusted_http = http_identity_trusted(
+            self.http_qualifier.as_deref(),
+            &event.context.invoked_function_arn,
+        );
+        handle(&self.service, event.payload, trusted_http)
             .await
             .map_err(|error| lambda_error(&error))
     }
@@ -84,8 +98,13 @@ fn decode(payload: Value) -> Result<HuntEvent, EdgeError> {
 }
 
 /// One invocation. `Err` goes to the Lambda runtime (a direct caller reads the code from
-/// `errorType`); HTTP answers are always `Ok`.
-async fn handle(service: &HuntService, payload: Value) -> Result<Value, EdgeError> {
+/// `errorType`); HTTP answers are always `Ok`. `trusted_http`: an HTTP event's principal is
+/// believed (it came through the API's alias, or no alias is configured).
+async fn handle(
+    service: &HuntService,
+    payload: Value,
+    trusted_http: bool,
+) -> Result<Value, EdgeError> {
     match decode(payload)? {
         HuntEvent::Queue(event) => Ok(batch(service, event).await),
         HuntEvent::Schedule => {
@@ -96,7 +115,7 @@ async fn handle(service: &HuntService, payload: Value) -> Result<Value, EdgeErro
             finish_locally(service).await;
             Ok(json!({ "started": started }))
         }
-        HuntEvent::Http(request) => Ok(json_of(http(service, &request).await)),
+        HuntEvent::Http(request) => Ok(json_of(http(service, &request, trusted_http).await)),
         HuntEvent::Direct(body) => direct(service, body).await.map_err(edge_error),
     }
 }
@@ -167,35 +186,47 @@ async fn finish_locally(service: &HuntService) {
 }
 
 async fn direct(service: &HuntService, body: Value) -> Result<Value, HuntError> {
+    let asker = Asker::Caller(&Caller::DirectInvoke);
     if let Some(id) = body.get("hunt_id").and_then(Value::as_str) {
-        return Ok(
-            serde_json::to_value(service.manifest(id).await?).expect("a manifest serialises")
-        );
+        return Ok(serde_json::to_value(service.manifest_as(id, asker).await?)
+            .expect("a manifest serialises"));
     }
     if let Some(name) = body.get("saved").and_then(Value::as_str) {
-        let started = service.run_saved(name, "direct").await?;
+        let started = service.run_saved_as(name, "direct", asker).await?;
         return submitted(service, started).await;
     }
-    let started = service.submit_json(&body, "direct").await?;
+    let started = service.submit_json_as(&body, "direct", asker).await?;
     submitted(service, started).await
 }
 
 async fn http(
     service: &HuntService,
     request: &ApiGatewayV2httpRequest,
+    trusted: bool,
 ) -> aws_lambda_events::apigw::ApiGatewayV2httpResponse {
     let (method, path) = edge::route_of(request);
-    let caller = edge::iam_caller(request);
+    let (caller, principal) = if trusted {
+        (
+            edge::iam_caller(request),
+            Caller::from_user_arn(edge::iam_user_arn(request)),
+        )
+    } else {
+        tracing::warn!(
+            "an HTTP-shaped event invoked outside the API's alias: its caller is direct-invoke"
+        );
+        ("direct".to_owned(), Caller::DirectInvoke)
+    };
+    let asker = Asker::Caller(&principal);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let answer = match (method.as_str(), segments.as_slice()) {
         ("POST", [.., "hunts"]) => match edge::json_body(request) {
-            Ok(body) => match service.submit_json(&body, &caller).await {
+            Ok(body) => match service.submit_json_as(&body, &caller, asker).await {
                 Ok(started) => submitted(service, started).await.map(|body| (202, body)),
                 Err(error) => Err(error),
             },
             Err(error) => return edge::error_response(&error),
         },
-        ("GET", [.., "hunts", id]) => service.manifest(id).await.map(|manifest| {
+        ("GET", [.., "hunts", id]) => service.manifest_as(id, asker).await.map(|manifest| {
             (
                 200,
                 serde_json::to_value(manifest).expect("a manifest serialises"),

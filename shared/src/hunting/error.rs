@@ -2,6 +2,7 @@
 //! (no permission, throttling, a timeout) is not an error of the hunt: it is that tenant's
 //! result in the manifest.
 
+use crate::callers::ScopeError;
 use crate::store::RegistryError;
 use crate::tenant_id::TenantIdError;
 use crate::{CallerError, ErrorCode};
@@ -30,6 +31,9 @@ pub enum HuntError {
     Queue(String),
     #[error(transparent)]
     Store(#[from] RegistryError),
+    /// The caller's mapping does not reach the tenants asked for (or could not be read).
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
 }
 
 impl CallerError for HuntError {
@@ -44,6 +48,7 @@ impl CallerError for HuntError {
             HuntError::Output(_) => ErrorCode::HuntResultsUnavailable,
             HuntError::Queue(_) => ErrorCode::HuntQueueUnavailable,
             HuntError::Store(error) => error.code(),
+            HuntError::Scope(error) => error.code(),
         }
     }
 }

@@ -27,6 +27,7 @@ use super::settings::{HuntSettings, needs_path_style};
 use crate::CallerError;
 use crate::ErrorCode;
 use crate::api::DefenderApi;
+use crate::callers::{Admission, Caller, CallerScoping, OUTSIDE_MAPPING, Reach, ScopeError};
 use crate::defender::limiter::Limiter;
 use crate::runtime::Services;
 use crate::store::{
@@ -52,6 +53,10 @@ const LOCAL_CONCURRENCY: usize = 16;
 /// minutes runs an N-minute hunt every time rather than every other time.
 const SCHEDULE_SLACK: chrono::Duration = chrono::Duration::seconds(60);
 
+/// The tenants of a selection: the active ones to query, and the listed ones that cannot be,
+/// each with its code and why.
+type Targets = (Vec<HuntTarget>, Vec<(HuntTarget, ErrorCode, String)>);
+
 /// The answer to a submission.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Submitted {
@@ -71,6 +76,16 @@ pub struct HuntService {
     local: Option<Arc<LocalQueue>>,
     events: Arc<dyn HuntEvents>,
     last_progress: Mutex<Option<Instant>>,
+    /// Who may hunt across, and read the hunts of, which tenants (`dp-operator callers`).
+    scoping: Option<CallerScoping>,
+}
+
+/// Who asks: the operator's tools and the schedule are trusted with every tenant; a caller of
+/// the function is held to its mapping.
+#[derive(Debug, Clone, Copy)]
+pub enum Asker<'a> {
+    Trusted,
+    Caller(&'a Caller),
 }
 
 impl HuntService {
@@ -90,6 +105,20 @@ impl HuntService {
             local,
             events,
             last_progress: Mutex::new(None),
+            scoping: None,
+        }
+    }
+
+    /// Holds callers of the function ([`Asker::Caller`]) to their mapping.
+    pub fn with_caller_scoping(mut self, scoping: CallerScoping) -> HuntService {
+        self.scoping = Some(scoping);
+        self
+    }
+
+    async fn reach(&self, asker: Asker<'_>) -> Result<Reach, HuntError> {
+        match (&self.scoping, asker) {
+            (Some(scoping), Asker::Caller(caller)) => Ok(scoping.reach(caller).await?),
+            _ => Ok(Reach::Everything(Admission::ScopingOff)),
         }
     }
 
@@ -165,7 +194,11 @@ impl HuntService {
             queue,
             local,
             events,
-        ))
+        )
+        .with_caller_scoping(CallerScoping::new(
+            services.settings.callers.clone(),
+            services.callers.clone(),
+        )))
     }
 
     /// Whether tenants are queried in this process (no queue configured): the caller then
@@ -183,14 +216,32 @@ impl HuntService {
         self.output().location(&format!("{HUNTS_PREFIX}{hunt_id}/"))
     }
 
+    /// Submits a hunt request for the trusted `caller` (the operator's tools).
     pub async fn submit_json(
         &self,
         body: &serde_json::Value,
         caller: &str,
     ) -> Result<Submitted, HuntError> {
+        self.submit_json_as(body, caller, Asker::Trusted).await
+    }
+
+    /// Submits a hunt request for `caller` (as recorded), within `asker`'s reach.
+    pub async fn submit_json_as(
+        &self,
+        body: &serde_json::Value,
+        caller: &str,
+        asker: Asker<'_>,
+    ) -> Result<Submitted, HuntError> {
         let request = HuntRequest::from_json(body)?;
-        self.submit(&request, caller, None, uuid::Uuid::new_v4().to_string())
-            .await
+        let reach = self.reach(asker).await?;
+        self.submit_within(
+            &request,
+            caller,
+            None,
+            uuid::Uuid::new_v4().to_string(),
+            &reach,
+        )
+        .await
     }
 
     /// Records the hunt and queues its first tenant (the probe); answers at once.
@@ -201,7 +252,21 @@ impl HuntService {
         saved: Option<&str>,
         hunt_id: String,
     ) -> Result<Submitted, HuntError> {
-        let (active, unusable) = self.targets(&request.tenants).await?;
+        let everything = Reach::Everything(Admission::ScopingOff);
+        self.submit_within(request, caller, saved, hunt_id, &everything)
+            .await
+    }
+
+    /// [`HuntService::submit`], over the tenants of the selection `reach` includes.
+    async fn submit_within(
+        &self,
+        request: &HuntRequest,
+        caller: &str,
+        saved: Option<&str>,
+        hunt_id: String,
+        reach: &Reach,
+    ) -> Result<Submitted, HuntError> {
+        let (active, unusable) = self.targets_within(&request.tenants, caller, reach).await?;
         if active.is_empty() && unusable.is_empty() {
             return Err(HuntError::NoTenants(describe(&request.tenants)));
         }
@@ -277,12 +342,26 @@ impl HuntService {
         })
     }
 
-    /// The tenants a selection names: the active ones to query, and the listed ones that cannot
-    /// be (unknown or not active), each with why.
-    async fn targets(
+    /// [`HuntService::targets`] within `reach` (see [`within_reach`]).
+    async fn targets_within(
         &self,
         selection: &TenantSelection,
-    ) -> Result<(Vec<HuntTarget>, Vec<(HuntTarget, ErrorCode, String)>), HuntError> {
+        caller: &str,
+        reach: &Reach,
+    ) -> Result<Targets, HuntError> {
+        let targets = self.targets(selection).await?;
+        within_reach(selection, reach, targets).map_err(|(target, reason)| {
+            HuntError::Scope(ScopeError::NotAllowed {
+                caller: caller.to_owned(),
+                target,
+                reason,
+            })
+        })
+    }
+
+    /// The tenants a selection names: the active ones to query, and the listed ones that cannot
+    /// be (unknown or not active), each with why.
+    async fn targets(&self, selection: &TenantSelection) -> Result<Targets, HuntError> {
         let registered = self.registry.list().await?;
         let target = |tenant_id: &TenantId, customer_ref: &Option<String>| HuntTarget {
             tenant_id: tenant_id.clone(),
@@ -554,6 +633,34 @@ impl HuntService {
         ))
     }
 
+    /// The hunt's state, for `asker`: a caller whose mapping does not include every tenant the
+    /// hunt spans is refused it (the same refusal whoever submitted it).
+    pub async fn manifest_as(
+        &self,
+        hunt_id: &str,
+        asker: Asker<'_>,
+    ) -> Result<Manifest, HuntError> {
+        let reach = self.reach(asker).await?;
+        let manifest = self.manifest(hunt_id).await?;
+        let outside = manifest.tenants.iter().any(|tenant| {
+            TenantId::parse(&tenant.tenant_id)
+                .map(|id| !reach.allows(&id, tenant.customer_ref.as_deref()))
+                .unwrap_or(true)
+        });
+        if outside {
+            let caller = match asker {
+                Asker::Caller(caller) => caller.to_string(),
+                Asker::Trusted => "trusted".to_owned(),
+            };
+            return Err(HuntError::Scope(ScopeError::NotAllowed {
+                caller,
+                target: format!("hunt {hunt_id}"),
+                reason: "the hunt spans tenants its mapping does not include",
+            }));
+        }
+        Ok(manifest)
+    }
+
     /// Every row of a finished tenant, part by part (one part in memory at a time), in the
     /// manifest's tenant order.
     pub async fn for_each_row(
@@ -680,11 +787,40 @@ impl HuntService {
 
     /// Runs a saved hunt now (its new rows are announced as on the schedule).
     pub async fn run_saved(&self, name: &str, caller: &str) -> Result<Submitted, HuntError> {
+        self.run_saved_as(name, caller, Asker::Trusted).await
+    }
+
+    /// [`HuntService::run_saved`] for `asker`: only when its reach includes every tenant the
+    /// saved hunt spans (a saved hunt runs as saved, never narrowed), checked before the run is
+    /// claimed, so a refused caller does not move the saved hunt's schedule.
+    pub async fn run_saved_as(
+        &self,
+        name: &str,
+        caller: &str,
+        asker: Asker<'_>,
+    ) -> Result<Submitted, HuntError> {
         let saved = self
             .store
             .saved_hunt(name)
             .await?
             .ok_or_else(|| HuntError::SavedNotFound(name.to_owned()))?;
+        let request = HuntRequest::from_json(&saved.request)?;
+        let reach = self.reach(asker).await?;
+        if let Reach::Mapped(_) = reach {
+            let (active, unusable) = self.targets(&request.tenants).await?;
+            if !all_within(
+                &reach,
+                active
+                    .iter()
+                    .chain(unusable.iter().map(|(target, _, _)| target)),
+            ) {
+                return Err(HuntError::Scope(ScopeError::NotAllowed {
+                    caller: caller.to_owned(),
+                    target: format!("saved hunt {name:?}"),
+                    reason: "it spans tenants its mapping does not include",
+                }));
+            }
+        }
         let hunt_id = uuid::Uuid::new_v4().to_string();
         if !self
             .store
@@ -695,7 +831,6 @@ impl HuntService {
                 "saved hunt {name:?} was started by someone else just now; see `hunt list`"
             )));
         }
-        let request = HuntRequest::from_json(&saved.request)?;
         self.submit(&request, caller, Some(&saved.name), hunt_id)
             .await
     }
@@ -738,6 +873,52 @@ impl HuntService {
             }
         }
         Ok(started)
+    }
+}
+
+/// Whether `reach` includes every one of `targets`.
+fn all_within<'a>(reach: &Reach, mut targets: impl Iterator<Item = &'a HuntTarget>) -> bool {
+    targets.all(|target| reach.allows(&target.tenant_id, target.customer_ref.as_deref()))
+}
+
+/// The targets of `selection` that `reach` includes: a selection of all tenants is narrowed to
+/// them; a customer or a list with a tenant outside it is refused (what was refused, and why),
+/// whether or not the tenant is registered, so that a caller learns nothing of tenants beyond
+/// its mapping.
+fn within_reach(
+    selection: &TenantSelection,
+    reach: &Reach,
+    (active, unusable): Targets,
+) -> Result<Targets, (String, &'static str)> {
+    let Reach::Mapped(scope) = reach else {
+        return Ok((active, unusable));
+    };
+    let within =
+        |target: &HuntTarget| reach.allows(&target.tenant_id, target.customer_ref.as_deref());
+    match selection {
+        TenantSelection::All => {
+            let active: Vec<HuntTarget> = active.into_iter().filter(within).collect();
+            if active.is_empty() {
+                return Err(("any active tenant".to_owned(), "its mapping includes none"));
+            }
+            Ok((active, Vec::new()))
+        }
+        TenantSelection::Customer(customer) => {
+            let mapped = scope.customer_refs.contains(customer);
+            if mapped || (!active.is_empty() && active.iter().all(within)) {
+                Ok((active, unusable))
+            } else {
+                Err((format!("customer {customer}"), OUTSIDE_MAPPING))
+            }
+        }
+        TenantSelection::Listed(_) => match active
+            .iter()
+            .chain(unusable.iter().map(|(target, _, _)| target))
+            .find(|target| !within(target))
+        {
+            Some(outside) => Err((format!("tenant {}", outside.tenant_id), OUTSIDE_MAPPING)),
+            None => Ok((active, unusable)),
+        },
     }
 }
 
@@ -817,5 +998,115 @@ impl NewRows for Detector<'_> {
             return Err(format!("new rows could not be announced: {error}"));
         }
         Ok(details.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CallerScope;
+
+    const INSIDE: &str = "11111111-1111-4111-8111-111111111111";
+    const BY_CUSTOMER: &str = "22222222-2222-4222-8222-222222222222";
+    const OUTSIDE: &str = "33333333-3333-4333-8333-333333333333";
+
+    fn target(id: &str, customer: &str) -> HuntTarget {
+        HuntTarget {
+            tenant_id: TenantId::parse(id).unwrap(),
+            customer_ref: Some(customer.to_owned()),
+        }
+    }
+
+    /// Every tenant active: INSIDE (named), BY_CUSTOMER (its customer named), OUTSIDE.
+    fn fleet() -> Targets {
+        (
+            vec![
+                target(INSIDE, "CRM-1"),
+                target(BY_CUSTOMER, "CRM-2"),
+                target(OUTSIDE, "CRM-3"),
+            ],
+            Vec::new(),
+        )
+    }
+
+    fn mapped() -> Reach {
+        let mut scope = CallerScope::empty("arn:aws:iam::123456789012:role/hunters");
+        scope.tenants.insert(TenantId::parse(INSIDE).unwrap());
+        scope.customer_refs.insert("CRM-2".into());
+        Reach::Mapped(scope)
+    }
+
+    fn ids(targets: &Targets) -> Vec<String> {
+        targets.0.iter().map(|t| t.tenant_id.to_string()).collect()
+    }
+
+    fn only(targets: Targets, ids: &[&str]) -> Targets {
+        let (active, _) = targets;
+        let active = active
+            .into_iter()
+            .filter(|t| ids.contains(&t.tenant_id.to_string().as_str()))
+            .collect();
+        (active, Vec::new())
+    }
+
+    #[test]
+    fn all_tenants_is_narrowed_to_the_mapping_and_refused_when_it_holds_none() {
+        let narrowed = within_reach(&TenantSelection::All, &mapped(), fleet()).unwrap();
+        assert_eq!(ids(&narrowed), [INSIDE, BY_CUSTOMER]);
+        let nothing_left =
+            within_reach(&TenantSelection::All, &mapped(), only(fleet(), &[OUTSIDE]));
+        assert_eq!(nothing_left.unwrap_err().0, "any active tenant");
+        let everything = Reach::Everything(Admission::NoMappingExists);
+        assert_eq!(
+            ids(&within_reach(&TenantSelection::All, &everything, fleet()).unwrap()).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_list_or_a_customer_reaching_outside_is_refused_registered_or_not() {
+        let listed = |ids: &[&str]| {
+            TenantSelection::Listed(ids.iter().map(|id| TenantId::parse(id).unwrap()).collect())
+        };
+        let inside = within_reach(
+            &listed(&[INSIDE, BY_CUSTOMER]),
+            &mapped(),
+            only(fleet(), &[INSIDE, BY_CUSTOMER]),
+        );
+        assert_eq!(ids(&inside.unwrap()), [INSIDE, BY_CUSTOMER]);
+        let refused = within_reach(
+            &listed(&[INSIDE, OUTSIDE]),
+            &mapped(),
+            only(fleet(), &[INSIDE, OUTSIDE]),
+        )
+        .unwrap_err();
+        assert_eq!(refused, (format!("tenant {OUTSIDE}"), OUTSIDE_MAPPING));
+        // Not registered: the same refusal as a registered tenant outside the mapping.
+        let unregistered = (
+            only(fleet(), &[INSIDE]).0,
+            vec![(
+                HuntTarget {
+                    tenant_id: TenantId::parse(OUTSIDE).unwrap(),
+                    customer_ref: None,
+                },
+                ErrorCode::TenantNotRegistered,
+                "not registered".to_owned(),
+            )],
+        );
+        let refused =
+            within_reach(&listed(&[INSIDE, OUTSIDE]), &mapped(), unregistered).unwrap_err();
+        assert_eq!(refused, (format!("tenant {OUTSIDE}"), OUTSIDE_MAPPING));
+
+        let customer = |name: &str| TenantSelection::Customer(name.to_owned());
+        assert!(within_reach(&customer("CRM-2"), &mapped(), only(fleet(), &[BY_CUSTOMER])).is_ok());
+        // A customer with no active tenant: the mapping decides, not the registry's answer.
+        assert!(within_reach(&customer("CRM-2"), &mapped(), (Vec::new(), Vec::new())).is_ok());
+        assert_eq!(
+            within_reach(&customer("CRM-9"), &mapped(), (Vec::new(), Vec::new()))
+                .unwrap_err()
+                .0,
+            "customer CRM-9"
+        );
+        assert!(within_reach(&customer("CRM-3"), &mapped(), only(fleet(), &[OUTSIDE])).is_err());
     }
 }
