@@ -678,6 +678,23 @@ fn the_timeouts_leave_room_for_the_work() {
     }
 }
 
+#[test]
+fn a_fetch_batch_runs_in_one_round() {
+    // The queue's batch is the number of pairs an invocation runs at once by default: one
+    // more, and the last pair of every batch runs alone in a second round.
+    let template = Template::load();
+    let batch: usize = value(template.resource("FetchQueueEventSource"), "BatchSize")
+        .expect("the fetch queue's BatchSize")
+        .parse()
+        .expect("a number");
+    let settings = FetchSettings::from_lookup(|_| None).expect("defaults");
+    assert_eq!(batch, settings.concurrency);
+    assert_eq!(
+        settings.concurrency as u64,
+        defender_partner::config::DEFAULT_CONCURRENCY
+    );
+}
+
 /// The AWS calls in the library (`client.<operation>()`), as IAM actions.
 fn aws_calls_in_the_code() -> BTreeSet<String> {
     let mut calls = BTreeSet::new();

@@ -10,6 +10,10 @@ pub const ENV_SOURCES: &str = "DP_SOURCES";
 pub const ENV_LOOKBACK_HOURS: &str = "DP_FETCH_LOOKBACK_HOURS";
 pub const ENV_OVERLAP_SECONDS: &str = "DP_FETCH_OVERLAP_SECONDS";
 pub const ENV_CONCURRENCY: &str = "DP_FETCH_CONCURRENCY";
+/// Pairs one invocation runs at once by default: the fetch queue's `BatchSize` in
+/// `template.yaml`, so that a batch runs in one round rather than the last pair alone in a second
+/// (which cost about 30 % more Lambda time fanned out; docs/performance.md, "What it costs").
+pub const DEFAULT_CONCURRENCY: u64 = 5;
 pub const ENV_FANOUT_THRESHOLD: &str = "DP_FANOUT_THRESHOLD";
 pub const ENV_QUEUE_URL: &str = "DP_FETCH_QUEUE_URL";
 pub const ENV_DEADLINE_MARGIN_SECONDS: &str = "DP_DEADLINE_MARGIN_SECONDS";
@@ -120,7 +124,7 @@ impl FetchSettings {
                 3600 * env.number(ENV_LOOKBACK_HOURS, 24 * 7, 1..=24 * 180)?,
             ),
             overlap: env.seconds(ENV_OVERLAP_SECONDS, 300, 0..=86_400)?,
-            concurrency: env.number(ENV_CONCURRENCY, 4, 1..=64)? as usize,
+            concurrency: env.number(ENV_CONCURRENCY, DEFAULT_CONCURRENCY, 1..=64)? as usize,
             fanout_threshold: env.number(ENV_FANOUT_THRESHOLD, 40, 0..=100_000)? as usize,
             queue_url: env.get(ENV_QUEUE_URL),
             deadline_margin: env.seconds(ENV_DEADLINE_MARGIN_SECONDS, 20, 1..=600)?,

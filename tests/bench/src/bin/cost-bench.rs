@@ -36,7 +36,7 @@ cost-bench [options]
   --cold-max N              measure a run after a cold start (every token fetched) for fleets
                             up to N tenants; larger ones take its extra per tenant (default 100)
   --batch-size N            messages per queue-driven invocation (default: the template's)
-  --fetch-concurrency N     DP_FETCH_CONCURRENCY (default: the function's, 4)
+  --fetch-concurrency N     DP_FETCH_CONCURRENCY (default: the function's, equal to BatchSize)
   --changes LIST            changed incidents per tenant before a run, one drawn per tenant and
                             run (default 0,0,0,1,2: most runs find none, some one or two)
   --api-latency-ms R        Microsoft's time per data API call (default 200-400)
@@ -290,8 +290,13 @@ fn main() -> Result<()> {
         template.batch_size,
         template.max_concurrency,
         template.fetch_timeout_seconds,
-        args.concurrency
-            .map_or("default (4)".to_owned(), |c| c.to_string())
+        args.concurrency.map_or(
+            format!(
+                "default ({})",
+                defender_partner::config::DEFAULT_CONCURRENCY
+            ),
+            |c| c.to_string()
+        )
     )?;
     let show = |range: Option<LatencyRange>| range.map_or("none".to_owned(), |r| format!("{r} ms"));
     writeln!(
