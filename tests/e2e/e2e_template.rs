@@ -534,7 +534,15 @@ fn the_consent_and_sign_in_callbacks_are_the_only_open_routes() {
                 .trim_end_matches('}');
             let uri =
                 value(template.resource(integration), "IntegrationUri").expect("an IntegrationUri");
-            let function = uri.trim_start_matches("!GetAtt ").trim_end_matches(".Arn");
+            // `!GetAtt F.Arn` (the function) or `!Ref F.Alias` (its published alias).
+            let function = uri
+                .strip_prefix("!GetAtt ")
+                .and_then(|rest| rest.strip_suffix(".Arn"))
+                .or_else(|| {
+                    uri.strip_prefix("!Ref ")
+                        .and_then(|rest| rest.strip_suffix(".Alias"))
+                })
+                .unwrap_or_else(|| panic!("IntegrationUri {uri} names no function"));
             let binary = value(template.resource(function), "Binary").expect("a binary");
             (key.to_owned(), authorization.to_owned(), binary.to_owned())
         })
@@ -676,6 +684,44 @@ fn the_timeouts_leave_room_for_the_work() {
             "visibility {queue} s for a {seconds} s timeout"
         );
     }
+}
+
+#[test]
+fn the_api_queue_and_schedule_invoke_an_alias_the_code_knows() {
+    // Workflows invoke a function's own ARN; API Gateway (and hunt's queue and schedule) invoke
+    // the alias `api`, which a grant on the function's own ARN does not reach. The code believes
+    // an HTTP event's caller, or takes queue and schedule events, only through that alias
+    // (DP_CALLER_HTTP_QUALIFIER): a direct invoker cannot pose as an IAM role.
+    let template = Template::load();
+    for (binary, permission) in [
+        ("mint-token", "MintTokenApiPermission"),
+        ("update-incident", "UpdateApiPermission"),
+        ("hunt", "HuntApiPermission"),
+    ] {
+        let function = template.function(binary);
+        assert_eq!(
+            value(template.resource(&function), "AutoPublishAlias"),
+            Some("api"),
+            "{binary}"
+        );
+        let env = template.lambda_environment(binary, &HashMap::new(), true);
+        assert_eq!(
+            env.get("DP_CALLER_HTTP_QUALIFIER").map(String::as_str),
+            Some("api"),
+            "{binary}"
+        );
+        assert_eq!(
+            value(template.resource(permission), "FunctionName"),
+            Some(format!("!Ref {function}.Alias").as_str()),
+            "{permission}"
+        );
+        let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("valid");
+        assert_eq!(settings.callers.http_qualifier.as_deref(), Some("api"));
+    }
+    assert_eq!(
+        value(template.resource("HuntQueueEventSource"), "FunctionName"),
+        Some("!Ref HuntFunction.Alias")
+    );
 }
 
 #[test]

@@ -25,7 +25,8 @@ pub enum Caller {
     /// Invoked directly: no identity to go by.
     DirectInvoke,
     /// An HTTP request without an IAM identity (a route deployed without `AWS_IAM`): never
-    /// mappable, refused wherever scoping applies.
+    /// mappable, so treated as every unmapped caller is (refused once any mapping exists, or
+    /// always with `enforced`).
     Anonymous,
     /// The function itself (update-incident minting for its own write-back): never scoped.
     Internal,

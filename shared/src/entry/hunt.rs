@@ -22,7 +22,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use super::{json_of, lambda_error};
 use crate::CallerError;
 use crate::ErrorCode;
-use crate::callers::{Caller, http_identity_trusted};
+use crate::callers::{Caller, ScopeError, http_identity_trusted};
 use crate::edge::{self, EdgeError, Invocation};
 use crate::hunting::error::HuntError;
 use crate::hunting::queue::HuntTask;
@@ -51,11 +51,11 @@ impl HuntFunction {
     /// One invocation: a refusal to a direct caller is a function error whose `errorType` is
     /// the code; HTTP answers are always `Ok`.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-        let trusted_http = http_identity_trusted(
+        let through_alias = http_identity_trusted(
             self.http_qualifier.as_deref(),
             &event.context.invoked_function_arn,
         );
-        handle(&self.service, event.payload, trusted_http)
+        handle(&self.service, event.payload, through_alias)
             .await
             .map_err(|error| lambda_error(&error))
     }
@@ -98,14 +98,19 @@ fn decode(payload: Value) -> Result<HuntEvent, EdgeError> {
 }
 
 /// One invocation. `Err` goes to the Lambda runtime (a direct caller reads the code from
-/// `errorType`); HTTP answers are always `Ok`. `trusted_http`: an HTTP event's principal is
-/// believed (it came through the API's alias, or no alias is configured).
+/// `errorType`); HTTP answers are always `Ok`. `through_alias`: invoked through the alias the
+/// API, the queue and the schedule use (or no alias is configured), so an HTTP event's
+/// principal is believed, and queue and schedule events are what they say. Anyone else who
+/// sends one is a direct invoker: queue work and schedule ticks act as the operator, so they are
+/// refused from it.
 async fn handle(
     service: &HuntService,
     payload: Value,
-    trusted_http: bool,
+    through_alias: bool,
 ) -> Result<Value, EdgeError> {
-    match decode(payload)? {
+    let event = decode(payload)?;
+    admit_internal(&event, through_alias).map_err(edge_error)?;
+    match event {
         HuntEvent::Queue(event) => Ok(batch(service, event).await),
         HuntEvent::Schedule => {
             let started = service
@@ -115,8 +120,22 @@ async fn handle(
             finish_locally(service).await;
             Ok(json!({ "started": started }))
         }
-        HuntEvent::Http(request) => Ok(json_of(http(service, &request, trusted_http).await)),
+        HuntEvent::Http(request) => Ok(json_of(http(service, &request, through_alias).await)),
         HuntEvent::Direct(body) => direct(service, body).await.map_err(edge_error),
+    }
+}
+
+/// Queue work and schedule ticks act as the operator: taken only through the alias.
+fn admit_internal(event: &HuntEvent, through_alias: bool) -> Result<(), HuntError> {
+    match event {
+        HuntEvent::Queue(_) | HuntEvent::Schedule if !through_alias => {
+            Err(HuntError::Scope(ScopeError::NotAllowed {
+                caller: Caller::DirectInvoke.to_string(),
+                target: "the hunt queue's or the schedule's work".to_owned(),
+                reason: "queue and schedule events are taken only through the function's alias",
+            }))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -284,5 +303,22 @@ mod tests {
         let error =
             decode(json!({"Records": [{"eventSource": "aws:sqs", "messageId": 7}]})).unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn queue_and_schedule_events_outside_the_alias_are_refused() {
+        for name in ["hunt-sqs.json", "hunt-schedule.json"] {
+            let decoded = decode(event(name)).unwrap();
+            let error = admit_internal(&decoded, false).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::CallerNotAllowed, "{name}");
+            assert!(admit_internal(&decoded, true).is_ok(), "{name}");
+        }
+        // A direct or HTTP request is scoped by its caller instead, alias or not.
+        for name in ["hunt-direct.json", "hunt-http.json"] {
+            assert!(
+                admit_internal(&decode(event(name)).unwrap(), false).is_ok(),
+                "{name}"
+            );
+        }
     }
 }

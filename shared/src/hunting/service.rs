@@ -799,21 +799,22 @@ impl HuntService {
         caller: &str,
         asker: Asker<'_>,
     ) -> Result<Submitted, HuntError> {
+        // A caller that reaches nothing learns nothing, not even which saved hunts exist.
+        let reach = self.reach(asker).await?;
         let saved = self
             .store
             .saved_hunt(name)
             .await?
             .ok_or_else(|| HuntError::SavedNotFound(name.to_owned()))?;
         let request = HuntRequest::from_json(&saved.request)?;
-        let reach = self.reach(asker).await?;
         if let Reach::Mapped(_) = reach {
             let (active, unusable) = self.targets(&request.tenants).await?;
-            if !all_within(
-                &reach,
-                active
-                    .iter()
-                    .chain(unusable.iter().map(|(target, _, _)| target)),
-            ) {
+            let mut targets = active
+                .iter()
+                .chain(unusable.iter().map(|(target, _, _)| target))
+                .peekable();
+            // No tenant at all is not "all within": the hunt's selection is still beyond it.
+            if targets.peek().is_none() || !all_within(&reach, targets) {
                 return Err(HuntError::Scope(ScopeError::NotAllowed {
                     caller: caller.to_owned(),
                     target: format!("saved hunt {name:?}"),
@@ -831,7 +832,8 @@ impl HuntService {
                 "saved hunt {name:?} was started by someone else just now; see `hunt list`"
             )));
         }
-        self.submit(&request, caller, Some(&saved.name), hunt_id)
+        // Within the same reach: a tenant that became active since the check is left out.
+        self.submit_within(&request, caller, Some(&saved.name), hunt_id, &reach)
             .await
     }
 
@@ -882,9 +884,9 @@ fn all_within<'a>(reach: &Reach, mut targets: impl Iterator<Item = &'a HuntTarge
 }
 
 /// The targets of `selection` that `reach` includes: a selection of all tenants is narrowed to
-/// them; a customer or a list with a tenant outside it is refused (what was refused, and why),
-/// whether or not the tenant is registered, so that a caller learns nothing of tenants beyond
-/// its mapping.
+/// them; a customer the mapping does not name, or a list with a tenant outside it, is refused
+/// (what was refused, and why), whether or not the tenant is registered, so that a caller learns
+/// nothing of tenants beyond its mapping.
 fn within_reach(
     selection: &TenantSelection,
     reach: &Reach,
@@ -903,13 +905,13 @@ fn within_reach(
             }
             Ok((active, Vec::new()))
         }
+        // Only a customer the mapping names: allowing one whose tenants all happen to be
+        // mapped by id would tell a caller which customer its tenants belong to.
+        TenantSelection::Customer(customer) if scope.customer_refs.contains(customer) => {
+            Ok((active, unusable))
+        }
         TenantSelection::Customer(customer) => {
-            let mapped = scope.customer_refs.contains(customer);
-            if mapped || (!active.is_empty() && active.iter().all(within)) {
-                Ok((active, unusable))
-            } else {
-                Err((format!("customer {customer}"), OUTSIDE_MAPPING))
-            }
+            Err((format!("customer {customer}"), OUTSIDE_MAPPING))
         }
         TenantSelection::Listed(_) => match active
             .iter()
@@ -1099,6 +1101,14 @@ mod tests {
 
         let customer = |name: &str| TenantSelection::Customer(name.to_owned());
         assert!(within_reach(&customer("CRM-2"), &mapped(), only(fleet(), &[BY_CUSTOMER])).is_ok());
+        // Its tenant mapped by id is no licence to name its customer (that would tell the
+        // caller which customer the tenant belongs to).
+        assert_eq!(
+            within_reach(&customer("CRM-1"), &mapped(), only(fleet(), &[INSIDE]))
+                .unwrap_err()
+                .0,
+            "customer CRM-1"
+        );
         // A customer with no active tenant: the mapping decides, not the registry's answer.
         assert!(within_reach(&customer("CRM-2"), &mapped(), (Vec::new(), Vec::new())).is_ok());
         assert_eq!(

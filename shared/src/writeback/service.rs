@@ -132,6 +132,19 @@ impl UpdateService {
         self
     }
 
+    /// Whether `principal`'s mapping includes `tenant` (always, without scoping).
+    async fn admit(&self, principal: &Caller, tenant: &TenantId) -> Result<(), UpdateError> {
+        match &self.scoping {
+            Some(scoping) => {
+                scoping
+                    .check_in(self.registry.as_ref(), principal, tenant)
+                    .await?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Parses, validates and applies a raw JSON request for `caller` (as audited), scoped by
     /// `principal`'s mapping.
     pub async fn apply_json(
@@ -143,19 +156,30 @@ impl UpdateService {
         match UpdateRequest::from_json(payload.clone()) {
             Ok(request) => self.apply(request, caller, principal).await,
             Err(refusal) => {
-                self.audit_refusal(&payload, caller, &refusal).await;
+                self.audit_refusal(&payload, caller, principal, &refusal)
+                    .await;
                 Err(refusal)
             }
         }
     }
 
     /// A request refused before it could be read whole is audited too, when it names a valid
-    /// tenant and target (anything else belongs to no tenant's trail).
-    async fn audit_refusal(&self, payload: &Value, caller: &str, refusal: &UpdateError) {
+    /// tenant and target (anything else belongs to no tenant's trail) that its caller may act
+    /// for (no caller writes into the trail of a tenant outside its mapping).
+    async fn audit_refusal(
+        &self,
+        payload: &Value,
+        caller: &str,
+        principal: &Caller,
+        refusal: &UpdateError,
+    ) {
         let text = |name: &str| payload.get(name).and_then(Value::as_str);
         let Some(tenant) = text("tenant").and_then(|tenant| TenantId::parse(tenant).ok()) else {
             return;
         };
+        if self.admit(principal, &tenant).await.is_err() {
+            return;
+        }
         let (kind, id) = match (text("incident_id"), text("alert_id")) {
             (Some(id), None) => (TargetKind::Incident, id),
             (None, Some(id)) => (TargetKind::Alert, id),
@@ -195,15 +219,10 @@ impl UpdateService {
             acting_as: acting_as(&request.actor),
             ..Trail::default()
         };
-        if let Some(scoping) = &self.scoping
-            && let Err(refusal) = scoping
-                .check_in(self.registry.as_ref(), principal, &request.tenant)
-                .await
-        {
-            let error = UpdateError::from(refusal);
-            tracing::warn!(caller = %principal, tenant = %request.tenant, code = %error.code(), %request_id, "caller refused");
-            self.audit(&request, &request_id, caller, &trail, error.code().as_str())
-                .await;
+        // Refused callers are logged, not audited: the tenant's trail and the bus are for what
+        // its own callers asked, and a caller outside the mapping must not write into them.
+        if let Err(error) = self.admit(principal, &request.tenant).await {
+            tracing::warn!(caller = %principal, audited_as = caller, tenant = %request.tenant, code = %error.code(), %request_id, "caller refused");
             return Err(error);
         }
         if let Some(key) = &request.idempotency_key {
