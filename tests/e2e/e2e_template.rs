@@ -722,6 +722,18 @@ fn the_api_queue_and_schedule_invoke_an_alias_the_code_knows() {
         value(template.resource("HuntQueueEventSource"), "FunctionName"),
         Some("!Ref HuntFunction.Alias")
     );
+    // mint-user-token has no route and no alias: an HTTP-shaped event sent to it can only be a
+    // direct invoker's, so no alias it could come through is believed.
+    let user_tokens = "MintUserTokenFunction";
+    assert_eq!(
+        value(template.resource(user_tokens), "AutoPublishAlias"),
+        None
+    );
+    let env: HashMap<String, String> = template.environment(user_tokens).into_iter().collect();
+    assert_eq!(
+        env.get("DP_CALLER_HTTP_QUALIFIER").map(String::as_str),
+        Some("api")
+    );
 }
 
 #[test]
