@@ -72,6 +72,19 @@ pub fn http_identity_trusted(qualifier: Option<&str>, invoked_arn: &str) -> bool
     }
 }
 
+/// [`http_identity_trusted`] for an event that is HTTP-shaped, logged when its caller is not
+/// believed: whoever sent it invoked the function directly, and is `direct-invoke`.
+pub fn http_event_trusted(qualifier: Option<&str>, invoked_arn: &str) -> bool {
+    let trusted = http_identity_trusted(qualifier, invoked_arn);
+    if !trusted {
+        tracing::warn!(
+            invoked = %invoked_arn,
+            "an HTTP-shaped event invoked outside the API's alias: its caller is direct-invoke"
+        );
+    }
+    trusted
+}
+
 /// An operator's name for a caller: `direct-invoke`, or an IAM principal ARN (a role's, with or
 /// without path, or an assumed-role session's, which names its role), as its stored key.
 pub fn caller_key(text: &str) -> Result<String, String> {

@@ -5,5 +5,7 @@
 mod identity;
 mod scoping;
 
-pub use identity::{Caller, DIRECT_INVOKE, caller_key, http_identity_trusted, principal_key};
+pub use identity::{
+    Caller, DIRECT_INVOKE, caller_key, http_event_trusted, http_identity_trusted, principal_key,
+};
 pub use scoping::{Admission, CallerScoping, OUTSIDE_MAPPING, Reach, ScopeError, decide, reach_of};

@@ -22,7 +22,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use super::{json_of, lambda_error};
 use crate::CallerError;
 use crate::ErrorCode;
-use crate::callers::{Caller, ScopeError, http_identity_trusted};
+use crate::callers::{Caller, ScopeError, http_event_trusted, http_identity_trusted};
 use crate::edge::{self, EdgeError, Invocation};
 use crate::hunting::error::HuntError;
 use crate::hunting::queue::HuntTask;
@@ -51,11 +51,11 @@ impl HuntFunction {
     /// One invocation: a refusal to a direct caller is a function error whose `errorType` is
     /// the code; HTTP answers are always `Ok`.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-        let through_alias = http_identity_trusted(
-            self.http_qualifier.as_deref(),
-            &event.context.invoked_function_arn,
-        );
-        handle(&self.service, event.payload, through_alias)
+        let invoked = Invoked {
+            qualifier: self.http_qualifier.as_deref(),
+            function_arn: &event.context.invoked_function_arn,
+        };
+        handle(&self.service, event.payload, invoked)
             .await
             .map_err(|error| lambda_error(&error))
     }
@@ -97,18 +97,28 @@ fn decode(payload: Value) -> Result<HuntEvent, EdgeError> {
     })
 }
 
+/// How the function was invoked: through which ARN, and the alias the API, the queue and the
+/// schedule use (`DP_CALLER_HTTP_QUALIFIER`), if set.
+struct Invoked<'a> {
+    qualifier: Option<&'a str>,
+    function_arn: &'a str,
+}
+
 /// One invocation. `Err` goes to the Lambda runtime (a direct caller reads the code from
-/// `errorType`); HTTP answers are always `Ok`. `through_alias`: invoked through the alias the
-/// API, the queue and the schedule use (or no alias is configured), so an HTTP event's
-/// principal is believed, and queue and schedule events are what they say. Anyone else who
-/// sends one is a direct invoker: queue work and schedule ticks act as the operator, so they are
-/// refused from it.
+/// `errorType`); HTTP answers are always `Ok`. Invoked through the alias (or with no alias
+/// configured), an HTTP event's principal is believed, and queue and schedule events are what
+/// they say. Anyone else who sends one is a direct invoker: queue work and schedule ticks act
+/// as the operator, so they are refused from it.
 async fn handle(
     service: &HuntService,
     payload: Value,
-    through_alias: bool,
+    invoked: Invoked<'_>,
 ) -> Result<Value, EdgeError> {
     let event = decode(payload)?;
+    let through_alias = match event {
+        HuntEvent::Http(_) => http_event_trusted(invoked.qualifier, invoked.function_arn),
+        _ => http_identity_trusted(invoked.qualifier, invoked.function_arn),
+    };
     admit_internal(&event, through_alias).map_err(edge_error)?;
     match event {
         HuntEvent::Queue(event) => Ok(batch(service, event).await),
@@ -230,9 +240,6 @@ async fn http(
             Caller::from_user_arn(edge::iam_user_arn(request)),
         )
     } else {
-        tracing::warn!(
-            "an HTTP-shaped event invoked outside the API's alias: its caller is direct-invoke"
-        );
         ("direct".to_owned(), Caller::DirectInvoke)
     };
     let asker = Asker::Caller(&principal);

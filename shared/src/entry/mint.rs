@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{json_of, lambda_error};
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 
-use crate::callers::{Caller, CallerScoping, http_identity_trusted};
+use crate::callers::{Caller, CallerScoping, http_event_trusted};
 use crate::edge::{self, EdgeError, Invocation};
 use crate::minting::{MintCaller, MintedToken, TokenService};
 use crate::runtime::Services;
@@ -101,18 +101,13 @@ impl MintFunction {
                 }
             }
             Invocation::Http(request) => {
-                let caller = if http_identity_trusted(
-                    self.http_qualifier.as_deref(),
-                    &invocation.function_arn,
-                ) {
-                    http_caller(&request)
-                } else {
-                    tracing::warn!(
-                        invoked = %invocation.function_arn,
-                        "an HTTP-shaped event invoked outside the API's alias: its caller is direct-invoke"
-                    );
-                    direct
-                };
+                let caller =
+                    if http_event_trusted(self.http_qualifier.as_deref(), &invocation.function_arn)
+                    {
+                        http_caller(&request)
+                    } else {
+                        direct
+                    };
                 let minted = match edge::json_body(&request) {
                     Ok(body) => self.mint_in_time(&caller, body, deadline_ms).await,
                     Err(error) => Err(error),

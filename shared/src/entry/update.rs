@@ -13,7 +13,7 @@ use super::{json_of, lambda_error};
 use crate::CallerError;
 use crate::ErrorCode;
 use crate::api::DefenderApi;
-use crate::callers::{Caller, CallerScoping, http_identity_trusted};
+use crate::callers::{Caller, CallerScoping, http_event_trusted};
 use crate::deadline;
 use crate::defender::limiter::Limiter;
 use crate::edge::{self, EdgeError};
@@ -131,12 +131,8 @@ impl UpdateFunction {
         };
         let arrival = decoded.arrival;
         if arrival == Arrival::Http
-            && !http_identity_trusted(self.http_qualifier.as_deref(), function_arn)
+            && !http_event_trusted(self.http_qualifier.as_deref(), function_arn)
         {
-            tracing::warn!(
-                invoked = %function_arn,
-                "an HTTP-shaped event invoked outside the API's alias: its caller is direct-invoke"
-            );
             decoded.principal = Caller::DirectInvoke;
             decoded.caller = update_request::DIRECT_CALLER.to_owned();
         }
