@@ -266,15 +266,12 @@ impl HuntService {
         hunt_id: String,
         reach: &Reach,
     ) -> Result<Submitted, HuntError> {
-        let (active, unusable) = self.targets_within(&request.tenants, caller, reach).await?;
-        if active.is_empty() && unusable.is_empty() {
+        let selected = self.targets_within(&request.tenants, caller, reach).await?;
+        let targets: Vec<HuntTarget> = every_target(&selected).cloned().collect();
+        if targets.is_empty() {
             return Err(HuntError::NoTenants(describe(&request.tenants)));
         }
-        let targets: Vec<HuntTarget> = active
-            .iter()
-            .cloned()
-            .chain(unusable.iter().map(|(target, _, _)| target.clone()))
-            .collect();
+        let (active, unusable) = selected;
         let hunt = HuntRecord {
             id: hunt_id,
             name: request.name.clone().or_else(|| saved.map(str::to_owned)),
@@ -808,13 +805,10 @@ impl HuntService {
             .ok_or_else(|| HuntError::SavedNotFound(name.to_owned()))?;
         let request = HuntRequest::from_json(&saved.request)?;
         if let Reach::Mapped(_) = reach {
-            let (active, unusable) = self.targets(&request.tenants).await?;
-            let mut targets = active
-                .iter()
-                .chain(unusable.iter().map(|(target, _, _)| target))
-                .peekable();
+            let selected = self.targets(&request.tenants).await?;
+            let mut targets = every_target(&selected).peekable();
             // No tenant at all is not "all within": the hunt's selection is still beyond it.
-            if targets.peek().is_none() || !all_within(&reach, targets) {
+            if targets.peek().is_none() || !targets.all(|target| reaches(&reach, target)) {
                 return Err(HuntError::Scope(ScopeError::NotAllowed {
                     caller: caller.to_owned(),
                     target: format!("saved hunt {name:?}"),
@@ -878,9 +872,16 @@ impl HuntService {
     }
 }
 
-/// Whether `reach` includes every one of `targets`.
-fn all_within<'a>(reach: &Reach, mut targets: impl Iterator<Item = &'a HuntTarget>) -> bool {
-    targets.all(|target| reach.allows(&target.tenant_id, target.customer_ref.as_deref()))
+/// Every target of a selection: the active ones, then those that cannot be hunted.
+fn every_target((active, unusable): &Targets) -> impl Iterator<Item = &HuntTarget> {
+    active
+        .iter()
+        .chain(unusable.iter().map(|(target, _, _)| target))
+}
+
+/// Whether `reach` includes `target`.
+fn reaches(reach: &Reach, target: &HuntTarget) -> bool {
+    reach.allows(&target.tenant_id, target.customer_ref.as_deref())
 }
 
 /// The targets of `selection` that `reach` includes: a selection of all tenants is narrowed to
@@ -890,16 +891,18 @@ fn all_within<'a>(reach: &Reach, mut targets: impl Iterator<Item = &'a HuntTarge
 fn within_reach(
     selection: &TenantSelection,
     reach: &Reach,
-    (active, unusable): Targets,
+    targets: Targets,
 ) -> Result<Targets, (String, &'static str)> {
     let Reach::Mapped(scope) = reach else {
-        return Ok((active, unusable));
+        return Ok(targets);
     };
-    let within =
-        |target: &HuntTarget| reach.allows(&target.tenant_id, target.customer_ref.as_deref());
     match selection {
         TenantSelection::All => {
-            let active: Vec<HuntTarget> = active.into_iter().filter(within).collect();
+            let (active, _) = targets;
+            let active: Vec<HuntTarget> = active
+                .into_iter()
+                .filter(|target| reaches(reach, target))
+                .collect();
             if active.is_empty() {
                 return Err(("any active tenant".to_owned(), "its mapping includes none"));
             }
@@ -908,19 +911,20 @@ fn within_reach(
         // Only a customer the mapping names: allowing one whose tenants all happen to be
         // mapped by id would tell a caller which customer its tenants belong to.
         TenantSelection::Customer(customer) if scope.customer_refs.contains(customer) => {
-            Ok((active, unusable))
+            Ok(targets)
         }
         TenantSelection::Customer(customer) => {
             Err((format!("customer {customer}"), OUTSIDE_MAPPING))
         }
-        TenantSelection::Listed(_) => match active
-            .iter()
-            .chain(unusable.iter().map(|(target, _, _)| target))
-            .find(|target| !within(target))
-        {
-            Some(outside) => Err((format!("tenant {}", outside.tenant_id), OUTSIDE_MAPPING)),
-            None => Ok((active, unusable)),
-        },
+        TenantSelection::Listed(_) => {
+            let outside = every_target(&targets)
+                .find(|target| !reaches(reach, target))
+                .map(|target| format!("tenant {}", target.tenant_id));
+            match outside {
+                Some(outside) => Err((outside, OUTSIDE_MAPPING)),
+                None => Ok(targets),
+            }
+        }
     }
 }
 
