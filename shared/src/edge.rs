@@ -143,6 +143,16 @@ pub fn json_body(request: &ApiGatewayV2httpRequest) -> Result<Value, EdgeError> 
 pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
+    uncached_response(status, headers, body.to_string())
+}
+
+/// An answer that no cache keeps and no browser second-guesses the type of; `headers` add
+/// what the body needs (its type, a page's policies).
+pub(crate) fn uncached_response(
+    status: u16,
+    mut headers: HeaderMap,
+    body: String,
+) -> ApiGatewayV2httpResponse {
     headers.insert("cache-control", HeaderValue::from_static("no-store"));
     headers.insert(
         "x-content-type-options",
@@ -151,7 +161,7 @@ pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = i64::from(status);
     response.headers = headers;
-    response.body = Some(Body::Text(body.to_string()));
+    response.body = Some(Body::Text(body));
     response
 }
 

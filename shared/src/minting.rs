@@ -270,7 +270,7 @@ impl TokenService {
             });
         }
 
-        if let Some(user_oid) = &request.user_oid {
+        let delegated = if let Some(user_oid) = &request.user_oid {
             if TenantId::parse(user_oid).is_err() {
                 return Err(MintError::InvalidRequest(
                     "user_oid must be the user's object id (a GUID, the token's oid claim)".into(),
@@ -282,57 +282,36 @@ impl TokenService {
                         .into(),
                 ));
             }
-            if version == Some(TokenEndpointVersion::V1) {
-                return Err(MintError::InvalidRequest(
-                    "delegated (user_oid) requests use the v2 endpoint only; drop endpoint_version"
-                        .into(),
-                ));
-            }
+            delegated_on_v2_only(version, "user_oid")?;
             let stored = self
                 .stored
                 .as_ref()
                 .ok_or(MintError::StoredSignInDisabled)?;
-            let delegated = stored
-                .token(
-                    &tenant_id,
-                    api,
-                    user_oid,
-                    self.settings.access.required_scopes(api),
-                )
-                .await?;
+            let scopes = self.settings.access.required_scopes(api);
+            Some((
+                stored.token(&tenant_id, api, user_oid, scopes).await?,
+                "stored_sign_in",
+            ))
+        } else if let Some(user_token) = &request.user_token {
+            delegated_on_v2_only(version, "user_token")?;
+            let scopes = self.settings.access.required_scopes(api);
+            Some((
+                self.delegated
+                    .token(&tenant_id, api, user_token, scopes)
+                    .await?,
+                "on_behalf_of",
+            ))
+        } else {
+            None
+        };
+        if let Some((delegated, kind)) = delegated {
             let answer = MintedToken {
                 user_oid: Some(delegated.user_oid.clone()),
                 user_upn: delegated.upn.clone(),
                 scopes: delegated.scopes.clone(),
                 ..self.answer(&delegated.token, &tenant_id, api)
             };
-            handed_out(&answer, "stored_sign_in", caller, admission);
-            return Ok(answer);
-        }
-
-        if let Some(user_token) = &request.user_token {
-            if version == Some(TokenEndpointVersion::V1) {
-                return Err(MintError::InvalidRequest(
-                    "delegated (user_token) requests use the v2 endpoint only; drop endpoint_version"
-                        .into(),
-                ));
-            }
-            let delegated = self
-                .delegated
-                .token(
-                    &tenant_id,
-                    api,
-                    user_token,
-                    self.settings.access.required_scopes(api),
-                )
-                .await?;
-            let answer = MintedToken {
-                user_oid: Some(delegated.user_oid.clone()),
-                user_upn: delegated.upn.clone(),
-                scopes: delegated.scopes.clone(),
-                ..self.answer(&delegated.token, &tenant_id, api)
-            };
-            handed_out(&answer, "on_behalf_of", caller, admission);
+            handed_out(&answer, kind, caller, admission);
             return Ok(answer);
         }
 
@@ -369,6 +348,20 @@ impl TokenService {
             scopes: Vec::new(),
         }
     }
+}
+
+/// Delegated tokens (on-behalf-of, stored sign-in) come from the v2 endpoint only: a request
+/// that asks for v1 with one is refused rather than silently answered from v2.
+fn delegated_on_v2_only(
+    version: Option<TokenEndpointVersion>,
+    field: &str,
+) -> Result<(), MintError> {
+    if version == Some(TokenEndpointVersion::V1) {
+        return Err(MintError::InvalidRequest(format!(
+            "delegated ({field}) requests use the v2 endpoint only; drop endpoint_version"
+        )));
+    }
+    Ok(())
 }
 
 /// The audit line of every token handed out (never the token): what for, for whom, to which

@@ -24,7 +24,7 @@ use crate::runtime::Services;
 use crate::secrets::{AppCredential, CredentialError, CredentialStore};
 use crate::store::{
     AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError, Ownership,
-    RegistryError, TenantRecord, TenantRegistry, TenantStatus, stored_now,
+    RegistryError, TenantRecord, TenantRegistry, TenantStatus, classify_failed_consume, stored_now,
 };
 use crate::tenant_id::TenantId;
 use crate::{CallerError, ErrorCode};
@@ -240,22 +240,17 @@ impl ConsentService {
         state: &ConsentState,
         support_ref: &str,
     ) -> Result<Onboarding, Page> {
-        match self.attempts.attempt(&state.nonce).await {
-            Ok(Some(attempt)) if attempt.status != AttemptStatus::Issued => {
-                tracing::warn!(support_ref, customer_ref = %state.claims.customer_ref, "consent callback replayed");
-                Err(pages::replayed())
+        let now = Utc::now();
+        let read = match self.attempts.attempt(&state.nonce).await {
+            Ok(Some(attempt))
+                if attempt.status == AttemptStatus::Issued && attempt.expires_at > now =>
+            {
+                Ok(attempt)
             }
-            Ok(Some(attempt)) if attempt.expires_at <= Utc::now() => Err(pages::expired()),
-            Ok(Some(attempt)) => Onboarding::of(attempt, support_ref),
-            Ok(None) => {
-                tracing::warn!(support_ref, "consent callback for a nonce never issued");
-                Err(pages::invalid())
-            }
-            Err(error) => {
-                tracing::error!(support_ref, error = %error, "consent attempt could not be read");
-                Err(pages::error(support_ref))
-            }
-        }
+            Ok(stored) => Err(classify_failed_consume(stored.as_ref(), now)),
+            Err(error) => Err(ConsumeError::Store(error)),
+        };
+        onboarding_or_page(read, state, support_ref)
     }
 
     /// Step 1: Microsoft's answer to the consent. A refusal ends the attempt; a consent sends
@@ -363,22 +358,8 @@ impl ConsentService {
 
     /// Spends the attempt's single-use nonce.
     async fn spend(&self, state: &ConsentState, support_ref: &str) -> Result<Onboarding, Page> {
-        match self.attempts.consume(&state.nonce, Utc::now()).await {
-            Ok(attempt) => Onboarding::of(attempt, support_ref),
-            Err(ConsumeError::AlreadyUsed) => {
-                tracing::warn!(support_ref, customer_ref = %state.claims.customer_ref, "consent callback replayed");
-                Err(pages::replayed())
-            }
-            Err(ConsumeError::Expired) => Err(pages::expired()),
-            Err(ConsumeError::Unknown) => {
-                tracing::warn!(support_ref, "consent callback for a nonce never issued");
-                Err(pages::invalid())
-            }
-            Err(ConsumeError::Store(error)) => {
-                tracing::error!(support_ref, error = %error, "consent attempt could not be read");
-                Err(pages::error(support_ref))
-            }
-        }
+        let spent = self.attempts.consume(&state.nonce, Utc::now()).await;
+        onboarding_or_page(spent, state, support_ref)
     }
 
     /// Step 2: the administrator's sign-in. Its verified ID token names the tenant; only then
@@ -666,6 +647,31 @@ fn valid_customer_ref(text: &str) -> Result<String, ConsentError> {
         Err(ConsentError::InvalidCustomerRef(
             text.chars().take(80).collect(),
         ))
+    }
+}
+
+/// The attempt read or spent for a callback, or the page that says why it cannot go on (the
+/// same page whether the attempt was only read, at step 1, or spent, at step 2).
+fn onboarding_or_page(
+    attempt: Result<ConsentAttempt, ConsumeError>,
+    state: &ConsentState,
+    support_ref: &str,
+) -> Result<Onboarding, Page> {
+    match attempt {
+        Ok(attempt) => Onboarding::of(attempt, support_ref),
+        Err(ConsumeError::AlreadyUsed) => {
+            tracing::warn!(support_ref, customer_ref = %state.claims.customer_ref, "consent callback replayed");
+            Err(pages::replayed())
+        }
+        Err(ConsumeError::Expired) => Err(pages::expired()),
+        Err(ConsumeError::Unknown) => {
+            tracing::warn!(support_ref, "consent callback for a nonce never issued");
+            Err(pages::invalid())
+        }
+        Err(ConsumeError::Store(error)) => {
+            tracing::error!(support_ref, error = %error, "consent attempt could not be read");
+            Err(pages::error(support_ref))
+        }
     }
 }
 

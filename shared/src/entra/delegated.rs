@@ -18,7 +18,7 @@ use super::cache::TokenCache;
 use super::claims::decode_payload_as;
 use super::client::{AccessToken, TokenClient};
 use super::errors::EntraError;
-use super::retry::with_retries;
+use super::retry::with_credential_retries;
 use super::roles::RoleRequirement;
 use crate::api::DefenderApi;
 use crate::config::TokenSettings;
@@ -397,7 +397,6 @@ impl OboProvider {
         user_token: &SecretString,
     ) -> Result<AccessToken, OboError> {
         let resource = self.client.endpoints().resource(api);
-        let credential = self.credentials.current().await?;
         let attempt = |credential: Arc<crate::secrets::AppCredential>| {
             let client = &self.client;
             move || {
@@ -414,17 +413,7 @@ impl OboProvider {
                 }
             }
         };
-        match with_retries(self.settings.deadline, attempt(credential.clone())).await {
-            Err(error) if error.is_credential_rejection() => {
-                match self.credentials.reload_after_rejection(&credential).await? {
-                    Some(rotated) => {
-                        Ok(with_retries(self.settings.deadline, attempt(rotated)).await?)
-                    }
-                    None => Err(error.into()),
-                }
-            }
-            other => Ok(other?),
-        }
+        with_credential_retries(&self.credentials, self.settings.deadline, attempt).await
     }
 }
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use super::cache::TokenCache;
 use super::client::{AccessToken, TokenClient, TokenRequest};
 use super::errors::EntraError;
-use super::retry::with_retries;
+use super::retry::with_credential_retries;
 use super::roles::RoleRequirement;
 use crate::api::DefenderApi;
 use crate::config::{TokenEndpointVersion, TokenSettings};
-use crate::secrets::{CredentialError, CredentialStore};
+use crate::secrets::{AppCredential, CredentialError, CredentialStore};
 use crate::tenant_id::TenantId;
 use crate::{CallerError, ErrorCode};
 
@@ -139,25 +139,14 @@ impl AppTokenProvider {
             resource: self.client.endpoints().resource(api),
             version,
         };
-        let credential = self.credentials.current().await?;
-        let attempt = |credential| {
+        let attempt = |credential: Arc<AppCredential>| {
             let client = &self.client;
             move || {
                 let credential = Arc::clone(&credential);
                 async move { client.request_once(request, &credential).await }
             }
         };
-        match with_retries(self.settings.deadline, attempt(credential.clone())).await {
-            Err(error) if error.is_credential_rejection() => {
-                match self.credentials.reload_after_rejection(&credential).await? {
-                    Some(rotated) => {
-                        Ok(with_retries(self.settings.deadline, attempt(rotated)).await?)
-                    }
-                    None => Err(error.into()),
-                }
-            }
-            other => Ok(other?),
-        }
+        with_credential_retries(&self.credentials, self.settings.deadline, attempt).await
     }
 }
 

@@ -2,6 +2,7 @@
 //! `Retry-After` Microsoft asked for when throttled, and never past the overall deadline.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -9,6 +10,33 @@ use tokio::time::Instant;
 
 use super::errors::EntraError;
 use crate::CallerError;
+use crate::secrets::{AppCredential, CredentialError, CredentialStore};
+
+/// [`with_retries`] with the current app credential; when Entra refuses the credential itself,
+/// it is re-read once (a rotated secret may already be in place) and the request retried with
+/// the new one. `attempt` builds the request's retry closure for a given credential.
+pub async fn with_credential_retries<T, E, A, F, Fut>(
+    credentials: &CredentialStore,
+    deadline: Duration,
+    attempt: A,
+) -> Result<T, E>
+where
+    A: Fn(Arc<AppCredential>) -> F,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, EntraError>>,
+    E: From<EntraError> + From<CredentialError>,
+{
+    let credential = credentials.current().await?;
+    match with_retries(deadline, attempt(credential.clone())).await {
+        Err(error) if error.is_credential_rejection() => {
+            match credentials.reload_after_rejection(&credential).await? {
+                Some(rotated) => Ok(with_retries(deadline, attempt(rotated)).await?),
+                None => Err(error.into()),
+            }
+        }
+        other => Ok(other?),
+    }
+}
 
 /// Runs `attempt` until it succeeds, fails for good, or the next wait would cross `deadline`.
 /// A throttled answer whose `Retry-After` does not fit in what is left is returned as is, so the

@@ -25,21 +25,8 @@ impl SqsQueue {
     /// deadline resumes at once. A new message, rather than returning the received one, keeps
     /// unfinished work from counting towards the dead-letter queue's receive limit.
     pub async fn continue_later(&self, task: &PairTask, delay_seconds: u64) -> Result<(), String> {
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(serde_json::to_string(task).expect("a task serialises"))
-            // SQS delays a message at most 15 minutes; a longer wait is met by the next delay.
-            .delay_seconds(delay_seconds.min(900) as i32)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|error| {
-                format!(
-                    "SendMessage: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&error)
-                )
-            })
+        let body = serde_json::to_string(task).expect("a task serialises");
+        send_delayed(&self.client, &self.url, body, delay_seconds).await
     }
 }
 
@@ -52,6 +39,32 @@ impl WorkQueue for SqsQueue {
             .collect();
         send_batches(&self.client, &self.url, &bodies).await
     }
+}
+
+/// SQS delays a message at most 15 minutes; a longer wait is met by the next delay.
+pub const MAX_DELAY_SECONDS: u64 = 900;
+
+/// Sends one message to `url`, delivered after `delay_seconds` (at most [`MAX_DELAY_SECONDS`]).
+pub async fn send_delayed(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    body: String,
+    delay_seconds: u64,
+) -> Result<(), String> {
+    client
+        .send_message()
+        .queue_url(url)
+        .message_body(body)
+        .delay_seconds(delay_seconds.min(MAX_DELAY_SECONDS) as i32)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|error| {
+            format!(
+                "SendMessage: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&error)
+            )
+        })
 }
 
 /// Sends one message per body to `url`, ten per `SendMessageBatch`; the entries SQS refuses in

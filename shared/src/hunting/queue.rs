@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::fetch::queue::send_batches;
+use crate::fetch::queue::{MAX_DELAY_SECONDS, send_batches, send_delayed};
 use crate::tenant_id::TenantId;
 
 /// SQS delays a message at most 15 minutes.
-pub const MAX_DELAY: Duration = Duration::from_secs(900);
+pub const MAX_DELAY: Duration = Duration::from_secs(MAX_DELAY_SECONDS);
 
 /// One tenant's part of a hunt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,20 +66,7 @@ impl HuntQueue for SqsHuntQueue {
     }
 
     async fn send_later(&self, task: &HuntTask, delay: Duration) -> Result<(), String> {
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body(task))
-            .delay_seconds(delay.min(MAX_DELAY).as_secs() as i32)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|error| {
-                format!(
-                    "SendMessage: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&error)
-                )
-            })
+        send_delayed(&self.client, &self.url, body(task), delay.as_secs()).await
     }
 }
 

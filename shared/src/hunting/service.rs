@@ -23,13 +23,14 @@ use super::output::{
 use super::queue::{HuntQueue, HuntTask, LocalQueue, SqsHuntQueue};
 use super::request::{HuntRequest, TenantSelection, saved_name};
 use super::runner::{HuntRunner, NewRows, TenantRun, Verdict};
-use super::settings::{HuntSettings, needs_path_style};
+use super::settings::HuntSettings;
 use crate::CallerError;
 use crate::ErrorCode;
 use crate::api::DefenderApi;
 use crate::callers::{Admission, Caller, CallerScoping, OUTSIDE_MAPPING, Reach, ScopeError};
 use crate::defender::limiter::Limiter;
 use crate::runtime::Services;
+use crate::sink::s3_client;
 use crate::store::{
     HuntRecord, HuntRecords, HuntStatus, HuntTarget, SavedHunt, TenantHuntResult, TenantHuntStatus,
     TenantRegistry, TenantStatus,
@@ -136,17 +137,10 @@ impl HuntService {
             }
         };
         let output: Arc<dyn HuntOutput> = match (&settings.bucket, &aws) {
-            (Some(bucket), Some(aws)) => {
-                let mut config = aws_sdk_s3::config::Builder::from(aws);
-                let endpoint = settings.s3_endpoint.as_deref().or(aws.endpoint_url());
-                if endpoint.is_some_and(needs_path_style) {
-                    config = config.force_path_style(true);
-                }
-                Arc::new(S3Output::new(
-                    aws_sdk_s3::Client::from_conf(config.build()),
-                    bucket.clone(),
-                ))
-            }
+            (Some(bucket), Some(aws)) => Arc::new(S3Output::new(
+                s3_client(aws, settings.s3_endpoint.as_deref()),
+                bucket.clone(),
+            )),
             _ => Arc::new(FolderOutput::new(settings.dir.clone())),
         };
         let (queue, local): (Arc<dyn HuntQueue>, _) = match (&settings.queue_url, &aws) {

@@ -79,17 +79,6 @@ impl HuntSettings {
     }
 }
 
-/// Local S3 stand-ins (moto) are reached by path, not by virtual host.
-pub(super) fn needs_path_style(endpoint: &str) -> bool {
-    let Ok(url) = url::Url::parse(endpoint) else {
-        return false;
-    };
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    !(host.ends_with(".amazonaws.com")
-        || host.ends_with(".amazonaws.com.cn")
-        || host.ends_with(".api.aws"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,10 @@
 //! must not leak to other sites). Each flow writes its own pages' words.
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
-use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use uuid::Uuid;
+
+use crate::edge::uncached_response;
 
 /// A page and its HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,17 +137,8 @@ fn browser_response(status: u16, html: String) -> ApiGatewayV2httpResponse {
         ),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("cache-control", HeaderValue::from_static("no-store"));
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    let mut response = ApiGatewayV2httpResponse::default();
-    response.status_code = i64::from(status);
-    response.headers = headers;
-    response.body = Some(Body::Text(html));
-    response
+    uncached_response(status, headers, html)
 }
 
 /// HTML-escapes text for element content and quoted attributes; control characters are dropped.
@@ -168,6 +160,8 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use aws_lambda_events::encodings::Body;
+
     use super::*;
 
     fn assert_security_headers(response: &ApiGatewayV2httpResponse) {

@@ -27,14 +27,8 @@ impl SinkSettings {
         let mut sinks: Vec<Arc<dyn RecordSink>> = Vec::new();
         match &self.bucket {
             Some(bucket) => {
-                let aws = aws()?;
-                let mut config = aws_sdk_s3::config::Builder::from(aws);
-                let endpoint = self.s3_endpoint().or(aws.endpoint_url());
-                if endpoint.is_some_and(needs_path_style) {
-                    config = config.force_path_style(true);
-                }
                 sinks.push(Arc::new(S3Sink::new(
-                    aws_sdk_s3::Client::from_conf(config.build()),
+                    s3_client(aws()?, self.s3_endpoint()),
                     bucket.clone(),
                     self.prefix.clone(),
                 )));
@@ -61,6 +55,18 @@ pub fn sink_from_env(
     aws: Option<&aws_config::SdkConfig>,
 ) -> Result<Arc<dyn RecordSink>, ConfigError> {
     SinkSettings::from_lookup(lookup)?.build(aws)
+}
+
+/// An S3 client for `aws`, at `endpoint` when one is set (else the configuration's own).
+pub(crate) fn s3_client(aws: &aws_config::SdkConfig, endpoint: Option<&str>) -> aws_sdk_s3::Client {
+    let mut config = aws_sdk_s3::config::Builder::from(aws);
+    if endpoint
+        .or(aws.endpoint_url())
+        .is_some_and(needs_path_style)
+    {
+        config = config.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(config.build())
 }
 
 /// Virtual-hosted bucket addresses (`bucket.host`) only resolve on AWS itself; an emulator or

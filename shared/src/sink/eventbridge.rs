@@ -356,6 +356,17 @@ mod tests {
     use super::*;
     use crate::sink::test_records::{fresh_tenant, record};
 
+    /// An EventBridge client of the fake at `server`.
+    fn client_of(server: &MockServer) -> Client {
+        let config = aws_sdk_eventbridge::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(server.uri())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build();
+        Client::from_conf(config)
+    }
+
     type Plan = dyn Fn(usize, &[Value]) -> Value + Send + Sync;
 
     /// A fake PutEvents: records every request's entries and answers what `plan` says.
@@ -395,13 +406,7 @@ mod tests {
             })
             .mount(&server)
             .await;
-        let config = aws_sdk_eventbridge::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(server.uri())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .build();
-        let sink = EventBridgeSink::new(Client::from_conf(config), "partner-bus").with_retries(
+        let sink = EventBridgeSink::new(client_of(&server), "partner-bus").with_retries(
             3,
             Duration::from_millis(1),
             Duration::from_millis(5),
@@ -595,13 +600,7 @@ mod tests {
             )
             .mount(&server)
             .await;
-        let config = aws_sdk_eventbridge::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(server.uri())
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .build();
-        let sink = EventBridgeSink::new(Client::from_conf(config), "nope");
+        let sink = EventBridgeSink::new(client_of(&server), "nope");
         let error = sink.write(&RunId::new(), &batch(1)).await.unwrap_err();
         let message = error.to_string();
         assert!(message.contains("ResourceNotFoundException"), "{message}");

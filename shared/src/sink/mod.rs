@@ -23,6 +23,7 @@ mod test_records;
 pub use crate::config::{
     DEFAULT_SINK_DIR, ENV_EVENT_BUS, ENV_SINK_BUCKET, ENV_SINK_DIR, ENV_SINK_PREFIX, SinkSettings,
 };
+pub(crate) use build::s3_client;
 pub use build::sink_from_env;
 pub use eventbridge::{DETAIL_TYPE_ALERT, DETAIL_TYPE_INCIDENT, EVENT_SOURCE, EventBridgeSink};
 pub use fanout::FanOutSink;

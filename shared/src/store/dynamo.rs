@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::record::{Ownership, format_time, parse_time};
@@ -120,28 +121,15 @@ impl DynamoRegistry {
         &self,
         kind: &str,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, RegistryError> {
-        let mut items = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(KIND_INDEX)
-                .key_condition_expression("#kind = :kind")
-                .expression_attribute_names("#kind", "kind")
-                .expression_attribute_values(":kind", AttributeValue::S(kind.to_owned()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
-        Ok(items)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(KIND_INDEX)
+            .key_condition_expression("#kind = :kind")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":kind", AttributeValue::S(kind.to_owned()));
+        every_page(query).await
     }
 
     /// Puts `item` if the stored copy still has version `expected` (0: none is stored);
@@ -265,6 +253,19 @@ fn record(item: &HashMap<String, AttributeValue>) -> Result<TenantRecord, Regist
         updated_at: parse_time(&text("updated_at")?).map_err(corrupt)?,
         version,
     })
+}
+
+/// Every item a query matches, page after page: the SDK's paginator follows `LastEvaluatedKey`.
+pub(super) async fn every_page(
+    query: QueryFluentBuilder,
+) -> Result<Vec<HashMap<String, AttributeValue>>, RegistryError> {
+    query
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(unavailable)
 }
 
 pub(super) fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R>(

@@ -15,7 +15,8 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Duration, Utc};
 
-use super::dynamo::{condition_held, is_condition_failure, unavailable};
+use super::dynamo::{condition_held, every_page, is_condition_failure, unavailable};
+use super::dynamo_items::{body_of, item_key, number, number_of, serialised, text, text_of};
 use super::hunts::{HUNT_RETENTION_DAYS, HuntRecord, HuntStatus, SavedHunt, TenantHuntResult};
 use super::{DynamoRegistry, HuntRecords, RegistryError};
 use crate::tenant_id::TenantId;
@@ -25,13 +26,6 @@ pub const HUNT_PREFIX: &str = "HUNT#";
 const SAVED_PARTITION: &str = "HUNT#SAVED";
 const RECORD_SORT: &str = "HUNT";
 const RESULT_PREFIX: &str = "TENANT#";
-
-fn item_key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), AttributeValue::S(pk)),
-        ("sk".to_owned(), AttributeValue::S(sk)),
-    ])
-}
 
 fn hunt_key(id: &str) -> HashMap<String, AttributeValue> {
     item_key(format!("{HUNT_PREFIX}{id}"), RECORD_SORT.to_owned())
@@ -48,39 +42,6 @@ fn seen_key(saved: &str, tenant: &TenantId, hash: &str) -> HashMap<String, Attri
     )
 }
 
-fn text(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn number(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn text_of<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
-    item.get(name)
-        .and_then(|value| value.as_s().ok())
-        .map(String::as_str)
-}
-
-fn number_of(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
-    item.get(name)
-        .and_then(|value| value.as_n().ok())
-        .and_then(|value| value.parse().ok())
-}
-
-fn body_of<T: serde::de::DeserializeOwned>(
-    item: &HashMap<String, AttributeValue>,
-    what: &str,
-) -> Result<T, RegistryError> {
-    let body = text_of(item, "body")
-        .ok_or_else(|| RegistryError::Corrupt(format!("{what}: body is missing")))?;
-    serde_json::from_str(body).map_err(|error| RegistryError::Corrupt(format!("{what}: {error}")))
-}
-
-fn serialised(value: &impl serde::Serialize, what: &str) -> Result<String, RegistryError> {
-    serde_json::to_string(value).map_err(|error| RegistryError::Corrupt(format!("{what}: {error}")))
-}
-
 fn saved_of(item: &HashMap<String, AttributeValue>) -> Result<SavedHunt, RegistryError> {
     let mut saved: SavedHunt = body_of(item, "saved hunt")?;
     saved.last_run_at = number_of(item, "last_run_ms").and_then(DateTime::from_timestamp_millis);
@@ -95,27 +56,15 @@ impl DynamoRegistry {
         pk: String,
         prefix: &str,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, RegistryError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", text(pk.clone()))
-                .expression_attribute_values(":prefix", text(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", text(pk))
+            .expression_attribute_values(":prefix", text(prefix))
+            .consistent_read(true);
+        every_page(query).await
     }
 }
 

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, Utc};
 
-use super::dynamo::{condition_held, is_condition_failure, unavailable};
+use super::dynamo::{condition_held, every_page, is_condition_failure, unavailable};
+use super::dynamo_items::{Item, body_of, item_key, number, serialised, text_of};
 use super::updates::{
     AUDIT_RETENTION_DAYS, AuditEntry, IDEMPOTENCY_RETENTION_HOURS, KeyClaim,
     OWN_CHANGE_RETENTION_DAYS, OwnChange,
@@ -23,14 +24,8 @@ pub const WRITEBACK_PREFIX: &str = "WRITEBACK#";
 /// Sort keys of the audit trail: the time in milliseconds, zero-padded so text order is time order.
 const AUDIT_PREFIX: &str = "AUDIT#";
 
-fn key(tenant: &TenantId, sort: String) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        (
-            "pk".to_owned(),
-            AttributeValue::S(format!("{WRITEBACK_PREFIX}{tenant}")),
-        ),
-        ("sk".to_owned(), AttributeValue::S(sort)),
-    ])
+fn key(tenant: &TenantId, sort: String) -> Item {
+    item_key(format!("{WRITEBACK_PREFIX}{tenant}"), sort)
 }
 
 fn change_sort(kind: &str, id: &str) -> String {
@@ -44,23 +39,53 @@ fn audit_sort(at: DateTime<Utc>, request_id: &str) -> String {
     )
 }
 
-fn number(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
+impl DynamoRegistry {
+    /// Writes a write-back record as its JSON body, removed by the table's TTL at `expires`.
+    async fn put_record(
+        &self,
+        tenant: &TenantId,
+        sort: String,
+        record: &impl serde::Serialize,
+        what: &str,
+        expires: DateTime<Utc>,
+    ) -> Result<(), RegistryError> {
+        let mut item = key(tenant, sort);
+        item.insert("body".into(), AttributeValue::S(serialised(record, what)?));
+        item.insert("expires_at".into(), number(expires.timestamp()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
 
-fn text_of<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
-    item.get(name)
-        .and_then(|value| value.as_s().ok())
-        .map(String::as_str)
-}
-
-fn body_of<T: serde::de::DeserializeOwned>(
-    item: &HashMap<String, AttributeValue>,
-    what: &str,
-) -> Result<T, RegistryError> {
-    let body = text_of(item, "body")
-        .ok_or_else(|| RegistryError::Corrupt(format!("{what}: body is missing")))?;
-    serde_json::from_str(body).map_err(|error| RegistryError::Corrupt(format!("{what}: {error}")))
+    /// Ends a key or a hold by setting its time `attribute` to zero, if `condition` (on
+    /// `:owner`) still holds; otherwise it is another's now and left alone. An UpdateItem, not a
+    /// delete: the update function's role deletes nothing in the table.
+    async fn end_if(
+        &self,
+        tenant: &TenantId,
+        sort: String,
+        attribute: &str,
+        condition: &str,
+        owner: &str,
+    ) -> Result<(), RegistryError> {
+        let ended = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant, sort)))
+            .update_expression(format!("SET {attribute} = :zero"))
+            .condition_expression(condition)
+            .expression_attribute_values(":zero", number(0))
+            .expression_attribute_values(":owner", AttributeValue::S(owner.into()))
+            .send()
+            .await;
+        condition_held(ended).map(|_| ())
+    }
 }
 
 #[async_trait]
@@ -150,37 +175,17 @@ impl UpdateRecords for DynamoRegistry {
         key_text: &str,
         fingerprint: &str,
     ) -> Result<(), RegistryError> {
-        // Released by expiring it (UpdateItem), not by a delete: this function's role deletes
-        // nothing in the table.
-        let released = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(tenant, format!("KEY#{key_text}"))))
-            .update_expression("SET expires_ms = :zero")
-            .condition_expression("fingerprint = :fingerprint AND attribute_not_exists(answer)")
-            .expression_attribute_values(":zero", number(0))
-            .expression_attribute_values(":fingerprint", AttributeValue::S(fingerprint.into()))
-            .send()
-            .await;
-        condition_held(released).map(|_| ())
+        let sort = format!("KEY#{key_text}");
+        let unanswered_and_ours = "fingerprint = :owner AND attribute_not_exists(answer)";
+        self.end_if(tenant, sort, "expires_ms", unanswered_and_ours, fingerprint)
+            .await
     }
 
     async fn remember_change(&self, change: &OwnChange) -> Result<(), RegistryError> {
-        let body = serde_json::to_string(change)
-            .map_err(|error| RegistryError::Corrupt(format!("own change: {error}")))?;
-        let mut item = key(&change.tenant_id, change_sort(&change.kind, &change.id));
-        item.insert("body".into(), AttributeValue::S(body));
+        let sort = change_sort(&change.kind, &change.id);
         let expires = change.at + Duration::days(OWN_CHANGE_RETENTION_DAYS);
-        item.insert("expires_at".into(), number(expires.timestamp()));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
+        self.put_record(&change.tenant_id, sort, change, "own change", expires)
             .await
-            .map(|_| ())
-            .map_err(unavailable)
     }
 
     async fn own_changes(
@@ -241,35 +246,16 @@ impl UpdateRecords for DynamoRegistry {
         target: &str,
         holder: &str,
     ) -> Result<(), RegistryError> {
-        let released = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(tenant, format!("HOLD#{target}"))))
-            .update_expression("SET hold_until = :zero")
-            .condition_expression("holder = :holder")
-            .expression_attribute_values(":zero", number(0))
-            .expression_attribute_values(":holder", AttributeValue::S(holder.into()))
-            .send()
-            .await;
-        condition_held(released).map(|_| ())
+        let sort = format!("HOLD#{target}");
+        self.end_if(tenant, sort, "hold_until", "holder = :owner", holder)
+            .await
     }
 
     async fn record_audit(&self, entry: &AuditEntry) -> Result<(), RegistryError> {
-        let body = serde_json::to_string(entry)
-            .map_err(|error| RegistryError::Corrupt(format!("audit entry: {error}")))?;
-        let mut item = key(&entry.tenant_id, audit_sort(entry.at, &entry.request_id));
-        item.insert("body".into(), AttributeValue::S(body));
+        let sort = audit_sort(entry.at, &entry.request_id);
         let expires = entry.at + Duration::days(AUDIT_RETENTION_DAYS);
-        item.insert("expires_at".into(), number(expires.timestamp()));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
+        self.put_record(&entry.tenant_id, sort, entry, "audit entry", expires)
             .await
-            .map(|_| ())
-            .map_err(unavailable)
     }
 
     async fn audit(
@@ -277,35 +263,24 @@ impl UpdateRecords for DynamoRegistry {
         tenant: &TenantId,
         since: DateTime<Utc>,
     ) -> Result<Vec<AuditEntry>, RegistryError> {
-        let mut entries = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(format!("{WRITEBACK_PREFIX}{tenant}")),
-                )
-                .expression_attribute_values(":from", AttributeValue::S(audit_sort(since, "")))
-                .expression_attribute_values(
-                    ":to",
-                    AttributeValue::S(format!("{AUDIT_PREFIX}\u{10FFFF}")),
-                )
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items.unwrap_or_default() {
-                entries.push(body_of(&item, "audit entry")?);
-            }
-            match page.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
-            }
-        }
-        Ok(entries)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(
+                ":pk",
+                AttributeValue::S(format!("{WRITEBACK_PREFIX}{tenant}")),
+            )
+            .expression_attribute_values(":from", AttributeValue::S(audit_sort(since, "")))
+            .expression_attribute_values(
+                ":to",
+                AttributeValue::S(format!("{AUDIT_PREFIX}\u{10FFFF}")),
+            );
+        every_page(query)
+            .await?
+            .iter()
+            .map(|item| body_of(item, "audit entry"))
+            .collect()
     }
 }

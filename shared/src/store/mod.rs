@@ -12,6 +12,7 @@ mod dynamo_attempts;
 mod dynamo_callers;
 mod dynamo_checkpoints;
 mod dynamo_hunts;
+mod dynamo_items;
 mod dynamo_leases;
 mod dynamo_signed_in;
 mod dynamo_updates;
@@ -29,6 +30,7 @@ mod sqlite_signed_in;
 mod sqlite_updates;
 mod updates;
 
+pub(crate) use attempts::classify_failed_consume;
 pub use attempts::{AttemptFlow, AttemptStatus, ConsentAttempt, ConsentAttempts, ConsumeError};
 pub use callers::{CallerLookup, CallerScope, CallerScopes, update_caller_scope};
 pub use checkpoints::{

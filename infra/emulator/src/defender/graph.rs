@@ -28,34 +28,13 @@ use super::{Api, Context, Page, count, cut, link};
 pub(crate) const MAX_SKIP: u64 = 500;
 
 const COMMON_FIELDS: [FieldSpec; 7] = [
-    FieldSpec {
-        name: "lastUpdateDateTime",
-        kind: FieldKind::Updated,
-    },
-    FieldSpec {
-        name: "createdDateTime",
-        kind: FieldKind::Created,
-    },
-    FieldSpec {
-        name: "status",
-        kind: FieldKind::Text(TextField::Status),
-    },
-    FieldSpec {
-        name: "severity",
-        kind: FieldKind::Text(TextField::Severity),
-    },
-    FieldSpec {
-        name: "assignedTo",
-        kind: FieldKind::Text(TextField::AssignedTo),
-    },
-    FieldSpec {
-        name: "classification",
-        kind: FieldKind::Text(TextField::Classification),
-    },
-    FieldSpec {
-        name: "determination",
-        kind: FieldKind::Text(TextField::Determination),
-    },
+    FieldSpec::new("lastUpdateDateTime", FieldKind::Updated),
+    FieldSpec::new("createdDateTime", FieldKind::Created),
+    FieldSpec::new("status", FieldKind::Text(TextField::Status)),
+    FieldSpec::new("severity", FieldKind::Text(TextField::Severity)),
+    FieldSpec::new("assignedTo", FieldKind::Text(TextField::AssignedTo)),
+    FieldSpec::new("classification", FieldKind::Text(TextField::Classification)),
+    FieldSpec::new("determination", FieldKind::Text(TextField::Determination)),
 ];
 
 pub(crate) const INCIDENTS_SPEC: ApiSpec = ApiSpec {
@@ -76,14 +55,8 @@ const ALERT_FIELDS: [FieldSpec; 9] = [
     COMMON_FIELDS[4],
     COMMON_FIELDS[5],
     COMMON_FIELDS[6],
-    FieldSpec {
-        name: "incidentId",
-        kind: FieldKind::IncidentId { string: true },
-    },
-    FieldSpec {
-        name: "serviceSource",
-        kind: FieldKind::Text(TextField::ServiceSource),
-    },
+    FieldSpec::new("incidentId", FieldKind::IncidentId { string: true }),
+    FieldSpec::new("serviceSource", FieldKind::Text(TextField::ServiceSource)),
 ];
 
 pub(crate) const ALERTS_SPEC: ApiSpec = ApiSpec {

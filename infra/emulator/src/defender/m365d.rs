@@ -16,34 +16,13 @@ use super::{Context, Page, cut, link};
 pub(crate) const SPEC: ApiSpec = ApiSpec {
     entity: "microsoft.windowsDefenderATP.api.Incident",
     fields: &[
-        FieldSpec {
-            name: "lastUpdateTime",
-            kind: FieldKind::Updated,
-        },
-        FieldSpec {
-            name: "createdTime",
-            kind: FieldKind::Created,
-        },
-        FieldSpec {
-            name: "status",
-            kind: FieldKind::Text(TextField::Status),
-        },
-        FieldSpec {
-            name: "severity",
-            kind: FieldKind::Text(TextField::Severity),
-        },
-        FieldSpec {
-            name: "assignedTo",
-            kind: FieldKind::Text(TextField::AssignedTo),
-        },
-        FieldSpec {
-            name: "classification",
-            kind: FieldKind::Text(TextField::Classification),
-        },
-        FieldSpec {
-            name: "determination",
-            kind: FieldKind::Text(TextField::Determination),
-        },
+        FieldSpec::new("lastUpdateTime", FieldKind::Updated),
+        FieldSpec::new("createdTime", FieldKind::Created),
+        FieldSpec::new("status", FieldKind::Text(TextField::Status)),
+        FieldSpec::new("severity", FieldKind::Text(TextField::Severity)),
+        FieldSpec::new("assignedTo", FieldKind::Text(TextField::AssignedTo)),
+        FieldSpec::new("classification", FieldKind::Text(TextField::Classification)),
+        FieldSpec::new("determination", FieldKind::Text(TextField::Determination)),
     ],
     max_top: 100,
     default_top: 100,

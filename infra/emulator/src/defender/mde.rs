@@ -16,42 +16,15 @@ use super::{Context, Page, cut};
 pub(crate) const SPEC: ApiSpec = ApiSpec {
     entity: "microsoft.windowsDefenderATP.api.PublicAlert",
     fields: &[
-        FieldSpec {
-            name: "lastUpdateTime",
-            kind: FieldKind::Updated,
-        },
-        FieldSpec {
-            name: "alertCreationTime",
-            kind: FieldKind::Created,
-        },
-        FieldSpec {
-            name: "incidentId",
-            kind: FieldKind::IncidentId { string: false },
-        },
-        FieldSpec {
-            name: "status",
-            kind: FieldKind::Text(TextField::Status),
-        },
-        FieldSpec {
-            name: "severity",
-            kind: FieldKind::Text(TextField::Severity),
-        },
-        FieldSpec {
-            name: "assignedTo",
-            kind: FieldKind::Text(TextField::AssignedTo),
-        },
-        FieldSpec {
-            name: "classification",
-            kind: FieldKind::Text(TextField::Classification),
-        },
-        FieldSpec {
-            name: "determination",
-            kind: FieldKind::Text(TextField::Determination),
-        },
-        FieldSpec {
-            name: "id",
-            kind: FieldKind::Text(TextField::Id),
-        },
+        FieldSpec::new("lastUpdateTime", FieldKind::Updated),
+        FieldSpec::new("alertCreationTime", FieldKind::Created),
+        FieldSpec::new("incidentId", FieldKind::IncidentId { string: false }),
+        FieldSpec::new("status", FieldKind::Text(TextField::Status)),
+        FieldSpec::new("severity", FieldKind::Text(TextField::Severity)),
+        FieldSpec::new("assignedTo", FieldKind::Text(TextField::AssignedTo)),
+        FieldSpec::new("classification", FieldKind::Text(TextField::Classification)),
+        FieldSpec::new("determination", FieldKind::Text(TextField::Determination)),
+        FieldSpec::new("id", FieldKind::Text(TextField::Id)),
     ],
     max_top: 10_000,
     default_top: 10_000,

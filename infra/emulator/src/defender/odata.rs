@@ -37,6 +37,12 @@ pub(crate) struct FieldSpec {
     pub kind: FieldKind,
 }
 
+impl FieldSpec {
+    pub(crate) const fn new(name: &'static str, kind: FieldKind) -> Self {
+        Self { name, kind }
+    }
+}
+
 /// What one list endpoint accepts.
 pub(crate) struct ApiSpec {
     /// `microsoft.graph.security.incident`, for messages.
@@ -559,22 +565,10 @@ mod tests {
     const SPEC: ApiSpec = ApiSpec {
         entity: "microsoft.graph.security.incident",
         fields: &[
-            FieldSpec {
-                name: "lastUpdateDateTime",
-                kind: FieldKind::Updated,
-            },
-            FieldSpec {
-                name: "createdDateTime",
-                kind: FieldKind::Created,
-            },
-            FieldSpec {
-                name: "status",
-                kind: FieldKind::Text(TextField::Status),
-            },
-            FieldSpec {
-                name: "incidentId",
-                kind: FieldKind::IncidentId { string: true },
-            },
+            FieldSpec::new("lastUpdateDateTime", FieldKind::Updated),
+            FieldSpec::new("createdDateTime", FieldKind::Created),
+            FieldSpec::new("status", FieldKind::Text(TextField::Status)),
+            FieldSpec::new("incidentId", FieldKind::IncidentId { string: true }),
         ],
         max_top: 50,
         default_top: 50,
