@@ -396,7 +396,7 @@ async fn write_back_end_to_end() {
                 let newest = newest_line(&lines).expect("the change is delivered");
                 let origin = newest.change_origin.as_ref().expect("marked as our change");
                 assert_eq!(origin.request_id, answer["request_id"].as_str().unwrap());
-                assert_eq!(origin.caller, "lambda:invoke");
+                assert_eq!(origin.caller, "direct-invoke");
                 assert_eq!(
                     origin.fields,
                     vec!["status", "classification", "determination"]

@@ -22,7 +22,9 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use super::{json_of, lambda_error};
 use crate::CallerError;
 use crate::ErrorCode;
-use crate::callers::{Caller, ScopeError, http_event_trusted, http_identity_trusted};
+use crate::callers::{
+    Caller, DIRECT_INVOKE, ScopeError, http_event_trusted, http_identity_trusted,
+};
 use crate::edge::{self, EdgeError, Invocation};
 use crate::hunting::error::HuntError;
 use crate::hunting::queue::HuntTask;
@@ -221,10 +223,10 @@ async fn direct(service: &HuntService, body: Value) -> Result<Value, HuntError> 
             .expect("a manifest serialises"));
     }
     if let Some(name) = body.get("saved").and_then(Value::as_str) {
-        let started = service.run_saved_as(name, "direct", asker).await?;
+        let started = service.run_saved_as(name, DIRECT_INVOKE, asker).await?;
         return submitted(service, started).await;
     }
-    let started = service.submit_json_as(&body, "direct", asker).await?;
+    let started = service.submit_json_as(&body, DIRECT_INVOKE, asker).await?;
     submitted(service, started).await
 }
 
@@ -240,7 +242,7 @@ async fn http(
             Caller::from_user_arn(edge::iam_user_arn(request)),
         )
     } else {
-        ("direct".to_owned(), Caller::DirectInvoke)
+        (DIRECT_INVOKE.to_owned(), Caller::DirectInvoke)
     };
     let asker = Asker::Caller(&principal);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();

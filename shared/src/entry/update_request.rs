@@ -33,14 +33,15 @@ pub enum Arrival {
 pub struct Decoded {
     pub arrival: Arrival,
     pub payload: Value,
-    /// Who asked, as audited (the signer's full ARN, `events:SOURCE@ACCOUNT`, `lambda:invoke`).
+    /// Who asked, as audited (the signer's full ARN, `events:SOURCE@ACCOUNT`, `direct-invoke`).
     pub caller: String,
     /// Whose mapping scopes the request.
     pub principal: Caller,
 }
 
-/// The caller recorded for a direct invocation.
-pub const DIRECT_CALLER: &str = "lambda:invoke";
+/// The caller recorded for a direct invocation: the name its mapping goes by, as for every
+/// function (`hunt` records the same).
+pub const DIRECT_CALLER: &str = crate::callers::DIRECT_INVOKE;
 
 /// Fields a comment route takes besides the comment.
 const COMMENT_ROUTE_FIELDS: [&str; 4] = ["comment", "user_token", "user_oid", "idempotency_key"];

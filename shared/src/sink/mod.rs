@@ -89,7 +89,7 @@ pub struct SinkRecord {
 pub struct ChangeOrigin {
     /// `update-incident`'s request id (its answer and audit entry carry it too).
     pub request_id: String,
-    /// The caller's IAM principal, `events:<source>@<account>`, or `lambda:invoke`.
+    /// The caller's IAM principal, `events:<source>@<account>`, or `direct-invoke`.
     pub caller: String,
     /// The fields the request changed.
     pub fields: Vec<String>,
