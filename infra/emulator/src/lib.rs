@@ -17,6 +17,7 @@ mod entra;
 mod faults;
 mod handle;
 mod latency;
+mod markup;
 mod scenario;
 mod server;
 mod state;
