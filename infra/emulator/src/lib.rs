@@ -17,7 +17,6 @@ mod entra;
 mod faults;
 mod handle;
 mod latency;
-mod markup;
 mod scenario;
 mod server;
 mod state;

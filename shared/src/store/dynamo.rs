@@ -116,23 +116,6 @@ impl DynamoRegistry {
         Ok(found)
     }
 
-    /// The item at `key`, read consistently (a write just made is seen).
-    pub(super) async fn read_item(
-        &self,
-        key: HashMap<String, AttributeValue>,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, RegistryError> {
-        let answer = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(answer.item)
-    }
-
     /// Every item of `kind`, through the sparse `by-kind` index, page after page.
     pub(super) async fn kind_items(
         &self,
@@ -324,8 +307,16 @@ pub(super) async fn pause_before_round(round: u32) {
 #[async_trait]
 impl TenantRegistry for DynamoRegistry {
     async fn get(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, RegistryError> {
-        let answer = self.read_item(Self::key(tenant)).await?;
-        answer.as_ref().map(record).transpose()
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        answer.item.as_ref().map(record).transpose()
     }
 
     async fn insert(&self, record: &TenantRecord) -> Result<(), RegistryError> {

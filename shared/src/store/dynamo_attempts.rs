@@ -192,7 +192,15 @@ impl ConsentAttempts for DynamoRegistry {
     }
 
     async fn attempt(&self, nonce: &str) -> Result<Option<ConsentAttempt>, RegistryError> {
-        let answer = self.read_item(attempt_key(nonce)).await?;
-        answer.as_ref().map(attempt_record).transpose()
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(attempt_key(nonce)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        answer.item.as_ref().map(attempt_record).transpose()
     }
 }

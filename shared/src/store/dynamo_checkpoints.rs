@@ -65,8 +65,16 @@ impl Checkpoints for DynamoRegistry {
         tenant: &TenantId,
         source: &str,
     ) -> Result<Option<Checkpoint>, RegistryError> {
-        let answer = self.read_item(checkpoint_key(tenant, source)).await?;
-        answer.as_ref().map(checkpoint_from).transpose()
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(checkpoint_key(tenant, source)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        answer.item.as_ref().map(checkpoint_from).transpose()
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint, RegistryError> {

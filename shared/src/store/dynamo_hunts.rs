@@ -98,7 +98,17 @@ impl HuntRecords for DynamoRegistry {
     }
 
     async fn hunt(&self, id: &str) -> Result<Option<HuntRecord>, RegistryError> {
-        let Some(item) = self.read_item(hunt_key(id)).await? else {
+        let Some(item) = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(hunt_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?
+            .item
+        else {
             return Ok(None);
         };
         let mut hunt: HuntRecord = body_of(&item, "hunt")?;
@@ -244,8 +254,15 @@ impl HuntRecords for DynamoRegistry {
     }
 
     async fn saved_hunt(&self, name: &str) -> Result<Option<SavedHunt>, RegistryError> {
-        self.read_item(saved_key(name))
-            .await?
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(saved_key(name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?
+            .item
             .map(|item| saved_of(&item))
             .transpose()
     }

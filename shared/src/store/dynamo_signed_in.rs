@@ -82,8 +82,16 @@ impl SignedInUsers for DynamoRegistry {
         tenant: &TenantId,
         user_oid: &str,
     ) -> Result<Option<SignedInUser>, RegistryError> {
-        let answer = self.read_item(key(tenant, user_oid)).await?;
-        answer.as_ref().map(from_item).transpose()
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant, user_oid)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        answer.item.as_ref().map(from_item).transpose()
     }
 
     async fn save_sign_in(&self, user: &SignedInUser) -> Result<u64, RegistryError> {

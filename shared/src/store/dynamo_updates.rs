@@ -126,8 +126,15 @@ impl UpdateRecords for DynamoRegistry {
             Err(error) => return Err(unavailable(error)),
         }
         let stored = self
-            .read_item(key(tenant, format!("KEY#{key_text}")))
-            .await?
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant, format!("KEY#{key_text}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?
+            .item
             .unwrap_or_default();
         if text_of(&stored, "fingerprint") != Some(fingerprint) {
             return Ok(KeyClaim::OtherRequest);

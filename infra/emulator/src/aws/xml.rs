@@ -12,7 +12,21 @@ use uuid::Uuid;
 pub(crate) const STS_NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 pub(crate) const IAM_NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 
-pub(crate) use crate::markup::escape;
+/// Escapes text for XML element content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&apos;"),
+            _ => escaped.push(c),
+        }
+    }
+    escaped
+}
 
 /// `<{action}Response><{action}Result>{result}</..><ResponseMetadata>..`; `result` is XML
 /// already escaped by the caller.
@@ -94,6 +108,11 @@ fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(escape(r#"a<b>&"c'"#), "a&lt;b&gt;&amp;&quot;c&apos;");
+    }
 
     #[tokio::test]
     async fn error_has_aws_shape() {

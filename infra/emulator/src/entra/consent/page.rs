@@ -24,7 +24,21 @@ button{min-width:108px;padding:6px 12px;margin-right:8px;border:1px solid #8a888
 background:#fff;cursor:pointer}#accept{background:#0067b8;border-color:#0067b8;color:#fff}\
 code{word-break:break-all}";
 
-pub(crate) use crate::markup::escape;
+/// Escapes text for HTML content and double-quoted attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            _ => escaped.push(c),
+        }
+    }
+    escaped
+}
 
 /// One option of the tenant list.
 pub(crate) struct TenantOption {
